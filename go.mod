@@ -1,0 +1,3 @@
+module github.com/aredn/phonebookd
+
+go 1.26
