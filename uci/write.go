@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// quote renders a value in single quotes, a quote inside as '\''.
+// quote renders a value in single quotes, a quote inside as '\”.
 func quote(v string) string {
 	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
 }
