@@ -195,7 +195,7 @@ func (c *Conn) serve(m *Message) {
 	o := c.objects[id]
 	c.mu.Unlock()
 
-	var reply []Value
+	var reply []byte
 	status := StatusOK
 	raw, err := m.Values(AttrData)
 	switch {
@@ -213,7 +213,7 @@ func (c *Conn) serve(m *Message) {
 	}
 	if reply != nil {
 		c.write(&Message{Type: MsgData, Seq: m.Seq, Peer: m.Peer, Attrs: []Attr{
-			U32Attr(AttrObjID, id), NestedAttr(AttrData, AppendValues(nil, reply)),
+			U32Attr(AttrObjID, id), NestedAttr(AttrData, reply),
 		}})
 	}
 	c.write(&Message{Type: MsgStatus, Seq: m.Seq, Peer: m.Peer, Attrs: []Attr{
@@ -221,7 +221,7 @@ func (c *Conn) serve(m *Message) {
 	}})
 }
 
-func (c *Conn) call(o *Object, name string, raw []Value, m *Message) (reply []Value, status Status) {
+func (c *Conn) call(o *Object, name string, raw []Value, m *Message) (reply []byte, status Status) {
 	meth := o.method(name)
 	if meth == nil {
 		return nil, StatusMethodNotFound
@@ -239,7 +239,15 @@ func (c *Conn) call(o *Object, name string, raw []Value, m *Message) (reply []Va
 			reply, status = nil, StatusUnknownError
 		}
 	}()
-	reply, err = meth.Handler(c.serveCtx, req)
+	if meth.Encoded != nil {
+		reply, err = meth.Encoded(c.serveCtx, req)
+	} else {
+		var vs []Value
+		vs, err = meth.Handler(c.serveCtx, req)
+		if vs != nil {
+			reply = AppendValues(make([]byte, 0, 256), vs)
+		}
+	}
 	if err != nil {
 		var st Status
 		if errors.As(err, &st) {

@@ -26,6 +26,9 @@ type Method struct {
 	Name    string
 	Params  []Param
 	Handler Handler
+	// Encoded, instead of Handler, returns the reply table already
+	// encoded as a blobmsg body (a snapshot served without re-encoding).
+	Encoded func(ctx context.Context, req *Request) ([]byte, error)
 }
 
 // Request is one incoming call.

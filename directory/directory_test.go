@@ -1,0 +1,205 @@
+package directory
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/internal/shared"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden XML files")
+
+func fixture(t testing.TB, name string) []byte {
+	b, err := os.ReadFile(shared.Path(t, "fixtures", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		os.WriteFile(path, got, 0o644)
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file (go test -update to accept):\n%s", name, got)
+	}
+}
+
+func TestAwkwardCSV(t *testing.T) {
+	es, st, err := Parse(fixture(t, "phonebook-awkward.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// BOM and CRLF handled, header not an entry; bad: too many fields,
+	// too few, no number, not digits, 2000-character name; 1 duplicate.
+	if st.Rows != 14 || st.Entries != 8 || st.Bad != 5 || st.Duplicates != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	for _, e := range es {
+		if strings.Contains(e.DisplayName(), "First") || strings.ContainsAny(e.DisplayName(), "\t\r") {
+			t.Errorf("bad entry %+v", e)
+		}
+	}
+	golden(t, "phonebook-awkward.xml", YealinkXML(es))
+}
+
+func TestLargeCSV(t *testing.T) {
+	es, st, err := Parse(fixture(t, "phonebook-600.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rows != 600 || st.Entries+st.Bad+st.Duplicates != 600 {
+		t.Errorf("stats %+v", st)
+	}
+	golden(t, "phonebook-600.xml", YealinkXML(es))
+	// deterministic: input order does not matter
+	rev := append([]Entry(nil), es...)
+	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
+		rev[i], rev[j] = rev[j], rev[i]
+	}
+	if !bytes.Equal(YealinkXML(rev), YealinkXML(es)) {
+		t.Error("XML depends on input order")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(fixture(f, "phonebook-awkward.csv"))
+	f.Add(fixture(f, "phonebook-600.csv")[:2000])
+	f.Add([]byte("\"a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		es, st, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if st.Entries != len(es) {
+			t.Fatal("entries miscounted")
+		}
+		x := YealinkXML(es)
+		if bytes.Contains(x, []byte("<script>")) {
+			t.Fatal("markup not escaped")
+		}
+	})
+}
+
+type env struct {
+	f     *Fetcher
+	rates *health.Rates
+	main  config.Main
+	reach []bool
+}
+
+func newEnv(t *testing.T, servers ...string) *env {
+	e := &env{rates: health.NewRates(health.SystemClock{})}
+	dir := t.TempDir()
+	e.main = config.Main{StateDir: filepath.Join(dir, "state"), RunDir: filepath.Join(dir, "run"), WWWDir: filepath.Join(dir, "www")}
+	e.f = NewFetcher(nil, e.rates, func(ok bool) { e.reach = append(e.reach, ok) })
+	fc := config.Defaults().Fetcher
+	fc.Servers, fc.Timeout, fc.MaxKB = servers, 1, 1024
+	e.f.Configure(fc, e.main)
+	return e
+}
+
+func (e *env) xml(t *testing.T) []byte {
+	b, err := os.ReadFile(e.f.xmlPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestFetchPublishAndCutoffs(t *testing.T) {
+	body := fixture(t, "phonebook-600.csv")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	defer srv.Close()
+	e := newEnv(t, srv.URL)
+	ctx := context.Background()
+
+	e.f.Fetch(ctx, nil)
+	first := e.xml(t)
+	golden(t, "phonebook-600.xml", first)
+	if e.f.Writes() != 2 { // XML and CSV
+		t.Fatalf("writes %d, want 2", e.f.Writes())
+	}
+	e.f.Fetch(ctx, nil) // unchanged data: nothing written
+	if e.f.Writes() != 2 {
+		t.Errorf("unchanged fetch wrote: %d writes", e.f.Writes())
+	}
+	body = fixture(t, "phonebook-awkward.csv")
+	e.f.Fetch(ctx, nil)
+	golden(t, "phonebook-awkward.xml", e.xml(t))
+	good := e.xml(t)
+
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("First,Name,Callsign,Telephone\n"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer hang.Close()
+	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		line := bytes.Repeat([]byte("Anna,Muster,HB9AAA,441001\n"), 1024)
+		for i := 0; i < 50<<20/len(line) && r.Context().Err() == nil; i++ {
+			if _, err := w.Write(line); err != nil {
+				return
+			}
+		}
+	}))
+	defer big.Close()
+	bad := newEnv(t, hang.URL, big.URL)
+	bad.main = e.main
+	fc := config.Defaults().Fetcher
+	fc.Servers, fc.Timeout, fc.MaxKB = []string{hang.URL, big.URL}, 1, 1024
+	bad.f.Configure(fc, e.main)
+	bad.f.LoadLastGood()
+	start := time.Now()
+	bad.f.Fetch(ctx, nil)
+	if n := bad.rates.PerHour(health.CategoryFetch); n != 2 {
+		t.Errorf("fetch failures counted %d, want 2", n)
+	}
+	if len(bad.reach) != 1 || bad.reach[0] {
+		t.Errorf("reachability reports %v", bad.reach)
+	}
+	if !bytes.Equal(bad.xml(t), good) {
+		t.Error("last good directory replaced after failed fetches")
+	}
+	if st := bad.f.Status(); !strings.Contains(FormatStatus(st), "larger than 1024 KiB") {
+		t.Errorf("status lacks the cap error: %s", FormatStatus(st))
+	}
+	t.Logf("hang + 50 MB cut off after %s", time.Since(start).Round(time.Millisecond))
+}
+
+func TestLastGoodLoadedAtStart(t *testing.T) {
+	e := newEnv(t)
+	os.MkdirAll(e.main.StateDir, 0o755)
+	os.WriteFile(filepath.Join(e.main.StateDir, CSVFile), fixture(t, "phonebook-awkward.csv"), 0o644)
+	e.f.LoadLastGood()
+	golden(t, "phonebook-awkward.xml", e.xml(t))
+}
+
+func BenchmarkRebuild600(b *testing.B) {
+	data := fixture(b, "phonebook-600.csv")
+	b.ReportAllocs()
+	for b.Loop() {
+		es, _, err := Parse(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		YealinkXML(es)
+	}
+}

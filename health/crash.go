@@ -1,0 +1,480 @@
+package health
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aredn/phonebookd/uci"
+)
+
+// Crash record kinds.
+const (
+	KindWorkerPanic  = "worker_panic"  // a worker panicked; recovered and restarted
+	KindWorkerFailed = "worker_failed" // an essential worker failed; the process exited
+	KindAbandoned    = "abandoned"     // too many stuck goroutines; the process exited
+	KindFatalError   = "fatal_error"   // the runtime's "fatal error: ..."
+	KindSignal       = "signal"        // a fatal signal (nil dereference, SIGSEGV, SIGABRT)
+	KindPanic        = "panic"         // an unrecovered panic outside a worker's protection
+	KindUncleanExit  = "unclean_exit"  // gone without a word: SIGKILL, OOM killer
+)
+
+// Record is one crash event.
+type Record struct {
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"`
+	Reason string    `json:"reason"`
+	Worker string    `json:"worker,omitempty"`
+	// Uptime of the process before the event, in seconds (null when not
+	// known, e.g. a crash output without a run marker).
+	Uptime *float64 `json:"uptime_seconds"`
+	Stack  string   `json:"stack,omitempty"`
+	// Count > 1: this many events of the same kind, reason and worker
+	// were merged into this record during a crash loop.
+	Count int `json:"count"`
+}
+
+// history is the flash file: bounded records and the lifetime restarts.
+type history struct {
+	Version       int      `json:"version"`
+	TotalRestarts int64    `json:"total_restarts"`
+	Records       []Record `json:"records"`
+}
+
+// runState is kept in RAM (run_dir): it survives a daemon restart, not a
+// reboot.
+type runState struct {
+	BootID         string    `json:"boot_id"`
+	Starts         int       `json:"starts"`
+	LastFlashWrite time.Time `json:"last_flash_write"`
+	Pending        []Record  `json:"pending"`
+	PendingStarts  int64     `json:"pending_restarts"`
+}
+
+// marker is the run marker a clean shutdown removes.
+type marker struct {
+	PID     int               `json:"pid"`
+	Started time.Time         `json:"started"`
+	Alive   time.Time         `json:"alive"`
+	BootID  string            `json:"boot_id"`
+	Workers map[string]uint64 `json:"workers"` // worker -> goroutine id
+}
+
+// Files, relative to the state (flash) and run (RAM) directories.
+const (
+	historyFile  = "crashes.json"
+	markerFile   = "running"
+	crashOutFile = "crash.out"
+	stateFile    = "health-state.json"
+)
+
+// CrashOptions configure a crash store.
+type CrashOptions struct {
+	StateDir, RunDir string
+	Clock            Clock
+	Log              *slog.Logger
+	HistoryDays      int
+	HistoryMax       int
+	Coalesce         time.Duration
+	// BootID overrides /proc/sys/kernel/random/boot_id (tests).
+	BootID string
+}
+
+// CrashStore keeps crash records: a bounded history on flash written
+// atomically, one write per event (merged during a crash loop), never in
+// steady state; and the RAM state that counts restarts within this boot.
+type CrashStore struct {
+	opt         CrashOptions
+	mu          sync.Mutex
+	hist        history
+	run         runState
+	mark        marker
+	flashWrites atomic.Int64
+	corrupt     string // where a corrupt history was kept aside
+	crashOut    *os.File
+	started     time.Time
+}
+
+// OpenCrashStore reads the history and the RAM state, and turns what the
+// previous run left (crash output, or a run marker without a clean
+// shutdown) into records. Call Arm to start catching crashes of this run.
+func OpenCrashStore(opt CrashOptions) (*CrashStore, error) {
+	if opt.Clock == nil {
+		opt.Clock = SystemClock{}
+	}
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	if opt.BootID == "" {
+		opt.BootID = BootID()
+	}
+	if err := os.MkdirAll(opt.RunDir, 0o755); err != nil {
+		return nil, fmt.Errorf("crash store: %w", err)
+	}
+	s := &CrashStore{opt: opt, started: opt.Clock.Now()}
+	s.loadHistory()
+	s.loadRunState()
+
+	now := s.started
+	if s.run.BootID != opt.BootID {
+		s.run = runState{BootID: opt.BootID, LastFlashWrite: s.run.LastFlashWrite, Pending: s.run.Pending}
+	}
+	s.run.Starts++
+	if s.run.Starts > 1 {
+		s.run.PendingStarts++ // a restart within this boot
+	}
+	if rec, ok := s.previousRun(now); ok {
+		s.add(rec, now)
+	} else {
+		s.saveRunState()
+	}
+	return s, nil
+}
+
+func (s *CrashStore) historyPath() string { return filepath.Join(s.opt.StateDir, historyFile) }
+
+func (s *CrashStore) loadHistory() {
+	b, err := os.ReadFile(s.historyPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		s.hist = history{Version: 1}
+		return
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &s.hist)
+		if err == nil && s.hist.Version != 1 {
+			err = fmt.Errorf("unknown version %d", s.hist.Version)
+		}
+	}
+	if err != nil {
+		aside := fmt.Sprintf("%s.corrupt-%d", s.historyPath(), s.opt.Clock.Now().Unix())
+		if rerr := os.Rename(s.historyPath(), aside); rerr != nil {
+			aside = fmt.Sprintf("(could not move it aside: %v)", rerr)
+		}
+		s.corrupt = aside
+		s.opt.Log.Error("crash history unreadable; kept aside", "path", s.historyPath(), "aside", aside, "err", err)
+		s.hist = history{Version: 1}
+	}
+}
+
+func (s *CrashStore) loadRunState() {
+	b, err := os.ReadFile(filepath.Join(s.opt.RunDir, stateFile))
+	if err != nil {
+		return
+	}
+	if err := json.Unmarshal(b, &s.run); err != nil {
+		s.opt.Log.Warn("run state unreadable; starting afresh", "err", err)
+		s.run = runState{}
+	}
+}
+
+func (s *CrashStore) saveRunState() {
+	b, _ := json.Marshal(s.run)
+	if err := uci.WriteFileAtomic(filepath.Join(s.opt.RunDir, stateFile), b, 0o644); err != nil {
+		s.opt.Log.Warn("save run state", "err", err)
+	}
+}
+
+// previousRun turns the leftovers of a run that did not shut down cleanly
+// into a record.
+func (s *CrashStore) previousRun(now time.Time) (Record, bool) {
+	mpath := filepath.Join(s.opt.RunDir, markerFile)
+	mb, merr := os.ReadFile(mpath)
+	out, _ := os.ReadFile(filepath.Join(s.opt.RunDir, crashOutFile))
+	var prev marker
+	hasMarker := merr == nil && json.Unmarshal(mb, &prev) == nil
+	if merr == nil && !hasMarker {
+		hasMarker = true // unreadable but present: still an unclean end
+	}
+	if !hasMarker && len(strings.TrimSpace(string(out))) == 0 {
+		return Record{}, false
+	}
+	rec := Record{Time: now}
+	if st, err := os.Stat(filepath.Join(s.opt.RunDir, crashOutFile)); err == nil && len(out) > 0 {
+		rec.Time = st.ModTime()
+	} else if !prev.Alive.IsZero() {
+		rec.Time = prev.Alive
+	}
+	if !prev.Started.IsZero() {
+		up := rec.Time.Sub(prev.Started).Seconds()
+		rec.Uptime = &up
+	}
+	if text := strings.TrimSpace(string(out)); text != "" {
+		rec.Kind, rec.Reason, rec.Worker = ParseCrashOutput(text, prev.Workers)
+		rec.Stack = trimStack(text)
+		return rec, true
+	}
+	rec.Kind = KindUncleanExit
+	rec.Reason = "process ended without a clean shutdown and without crash output (SIGKILL, OOM killer or watchdog)"
+	if prev.BootID != "" && prev.BootID != s.opt.BootID {
+		return Record{}, false // a reboot: /tmp was wiped, cannot be a marker of this boot
+	}
+	return rec, true
+}
+
+// Arm starts catching this run's crashes: the run marker, and the Go
+// runtime's crash output (panics, fatal errors, fatal signals) copied to a
+// file in RAM.
+func (s *CrashStore) Arm(pid int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := os.OpenFile(filepath.Join(s.opt.RunDir, crashOutFile), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("crash output: %w", err)
+	}
+	if err := debug.SetCrashOutput(f, debug.CrashOptions{}); err != nil {
+		f.Close()
+		return fmt.Errorf("crash output: %w", err)
+	}
+	s.crashOut = f
+	now := s.opt.Clock.Now()
+	s.mark = marker{PID: pid, Started: s.started, Alive: now, BootID: s.opt.BootID, Workers: map[string]uint64{}}
+	return s.writeMarker()
+}
+
+func (s *CrashStore) writeMarker() error {
+	b, _ := json.Marshal(s.mark)
+	return uci.WriteFileAtomic(filepath.Join(s.opt.RunDir, markerFile), b, 0o644)
+}
+
+// WorkerGoroutine remembers which goroutine runs a worker (in RAM), so
+// that a crash killing the process can be attributed.
+func (s *CrashStore) WorkerGoroutine(worker string, goid uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mark.Workers == nil {
+		return
+	}
+	s.mark.Workers[worker] = goid
+	s.writeMarker()
+}
+
+// Alive refreshes the marker's time (RAM), the best guess of when a run
+// that is later SIGKILLed ended; and flushes merged records whose
+// coalescing window has passed.
+func (s *CrashStore) Alive(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mark.Workers != nil {
+		s.mark.Alive = now
+		s.writeMarker()
+	}
+	if len(s.run.Pending) > 0 && now.Sub(s.run.LastFlashWrite) >= s.opt.Coalesce {
+		s.flush(now)
+	}
+}
+
+// Add records a crash event of this run (a worker panic, or the reason the
+// process is about to exit).
+func (s *CrashStore) Add(rec Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rec.Uptime == nil {
+		up := rec.Time.Sub(s.started).Seconds()
+		rec.Uptime = &up
+	}
+	s.add(rec, rec.Time)
+}
+
+// add writes the record to flash at once, or, inside the coalescing
+// window of the last write, keeps it in RAM merged with its like.
+func (s *CrashStore) add(rec Record, now time.Time) {
+	if rec.Count == 0 {
+		rec.Count = 1
+	}
+	merged := false
+	for i := range s.run.Pending {
+		p := &s.run.Pending[i]
+		if p.Kind == rec.Kind && p.Reason == rec.Reason && p.Worker == rec.Worker {
+			p.Count += rec.Count
+			p.Time = rec.Time
+			merged = true
+			break
+		}
+	}
+	if !merged {
+		s.run.Pending = append(s.run.Pending, rec)
+	}
+	if now.Sub(s.run.LastFlashWrite) >= s.opt.Coalesce {
+		s.flush(now)
+		return
+	}
+	s.saveRunState()
+}
+
+// flush writes pending records (and restarts counted since) to flash in
+// one atomic write.
+func (s *CrashStore) flush(now time.Time) {
+	h := s.hist
+	h.Records = append(append([]Record(nil), h.Records...), s.run.Pending...)
+	h.TotalRestarts += s.run.PendingStarts
+	h.Records = s.prune(h.Records, now)
+	if err := s.writeHistory(h); err != nil {
+		s.opt.Log.Error("crash history not written; records kept in RAM", "err", err)
+		s.saveRunState()
+		return
+	}
+	s.hist = h
+	s.run.Pending, s.run.PendingStarts = nil, 0
+	s.run.LastFlashWrite = now
+	s.saveRunState()
+}
+
+func (s *CrashStore) writeHistory(h history) error {
+	if err := os.MkdirAll(s.opt.StateDir, 0o755); err != nil {
+		return fmt.Errorf("crash history: %w", err)
+	}
+	b, err := json.MarshalIndent(h, "", "\t")
+	if err != nil {
+		return err
+	}
+	s.flashWrites.Add(1)
+	return uci.WriteFileAtomic(s.historyPath(), append(b, '\n'), 0o644)
+}
+
+func (s *CrashStore) prune(recs []Record, now time.Time) []Record {
+	cutoff := now.Add(-time.Duration(s.opt.HistoryDays) * 24 * time.Hour)
+	kept := recs[:0:0]
+	for _, r := range recs {
+		if r.Time.After(cutoff) {
+			kept = append(kept, r)
+		}
+	}
+	if n := len(kept) - s.opt.HistoryMax; n > 0 && s.opt.HistoryMax > 0 {
+		kept = kept[n:]
+	}
+	return kept
+}
+
+// Shutdown ends this run cleanly: the crash output is released and the
+// run marker removed. Records merged in RAM stay there until their window
+// ends (a clean stop does not cost a flash write).
+func (s *CrashStore) Shutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	debug.SetCrashOutput(nil, debug.CrashOptions{})
+	if s.crashOut != nil {
+		s.crashOut.Close()
+		os.Remove(s.crashOut.Name())
+	}
+	os.Remove(filepath.Join(s.opt.RunDir, markerFile))
+	s.mark.Workers = nil
+}
+
+// Clear empties the history (one flash write), as clear_crashes.
+func (s *CrashStore) Clear(now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := history{Version: 1, TotalRestarts: s.hist.TotalRestarts + s.run.PendingStarts}
+	if err := s.writeHistory(h); err != nil {
+		return err
+	}
+	s.hist = h
+	s.run.Pending, s.run.PendingStarts = nil, 0
+	s.run.LastFlashWrite = now
+	s.saveRunState()
+	s.corrupt = ""
+	return nil
+}
+
+// CrashSummary is what the documents report of crashes.
+type CrashSummary struct {
+	RestartCount   int     // starts in this boot, minus the first
+	TotalRestarts  int64   // lifetime, flash plus not yet written
+	CrashCount24h  int     // events (merged counts included) in 24 h
+	LastCrash      *Record // nil when none
+	Records        []Record
+	FlashWrites    int64
+	CorruptHistory string // where an unreadable history was kept aside
+}
+
+// Summary reports restart and crash figures from the history and RAM.
+func (s *CrashStore) Summary(now time.Time) CrashSummary {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all := append(append([]Record(nil), s.hist.Records...), s.run.Pending...)
+	sum := CrashSummary{
+		RestartCount: max(s.run.Starts-1, 0), TotalRestarts: s.hist.TotalRestarts + s.run.PendingStarts,
+		Records: all, FlashWrites: s.flashWrites.Load(), CorruptHistory: s.corrupt,
+	}
+	for i := range all {
+		r := all[i]
+		if now.Sub(r.Time) < 24*time.Hour {
+			sum.CrashCount24h += max(r.Count, 1)
+		}
+		if sum.LastCrash == nil || !r.Time.Before(sum.LastCrash.Time) {
+			sum.LastCrash = &all[i]
+		}
+	}
+	return sum
+}
+
+// FlashWrites counts history writes by this process.
+func (s *CrashStore) FlashWrites() int64 { return s.flashWrites.Load() }
+
+var (
+	goroutineRe = regexp.MustCompile(`(?m)^goroutine (\d+) \[`)
+	createdRe   = regexp.MustCompile(`created by .* in goroutine (\d+)`)
+)
+
+// ParseCrashOutput classifies the Go runtime's crash output: kind, the
+// runtime's first line as reason, and the worker whose goroutine (or whose
+// goroutine's creator) crashed, where known.
+func ParseCrashOutput(text string, workers map[string]uint64) (kind, reason, worker string) {
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	reason = strings.TrimSpace(lines[0])
+	switch {
+	case strings.HasPrefix(reason, "fatal error:"):
+		kind = KindFatalError
+	case strings.HasPrefix(reason, "panic:"):
+		kind = KindPanic
+		if len(lines) > 1 && strings.HasPrefix(strings.TrimSpace(lines[1]), "[signal ") {
+			kind = KindSignal
+		}
+	case strings.HasPrefix(reason, "SIG"), strings.HasPrefix(reason, "unexpected fault address"):
+		kind = KindSignal
+	default:
+		kind = KindFatalError
+	}
+	// The first goroutine printed is the one that crashed.
+	ids := map[uint64]string{}
+	for w, id := range workers {
+		ids[id] = w
+	}
+	loc := goroutineRe.FindStringSubmatchIndex(text)
+	if loc == nil {
+		return kind, reason, ""
+	}
+	block := text[loc[0]:]
+	if end := strings.Index(block, "\n\n"); end > 0 {
+		block = block[:end]
+	}
+	id, _ := strconv.ParseUint(text[loc[2]:loc[3]], 10, 64)
+	if w, ok := ids[id]; ok {
+		return kind, reason, w
+	}
+	if m := createdRe.FindStringSubmatch(block); m != nil {
+		cid, _ := strconv.ParseUint(m[1], 10, 64)
+		return kind, reason, ids[cid]
+	}
+	return kind, reason, ""
+}
+
+// trimStack keeps a crash text short enough for flash and a ubus reply.
+func trimStack(s string) string {
+	const max = 2048
+	if len(s) > max {
+		return s[:max] + "\n..."
+	}
+	return s
+}

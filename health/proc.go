@@ -1,0 +1,264 @@
+package health
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// atClkTck is the auxiliary vector entry holding the kernel's USER_HZ, the
+// unit of the CPU times in /proc.
+const atClkTck = 17
+
+// clockTicks reads USER_HZ from /proc/self/auxv; 0 when it cannot be read
+// (then CPU shares are reported as null rather than guessed).
+func clockTicks() float64 {
+	b, err := os.ReadFile("/proc/self/auxv")
+	if err != nil {
+		return 0
+	}
+	word := int(unsafe.Sizeof(uintptr(0)))
+	for i := 0; i+2*word <= len(b); i += 2 * word {
+		var key, val uint64
+		if word == 8 {
+			key, val = binary.NativeEndian.Uint64(b[i:]), binary.NativeEndian.Uint64(b[i+8:])
+		} else {
+			key, val = uint64(binary.NativeEndian.Uint32(b[i:])), uint64(binary.NativeEndian.Uint32(b[i+4:]))
+		}
+		if key == atClkTck {
+			return float64(val)
+		}
+		if key == 0 {
+			break
+		}
+	}
+	return 0
+}
+
+// threadTicks reads a thread's user+system CPU time in clock ticks.
+func (s *Supervisor) threadTicks(tid int) (uint64, time.Time, bool) {
+	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(tid) + "/stat")
+	if err != nil {
+		return 0, time.Time{}, false
+	}
+	t, ok := statTicks(b)
+	return t, time.Now(), ok
+}
+
+// statTicks extracts utime+stime (fields 14 and 15) from a stat line; the
+// command name in parentheses may hold spaces, so fields count from ')'.
+func statTicks(b []byte) (uint64, bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 13 {
+		return 0, false
+	}
+	u, err1 := strconv.ParseUint(string(f[11]), 10, 64)
+	s, err2 := strconv.ParseUint(string(f[12]), 10, 64)
+	return u + s, err1 == nil && err2 == nil
+}
+
+// processTicks reads the whole process's CPU time in clock ticks.
+func processTicks() (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, false
+	}
+	return statTicks(b)
+}
+
+// MemSample is one reading of the process's memory.
+type MemSample struct {
+	RSS        uint64 // VmRSS, bytes
+	PeakRSS    uint64 // VmHWM, bytes
+	HeapLive   uint64 // live heap after the last GC
+	Stacks     uint64 // goroutine stack memory
+	GoTotal    uint64 // all memory the Go runtime mapped
+	Released   uint64 // heap memory returned to the OS
+	Goroutines int
+	RSSKnown   bool // false where /proc/self/status is unreadable
+}
+
+var memMetrics = []string{
+	"/gc/heap/live:bytes",
+	"/memory/classes/heap/stacks:bytes",
+	"/memory/classes/total:bytes",
+	"/memory/classes/heap/released:bytes",
+	"/sched/goroutines:goroutines",
+}
+
+// MemReader reads memory figures, reusing its buffers.
+type MemReader struct {
+	samples []metrics.Sample
+	buf     []byte
+}
+
+// NewMemReader prepares a reader.
+func NewMemReader() *MemReader {
+	r := &MemReader{samples: make([]metrics.Sample, len(memMetrics)), buf: make([]byte, 4096)}
+	for i, n := range memMetrics {
+		r.samples[i].Name = n
+	}
+	return r
+}
+
+// Read samples the runtime and /proc/self/status.
+func (r *MemReader) Read() MemSample {
+	metrics.Read(r.samples)
+	var m MemSample
+	get := func(i int) uint64 {
+		if r.samples[i].Value.Kind() == metrics.KindUint64 {
+			return r.samples[i].Value.Uint64()
+		}
+		return 0
+	}
+	m.HeapLive, m.Stacks, m.GoTotal, m.Released = get(0), get(1), get(2), get(3)
+	m.Goroutines = int(get(4))
+	if n, ok := r.readFile("/proc/self/status"); ok {
+		m.RSS, m.RSSKnown = statusKB(r.buf[:n], "VmRSS:")*1024, true
+		m.PeakRSS = statusKB(r.buf[:n], "VmHWM:") * 1024
+	}
+	return m
+}
+
+func (r *MemReader) readFile(path string) (int, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	n := 0
+	for n < len(r.buf) {
+		k, err := f.Read(r.buf[n:])
+		n += k
+		if err != nil || k == 0 {
+			break
+		}
+	}
+	return n, true
+}
+
+func statusKB(b []byte, key string) uint64 {
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return 0
+	}
+	rest := b[i+len(key):]
+	if j := bytes.IndexByte(rest, '\n'); j >= 0 {
+		rest = rest[:j]
+	}
+	f := bytes.Fields(rest)
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(string(f[0]), 10, 64)
+	return v
+}
+
+// FDSample counts the process's open file descriptors by kind.
+type FDSample struct {
+	Open, Max                  int
+	Socket, File, Pipe, Other  int
+	Known                      bool
+}
+
+// ReadFDs lists /proc/self/fd (not counting the descriptor used to read
+// it) and reads the RLIMIT_NOFILE soft limit.
+func ReadFDs() FDSample {
+	var s FDSample
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
+		s.Max = int(min(lim.Cur, 1<<31-1))
+	}
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return s
+	}
+	defer d.Close()
+	own := strconv.Itoa(int(d.Fd()))
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return s
+	}
+	s.Known = true
+	var buf [256]byte
+	for _, n := range names {
+		if n == own {
+			continue
+		}
+		s.Open++
+		k, err := unix.Readlink("/proc/self/fd/"+n, buf[:])
+		if err != nil {
+			s.Other++
+			continue
+		}
+		target := buf[:k]
+		switch {
+		case bytes.HasPrefix(target, []byte("socket:")):
+			s.Socket++
+		case bytes.HasPrefix(target, []byte("pipe:")):
+			s.Pipe++
+		case bytes.HasPrefix(target, []byte("/")):
+			s.File++
+		default:
+			s.Other++
+		}
+	}
+	return s
+}
+
+// DiskSample is the free space of one filesystem.
+type DiskSample struct {
+	Path      string
+	FreeBytes uint64
+	Total     uint64
+	Known     bool
+	Err       string
+}
+
+// ReadDisk reads the free space (for unprivileged use) of the filesystem
+// holding path, or of its nearest existing parent (the state directory is
+// created only when first needed).
+func ReadDisk(path string) DiskSample {
+	d := DiskSample{Path: path}
+	p := path
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(p, &st)
+		if err == nil {
+			d.FreeBytes = st.Bavail * uint64(st.Bsize)
+			d.Total = st.Blocks * uint64(st.Bsize)
+			d.Known = true
+			return d
+		}
+		parent := p[:max(strings.LastIndexByte(p, '/'), 0)]
+		if parent == "" {
+			parent = "/"
+		}
+		if parent == p {
+			d.Err = fmt.Sprintf("statfs %s: %v", path, err)
+			return d
+		}
+		p = parent
+	}
+}
+
+// BootID identifies the current boot (empty where unavailable).
+func BootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}

@@ -1,0 +1,512 @@
+package health
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Worker statuses.
+const (
+	StatusHealthy      = "healthy"
+	StatusUnresponsive = "unresponsive"
+	StatusRestarting   = "restarting"
+	StatusFailed       = "failed"
+	StatusStopped      = "stopped"
+)
+
+// Spec declares a long-running worker.
+type Spec struct {
+	Name string
+	// Period is how often the worker beats. Its deadline is
+	// DeadlineFactor periods: each worker's own, never one global timeout.
+	Period    time.Duration
+	Essential bool
+	Run       func(ctx context.Context, w *Worker) error
+}
+
+// DeadlineFactor: a worker is unresponsive after this many periods without
+// a heartbeat.
+const DeadlineFactor = 3
+
+// Worker is the handle a running worker uses to beat and to start tracked
+// goroutines.
+type Worker struct {
+	ws   *workerState
+	inst *instance
+}
+
+// Name is the worker's name.
+func (w *Worker) Name() string { return w.ws.spec.Name }
+
+// Beat records a heartbeat.
+func (w *Worker) Beat() {
+	w.checkFault()
+	w.inst.lastBeat.Store(w.ws.sup.clock.Now().UnixNano())
+}
+
+// Wait sleeps for d, beating every period meanwhile, so that a worker with
+// a long loop stays within its deadline. It returns early with the
+// context's error.
+func (w *Worker) Wait(ctx context.Context, d time.Duration) error {
+	return w.WaitOrWake(ctx, d, nil)
+}
+
+// WaitOrWake is Wait that also returns early when wake delivers.
+func (w *Worker) WaitOrWake(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
+	w.Beat()
+	end := time.Now().Add(d)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		step := min(left, w.ws.spec.Period)
+		t := time.NewTimer(step)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-wake:
+			t.Stop()
+			w.Beat()
+			return nil
+		case <-t.C:
+			w.Beat()
+		}
+	}
+}
+
+// Go starts a goroutine counted against this worker.
+func (w *Worker) Go(f func()) {
+	w.ws.goroutines.Add(1)
+	go func() {
+		defer w.ws.goroutines.Add(-1)
+		f()
+	}()
+}
+
+type instance struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	started  time.Time
+	lastBeat atomic.Int64
+	tid      atomic.Int32
+	goid     atomic.Uint64
+	done     chan struct{}
+	manual   bool // restart requested by the operator
+	hung     bool // cancelled for a missed deadline
+
+	cpuMu    sync.Mutex
+	cpuTicks uint64
+	cpuAt    time.Time
+}
+
+type workerState struct {
+	sup        *Supervisor
+	spec       Spec
+	status     string
+	inst       *instance
+	restarts   int
+	recent     []time.Time
+	lastErr    string
+	abandoned  int // goroutines that never returned after cancellation
+	stuck      int // of those, still not returned
+	goroutines atomic.Int32
+	fault      atomic.Pointer[string]
+	timer      *time.Timer
+}
+
+// SupervisorOptions configure a supervisor.
+type SupervisorOptions struct {
+	Clock Clock
+	Log   *slog.Logger
+	// MaxRestarts inside Window before a worker is failed.
+	MaxRestarts int
+	Window      time.Duration
+	// BackoffBase is the first restart delay, doubling up to BackoffMax.
+	BackoffBase, BackoffMax time.Duration
+	// AbandonLimit: more stuck goroutines than this is escalated.
+	AbandonLimit int
+	// OnCrash receives a worker panic as a crash record.
+	OnCrash func(Record)
+	// OnChange is told of every status change.
+	OnChange func()
+	// OnFatal is told that the process must end (an essential worker
+	// failed, or too many goroutines are stuck); the daemon records it
+	// and exits non-zero so that procd restarts it.
+	OnFatal func(Record)
+	// OnGoroutine tells which goroutine runs a worker, to attribute a
+	// crash that kills the process.
+	OnGoroutine func(worker string, goid uint64)
+}
+
+// Supervisor runs workers, watches their heartbeats and restarts them.
+type Supervisor struct {
+	opt        SupervisorOptions
+	clock      Clock
+	log        *slog.Logger
+	mu         sync.Mutex
+	workers    []*workerState
+	ctx        context.Context
+	monitoring bool
+	wg         sync.WaitGroup
+	clkTck     float64 // clock ticks per second from the kernel (0: unknown)
+}
+
+// NewSupervisor returns a supervisor; Start runs its workers.
+func NewSupervisor(opt SupervisorOptions) *Supervisor {
+	if opt.Clock == nil {
+		opt.Clock = SystemClock{}
+	}
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	if opt.BackoffBase <= 0 {
+		opt.BackoffBase = time.Second
+	}
+	if opt.BackoffMax <= 0 {
+		opt.BackoffMax = 30 * time.Second
+	}
+	if opt.AbandonLimit <= 0 {
+		opt.AbandonLimit = 3
+	}
+	return &Supervisor{opt: opt, clock: opt.Clock, log: opt.Log, monitoring: true, clkTck: clockTicks()}
+}
+
+// Configure applies reloaded settings.
+func (s *Supervisor) Configure(maxRestarts int, window time.Duration, monitoring bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opt.MaxRestarts, s.opt.Window, s.monitoring = maxRestarts, window, monitoring
+}
+
+// Add declares a worker; call before Start.
+func (s *Supervisor) Add(spec Spec) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.workers = append(s.workers, &workerState{sup: s, spec: spec, status: StatusStopped})
+}
+
+// Start launches every worker under ctx.
+func (s *Supervisor) Start(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ctx = ctx
+	for _, ws := range s.workers {
+		s.launch(ws)
+	}
+}
+
+func (s *Supervisor) changed() {
+	if s.opt.OnChange != nil {
+		s.opt.OnChange()
+	}
+}
+
+// launch starts a new instance of a worker (s.mu held).
+func (s *Supervisor) launch(ws *workerState) {
+	if s.ctx.Err() != nil {
+		return
+	}
+	ictx, cancel := context.WithCancel(s.ctx)
+	inst := &instance{ctx: ictx, cancel: cancel, started: s.clock.Now(), done: make(chan struct{})}
+	inst.lastBeat.Store(inst.started.UnixNano())
+	ws.inst, ws.status = inst, StatusHealthy
+	h := &Worker{ws: ws, inst: inst}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		// The worker keeps its own OS thread so that its CPU time can be
+		// read from /proc/self/task/<tid>/stat; the thread ends with it.
+		runtime.LockOSThread()
+		inst.tid.Store(int32(unix.Gettid()))
+		inst.cpuTicks, inst.cpuAt, _ = s.threadTicks(int(inst.tid.Load()))
+		inst.goid.Store(goroutineID())
+		if s.opt.OnGoroutine != nil {
+			s.opt.OnGoroutine(ws.spec.Name, inst.goid.Load())
+		}
+		err, pv, stack := protect(ictx, ws.spec.Run, h)
+		close(inst.done)
+		s.exited(ws, inst, err, pv, stack)
+	}()
+}
+
+func protect(ctx context.Context, run func(context.Context, *Worker) error, w *Worker) (err error, panicValue any, stack []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicValue, stack = r, debug.Stack()
+			if panicValue == nil {
+				panicValue = "nil"
+			}
+		}
+	}()
+	return run(ctx, w), nil, nil
+}
+
+func goroutineID() uint64 {
+	var b [64]byte
+	n := runtime.Stack(b[:], false)
+	f := bytes.Fields(b[:n])
+	if len(f) < 2 {
+		return 0
+	}
+	id, _ := strconv.ParseUint(string(f[1]), 10, 64)
+	return id
+}
+
+func (s *Supervisor) exited(ws *workerState, inst *instance, err error, pv any, stack []byte) {
+	now := s.clock.Now()
+	if pv != nil && s.opt.OnCrash != nil {
+		s.opt.OnCrash(Record{
+			Time: now, Kind: KindWorkerPanic, Worker: ws.spec.Name,
+			Reason: fmt.Sprintf("panic: %v", pv), Stack: trimStack(string(stack)),
+		})
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if inst.hung {
+		// It returned after all; it no longer counts as stuck.
+		ws.stuck = max(ws.stuck-1, 0)
+	}
+	if ws.inst != inst {
+		return // a newer instance already runs
+	}
+	switch {
+	case s.ctx.Err() != nil:
+		ws.status = StatusStopped
+	case inst.manual:
+		ws.restarts++
+		s.launch(ws)
+	case pv != nil:
+		ws.lastErr = fmt.Sprintf("panic: %v", pv)
+		s.restartLater(ws, now)
+	case err != nil && !errors.Is(err, context.Canceled):
+		ws.lastErr = err.Error()
+		s.restartLater(ws, now)
+	case inst.hung:
+		// restart already scheduled by the deadline check
+		return
+	default:
+		ws.status = StatusStopped
+	}
+	s.changed()
+}
+
+// restartLater counts a restart in the window and schedules it with
+// exponential backoff, or fails the worker past MaxRestarts (s.mu held).
+func (s *Supervisor) restartLater(ws *workerState, now time.Time) {
+	kept := ws.recent[:0]
+	for _, t := range ws.recent {
+		if now.Sub(t) < s.opt.Window {
+			kept = append(kept, t)
+		}
+	}
+	ws.recent = append(kept, now)
+	ws.restarts++
+	if len(ws.recent) > s.opt.MaxRestarts {
+		ws.status = StatusFailed
+		s.log.Error("worker failed", "worker", ws.spec.Name, "restarts", len(ws.recent), "window", s.opt.Window, "last_error", ws.lastErr)
+		if ws.spec.Essential && s.opt.OnFatal != nil {
+			rec := Record{Time: now, Kind: KindWorkerFailed, Worker: ws.spec.Name,
+				Reason: fmt.Sprintf("worker %s failed: %d restarts within %s; last error: %s", ws.spec.Name, len(ws.recent), s.opt.Window, ws.lastErr)}
+			go s.opt.OnFatal(rec)
+		}
+		return
+	}
+	ws.status = StatusRestarting
+	delay := s.opt.BackoffBase << (len(ws.recent) - 1)
+	if delay > s.opt.BackoffMax || delay <= 0 {
+		delay = s.opt.BackoffMax
+	}
+	s.log.Warn("worker restarting", "worker", ws.spec.Name, "in", delay, "last_error", ws.lastErr)
+	ws.timer = time.AfterFunc(delay, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if ws.status == StatusRestarting {
+			s.launch(ws)
+			s.changed()
+		}
+	})
+}
+
+// Check enforces heartbeat deadlines; the daemon calls it every second.
+// A worker past its deadline is marked unresponsive, its context cancelled
+// and a new instance scheduled; a goroutine that does not return is
+// counted as abandoned and, past a bound, escalated.
+func (s *Supervisor) Check() {
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.monitoring {
+		return
+	}
+	for _, ws := range s.workers {
+		inst := ws.inst
+		if inst == nil || ws.status != StatusHealthy {
+			continue
+		}
+		deadline := DeadlineFactor * ws.spec.Period
+		late := now.Sub(time.Unix(0, inst.lastBeat.Load()))
+		if late <= deadline {
+			continue
+		}
+		ws.status = StatusUnresponsive
+		ws.lastErr = fmt.Sprintf("no heartbeat for %s (deadline %s)", late.Round(time.Second), deadline)
+		s.log.Error("worker unresponsive", "worker", ws.spec.Name, "late", late, "deadline", deadline)
+		inst.hung = true
+		inst.cancel()
+		s.changed()
+		go s.watchAbandon(ws, inst, deadline)
+		s.restartLater(ws, now)
+	}
+}
+
+// watchAbandon counts a cancelled instance that does not return within a
+// deadline as abandoned: a goroutine cannot be killed.
+func (s *Supervisor) watchAbandon(ws *workerState, inst *instance, grace time.Duration) {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-inst.done:
+		return
+	case <-t.C:
+	}
+	s.mu.Lock()
+	select {
+	case <-inst.done:
+		s.mu.Unlock()
+		return
+	default:
+	}
+	ws.abandoned++
+	ws.stuck++
+	stuck := 0
+	for _, w := range s.workers {
+		stuck += w.stuck
+	}
+	s.log.Error("worker goroutine abandoned", "worker", ws.spec.Name, "stuck", stuck)
+	fatal := stuck > s.opt.AbandonLimit && s.opt.OnFatal != nil
+	s.mu.Unlock()
+	s.changed()
+	if fatal {
+		s.opt.OnFatal(Record{Time: s.clock.Now(), Kind: KindAbandoned, Worker: ws.spec.Name,
+			Reason: fmt.Sprintf("%d worker goroutines stuck after cancellation (limit %d)", stuck, s.opt.AbandonLimit)})
+	}
+}
+
+// ErrUnknownWorker is returned by Restart for a name no worker has.
+var ErrUnknownWorker = errors.New("no such worker")
+
+// Restart cancels a worker's instance and starts a new one at once (the
+// operator's "phonebook.threads restart"). A failed worker gets a fresh
+// restart window.
+func (s *Supervisor) Restart(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ws := range s.workers {
+		if ws.spec.Name != name {
+			continue
+		}
+		if ws.timer != nil {
+			ws.timer.Stop()
+		}
+		ws.recent = nil
+		if ws.inst != nil && ws.status == StatusHealthy {
+			ws.inst.manual = true
+			ws.inst.cancel()
+			return nil
+		}
+		ws.restarts++
+		s.launch(ws)
+		s.changed()
+		return nil
+	}
+	return fmt.Errorf("restart %q: %w", name, ErrUnknownWorker)
+}
+
+// Wait blocks until every worker instance has returned or ctx ends; it
+// reports whether all returned.
+func (s *Supervisor) Wait(ctx context.Context) bool {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// WorkerStatus is one worker's state for the documents.
+type WorkerStatus struct {
+	Name          string
+	Status        string
+	Essential     bool
+	Period        time.Duration
+	Started       time.Time
+	LastHeartbeat time.Time
+	Restarts      int
+	LastError     string
+	Abandoned     int
+	Goroutines    int
+	// CPUPct is the share of one CPU the worker's own thread used since
+	// the previous sample; nil when it cannot be measured (no /proc, or
+	// the worker is not running).
+	CPUPct *float64
+}
+
+// Snapshot reports every worker, sampling CPU since the last call.
+func (s *Supervisor) Snapshot() []WorkerStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]WorkerStatus, 0, len(s.workers))
+	for _, ws := range s.workers {
+		st := WorkerStatus{
+			Name: ws.spec.Name, Status: ws.status, Essential: ws.spec.Essential, Period: ws.spec.Period,
+			Restarts: ws.restarts, LastError: ws.lastErr, Abandoned: ws.abandoned,
+			Goroutines: int(ws.goroutines.Load()),
+		}
+		if inst := ws.inst; inst != nil {
+			st.Started = inst.started
+			st.LastHeartbeat = time.Unix(0, inst.lastBeat.Load())
+			if ws.status == StatusHealthy || ws.status == StatusUnresponsive {
+				st.Goroutines++ // the worker's own goroutine
+				st.CPUPct = s.cpuPct(inst)
+			}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+func (s *Supervisor) cpuPct(inst *instance) *float64 {
+	tid := int(inst.tid.Load())
+	if tid == 0 || s.clkTck == 0 {
+		return nil
+	}
+	ticks, at, ok := s.threadTicks(tid)
+	if !ok {
+		return nil
+	}
+	inst.cpuMu.Lock()
+	defer inst.cpuMu.Unlock()
+	dt := at.Sub(inst.cpuAt).Seconds()
+	if inst.cpuAt.IsZero() || dt <= 0 {
+		inst.cpuTicks, inst.cpuAt = ticks, at
+		return nil
+	}
+	pct := float64(ticks-inst.cpuTicks) / s.clkTck / dt * 100
+	inst.cpuTicks, inst.cpuAt = ticks, at
+	return &pct
+}

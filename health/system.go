@@ -1,0 +1,701 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/ubus"
+)
+
+// Alert levels.
+const (
+	LevelWarning  = "warning"
+	LevelCritical = "critical"
+)
+
+// Health statuses of the healthcheck document.
+const (
+	Healthy  = "healthy"
+	Degraded = "degraded"
+	Critical = "critical"
+	Disabled = "disabled"
+)
+
+// Condition is something wrong: a registered code with its level, the
+// score it costs, a message and the recommendation that follows from it.
+type Condition struct {
+	Code           string
+	Level          string
+	Penalty        int
+	Message        string
+	Recommendation string
+}
+
+// Alert is a condition as reported: with when it started.
+type Alert struct {
+	Condition
+	Since time.Time
+}
+
+// Snapshot is one evaluation. Requests only read it.
+type Snapshot struct {
+	Time    time.Time
+	Status  string
+	Score   int
+	Alerts  []Alert
+	Workers []WorkerStatus
+	Crashes CrashSummary
+	// The documents, as blobmsg table bodies, encoded once per cycle.
+	SoftwareHealth []ubus.Value
+	Check          []ubus.Value
+	StatusBody     []byte
+	CheckBody      []byte
+	ThreadsBody    []byte
+	CrashesBody    []byte
+}
+
+// Options configure the health system.
+type Options struct {
+	Clock      Clock
+	Log        *slog.Logger
+	Supervisor *Supervisor
+	Crashes    *CrashStore
+	Rates      *Rates
+	StateDir   string
+	RunDir     string
+	// WorkerExtra adds worker-specific figures to a worker's entry
+	// (probe_success_rate, recoveries_performed).
+	WorkerExtra func(worker string) []ubus.Value
+	// OnStatus is told of every change of status.
+	OnStatus func(old, new string, snap *Snapshot)
+}
+
+// System samples the process, evaluates its health and keeps the snapshot.
+type System struct {
+	opt     Options
+	clock   Clock
+	log     *slog.Logger
+	started time.Time
+	mem     *MemReader
+
+	cfgMu sync.Mutex
+	cfg   config.Health
+
+	mu         sync.Mutex
+	heapLeak   *Leak
+	rssLeak    *Leak
+	fdLeak     *Leak
+	since      map[string]time.Time
+	external   map[string]Condition
+	reach      map[string]reachState
+	lastStatus string
+	cpuTicks   uint64
+	cpuAt      time.Time
+
+	snap    atomic.Pointer[Snapshot]
+	trigger chan struct{}
+}
+
+type reachState struct {
+	lastOK, lastFail time.Time
+}
+
+// NewSystem prepares the health system with settings cfg.
+func NewSystem(opt Options, cfg config.Health) *System {
+	if opt.Clock == nil {
+		opt.Clock = SystemClock{}
+	}
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	h := &System{
+		opt: opt, clock: opt.Clock, log: opt.Log, started: opt.Clock.Now(), mem: NewMemReader(),
+		since: map[string]time.Time{}, external: map[string]Condition{}, reach: map[string]reachState{},
+		trigger: make(chan struct{}, 1),
+	}
+	h.Configure(cfg)
+	return h
+}
+
+// Configure applies (re)loaded settings; detectors restart when their
+// settings change.
+func (h *System) Configure(cfg config.Health) {
+	h.cfgMu.Lock()
+	old := h.cfg
+	h.cfg = cfg
+	h.cfgMu.Unlock()
+	if cfg.MemoryLimitMB > 0 {
+		debug.SetMemoryLimit(int64(cfg.MemoryLimitMB) << 20)
+	} else if old.MemoryLimitMB > 0 {
+		debug.SetMemoryLimit(math.MaxInt64) // no limit
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.heapLeak == nil || old.LeakWarmup != cfg.LeakWarmup || old.LeakWindow != cfg.LeakWindow ||
+		old.LeakGrowthFactor != cfg.LeakGrowthFactor || old.LeakMinSlopeKB != cfg.LeakMinSlopeKB ||
+		old.LeakMinFit != cfg.LeakMinFit || old.FDLeakMin != cfg.FDLeakMin {
+		rule := LeakRule{
+			Warmup: time.Duration(cfg.LeakWarmup) * time.Second, Window: time.Duration(cfg.LeakWindow) * time.Second,
+			GrowthFactor: cfg.LeakGrowthFactor, MinSlope: float64(cfg.LeakMinSlopeKB) * 1024, MinFit: cfg.LeakMinFit,
+		}
+		h.heapLeak = NewLeak(rule, h.started)
+		h.rssLeak = NewLeak(rule, h.started)
+		fdRule := rule
+		// Descriptors grow in steps: a leak is a sustained rise of at
+		// least fd_leak_min over the baseline, not a slope in bytes.
+		fdRule.MinSlope = float64(cfg.FDLeakMin) * 3600 / float64(max(cfg.LeakWindow, 1))
+		h.fdLeak = NewLeak(fdRule, h.started)
+	}
+}
+
+func (h *System) config() config.Health {
+	h.cfgMu.Lock()
+	defer h.cfgMu.Unlock()
+	return h.cfg
+}
+
+// SetCondition raises (or updates) a condition owned by another part of
+// the daemon: a rejected setting, a jittery mesh link, SIP at capacity.
+func (h *System) SetCondition(c Condition) {
+	h.mu.Lock()
+	h.external[c.Code] = c
+	h.mu.Unlock()
+	h.Trigger()
+}
+
+// ClearCondition ends a condition raised with SetCondition.
+func (h *System) ClearCondition(code string) {
+	h.mu.Lock()
+	_, had := h.external[code]
+	delete(h.external, code)
+	h.mu.Unlock()
+	if had {
+		h.Trigger()
+	}
+}
+
+// Reach records the outcome of real traffic (a fetch, a probe) to judge
+// network reachability without sending any of its own.
+func (h *System) Reach(source string, ok bool) {
+	now := h.clock.Now()
+	h.mu.Lock()
+	r := h.reach[source]
+	if ok {
+		r.lastOK = now
+	} else {
+		r.lastFail = now
+	}
+	h.reach[source] = r
+	h.mu.Unlock()
+}
+
+// Trigger asks for an evaluation now (a crash, a worker state change).
+func (h *System) Trigger() {
+	select {
+	case h.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Snapshot returns the latest evaluation (nil before the first).
+func (h *System) Snapshot() *Snapshot { return h.snap.Load() }
+
+// Run evaluates every health_check_interval and on triggers until ctx
+// ends; the first evaluation happens at once.
+func (h *System) Run(ctx context.Context) {
+	h.Sample()
+	for {
+		iv := time.Duration(h.config().HealthCheckInterval) * time.Second
+		t := time.NewTimer(iv)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		case <-h.trigger:
+			t.Stop()
+		}
+		h.Sample()
+	}
+}
+
+// reachWindow: results older than this do not count for reachability.
+const reachWindow = 2 * time.Hour
+
+// Sample runs one full cycle: measure, detect, evaluate, publish.
+func (h *System) Sample() *Snapshot {
+	now := h.clock.Now()
+	cfg := h.config()
+	snap := &Snapshot{Time: now}
+	if h.opt.Supervisor != nil {
+		snap.Workers = h.opt.Supervisor.Snapshot()
+	}
+	if h.opt.Crashes != nil {
+		h.opt.Crashes.Alive(now)
+		snap.Crashes = h.opt.Crashes.Summary(now)
+	}
+	if !cfg.Enabled {
+		snap.Status = Disabled
+		h.publish(snap, cfg, MemSample{}, FDSample{}, nil, nil)
+		return snap
+	}
+	m := h.mem.Read()
+	fds := ReadFDs()
+	disks := []DiskSample{ReadDisk(h.opt.StateDir), ReadDisk(h.opt.RunDir)}
+
+	h.mu.Lock()
+	var conds []Condition
+	add := func(c Condition) { conds = append(conds, c) }
+	if cfg.MemoryLeakDetection {
+		h.heapLeak.Add(now, float64(m.HeapLive))
+		if m.RSSKnown {
+			h.rssLeak.Add(now, float64(m.RSS))
+		}
+		if fds.Known {
+			h.fdLeak.Add(now, float64(fds.Open))
+		}
+	}
+	for _, w := range snap.Workers {
+		switch w.Status {
+		case StatusUnresponsive:
+			add(workerCond("worker_unresponsive:"+w.Name, w, 25, "Worker %s is unresponsive: %s",
+				"Worker %s missed its heartbeat deadline and is being restarted; if this recurs, check 'logread -e phonebookd' around the time."))
+		case StatusRestarting:
+			add(Condition{Code: "worker_restarting:" + w.Name, Level: LevelWarning, Penalty: 10,
+				Message:        fmt.Sprintf("Worker %s is restarting after: %s", w.Name, w.LastError),
+				Recommendation: fmt.Sprintf("Worker %s restarts with backoff; if it keeps failing it will be marked failed.", w.Name)})
+		case StatusFailed:
+			add(workerCond("worker_failed:"+w.Name, w, 40, "Worker %s has failed: %s",
+				"Fix the cause, then restart worker %s: ubus call phonebook.threads restart '{\"name\":\"%[1]s\"}'."))
+		}
+		if w.Abandoned > 0 {
+			add(Condition{Code: "abandoned:" + w.Name, Level: LevelWarning, Penalty: 10,
+				Message:        fmt.Sprintf("Worker %s left %d goroutine(s) stuck after cancellation", w.Name, w.Abandoned),
+				Recommendation: "Stuck goroutines hold memory until the daemon restarts: /etc/init.d/phonebook restart."})
+		}
+	}
+	if cfg.MemoryLeakDetection {
+		if c, ok := leakCond("memory_leak_heap", "live heap", h.heapLeak, float64(m.HeapLive)); ok {
+			add(c)
+		}
+		if c, ok := leakCond("memory_leak_rss", "resident memory", h.rssLeak, float64(m.RSS)); ok {
+			add(c)
+		}
+	}
+	leaked := h.fdLeaked(fds, cfg)
+	if leaked > 0 {
+		add(Condition{Code: "fd_leak", Level: LevelWarning, Penalty: 15,
+			Message:        fmt.Sprintf("File descriptors leaking: %d open, %d above the baseline and rising", fds.Open, leaked),
+			Recommendation: "Descriptors keep rising; restart the daemon before it reaches the limit and report the crash history."})
+	}
+	if fds.Known && fds.Max > 0 && fds.Open*5 >= fds.Max*4 {
+		add(Condition{Code: "fd_near_limit", Level: LevelCritical, Penalty: 30,
+			Message:        fmt.Sprintf("%d of %d file descriptors in use", fds.Open, fds.Max),
+			Recommendation: "The daemon is near its descriptor limit and will fail to accept connections; restart it."})
+	}
+	if n := snap.Crashes.CrashCount24h; n > 0 {
+		last := snap.Crashes.LastCrash
+		add(Condition{Code: "recent_crashes", Level: LevelWarning, Penalty: min(10*n, 30),
+			Message:        fmt.Sprintf("%d crash(es) in the last 24 h, last: %s", n, last.Reason),
+			Recommendation: "Read the crash records (ubus call phonebook.health crashes) and report them; clear them with clear_crashes once handled."})
+	}
+	if snap.Crashes.CorruptHistory != "" {
+		add(Condition{Code: "crash_history_corrupt", Level: LevelWarning, Penalty: 5,
+			Message:        "The crash history on flash was unreadable and was kept aside at " + snap.Crashes.CorruptHistory,
+			Recommendation: "The old file is kept for inspection; clear_crashes starts a new history."})
+	}
+	for i, d := range disks {
+		name := []string{"flash state", "RAM run"}[i]
+		switch {
+		case !d.Known:
+			add(Condition{Code: fmt.Sprintf("disk_unknown:%d", i), Level: LevelWarning, Penalty: 5,
+				Message: fmt.Sprintf("Free space of the %s filesystem cannot be read: %s", name, d.Err), Recommendation: "Check that the directory exists and is readable."})
+		case d.FreeBytes < uint64(cfg.DiskMinFreeKB)*1024:
+			add(Condition{Code: fmt.Sprintf("disk_low:%d", i), Level: LevelWarning, Penalty: 15,
+				Message:        fmt.Sprintf("The %s filesystem (%s) has %d KB free, below %d KB", name, d.Path, d.FreeBytes/1024, cfg.DiskMinFreeKB),
+				Recommendation: fmt.Sprintf("Free space on the filesystem holding %s.", d.Path)})
+		}
+	}
+	reachable := h.reachable(now)
+	if reachable != nil && !*reachable {
+		add(Condition{Code: "network_unreachable", Level: LevelWarning, Penalty: 10,
+			Message:        "No phonebook server or mesh target answered in the last 2 hours",
+			Recommendation: "Check the mesh link and the fetcher's servers (uci show phonebook.fetcher)."})
+	}
+	rates := []struct {
+		code, cat, what string
+		warn            int
+	}{
+		{"sip_errors", CategorySIP, "SIP errors", cfg.SIPErrorsWarn},
+		{"probe_failures", CategoryProbe, "probe failures", cfg.ProbeFailuresWarn},
+		{"fetch_failures", CategoryFetch, "phonebook fetch failures", cfg.FetchFailuresWarn},
+	}
+	for _, r := range rates {
+		if n := h.opt.Rates.PerHour(r.cat); n >= r.warn {
+			add(Condition{Code: r.code, Level: LevelWarning, Penalty: 5,
+				Message:        fmt.Sprintf("%d %s in the last hour (warning at %d)", n, r.what, r.warn),
+				Recommendation: fmt.Sprintf("Many %s: look at logread for their causes.", r.what)})
+		}
+	}
+	if m.Goroutines >= cfg.GoroutineWarn {
+		add(Condition{Code: "goroutines_high", Level: LevelWarning, Penalty: 5,
+			Message: fmt.Sprintf("%d goroutines running (warning at %d)", m.Goroutines, cfg.GoroutineWarn), Recommendation: "Goroutines keep piling up; restart the daemon and report it."})
+	}
+	if m.Stacks >= uint64(cfg.StackWarnKB)*1024 {
+		add(Condition{Code: "stack_high", Level: LevelWarning, Penalty: 5,
+			Message: fmt.Sprintf("Goroutine stacks use %d KB (warning at %d KB)", m.Stacks/1024, cfg.StackWarnKB), Recommendation: "Deep recursion or many goroutines; restart the daemon and report it."})
+	}
+	for _, c := range h.external {
+		add(c)
+	}
+	sort.Slice(conds, func(i, j int) bool { return conds[i].Code < conds[j].Code })
+	present := map[string]bool{}
+	score := 100
+	status := Healthy
+	for _, c := range conds {
+		present[c.Code] = true
+		if _, ok := h.since[c.Code]; !ok {
+			h.since[c.Code] = now
+		}
+		snap.Alerts = append(snap.Alerts, Alert{Condition: c, Since: h.since[c.Code]})
+		score -= c.Penalty
+		if c.Level == LevelCritical {
+			status = Critical
+		} else if status == Healthy {
+			status = Degraded
+		}
+	}
+	for code := range h.since {
+		if !present[code] {
+			delete(h.since, code)
+		}
+	}
+	snap.Score = max(score, 0)
+	if snap.Score < 50 {
+		status = Critical
+	}
+	snap.Status = status
+	h.mu.Unlock()
+
+	h.publish(snap, cfg, m, fds, disks, reachable)
+	return snap
+}
+
+func workerCond(code string, w WorkerStatus, penalty int, msg, rec string) Condition {
+	level := LevelWarning
+	if w.Essential {
+		level = LevelCritical
+	}
+	return Condition{Code: code, Level: level, Penalty: penalty,
+		Message: fmt.Sprintf(msg, w.Name, w.LastError), Recommendation: fmt.Sprintf(rec, w.Name)}
+}
+
+func leakCond(code, what string, l *Leak, now float64) (Condition, bool) {
+	if ok, _ := l.Detected(); !ok {
+		return Condition{}, false
+	}
+	base, _ := l.Baseline()
+	slope, fit := l.Slope()
+	return Condition{Code: code, Level: LevelWarning, Penalty: 20,
+		Message: fmt.Sprintf("Possible memory leak: %s grew from %.1f MB to %.1f MB (%+.0f KB/h, fit %.2f)",
+			what, base/(1<<20), now/(1<<20), slope/1024, fit),
+		Recommendation: "Memory keeps growing; restart the daemon (/etc/init.d/phonebook restart) before the router runs short, and report the crash history."}, true
+}
+
+// fdLeaked is the rise over the baseline while the descriptor trend
+// detects a leak, else 0 (h.mu held).
+func (h *System) fdLeaked(fds FDSample, cfg config.Health) int {
+	if !fds.Known || !cfg.MemoryLeakDetection {
+		return 0
+	}
+	ok, _ := h.fdLeak.Detected()
+	base, based := h.fdLeak.Baseline()
+	if !ok || !based || fds.Open-int(base) < cfg.FDLeakMin {
+		return 0
+	}
+	return fds.Open - int(base)
+}
+
+// reachable: true with a recent success, false with only recent
+// failures, nil without any recent result (h.mu held).
+func (h *System) reachable(now time.Time) *bool {
+	var any, ok bool
+	for _, r := range h.reach {
+		if now.Sub(r.lastOK) < reachWindow {
+			ok = true
+		}
+		if now.Sub(r.lastOK) < reachWindow || now.Sub(r.lastFail) < reachWindow {
+			any = true
+		}
+	}
+	if !any {
+		return nil
+	}
+	return &ok
+}
+
+func (h *System) processCPU() *float64 {
+	ticks, ok := processTicks()
+	clk := clockTicks()
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !ok || clk == 0 {
+		return nil
+	}
+	prevT, prevAt := h.cpuTicks, h.cpuAt
+	h.cpuTicks, h.cpuAt = ticks, now
+	if prevAt.IsZero() {
+		return nil
+	}
+	pct := float64(ticks-prevT) / clk / now.Sub(prevAt).Seconds() * 100
+	return &pct
+}
+
+func (h *System) publish(snap *Snapshot, cfg config.Health, m MemSample, fds FDSample, disks []DiskSample, reachable *bool) {
+	snap.SoftwareHealth = h.softwareHealth(snap, cfg, m, fds, disks)
+	snap.Check = h.check(snap, cfg, reachable)
+	snap.StatusBody = ubus.AppendValues(nil, snap.SoftwareHealth)
+	snap.CheckBody = ubus.AppendValues(nil, snap.Check)
+	snap.ThreadsBody = ubus.AppendValues(nil, []ubus.Value{h.threads(snap)})
+	snap.CrashesBody = ubus.AppendValues(nil, crashDoc(snap.Crashes))
+	old := h.snap.Swap(snap)
+	oldStatus := ""
+	if old != nil {
+		oldStatus = old.Status
+	}
+	if snap.Status != oldStatus {
+		h.log.Info("health status changed", "from", oldStatus, "to", snap.Status, "score", snap.Score)
+		if h.opt.OnStatus != nil {
+			h.opt.OnStatus(oldStatus, snap.Status, snap)
+		}
+	}
+}
+
+// iso formats a time as the specification does.
+func iso(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func isoOrNull(name string, t time.Time) ubus.Value {
+	if t.IsZero() {
+		return ubus.Null(name)
+	}
+	return ubus.Str(name, iso(t))
+}
+
+func mb(b uint64) float64 { return float64(b) / (1 << 20) }
+
+func optDbl(name string, p *float64) ubus.Value {
+	if p == nil {
+		return ubus.Null(name)
+	}
+	return ubus.Dbl(name, *p)
+}
+
+func (h *System) threads(snap *Snapshot) ubus.Value {
+	t := ubus.Tbl("threads")
+	for _, w := range snap.Workers {
+		e := ubus.Tbl(w.Name,
+			ubus.Str("status", w.Status),
+			optDbl("cpu_pct", w.CPUPct),
+			isoOrNull("last_heartbeat", w.LastHeartbeat),
+			isoOrNull("started", w.Started),
+			ubus.I32("restart_count", int32(w.Restarts)),
+			ubus.I32("goroutines", int32(w.Goroutines)),
+			ubus.I32("heartbeat_period_seconds", int32(w.Period/time.Second)),
+			ubus.I32("deadline_seconds", int32(DeadlineFactor*w.Period/time.Second)),
+			ubus.Bool("essential", w.Essential),
+			ubus.I32("abandoned_goroutines", int32(w.Abandoned)),
+		)
+		if w.LastError != "" {
+			e.List = append(e.List, ubus.Str("last_error", w.LastError))
+		} else {
+			e.List = append(e.List, ubus.Null("last_error"))
+		}
+		if h.opt.WorkerExtra != nil {
+			e.List = append(e.List, h.opt.WorkerExtra(w.Name)...)
+		}
+		t.List = append(t.List, e)
+	}
+	return t
+}
+
+func recordValue(name string, r Record) ubus.Value {
+	v := ubus.Tbl(name, ubus.Str("time", iso(r.Time)), ubus.Str("kind", r.Kind), ubus.Str("reason", r.Reason))
+	if r.Worker != "" {
+		v.List = append(v.List, ubus.Str("worker", r.Worker))
+	} else {
+		v.List = append(v.List, ubus.Null("worker"))
+	}
+	v.List = append(v.List, optDbl("uptime_seconds", r.Uptime), ubus.I32("count", int32(max(r.Count, 1))))
+	return v
+}
+
+func crashDoc(c CrashSummary) []ubus.Value {
+	list := ubus.Arr("crashes")
+	for i := len(c.Records) - 1; i >= 0; i-- { // newest first
+		r := recordValue("", c.Records[i])
+		if c.Records[i].Stack != "" {
+			r.List = append(r.List, ubus.Str("stack", c.Records[i].Stack))
+		}
+		list.List = append(list.List, r)
+	}
+	return []ubus.Value{
+		list,
+		ubus.I32("restart_count", int32(c.RestartCount)),
+		ubus.I64("restart_count_total", c.TotalRestarts),
+		ubus.I64("flash_writes", c.FlashWrites),
+	}
+}
+
+func (h *System) softwareHealth(snap *Snapshot, cfg config.Health, m MemSample, fds FDSample, disks []DiskSample) []ubus.Value {
+	now := snap.Time
+	c := snap.Crashes
+	last := ubus.Null("last_crash")
+	if c.LastCrash != nil {
+		last = recordValue("last_crash", *c.LastCrash)
+	}
+	doc := []ubus.Value{
+		ubus.I64("uptime_seconds", int64(now.Sub(h.started)/time.Second)),
+		ubus.I32("restart_count", int32(c.RestartCount)),
+		ubus.I64("restart_count_total", c.TotalRestarts),
+		last,
+		ubus.I32("crash_count_24h", int32(c.CrashCount24h)),
+		ubus.Bool("enabled", cfg.Enabled),
+	}
+	if !cfg.Enabled {
+		return doc
+	}
+	doc = append(doc, h.threads(snap))
+
+	h.mu.Lock()
+	heapLeak, _ := h.heapLeak.Detected()
+	rssLeak, _ := h.rssLeak.Detected()
+	heapSlope, heapFit := h.heapLeak.Slope()
+	rssSlope, _ := h.rssLeak.Slope()
+	base, based := h.heapLeak.Baseline()
+	fdBase, fdBased := h.fdLeak.Baseline()
+	leaked := h.fdLeaked(fds, cfg)
+	h.mu.Unlock()
+
+	mem := ubus.Tbl("memory")
+	if m.RSSKnown {
+		mem.List = append(mem.List, ubus.Dbl("rss_mb", mb(m.RSS)), ubus.Dbl("peak_rss_mb", mb(m.PeakRSS)))
+	} else { // no /proc/self/status on this platform
+		mem.List = append(mem.List, ubus.Null("rss_mb"), ubus.Null("peak_rss_mb"))
+	}
+	mem.List = append(mem.List,
+		ubus.Dbl("heap_mb", mb(m.HeapLive)),
+		ubus.Bool("leak_detected", heapLeak || rssLeak),
+		ubus.Dbl("heap_trend_kb_per_hour", heapSlope/1024),
+		ubus.Dbl("heap_trend_fit", heapFit),
+		ubus.Dbl("rss_trend_kb_per_hour", rssSlope/1024),
+	)
+	if based {
+		mem.List = append(mem.List, ubus.Dbl("baseline_heap_mb", base/(1<<20)))
+	} else { // still warming up
+		mem.List = append(mem.List, ubus.Null("baseline_heap_mb"))
+	}
+	mem.List = append(mem.List,
+		ubus.Dbl("go_total_mb", mb(m.GoTotal)),
+		ubus.Dbl("stack_kb", float64(m.Stacks)/1024),
+		ubus.I32("goroutines", int32(m.Goroutines)),
+	)
+	if cfg.MemoryLimitMB > 0 {
+		mem.List = append(mem.List, ubus.I32("memory_limit_mb", int32(cfg.MemoryLimitMB)))
+	} else {
+		mem.List = append(mem.List, ubus.Null("memory_limit_mb"))
+	}
+	doc = append(doc, mem)
+
+	fd := ubus.Tbl("file_descriptors")
+	if fds.Known {
+		fd.List = append(fd.List, ubus.I32("open", int32(fds.Open)))
+	} else { // no /proc/self/fd
+		fd.List = append(fd.List, ubus.Null("open"))
+	}
+	fd.List = append(fd.List, ubus.I32("max", int32(fds.Max)), ubus.I32("leaked", int32(leaked)))
+	if fds.Known {
+		fd.List = append(fd.List, ubus.I32("socket", int32(fds.Socket)), ubus.I32("file", int32(fds.File)),
+			ubus.I32("pipe", int32(fds.Pipe)), ubus.I32("other", int32(fds.Other)))
+	}
+	if fdBased {
+		fd.List = append(fd.List, ubus.I32("baseline", int32(fdBase)))
+	} else {
+		fd.List = append(fd.List, ubus.Null("baseline"))
+	}
+	doc = append(doc, fd)
+
+	doc = append(doc, ubus.Tbl("error_rates",
+		ubus.I32("sip_errors_per_hour", int32(h.opt.Rates.PerHour(CategorySIP))),
+		ubus.I32("probe_failures_per_hour", int32(h.opt.Rates.PerHour(CategoryProbe))),
+		ubus.I32("fetch_failures_per_hour", int32(h.opt.Rates.PerHour(CategoryFetch))),
+	))
+	proc := ubus.Tbl("process", ubus.I32("pid", int32(os.Getpid())), optDbl("cpu_pct", h.processCPU()))
+	doc = append(doc, proc)
+	st := ubus.Tbl("storage", ubus.I64("flash_writes", c.FlashWrites))
+	for i, d := range disks {
+		name := []string{"state_free_kb", "run_free_kb"}[i]
+		if d.Known {
+			st.List = append(st.List, ubus.I64(name, int64(d.FreeBytes/1024)))
+		} else {
+			st.List = append(st.List, ubus.Null(name))
+		}
+	}
+	doc = append(doc, st)
+	return doc
+}
+
+func (h *System) check(snap *Snapshot, cfg config.Health, reachable *bool) []ubus.Value {
+	now := snap.Time
+	doc := []ubus.Value{
+		ubus.Str("status", snap.Status),
+		ubus.Str("timestamp", iso(now)),
+		ubus.I64("uptime_seconds", int64(now.Sub(h.started)/time.Second)),
+	}
+	if !cfg.Enabled {
+		return append(doc, ubus.Null("health_score"), ubus.Null("checks"), ubus.Arr("alerts"), ubus.Arr("recommendations"))
+	}
+	has := func(prefix string) bool {
+		for _, a := range snap.Alerts {
+			if len(a.Code) >= len(prefix) && a.Code[:len(prefix)] == prefix {
+				return true
+			}
+		}
+		return false
+	}
+	net := ubus.Null("network_reachable") // no fetch or probe result yet
+	if reachable != nil {
+		net = ubus.Bool("network_reachable", *reachable)
+	}
+	doc = append(doc,
+		ubus.Dbl("health_score", float64(snap.Score)),
+		ubus.Tbl("checks",
+			ubus.Bool("threads_responsive", !has("worker_unresponsive") && !has("worker_failed") && !has("worker_restarting")),
+			ubus.Bool("memory_stable", !has("memory_leak")),
+			ubus.Bool("no_recent_crashes", snap.Crashes.CrashCount24h == 0),
+			ubus.Bool("disk_space_ok", !has("disk_")),
+			net,
+		))
+	alerts := ubus.Arr("alerts")
+	recs := ubus.Arr("recommendations")
+	seen := map[string]bool{}
+	for _, a := range snap.Alerts {
+		alerts.List = append(alerts.List, ubus.Tbl("",
+			ubus.Str("level", a.Level), ubus.Str("message", a.Message),
+			ubus.Str("since", iso(a.Since)), ubus.Str("code", a.Code)))
+		if a.Recommendation != "" && !seen[a.Recommendation] {
+			seen[a.Recommendation] = true
+			recs.List = append(recs.List, ubus.Str("", a.Recommendation))
+		}
+	}
+	return append(doc, alerts, recs)
+}
