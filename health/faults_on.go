@@ -9,6 +9,12 @@ import "fmt"
 const (
 	FaultPanic = "panic" // panic in the worker
 	FaultHang  = "hang"  // stop beating and ignore cancellation
+	// FaultFatalMap: concurrent map writes in goroutines the worker
+	// started; the runtime's unrecoverable "fatal error".
+	FaultFatalMap = "fatal_map"
+	// FaultNilDeref: a nil pointer dereference in a goroutine the worker
+	// started, where nothing recovers it (SIGSEGV).
+	FaultNilDeref = "nil_deref"
 )
 
 // Inject arms a fault in a worker.
@@ -34,5 +40,19 @@ func (w *Worker) checkFault() {
 		panic(fmt.Sprintf("injected fault in worker %s", w.ws.spec.Name))
 	case FaultHang:
 		select {} // a hung worker: no heartbeat, deaf to its context
+	case FaultFatalMap:
+		m := map[int]int{}
+		for i := 0; i < 4; i++ {
+			w.Go(func() {
+				for j := 0; ; j++ {
+					m[j&63] = j
+				}
+			})
+		}
+	case FaultNilDeref:
+		w.Go(func() {
+			var p *struct{ n int }
+			p.n++
+		})
 	}
 }

@@ -74,7 +74,7 @@ type Options struct {
 	RunDir     string
 	// WorkerExtra adds worker-specific figures to a worker's entry
 	// (probe_success_rate, recoveries_performed).
-	WorkerExtra func(worker string) []ubus.Value
+	WorkerExtra func(worker string, all []WorkerStatus) []ubus.Value
 	// OnStatus is told of every change of status.
 	OnStatus func(old, new string, snap *Snapshot)
 }
@@ -205,6 +205,9 @@ func (h *System) Trigger() {
 	default:
 	}
 }
+
+// Triggered delivers when an evaluation was asked for.
+func (h *System) Triggered() <-chan struct{} { return h.trigger }
 
 // Snapshot returns the latest evaluation (nil before the first).
 func (h *System) Snapshot() *Snapshot { return h.snap.Load() }
@@ -521,7 +524,7 @@ func (h *System) threads(snap *Snapshot) ubus.Value {
 			e.List = append(e.List, ubus.Null("last_error"))
 		}
 		if h.opt.WorkerExtra != nil {
-			e.List = append(e.List, h.opt.WorkerExtra(w.Name)...)
+			e.List = append(e.List, h.opt.WorkerExtra(w.Name, snap.Workers)...)
 		}
 		t.List = append(t.List, e)
 	}

@@ -1,0 +1,60 @@
+// Command phonebookd is the AREDN phonebook daemon: a SIP registrar and
+// proxy with a phone directory fetched from mesh servers, watched by its
+// own software-health system. It also carries small uci- and
+// ubus-compatible subcommands for hosts without those tools.
+//
+//	phonebookd [-c CONFDIR] [-t UCI_SAVEDIR] [-s UBUS_SOCKET]
+//	phonebookd uci [-c confdir] [-t savedir] <command> ...
+//	phonebookd call [-s SOCKET] [-t TIMEOUT] OBJECT METHOD [JSON]
+//	phonebookd list [-s SOCKET] [-v] [PATTERN]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/aredn/phonebookd/daemon"
+	"github.com/aredn/phonebookd/ubus"
+	"github.com/aredn/phonebookd/uci"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		cli := &ubus.CLI{Stdout: os.Stdout, Stderr: os.Stderr}
+		switch os.Args[1] {
+		case "uci":
+			os.Exit(uci.RunCLI(os.Args[2:], os.Stdout, os.Stderr))
+		case "call":
+			os.Exit(cli.Call(os.Args[2:]))
+		case "list":
+			os.Exit(cli.List(os.Args[2:]))
+		}
+	}
+	fs := flag.NewFlagSet("phonebookd", flag.ExitOnError)
+	confDir := fs.String("c", "/etc/config", "UCI configuration directory")
+	saveDir := fs.String("t", "/tmp/.uci", "UCI save directory (uncommitted changes)")
+	socket := fs.String("s", ubus.DefaultSocket, "ubusd socket")
+	verbose := fs.Bool("v", false, "log debug messages")
+	fs.Parse(os.Args[1:])
+
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	// procd sends stderr to syslog, which adds its own time stamps.
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, Log: log})
+	var fatal *daemon.FatalError
+	switch {
+	case errors.As(err, &fatal):
+		log.Error("exiting for a restart", "reason", fatal.Record.Reason)
+		os.Exit(1)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "phonebookd:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,328 @@
+// Package daemon wires phonebookd together: settings from UCI, the crash
+// store, the supervised workers, the health system, the ubus objects, and
+// the signals procd and the web UI send.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/directory"
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/ubus"
+	"github.com/aredn/phonebookd/uci"
+)
+
+// Options are the daemon's command-line settings; everything else comes
+// from UCI.
+type Options struct {
+	ConfDir string // /etc/config
+	SaveDir string // /tmp/.uci
+	Socket  string // ubusd's socket
+	Log     *slog.Logger
+}
+
+// FatalError ends the process with a non-zero exit after a crash record,
+// so that procd (or systemd) restarts it.
+type FatalError struct{ Record health.Record }
+
+func (e *FatalError) Error() string { return "fatal: " + e.Record.Reason }
+
+// ShutdownTimeout bounds a clean stop; procd sends SIGKILL after 5 s.
+const ShutdownTimeout = 1500 * time.Millisecond
+
+// Daemon is one running phonebookd.
+type Daemon struct {
+	opt     Options
+	log     *slog.Logger
+	store   uci.Store
+	clock   health.Clock
+	started time.Time
+
+	mu       sync.Mutex
+	cfg      config.Config
+	cfgErrs  []string // rejected settings, for "phonebook status"
+	cfgCodes []string // their health conditions
+
+	bus     *ubus.Bus
+	rates   *health.Rates
+	crashes *health.CrashStore
+	sup     *health.Supervisor
+	sys     *health.System
+	fetcher *directory.Fetcher
+	safety  *safety
+
+	healthObj *ubus.Object
+	fatal     chan health.Record
+	reload    chan struct{}
+}
+
+// Run runs the daemon until ctx ends or a signal stops it. It returns nil
+// after a clean shutdown, a *FatalError when the process must be
+// restarted.
+func Run(ctx context.Context, opt Options) error {
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	d := &Daemon{
+		opt: opt, log: opt.Log, store: uci.Store{ConfDir: opt.ConfDir, SaveDir: opt.SaveDir},
+		clock: health.SystemClock{}, fatal: make(chan health.Record, 1), reload: make(chan struct{}, 1),
+	}
+	d.started = d.clock.Now()
+	cfg, errs := config.LoadStore(d.store, nil)
+	d.cfg = cfg
+	for _, err := range errs {
+		d.log.Error("setting rejected; default kept", "err", err)
+	}
+	if err := d.setup(); err != nil {
+		return err
+	}
+	d.reportConfigErrors(errs)
+	return d.run(ctx)
+}
+
+func (d *Daemon) config() config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+func (d *Daemon) setup() error {
+	cfg := d.cfg
+	if err := os.MkdirAll(cfg.Main.RunDir, 0o755); err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	d.rates = health.NewRates(d.clock)
+	var err error
+	d.crashes, err = health.OpenCrashStore(health.CrashOptions{
+		StateDir: cfg.Main.StateDir, RunDir: cfg.Main.RunDir, Clock: d.clock, Log: d.log,
+		HistoryDays: cfg.Health.CrashHistoryDays, HistoryMax: cfg.Health.CrashHistoryMax,
+		Coalesce: time.Duration(cfg.Health.CrashCoalesce) * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.crashes.Arm(os.Getpid()); err != nil {
+		return err
+	}
+	d.sup = health.NewSupervisor(health.SupervisorOptions{
+		Clock: d.clock, Log: d.log,
+		MaxRestarts: cfg.Health.MaxRestartAttempts, Window: time.Duration(cfg.Health.RestartWindow) * time.Second,
+		OnCrash: func(r health.Record) {
+			if d.config().Health.CrashReporting {
+				d.crashes.Add(r)
+			}
+			d.log.Error("worker crashed", "worker", r.Worker, "reason", r.Reason)
+		},
+		OnChange: func() {
+			if d.sys != nil {
+				d.sys.Trigger()
+			}
+		},
+		OnFatal: func(r health.Record) {
+			select {
+			case d.fatal <- r:
+			default:
+			}
+		},
+		OnGoroutine: d.crashes.WorkerGoroutine,
+	})
+	d.sup.Configure(cfg.Health.MaxRestartAttempts, time.Duration(cfg.Health.RestartWindow)*time.Second, cfg.Health.ThreadMonitoring)
+	d.safety = &safety{d: d}
+	d.sys = health.NewSystem(health.Options{
+		Clock: d.clock, Log: d.log, Supervisor: d.sup, Crashes: d.crashes, Rates: d.rates,
+		StateDir: cfg.Main.StateDir, RunDir: cfg.Main.RunDir,
+		WorkerExtra: d.workerExtra,
+		OnStatus:    d.statusChanged,
+	}, cfg.Health)
+	d.fetcher = directory.NewFetcher(d.log, d.rates, func(ok bool) { d.sys.Reach("fetcher", ok) })
+	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
+
+	d.sup.Add(health.Spec{Name: "safety", Period: safetyPeriod, Essential: true, Run: d.safety.run})
+	d.sup.Add(health.Spec{Name: "fetcher", Period: time.Minute, Run: d.fetcher.Run})
+	for _, s := range d.faultWorkers() {
+		d.sup.Add(s)
+	}
+	d.bus = ubus.NewBus(d.opt.Socket, d.log)
+	return nil
+}
+
+func (d *Daemon) reportConfigErrors(errs []error) {
+	d.mu.Lock()
+	old := d.cfgCodes
+	d.cfgCodes, d.cfgErrs = nil, nil
+	for _, err := range errs {
+		d.cfgErrs = append(d.cfgErrs, err.Error())
+	}
+	d.mu.Unlock()
+	for _, code := range old {
+		d.sys.ClearCondition(code)
+	}
+	for _, err := range errs {
+		code := "config:" + err.Error()
+		var fe *config.FieldError
+		if errors.As(err, &fe) {
+			code = "config:" + fe.Path
+		}
+		d.sys.SetCondition(health.Condition{Code: code, Level: health.LevelWarning, Penalty: 5,
+			Message:        "Setting rejected, previous value kept: " + err.Error(),
+			Recommendation: "Correct the setting with uci set and uci commit phonebook."})
+		d.mu.Lock()
+		d.cfgCodes = append(d.cfgCodes, code)
+		d.mu.Unlock()
+	}
+}
+
+func (d *Daemon) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	// The web UI and others may send signals the daemon has no use for;
+	// they must not kill it (the C daemon died of them).
+	signal.Ignore(syscall.SIGPIPE, syscall.SIGUSR2, syscall.SIGALRM)
+	defer signal.Stop(sigs)
+
+	workCtx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	d.sup.Start(workCtx)
+	d.registerObjects(ctx)
+	busDone := make(chan struct{})
+	busCtx, stopBus := context.WithCancel(context.Background())
+	go func() { d.bus.Run(busCtx); close(busDone) }()
+	d.log.Info("phonebookd started", "pid", os.Getpid(), "conf", d.opt.ConfDir, "ubus", d.opt.Socket)
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var result error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGHUP:
+				d.Reload()
+			case syscall.SIGUSR1:
+				d.fetcher.FetchNow()
+			default:
+				d.log.Info("stopping", "signal", s.String())
+				break loop
+			}
+		case <-d.reload:
+			d.Reload()
+		case rec := <-d.fatal:
+			d.log.Error("escalating to a process restart", "reason", rec.Reason)
+			d.crashes.Add(rec)
+			result = &FatalError{Record: rec}
+			break loop
+		case <-tick.C:
+			d.sup.Check()
+			d.watchdog(ctx)
+		}
+	}
+	// Clean stop within ShutdownTimeout: workers cancelled, objects
+	// withdrawn, run marker removed.
+	stopWork()
+	wctx, wcancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	if !d.sup.Wait(wctx) {
+		d.log.Warn("workers did not stop in time; exiting anyway")
+	}
+	wcancel()
+	stopBus()
+	select {
+	case <-busDone:
+	case <-time.After(500 * time.Millisecond):
+	}
+	d.crashes.Shutdown()
+	d.log.Info("phonebookd stopped")
+	return result
+}
+
+// Reload re-reads UCI and applies it without a restart; a rejected value
+// keeps the previous good one.
+func (d *Daemon) Reload() {
+	prev := d.config()
+	cfg, errs := config.LoadStore(d.store, &prev)
+	// Paths and the listen address need a restart; keep them.
+	if cfg.Main != prev.Main {
+		d.log.Warn("paths changed; they apply at the next restart")
+		cfg.Main = prev.Main
+	}
+	d.mu.Lock()
+	d.cfg = cfg
+	d.mu.Unlock()
+	for _, err := range errs {
+		d.log.Error("setting rejected; previous value kept", "err", err)
+	}
+	d.sup.Configure(cfg.Health.MaxRestartAttempts, time.Duration(cfg.Health.RestartWindow)*time.Second, cfg.Health.ThreadMonitoring)
+	d.sys.Configure(cfg.Health)
+	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
+	d.reportConfigErrors(errs)
+	d.fetcher.FetchNow()
+	d.sys.Trigger()
+	d.log.Info("configuration reloaded", "errors", len(errs))
+}
+
+// watchdog re-arms procd's watchdog while the essential workers are
+// healthy; a daemon whose essential workers are stuck stops re-arming it.
+func (d *Daemon) watchdog(ctx context.Context) {
+	if !d.config().Health.Watchdog || !d.bus.Connected() {
+		return
+	}
+	for _, w := range d.sup.Snapshot() {
+		if w.Essential && w.Status != health.StatusHealthy {
+			return
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	_, err := d.bus.Call(cctx, "service", "watchdog", []ubus.Value{ubus.Str("name", "phonebook"), ubus.Str("instance", "instance1")})
+	if err != nil && !errors.Is(err, ubus.StatusNotFound) {
+		d.log.Debug("procd watchdog", "err", err)
+	}
+}
+
+// statusChanged notifies subscribers of phonebook.health, sends the ubus
+// event phonebook.health, and rewrites the app badge (RAM only).
+func (d *Daemon) statusChanged(old, new string, snap *health.Snapshot) {
+	data := []ubus.Value{ubus.Str("old", old), ubus.Str("new", new), ubus.I32("health_score", int32(snap.Score))}
+	if d.healthObj != nil {
+		if err := d.bus.Notify(d.healthObj, "status", data); err != nil && !errors.Is(err, ubus.ErrNotConnected) {
+			d.log.Warn("notify", "err", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := d.bus.Send(ctx, "phonebook.health", data); err != nil && !errors.Is(err, ubus.ErrNotConnected) {
+		d.log.Warn("send event", "err", err)
+	}
+	d.writeBadge(new)
+}
+
+// writeBadge shows the status in the AREDN app launcher: /tmp/apps/... is
+// RAM; written only on a change of status.
+func (d *Daemon) writeBadge(status string) {
+	dir := filepath.Join(d.config().Main.RunDir, "..", "apps", "phonebook")
+	colors := map[string]string{health.Healthy: "green", health.Degraded: "orange", health.Critical: "red", health.Disabled: "grey"}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		d.log.Debug("badge", "err", err)
+		return
+	}
+	text := strings.ToUpper(status[:1]) + status[1:]
+	if err := uci.WriteFileAtomic(filepath.Join(dir, "badge"), []byte(text), 0o644); err != nil {
+		d.log.Debug("badge", "err", err)
+	}
+	uci.WriteFileAtomic(filepath.Join(dir, "badge-color"), []byte(colors[status]), 0o644)
+}

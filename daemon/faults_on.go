@@ -1,0 +1,40 @@
+//go:build faults
+
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/ubus"
+)
+
+// faultObjects publishes phonebook.faults, through which the whole-daemon
+// tests make a worker panic, hang, or crash the process. Built only with
+// the "faults" tag; never in a package for a router.
+func (d *Daemon) faultObjects() []*ubus.Object {
+	return []*ubus.Object{{Path: "phonebook.faults", Methods: []ubus.Method{
+		{Name: "inject", Params: []ubus.Param{{Name: "worker", Kind: ubus.String, Required: true}, {Name: "fault", Kind: ubus.String, Required: true}},
+			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
+				w, _ := req.String("worker")
+				f, _ := req.String("fault")
+				if err := d.sup.Inject(w, f); err != nil {
+					return nil, ubus.StatusInvalidArgument
+				}
+				return []ubus.Value{ubus.Str("armed", f)}, nil
+			}},
+	}}}
+}
+
+// faultWorkers adds "canary", a worker with a one-second heartbeat, so
+// that hang tests meet its deadline (3 s) quickly.
+func (d *Daemon) faultWorkers() []health.Spec {
+	return []health.Spec{{Name: "canary", Period: time.Second, Run: func(ctx context.Context, w *health.Worker) error {
+		for {
+			if err := w.Wait(ctx, time.Hour); err != nil {
+				return nil
+			}
+		}
+	}}}
+}

@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/ubus"
+)
+
+// safetyPeriod is the safety worker's heartbeat period.
+const safetyPeriod = 10 * time.Second
+
+// orphanAge: a temporary file older than this was left by an interrupted
+// atomic write.
+const orphanAge = time.Minute
+
+// safety is the "safety" worker: it keeps the health evaluation's cadence
+// (every health_check_interval and on events) and the hygiene (orphaned
+// temporary files of interrupted writes removed).
+type safety struct {
+	d       *Daemon
+	cleaned atomic.Int64
+}
+
+func (s *safety) run(ctx context.Context, w *health.Worker) error {
+	var next time.Time
+	for {
+		w.Beat()
+		if now := time.Now(); !now.Before(next) {
+			s.d.sys.Sample()
+			s.hygiene(now)
+			next = now.Add(time.Duration(s.d.config().Health.HealthCheckInterval) * time.Second)
+		}
+		t := time.NewTimer(min(safetyPeriod, time.Until(next)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-s.d.sys.Triggered():
+			t.Stop()
+			w.Beat()
+			s.d.sys.Sample()
+		case <-t.C:
+		}
+	}
+}
+
+// hygiene removes temporary files that an interrupted atomic write left.
+func (s *safety) hygiene(now time.Time) {
+	cfg := s.d.config()
+	dirs := []string{cfg.Main.StateDir, cfg.Main.RunDir, filepath.Dir(filepath.Join(cfg.Main.WWWDir, cfg.Fetcher.XMLPath)), s.d.opt.ConfDir}
+	for _, dir := range dirs {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), ".") || !strings.Contains(e.Name(), ".tmp-") {
+				continue
+			}
+			info, err := e.Info()
+			if err != nil || now.Sub(info.ModTime()) < orphanAge {
+				continue
+			}
+			if os.Remove(filepath.Join(dir, e.Name())) == nil {
+				s.cleaned.Add(1)
+				s.d.log.Info("removed an orphaned temporary file", "path", filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+}
+
+// workerExtra adds the specification's worker-specific figures.
+func (d *Daemon) workerExtra(worker string, all []health.WorkerStatus) []ubus.Value {
+	switch worker {
+	case "safety":
+		// Recoveries: automatic worker restarts plus files cleaned up.
+		n := d.safety.cleaned.Load()
+		for _, w := range all {
+			n += int64(w.Restarts)
+		}
+		return []ubus.Value{ubus.I64("recoveries_performed", n)}
+	case "fetcher":
+		st := d.fetcher.Status()
+		var out []ubus.Value
+		for _, k := range []string{"last_success", "entries"} {
+			if v, ok := ubus.Get(st.List, k); ok {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	return nil
+}
