@@ -290,10 +290,10 @@ func (s *Supervisor) exited(ws *workerState, inst *instance, err error, pv any, 
 		s.launch(ws)
 	case pv != nil:
 		ws.lastErr = fmt.Sprintf("panic: %v", pv)
-		s.restartLater(ws, now)
+		s.restartLater(ws, now, StatusRestarting)
 	case err != nil && !errors.Is(err, context.Canceled):
 		ws.lastErr = err.Error()
-		s.restartLater(ws, now)
+		s.restartLater(ws, now, StatusRestarting)
 	case inst.hung:
 		// restart already scheduled by the deadline check
 		return
@@ -304,8 +304,9 @@ func (s *Supervisor) exited(ws *workerState, inst *instance, err error, pv any, 
 }
 
 // restartLater counts a restart in the window and schedules it with
-// exponential backoff, or fails the worker past MaxRestarts (s.mu held).
-func (s *Supervisor) restartLater(ws *workerState, now time.Time) {
+// exponential backoff, the worker showing status waiting meanwhile, or
+// fails the worker past MaxRestarts (s.mu held).
+func (s *Supervisor) restartLater(ws *workerState, now time.Time, waiting string) {
 	kept := ws.recent[:0]
 	for _, t := range ws.recent {
 		if now.Sub(t) < s.opt.Window {
@@ -324,7 +325,7 @@ func (s *Supervisor) restartLater(ws *workerState, now time.Time) {
 		}
 		return
 	}
-	ws.status = StatusRestarting
+	ws.status = waiting
 	delay := s.opt.BackoffBase << (len(ws.recent) - 1)
 	if delay > s.opt.BackoffMax || delay <= 0 {
 		delay = s.opt.BackoffMax
@@ -333,7 +334,7 @@ func (s *Supervisor) restartLater(ws *workerState, now time.Time) {
 	ws.timer = time.AfterFunc(delay, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if ws.status == StatusRestarting {
+		if ws.status == StatusRestarting || ws.status == StatusUnresponsive {
 			s.launch(ws)
 			s.changed()
 		}
@@ -361,14 +362,13 @@ func (s *Supervisor) Check() {
 		if late <= deadline {
 			continue
 		}
-		ws.status = StatusUnresponsive
 		ws.lastErr = fmt.Sprintf("no heartbeat for %s (deadline %s)", late.Round(time.Second), deadline)
 		s.log.Error("worker unresponsive", "worker", ws.spec.Name, "late", late, "deadline", deadline)
 		inst.hung = true
 		inst.cancel()
 		s.changed()
 		go s.watchAbandon(ws, inst, deadline)
-		s.restartLater(ws, now)
+		s.restartLater(ws, now, StatusUnresponsive)
 	}
 }
 

@@ -148,7 +148,9 @@ func (h *System) Configure(cfg config.Health) {
 			GrowthFactor: cfg.LeakGrowthFactor, MinSlope: float64(cfg.LeakMinSlopeKB) * 1024, MinFit: cfg.LeakMinFit,
 		}
 		h.heapLeak = NewLeak(rule, h.started)
-		h.rssLeak = NewLeak(rule, h.started)
+		rssRule := rule
+		rssRule.RelSlope = RSSRelSlope
+		h.rssLeak = NewLeak(rssRule, h.started)
 		fdRule := rule
 		// Descriptors grow in steps: a leak is a sustained rise of at
 		// least fd_leak_min over the baseline, not a slope in bytes.
@@ -230,6 +232,10 @@ func (h *System) Run(ctx context.Context) {
 		h.Sample()
 	}
 }
+
+// RSSRelSlope is the resident-memory trend's floor, a fraction of its
+// baseline per hour (see LeakRule.RelSlope).
+const RSSRelSlope = 0.10
 
 // reachWindow: results older than this do not count for reachability.
 const reachWindow = 2 * time.Hour
@@ -362,14 +368,33 @@ func (h *System) Sample() *Snapshot {
 	}
 	sort.Slice(conds, func(i, j int) bool { return conds[i].Code < conds[j].Code })
 	present := map[string]bool{}
-	score := 100
-	status := Healthy
 	for _, c := range conds {
 		present[c.Code] = true
 		if _, ok := h.since[c.Code]; !ok {
 			h.since[c.Code] = now
 		}
 		snap.Alerts = append(snap.Alerts, Alert{Condition: c, Since: h.since[c.Code]})
+	}
+	for code := range h.since {
+		if !present[code] {
+			delete(h.since, code)
+		}
+	}
+	var status string
+	snap.Score, status = Score(conds)
+	snap.Status = status
+	h.mu.Unlock()
+
+	h.publish(snap, cfg, m, fds, disks, reachable)
+	return snap
+}
+
+// Score is the formula of docs/HEALTH.md: 100 minus every condition's
+// penalty, at least 0; critical with any critical condition or a score
+// under 50, degraded with any other condition, else healthy.
+func Score(conds []Condition) (int, string) {
+	score, status := 100, Healthy
+	for _, c := range conds {
 		score -= c.Penalty
 		if c.Level == LevelCritical {
 			status = Critical
@@ -377,20 +402,11 @@ func (h *System) Sample() *Snapshot {
 			status = Degraded
 		}
 	}
-	for code := range h.since {
-		if !present[code] {
-			delete(h.since, code)
-		}
-	}
-	snap.Score = max(score, 0)
-	if snap.Score < 50 {
+	score = max(score, 0)
+	if score < 50 {
 		status = Critical
 	}
-	snap.Status = status
-	h.mu.Unlock()
-
-	h.publish(snap, cfg, m, fds, disks, reachable)
-	return snap
+	return score, status
 }
 
 func workerCond(code string, w WorkerStatus, penalty int, msg, rec string) Condition {

@@ -82,7 +82,11 @@ type LeakRule struct {
 	Window       time.Duration
 	GrowthFactor float64
 	MinSlope     float64 // units per hour
-	MinFit       float64
+	// RelSlope raises MinSlope to this fraction of the baseline per hour:
+	// resident memory creeps as the runtime touches pages, which is not a
+	// leak; the live heap does not, so it uses the absolute floor only.
+	RelSlope float64
+	MinFit   float64
 }
 
 // Leak watches one quantity (live heap, RSS, open descriptors) for a leak:
@@ -122,7 +126,8 @@ func (l *Leak) Add(t time.Time, v float64) bool {
 	}
 	l.slope, l.fit = l.trend.Fit()
 	rising := l.slope > 0 && l.fit >= l.rule.MinFit
-	leak := rising && (l.slope >= l.rule.MinSlope || v >= l.rule.GrowthFactor*l.baseline)
+	minSlope := max(l.rule.MinSlope, l.rule.RelSlope*l.baseline)
+	leak := rising && (l.slope >= minSlope || v >= l.rule.GrowthFactor*l.baseline)
 	if leak && !l.detected {
 		l.since = t
 	}
