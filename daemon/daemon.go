@@ -30,6 +30,9 @@ type Options struct {
 	SaveDir string // /tmp/.uci
 	Socket  string // ubusd's socket
 	Log     *slog.Logger
+	// Stderr is the original standard error, duplicated away from
+	// descriptor 2 (which then receives the runtime's crash text).
+	Stderr *os.File
 }
 
 // FatalError ends the process with a non-zero exit after a crash record,
@@ -107,7 +110,7 @@ func (d *Daemon) setup() error {
 	d.crashes, err = health.OpenCrashStore(health.CrashOptions{
 		StateDir: cfg.Main.StateDir, RunDir: cfg.Main.RunDir, Clock: d.clock, Log: d.log,
 		HistoryDays: cfg.Health.CrashHistoryDays, HistoryMax: cfg.Health.CrashHistoryMax,
-		Coalesce: time.Duration(cfg.Health.CrashCoalesce) * time.Second,
+		Coalesce: time.Duration(cfg.Health.CrashCoalesce) * time.Second, Stderr: d.opt.Stderr,
 	})
 	if err != nil {
 		return err

@@ -45,6 +45,8 @@ func (s *safety) run(ctx context.Context, w *health.Worker) error {
 			t.Stop()
 			w.Beat()
 			s.d.sys.Sample()
+		case <-w.Poked():
+			t.Stop()
 		case <-t.C:
 		}
 	}

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/aredn/phonebookd/uci"
 )
 
@@ -89,6 +91,12 @@ type CrashOptions struct {
 	Coalesce         time.Duration
 	// BootID overrides /proc/sys/kernel/random/boot_id (tests).
 	BootID string
+	// Stderr, when set, is the process's original standard error (syslog
+	// under procd), already duplicated away from descriptor 2. Arm then
+	// points descriptor 2 at the crash file, because the runtime prints a
+	// fatal error's first line ("fatal error: concurrent map writes")
+	// before its crash-output copy starts; the copy goes to Stderr.
+	Stderr *os.File
 }
 
 // CrashStore keeps crash records: a bounded history on flash written
@@ -232,7 +240,15 @@ func (s *CrashStore) Arm(pid int) error {
 	if err != nil {
 		return fmt.Errorf("crash output: %w", err)
 	}
-	if err := debug.SetCrashOutput(f, debug.CrashOptions{}); err != nil {
+	copyTo := f
+	if s.opt.Stderr != nil {
+		if err := unix.Dup3(int(f.Fd()), 2, 0); err != nil {
+			f.Close()
+			return fmt.Errorf("crash output on stderr: %w", err)
+		}
+		copyTo = s.opt.Stderr
+	}
+	if err := debug.SetCrashOutput(copyTo, debug.CrashOptions{}); err != nil {
 		f.Close()
 		return fmt.Errorf("crash output: %w", err)
 	}

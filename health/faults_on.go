@@ -2,7 +2,10 @@
 
 package health
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Faults a test can inject into a worker; the worker meets it at its next
 // heartbeat, in its own goroutine.
@@ -24,6 +27,14 @@ func (s *Supervisor) Inject(worker, fault string) error {
 	for _, ws := range s.workers {
 		if ws.spec.Name == worker {
 			ws.fault.Store(&fault)
+			// Meet it soon rather than at the next period, but after the
+			// caller's reply is out (a crashing fault ends the process).
+			time.AfterFunc(100*time.Millisecond, func() {
+				select {
+				case ws.poke <- struct{}{}:
+				default:
+				}
+			})
 			return nil
 		}
 	}

@@ -168,9 +168,9 @@ func statusKB(b []byte, key string) uint64 {
 
 // FDSample counts the process's open file descriptors by kind.
 type FDSample struct {
-	Open, Max                  int
-	Socket, File, Pipe, Other  int
-	Known                      bool
+	Open, Max                 int
+	Socket, File, Pipe, Other int
+	Known                     bool
 }
 
 // ReadFDs lists /proc/self/fd (not counting the descriptor used to read

@@ -81,11 +81,18 @@ func (w *Worker) WaitOrWake(ctx context.Context, d time.Duration, wake <-chan st
 			t.Stop()
 			w.Beat()
 			return nil
+		case <-w.ws.poke:
+			t.Stop()
+			w.Beat()
 		case <-t.C:
 			w.Beat()
 		}
 	}
 }
+
+// Poked delivers when the worker is asked to beat now; a worker with a
+// wait loop of its own selects on it.
+func (w *Worker) Poked() <-chan struct{} { return w.ws.poke }
 
 // Go starts a goroutine counted against this worker.
 func (w *Worker) Go(f func()) {
@@ -124,6 +131,7 @@ type workerState struct {
 	stuck      int // of those, still not returned
 	goroutines atomic.Int32
 	fault      atomic.Pointer[string]
+	poke       chan struct{} // wakes a waiting worker (fault builds only send)
 	timer      *time.Timer
 }
 
@@ -195,7 +203,7 @@ func (s *Supervisor) Configure(maxRestarts int, window time.Duration, monitoring
 func (s *Supervisor) Add(spec Spec) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.workers = append(s.workers, &workerState{sup: s, spec: spec, status: StatusStopped})
+	s.workers = append(s.workers, &workerState{sup: s, spec: spec, status: StatusStopped, poke: make(chan struct{}, 1)})
 }
 
 // Start launches every worker under ctx.
@@ -231,7 +239,10 @@ func (s *Supervisor) launch(ws *workerState) {
 		// read from /proc/self/task/<tid>/stat; the thread ends with it.
 		runtime.LockOSThread()
 		inst.tid.Store(int32(unix.Gettid()))
-		inst.cpuTicks, inst.cpuAt, _ = s.threadTicks(int(inst.tid.Load()))
+		ticks, at, _ := s.threadTicks(int(inst.tid.Load()))
+		inst.cpuMu.Lock()
+		inst.cpuTicks, inst.cpuAt = ticks, at
+		inst.cpuMu.Unlock()
 		inst.goid.Store(goroutineID())
 		if s.opt.OnGoroutine != nil {
 			s.opt.OnGoroutine(ws.spec.Name, inst.goid.Load())

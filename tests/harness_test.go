@@ -156,7 +156,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // tree is a daemon's whole file system: configuration, save directory,
 // flash state, RAM run directory and web root, all under one directory.
 type tree struct {
-	dir, sock                                string
+	dir, sock                               string
 	confDir, saveDir, stateDir, runDir, www string
 }
 
@@ -252,3 +252,5 @@ func num(v any) float64 {
 }
 
 var _ = context.Background
+
+func decode(s string, v any) error { return json.Unmarshal([]byte(s), v) }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"syscall"
 
 	"github.com/aredn/phonebookd/daemon"
 	"github.com/aredn/phonebookd/ubus"
@@ -45,16 +46,22 @@ func main() {
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	// procd sends stderr to syslog, which adds its own time stamps.
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, Log: log})
+	// procd sends stderr to syslog. The log keeps a duplicate of it, so
+	// that descriptor 2 can catch the runtime's crash text in RAM.
+	stderr := os.Stderr
+	if fd, err := syscall.Dup(2); err == nil {
+		syscall.CloseOnExec(fd)
+		stderr = os.NewFile(uintptr(fd), "stderr")
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, Log: log, Stderr: stderr})
 	var fatal *daemon.FatalError
 	switch {
 	case errors.As(err, &fatal):
 		log.Error("exiting for a restart", "reason", fatal.Record.Reason)
 		os.Exit(1)
 	case err != nil:
-		fmt.Fprintln(os.Stderr, "phonebookd:", err)
+		fmt.Fprintln(stderr, "phonebookd:", err)
 		os.Exit(1)
 	}
 }

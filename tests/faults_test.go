@@ -1,0 +1,318 @@
+package tests
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aredn/phonebookd/ubus"
+)
+
+// faultEnv is a broker and a tree for a daemon built with fault hooks.
+type faultEnv struct {
+	t    *testing.T
+	sock string
+	tr   *tree
+}
+
+func newFaultEnv(t *testing.T, opts map[string]string) *faultEnv {
+	sock := filepath.Join(shortDir(t), "ubus.sock")
+	startBroker(t, sock)
+	return &faultEnv{t: t, sock: sock, tr: newTree(t, sock, opts)}
+}
+
+func (e *faultEnv) start() *proc { return e.tr.start(e.t, bins.faults) }
+
+func (e *faultEnv) inject(worker, fault string) {
+	e.t.Helper()
+	call(e.t, e.sock, "phonebook.faults", "inject", `{"worker":"`+worker+`","fault":"`+fault+`"}`)
+}
+
+func (e *faultEnv) thread(name string) map[string]any {
+	out, rc := callRaw(e.sock, "phonebook.threads", "list", "")
+	if rc != 0 {
+		return nil
+	}
+	m := map[string]any{}
+	decode(out, &m)
+	t, _ := get(m, "threads", name).(map[string]any)
+	return t
+}
+
+func (e *faultEnv) health() map[string]any {
+	return call(e.t, e.sock, "phonebook.health", "status", "")
+}
+
+func (e *faultEnv) lastCrash() map[string]any {
+	lc, _ := e.health()["last_crash"].(map[string]any)
+	return lc
+}
+
+// stop sends SIGTERM and expects exit code 0 within 2 s.
+func (e *faultEnv) stop(p *proc) {
+	e.t.Helper()
+	t0 := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(5 * time.Second); code != 0 {
+		e.t.Fatalf("exit code %d after SIGTERM", code)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		e.t.Errorf("SIGTERM took %s", d)
+	}
+}
+
+func TestWorkerPanicRestartedAndRecorded(t *testing.T) {
+	e := newFaultEnv(t, map[string]string{"health.crash_coalesce": "0"})
+	p := e.start()
+	e.inject("fetcher", "panic")
+	waitFor(t, 10*time.Second, "fetcher restarted", func() bool {
+		th := e.thread("fetcher")
+		return th != nil && num(th["restart_count"]) == 1 && th["status"] == "healthy"
+	})
+	h := e.health()
+	lc := e.lastCrash()
+	if lc["kind"] != "worker_panic" || lc["worker"] != "fetcher" || !strings.Contains(lc["reason"].(string), "injected fault") {
+		t.Errorf("last_crash %v", lc)
+	}
+	if num(get(h, "storage", "flash_writes")) != 1 || num(h["crash_count_24h"]) != 1 {
+		t.Errorf("flash writes %v, crash_count_24h %v", get(h, "storage", "flash_writes"), h["crash_count_24h"])
+	}
+	e.stop(p)
+
+	e.start()
+	crashes := call(t, e.sock, "phonebook.health", "crashes", "")
+	list, _ := crashes["crashes"].([]any)
+	if len(list) != 1 || get(list[0], "kind") != "worker_panic" || !strings.Contains(get(list[0], "stack").(string), "goroutine") {
+		t.Fatalf("after restart: %v", crashes)
+	}
+	if h := e.health(); num(h["restart_count"]) != 1 {
+		t.Errorf("restart_count %v", h["restart_count"])
+	}
+	call(t, e.sock, "phonebook.health", "clear_crashes", "")
+	if h := e.health(); h["last_crash"] != nil || num(h["crash_count_24h"]) != 0 {
+		t.Errorf("after clear: %v", h["last_crash"])
+	}
+}
+
+// TestWorkerHang: a worker that stops beating is unresponsive within its
+// own deadline (3 periods of 1 s), restarted, its alert raised then
+// cleared, and a subscriber of phonebook.health is told of each change.
+func TestWorkerHang(t *testing.T) {
+	e := newFaultEnv(t, nil)
+	e.start()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn, err := ubus.Dial(ctx, e.sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var mu sync.Mutex
+	var notes []string
+	if err := conn.Subscribe(ctx, "phonebook.health", func(typ string, data []ubus.Value) {
+		o, _ := ubus.Get(data, "old")
+		n, _ := ubus.Get(data, "new")
+		mu.Lock()
+		notes = append(notes, typ+":"+o.Str+">"+n.Str)
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	if err := conn.Listen(ctx, "phonebook.health", func(ev string, data []ubus.Value) {
+		n, _ := ubus.Get(data, "new")
+		mu.Lock()
+		events = append(events, n.Str)
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	e.inject("canary", "hang")
+	hasAlert := func() bool {
+		ck := call(t, e.sock, "phonebook.health", "check", "")
+		for _, a := range ck["alerts"].([]any) {
+			if get(a, "code") == "worker_unresponsive:canary" {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 10*time.Second, "unresponsive alert", hasAlert)
+	t.Logf("unresponsive after %s (deadline 3 s)", time.Since(t0).Round(100*time.Millisecond))
+	if ck := call(t, e.sock, "phonebook.health", "check", ""); get(ck, "checks", "threads_responsive") != false {
+		t.Errorf("threads_responsive while hung: %v", get(ck, "checks"))
+	}
+	waitFor(t, 10*time.Second, "restart and alert cleared", func() bool {
+		th := e.thread("canary")
+		return th["status"] == "healthy" && num(th["restart_count"]) == 1 && !hasAlert()
+	})
+	waitFor(t, 10*time.Second, "abandoned goroutine counted", func() bool {
+		return num(e.thread("canary")["abandoned_goroutines"]) == 1
+	})
+	waitFor(t, 10*time.Second, "notifications", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(notes) >= 2 && len(events) >= 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if notes[0] != "status:healthy>degraded" || notes[1] != "status:degraded>healthy" {
+		t.Errorf("notifications %v", notes)
+	}
+	// The hung goroutine never returns: it stays counted, as a warning.
+	ck := call(t, e.sock, "phonebook.health", "check", "")
+	found := false
+	for _, a := range ck["alerts"].([]any) {
+		found = found || get(a, "code") == "abandoned:canary"
+	}
+	if !found || ck["status"] != "degraded" {
+		t.Errorf("stuck goroutine not reported: %v", ck)
+	}
+}
+
+// TestEssentialWorkerFailureExits: panics past max_restart_attempts fail
+// the essential safety worker; the process exits non-zero; restarted as
+// procd would, it names the cause and counts the restart.
+func TestEssentialWorkerFailureExits(t *testing.T) {
+	e := newFaultEnv(t, map[string]string{"health.max_restart_attempts": "1", "health.crash_coalesce": "0"})
+	p := e.start()
+	e.inject("safety", "panic")
+	waitFor(t, 10*time.Second, "safety restarted", func() bool {
+		th := e.thread("safety")
+		return th != nil && num(th["restart_count"]) == 1 && th["status"] == "healthy"
+	})
+	e.inject("safety", "panic")
+	if code := p.wait(10 * time.Second); code != 1 {
+		t.Fatalf("exit code %d, want 1", code)
+	}
+	e.start()
+	lc := e.lastCrash()
+	if lc["kind"] != "worker_failed" || lc["worker"] != "safety" || !strings.Contains(lc["reason"].(string), "injected fault") {
+		t.Errorf("last_crash %v", lc)
+	}
+	if h := e.health(); num(h["restart_count"]) != 1 {
+		t.Errorf("restart_count %v", h["restart_count"])
+	}
+}
+
+// TestProcessCrashes: crashes that kill the process (a fatal error, a nil
+// dereference in an unprotected goroutine, SIGKILL) are found at the next
+// start, with the runtime's first line and the worker where known.
+func TestProcessCrashes(t *testing.T) {
+	e := newFaultEnv(t, map[string]string{"health.crash_coalesce": "0"})
+	cases := []struct {
+		fault, kind, reason string
+	}{
+		{"fatal_map", "fatal_error", "fatal error: concurrent map writes"},
+		{"nil_deref", "signal", "panic: runtime error: invalid memory address or nil pointer dereference"},
+	}
+	starts := 0
+	for _, c := range cases {
+		p := e.start()
+		starts++
+		e.inject("fetcher", c.fault)
+		if code := p.wait(10 * time.Second); code != 2 {
+			t.Fatalf("%s: exit code %d, want the runtime's 2", c.fault, code)
+		}
+		e.start()
+		starts++
+		lc := e.lastCrash()
+		if lc["kind"] != c.kind || lc["reason"] != c.reason || lc["worker"] != "fetcher" || num(lc["uptime_seconds"]) <= 0 {
+			t.Errorf("%s: last_crash %v", c.fault, lc)
+		}
+		h := e.health()
+		if num(h["restart_count"]) != float64(starts-1) {
+			t.Errorf("%s: restart_count %v, want %d", c.fault, h["restart_count"], starts-1)
+		}
+		// Leave the daemon to the next step: killed with SIGKILL.
+		if c.fault == "nil_deref" {
+			break
+		}
+		stopAll(t, e) // cleanly, before the next fault
+	}
+	// SIGKILL: no crash output, only the marker remains.
+	pid := daemonPID(t, e)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitFor(t, 5*time.Second, "killed", func() bool { return syscall.Kill(pid, 0) != nil })
+	e.start()
+	lc := e.lastCrash()
+	if lc["kind"] != "unclean_exit" || num(lc["uptime_seconds"]) < 0 {
+		t.Errorf("after SIGKILL: %v", lc)
+	}
+}
+
+// daemonPID reads the running daemon's pid from its status.
+func daemonPID(t *testing.T, e *faultEnv) int {
+	return int(num(get(e.health(), "process", "pid")))
+}
+
+func stopAll(t *testing.T, e *faultEnv) {
+	pid := daemonPID(t, e)
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitFor(t, 5*time.Second, "daemon stopped", func() bool { return syscall.Kill(pid, 0) != nil })
+}
+
+// TestCrashLoopWritesBounded: 50 crashing starts in a row cost a bounded
+// number of flash writes (records merged in RAM during the loop), and the
+// restarts are counted.
+func TestCrashLoopWritesBounded(t *testing.T) {
+	e := newFaultEnv(t, nil)
+	hist := filepath.Join(e.tr.stateDir, "crashes.json")
+	inodes := map[uint64]bool{}
+	note := func() {
+		var st syscall.Stat_t
+		if syscall.Stat(hist, &st) == nil {
+			inodes[st.Ino] = true // every atomic write is a new inode
+		}
+	}
+	const loops = 50
+	for i := 0; i < loops; i++ {
+		p := e.start()
+		note()
+		e.inject("canary", "fatal_map")
+		if code := p.wait(10 * time.Second); code != 2 {
+			t.Fatalf("loop %d: exit %d", i, code)
+		}
+		note()
+	}
+	e.start()
+	note()
+	h := e.health()
+	if num(h["restart_count"]) != loops {
+		t.Errorf("restart_count %v, want %d", h["restart_count"], loops)
+	}
+	if num(h["crash_count_24h"]) != loops {
+		t.Errorf("crash_count_24h %v, want %d", h["crash_count_24h"], loops)
+	}
+	if len(inodes) == 0 || len(inodes) > 2 {
+		t.Errorf("%d flash writes of the history for %d crashes, want 1 or 2", len(inodes), loops)
+	}
+	t.Logf("%d crashes, %d history writes", loops, len(inodes))
+}
+
+// TestSIGTERMCleanStop: exit 0 within 2 s, no run marker or crash output
+// left, and no flash written.
+func TestSIGTERMCleanStop(t *testing.T) {
+	e := newFaultEnv(t, nil)
+	p := e.start()
+	e.stop(p)
+	for _, f := range []string{"running", "crash.out"} {
+		if _, err := os.Stat(filepath.Join(e.tr.runDir, f)); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(e.tr.stateDir); !os.IsNotExist(err) {
+		t.Errorf("flash state directory written: %v", err)
+	}
+	p = e.start()
+	if lc := e.lastCrash(); lc != nil {
+		t.Errorf("a clean stop left a crash record: %v", lc)
+	}
+	e.stop(p)
+}
