@@ -171,13 +171,23 @@ func digits(s string) bool {
 // Sort orders entries by display name (case-insensitively), then number,
 // so that the published file is deterministic.
 func Sort(es []Entry) {
-	sort.SliceStable(es, func(i, j int) bool {
-		a, b := strings.ToLower(es[i].DisplayName()), strings.ToLower(es[j].DisplayName())
-		if a != b {
-			return a < b
+	keys := make([]string, len(es))
+	idx := make([]int, len(es))
+	for i, e := range es {
+		keys[i], idx[i] = strings.ToLower(e.DisplayName()), i
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		i, j := idx[a], idx[b]
+		if keys[i] != keys[j] {
+			return keys[i] < keys[j]
 		}
 		return es[i].Telephone < es[j].Telephone
 	})
+	sorted := make([]Entry, len(es))
+	for k, i := range idx {
+		sorted[k] = es[i]
+	}
+	copy(es, sorted)
 }
 
 // YealinkXML renders the directory phones load

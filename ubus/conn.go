@@ -22,7 +22,8 @@ type Conn struct {
 	id  uint32
 	log *slog.Logger
 
-	wmu sync.Mutex // serialises writes
+	wmu  sync.Mutex // serialises writes
+	wbuf []byte     // reused for every message written
 
 	mu      sync.Mutex
 	seq     uint16
@@ -108,7 +109,11 @@ func (c *Conn) Close() error {
 func (c *Conn) write(m *Message) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := WriteMessage(c.c, m); err != nil {
+	c.wbuf = m.AppendTo(c.wbuf[:0])
+	if cap(c.wbuf) > 64<<10 {
+		defer func() { c.wbuf = nil }() // do not keep a rare large buffer
+	}
+	if err := writeMessage(c.c, m, c.wbuf); err != nil {
 		return fmt.Errorf("ubus write: %w", err)
 	}
 	return nil

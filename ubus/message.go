@@ -109,8 +109,12 @@ type Message struct {
 
 // Marshal encodes the message.
 func (m *Message) Marshal() []byte {
+	return m.AppendTo(make([]byte, 0, HeaderLen+attrHdrLen+attrsLen(m.Attrs)))
+}
+
+// AppendTo appends the encoded message to b (a reused buffer).
+func (m *Message) AppendTo(b []byte) []byte {
 	n := attrsLen(m.Attrs)
-	b := make([]byte, 0, HeaderLen+attrHdrLen+n)
 	b = append(b, m.Version, byte(m.Type))
 	b = binary.BigEndian.AppendUint16(b, m.Seq)
 	b = binary.BigEndian.AppendUint32(b, m.Peer)
@@ -249,7 +253,11 @@ func readFull(c *net.UnixConn, b []byte, fds *[]int) error {
 
 // WriteMessage writes a message, passing its FD along if set.
 func WriteMessage(c *net.UnixConn, m *Message) error {
-	b := m.Marshal()
+	return writeMessage(c, m, m.Marshal())
+}
+
+// writeMessage writes the encoded message b.
+func writeMessage(c *net.UnixConn, m *Message, b []byte) error {
 	var oob []byte
 	if m.FD != nil {
 		oob = syscall.UnixRights(int(m.FD.Fd()))
