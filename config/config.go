@@ -34,6 +34,7 @@ type Main struct {
 	StateDir string // flash: crash history, last good phonebook
 	RunDir   string // RAM: run marker, crash output, restart count
 	WWWDir   string // web root: published directory, CGI data
+	AppsDir  string // RAM: the AREDN app launcher's badge
 }
 
 // SIP holds the registrar/proxy settings (section "sip").
@@ -121,6 +122,7 @@ func fields() []field {
 		{"main", "state_dir", kString, "/etc/phonebook", 0, 0, func(c *Config) any { return &c.Main.StateDir }, "flash directory for the crash history and the last good phonebook"},
 		{"main", "run_dir", kString, "/tmp/phonebook", 0, 0, func(c *Config) any { return &c.Main.RunDir }, "RAM directory for the run marker, crash output and restart count"},
 		{"main", "www_dir", kString, "/www", 0, 0, func(c *Config) any { return &c.Main.WWWDir }, "web root"},
+		{"main", "apps_dir", kString, "/tmp/apps/phonebook", 0, 0, func(c *Config) any { return &c.Main.AppsDir }, "RAM directory of the app launcher badge"},
 
 		{"sip", "listen", kString, "0.0.0.0:5060", 0, 0, func(c *Config) any { return &c.SIP.Listen }, "UDP/TCP address of the registrar/proxy"},
 		{"sip", "max_bindings", kInt, "256", 1, 100000, func(c *Config) any { return &c.SIP.MaxBindings }, "registrations kept at most; past it REGISTER gets 503"},

@@ -33,6 +33,20 @@ type Options struct {
 	// Stderr is the original standard error, duplicated away from
 	// descriptor 2 (which then receives the runtime's crash text).
 	Stderr *os.File
+	// Signals delivers SIGTERM, SIGINT, SIGHUP and SIGUSR1; main
+	// subscribes first thing, so that a stop at any moment is clean. Nil:
+	// the daemon subscribes itself.
+	Signals <-chan os.Signal
+}
+
+// Subscribe makes sure the daemon's signals are delivered to a channel and
+// that the ones it has no use for cannot kill it (the C daemon died of
+// signals the web UI sent).
+func Subscribe() <-chan os.Signal {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	signal.Ignore(syscall.SIGPIPE, syscall.SIGUSR2, syscall.SIGALRM)
+	return sigs
 }
 
 // FatalError ends the process with a non-zero exit after a crash record,
@@ -189,12 +203,10 @@ func (d *Daemon) reportConfigErrors(errs []error) {
 func (d *Daemon) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
-	// The web UI and others may send signals the daemon has no use for;
-	// they must not kill it (the C daemon died of them).
-	signal.Ignore(syscall.SIGPIPE, syscall.SIGUSR2, syscall.SIGALRM)
-	defer signal.Stop(sigs)
+	sigs := d.opt.Signals
+	if sigs == nil {
+		sigs = Subscribe()
+	}
 
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
@@ -207,6 +219,7 @@ func (d *Daemon) run(ctx context.Context) error {
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var lastWatchdog time.Time
 	var result error
 loop:
 	for {
@@ -230,9 +243,12 @@ loop:
 			d.crashes.Add(rec)
 			result = &FatalError{Record: rec}
 			break loop
-		case <-tick.C:
+		case now := <-tick.C:
 			d.sup.Check()
-			d.watchdog(ctx)
+			if now.Sub(lastWatchdog) >= watchdogEvery {
+				lastWatchdog = now
+				d.watchdog(ctx)
+			}
 		}
 	}
 	// Clean stop within ShutdownTimeout: workers cancelled, objects
@@ -278,6 +294,10 @@ func (d *Daemon) Reload() {
 	d.log.Info("configuration reloaded", "errors", len(errs))
 }
 
+// watchdogEvery is how often procd's watchdog is re-armed; the init
+// script gives it 30 s.
+const watchdogEvery = 5 * time.Second
+
 // watchdog re-arms procd's watchdog while the essential workers are
 // healthy; a daemon whose essential workers are stuck stops re-arming it.
 func (d *Daemon) watchdog(ctx context.Context) {
@@ -317,7 +337,7 @@ func (d *Daemon) statusChanged(old, new string, snap *health.Snapshot) {
 // writeBadge shows the status in the AREDN app launcher: /tmp/apps/... is
 // RAM; written only on a change of status.
 func (d *Daemon) writeBadge(status string) {
-	dir := filepath.Join(d.config().Main.RunDir, "..", "apps", "phonebook")
+	dir := d.config().Main.AppsDir
 	colors := map[string]string{health.Healthy: "green", health.Degraded: "orange", health.Critical: "red", health.Disabled: "grey"}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		d.log.Debug("badge", "err", err)

@@ -24,6 +24,21 @@ func (d *Daemon) faultObjects() []*ubus.Object {
 				}
 				return []ubus.Value{ubus.Str("armed", f)}, nil
 			}},
+		{Name: "condition", Params: []ubus.Param{{Name: "code", Kind: ubus.String, Required: true}, {Name: "level", Kind: ubus.String}, {Name: "clear", Kind: ubus.Int8}},
+			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
+				code, _ := req.String("code")
+				if req.Args["clear"].Int != 0 {
+					d.sys.ClearCondition(code)
+				} else {
+					level, ok := req.String("level")
+					if !ok {
+						level = health.LevelWarning
+					}
+					d.sys.SetCondition(health.Condition{Code: code, Level: level, Penalty: 10, Message: "injected condition " + code})
+				}
+				s := d.sys.Sample()
+				return []ubus.Value{ubus.Str("status", s.Status)}, nil
+			}},
 	}}}
 }
 

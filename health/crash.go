@@ -438,9 +438,11 @@ func (s *CrashStore) Summary(now time.Time) CrashSummary {
 // FlashWrites counts history writes by this process.
 func (s *CrashStore) FlashWrites() int64 { return s.flashWrites.Load() }
 
+// The crash-text patterns are compiled on first use, keeping start-up
+// (when a SIGTERM cannot yet be handled) short.
 var (
-	goroutineRe = regexp.MustCompile(`(?m)^goroutine (\d+) \[`)
-	createdRe   = regexp.MustCompile(`created by .* in goroutine (\d+)`)
+	goroutineRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^goroutine (\d+) \[`) })
+	createdRe   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`created by .* in goroutine (\d+)`) })
 )
 
 // ParseCrashOutput classifies the Go runtime's crash output: kind, the
@@ -467,7 +469,7 @@ func ParseCrashOutput(text string, workers map[string]uint64) (kind, reason, wor
 	for w, id := range workers {
 		ids[id] = w
 	}
-	loc := goroutineRe.FindStringSubmatchIndex(text)
+	loc := goroutineRe().FindStringSubmatchIndex(text)
 	if loc == nil {
 		return kind, reason, ""
 	}
@@ -479,7 +481,7 @@ func ParseCrashOutput(text string, workers map[string]uint64) (kind, reason, wor
 	if w, ok := ids[id]; ok {
 		return kind, reason, w
 	}
-	if m := createdRe.FindStringSubmatch(block); m != nil {
+	if m := createdRe().FindStringSubmatch(block); m != nil {
 		cid, _ := strconv.ParseUint(m[1], 10, 64)
 		return kind, reason, ids[cid]
 	}

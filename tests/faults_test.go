@@ -316,3 +316,25 @@ func TestSIGTERMCleanStop(t *testing.T) {
 	}
 	e.stop(p)
 }
+
+// TestSIGTERMAtAnyMoment: from the first milliseconds (settings loading,
+// crash store opening, before ubus is connected, the first evaluation) to
+// steady state, SIGTERM ends the daemon with exit 0 within 2 s and leaves
+// no run marker. (In the first ~3 ms the Go runtime is still starting and
+// the signal's default action applies; no state exists yet then.)
+func TestSIGTERMAtAnyMoment(t *testing.T) {
+	e := newFaultEnv(t, map[string]string{"fetcher.server": "http://127.0.0.1:9/unreachable.csv"})
+	for _, delay := range []time.Duration{10 * time.Millisecond, 15 * time.Millisecond, 20 * time.Millisecond, 30 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond} {
+		p := start(t, bins.daemon, "-c", e.tr.confDir, "-t", e.tr.saveDir, "-s", e.sock)
+		time.Sleep(delay)
+		t0 := time.Now()
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		code := p.wait(5 * time.Second)
+		if d := time.Since(t0); code != 0 || d > 2*time.Second {
+			t.Errorf("SIGTERM after %s: exit %d in %s", delay, code, d)
+		}
+		if _, err := os.Stat(filepath.Join(e.tr.runDir, "running")); !os.IsNotExist(err) {
+			t.Errorf("SIGTERM after %s: run marker left", delay)
+		}
+	}
+}

@@ -7,6 +7,7 @@
 //	phonebookd uci [-c confdir] [-t savedir] <command> ...
 //	phonebookd call [-s SOCKET] [-t TIMEOUT] OBJECT METHOD [JSON]
 //	phonebookd list [-s SOCKET] [-v] [PATTERN]
+//	phonebookd page [-s SOCKET]   (the AREDN app page, as CGI)
 package main
 
 import (
@@ -16,12 +17,25 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/aredn/phonebookd/daemon"
+	"github.com/aredn/phonebookd/page"
 	"github.com/aredn/phonebookd/ubus"
 	"github.com/aredn/phonebookd/uci"
 )
+
+// sigs receives the daemon's signals from the earliest moment Go code
+// runs (package init), so that procd's SIGTERM is a clean stop at any time.
+var sigs <-chan os.Signal
+
+func init() {
+	if len(os.Args) < 2 || strings.HasPrefix(os.Args[1], "-") {
+		sigs = daemon.Subscribe()
+	}
+}
 
 func main() {
 	if len(os.Args) > 1 {
@@ -33,6 +47,8 @@ func main() {
 			os.Exit(cli.Call(os.Args[2:]))
 		case "list":
 			os.Exit(cli.List(os.Args[2:]))
+		case "page":
+			os.Exit(runPage(os.Args[2:]))
 		}
 	}
 	fs := flag.NewFlagSet("phonebookd", flag.ExitOnError)
@@ -54,7 +70,7 @@ func main() {
 		stderr = os.NewFile(uintptr(fd), "stderr")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, Log: log, Stderr: stderr})
+	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, Log: log, Stderr: stderr, Signals: sigs})
 	var fatal *daemon.FatalError
 	switch {
 	case errors.As(err, &fatal):
@@ -64,4 +80,19 @@ func main() {
 		fmt.Fprintln(stderr, "phonebookd:", err)
 		os.Exit(1)
 	}
+}
+
+// runPage writes the AREDN app page as a CGI response.
+func runPage(args []string) int {
+	fs := flag.NewFlagSet("page", flag.ContinueOnError)
+	sock := fs.String("s", ubus.DefaultSocket, "ubusd socket")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := page.Render(os.Stdout, page.Collect(ctx, *sock)); err != nil {
+		return 1
+	}
+	return 0
 }
