@@ -109,30 +109,31 @@ func Collect(ctx context.Context, socket string) Data {
 
 // tmpl is parsed on first use, not at process start (start-up time is the
 // window in which a SIGTERM cannot yet be handled).
-var tmpl = sync.OnceValue(func() *template.Template { return template.Must(template.New("page").Funcs(template.FuncMap{
-	"color": func(s any) string {
-		switch s {
-		case "healthy":
-			return "#2e7d32"
-		case "degraded", "restarting", "warning":
-			return "#ef6c00"
-		case "critical", "failed", "unresponsive":
-			return "#c62828"
-		}
-		return "#616161"
-	},
-	"num": func(v any) string {
-		switch x := v.(type) {
-		case float64:
-			return fmt.Sprintf("%.1f", x)
-		case int64:
-			return fmt.Sprint(x)
-		case nil:
-			return "–"
-		}
-		return fmt.Sprint(v)
-	},
-}).Parse(`<!DOCTYPE html>
+var tmpl = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("page").Funcs(template.FuncMap{
+		"color": func(s any) string {
+			switch s {
+			case "healthy":
+				return "#2e7d32"
+			case "degraded", "restarting", "warning":
+				return "#ef6c00"
+			case "critical", "failed", "unresponsive":
+				return "#c62828"
+			}
+			return "#616161"
+		},
+		"num": func(v any) string {
+			switch x := v.(type) {
+			case float64:
+				return fmt.Sprintf("%.1f", x)
+			case int64:
+				return fmt.Sprint(x)
+			case nil:
+				return "–"
+			}
+			return fmt.Sprint(v)
+		},
+	}).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Phonebook</title>
 <style>
