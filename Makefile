@@ -5,8 +5,14 @@ GO      ?= go
 BIN     := bin
 RUN     := $(CURDIR)/run
 PKG     := github.com/aredn/phonebookd
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+VERSION ?= 0.1.0
+DIST    := dist
+# Router targets: opkg architecture and Go settings.
+TARGETS := mips_24kc:mips:GOMIPS=softfloat \
+           mipsel_24kc:mipsle:GOMIPS=softfloat \
+           arm_cortex-a7_neon-vfpv4:arm:GOARM=7 \
+           aarch64_cortex-a53:arm64: \
+           x86_64:amd64:
 
 .PHONY: all build test vet fmt-check run cross ipk bench fuzz clean
 
@@ -46,6 +52,24 @@ run: build
 	@$(BIN)/ubus-broker -s $(RUN)/ubus.sock & broker=$$!; \
 	trap 'kill $$broker 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/phonebookd -c $(RUN)/etc/config -t $(RUN)/tmp/.uci -s $(RUN)/ubus.sock
+
+# Stripped static binaries for every router target, with their sizes.
+cross:
+	@mkdir -p $(DIST)
+	@for t in $(TARGETS); do \
+		arch=$${t%%:*}; rest=$${t#*:}; goarch=$${rest%%:*}; extra=$${rest#*:}; \
+		env CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch $$extra $(GO) build -trimpath -ldflags '-s -w' \
+			-o $(DIST)/phonebookd_$$arch ./cmd/phonebookd || exit 1; \
+		printf '%-28s %9d bytes\n' phonebookd_$$arch $$(stat -c %s $(DIST)/phonebookd_$$arch); \
+	done
+
+# Installable .ipk files (AREDN up to 4.26.1) from the cross binaries.
+ipk: cross
+	@for t in $(TARGETS); do \
+		arch=$${t%%:*}; \
+		f=$$(scripts/mkipk.sh $$arch $(DIST)/phonebookd_$$arch $(VERSION) $(DIST)) || exit 1; \
+		printf '%-52s %9d bytes\n' $$(basename $$f) $$(stat -c %s $$f); \
+	done
 
 bench:
 	$(GO) test -run XXX -bench . -benchmem ./...

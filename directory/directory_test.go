@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"flag"
@@ -202,4 +203,47 @@ func BenchmarkRebuild600(b *testing.B) {
 		}
 		YealinkXML(es)
 	}
+}
+
+func TestConditionalFetch(t *testing.T) {
+	body := fixture(t, "phonebook-awkward.csv")
+	var hits, notModified int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits++
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			notModified++
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", `"v1"`)
+		w.Write(body) // chunked: no Content-Length for a streamed write
+	}))
+	defer srv.Close()
+	e := newEnv(t, srv.URL+"/phonebook.csv?x=1")
+	e.f.Fetch(context.Background(), nil)
+	e.f.Fetch(context.Background(), nil)
+	if hits != 2 || notModified != 1 || e.f.Writes() != 2 {
+		t.Errorf("hits %d, not modified %d, writes %d", hits, notModified, e.f.Writes())
+	}
+	golden(t, "phonebook-awkward.xml", e.xml(t))
+}
+
+func TestHTTPSRefused(t *testing.T) {
+	_, err := httpGet(context.Background(), "https://example.invalid/x.csv", time.Second, 1024, validators{})
+	if err == nil || !strings.Contains(err.Error(), "only http://") {
+		t.Errorf("https: %v", err)
+	}
+}
+
+func FuzzReadResponse(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
+	f.Add([]byte("HTTP/1.0 304 Not Modified\r\nETag: \"x\"\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\n\r\nFirst,Name,Callsign,Telephone\r\nA,B,C,1\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		resp, err := readResponse(bufio.NewReader(bytes.NewReader(data)), 1024)
+		if err == nil && int64(len(resp.Body)) > 1024 {
+			t.Fatal("cap exceeded")
+		}
+	})
 }

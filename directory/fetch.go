@@ -5,11 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -100,7 +97,11 @@ func (f *Fetcher) Run(ctx context.Context, w *health.Worker) error {
 func (f *Fetcher) LoadLastGood() {
 	f.mu.Lock()
 	path := filepath.Join(f.main.StateDir, CSVFile)
+	loaded := f.entries != nil
 	f.mu.Unlock()
+	if loaded {
+		return // a restarted worker keeps what it has
+	}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
@@ -157,50 +158,26 @@ func (f *Fetcher) Fetch(ctx context.Context, w *health.Worker) {
 }
 
 func (f *Fetcher) fetchOne(ctx context.Context, url string, timeout time.Duration, maxBytes int64) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
 	f.mu.Lock()
 	v := f.cond[url]
 	f.mu.Unlock()
-	if v.etag != "" {
-		req.Header.Set("If-None-Match", v.etag)
+	resp, err := httpGet(ctx, url, timeout, maxBytes, v)
+	if errors.Is(err, errTooLarge) {
+		return fmt.Errorf("larger than %d KiB (max_kb)", maxBytes/1024)
 	}
-	if v.modified != "" {
-		req.Header.Set("If-Modified-Since", v.modified)
-	}
-	tr := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: timeout}).DialContext,
-		ResponseHeaderTimeout: timeout,
-		DisableKeepAlives:     true,
-		Proxy:                 nil,
-	}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotModified {
+	if resp.Status == 304 {
 		f.mu.Lock()
 		f.lastOK, f.lastErr = time.Now(), ""
 		f.mu.Unlock()
 		return nil
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %s", resp.Status)
+	if resp.Status != 200 {
+		return fmt.Errorf("HTTP status %d", resp.Status)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBytes+1))
-	if err != nil {
-		return fmt.Errorf("read: %w", err)
-	}
-	if int64(len(data)) > maxBytes {
-		return fmt.Errorf("larger than %d KiB (max_kb)", maxBytes/1024)
-	}
-	es, st, err := Parse(data)
+	es, st, err := Parse(resp.Body)
 	if err != nil {
 		return err
 	}
@@ -213,9 +190,9 @@ func (f *Fetcher) fetchOne(ctx context.Context, url string, timeout time.Duratio
 	f.mu.Lock()
 	f.entries, f.stats, f.source = es, st, url
 	f.lastOK, f.lastErr = time.Now(), ""
-	f.cond[url] = validators{etag: resp.Header.Get("ETag"), modified: resp.Header.Get("Last-Modified")}
+	f.cond[url] = validators{etag: resp.ETag, modified: resp.Modified}
 	f.mu.Unlock()
-	return f.publish(es, data)
+	return f.publish(es, resp.Body)
 }
 
 // publish writes the XML and (when given) the CSV, each only if changed.

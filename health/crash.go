@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -438,13 +437,6 @@ func (s *CrashStore) Summary(now time.Time) CrashSummary {
 // FlashWrites counts history writes by this process.
 func (s *CrashStore) FlashWrites() int64 { return s.flashWrites.Load() }
 
-// The crash-text patterns are compiled on first use, keeping start-up
-// (when a SIGTERM cannot yet be handled) short.
-var (
-	goroutineRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^goroutine (\d+) \[`) })
-	createdRe   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`created by .* in goroutine (\d+)`) })
-)
-
 // ParseCrashOutput classifies the Go runtime's crash output: kind, the
 // runtime's first line as reason, and the worker whose goroutine (or whose
 // goroutine's creator) crashed, where known.
@@ -464,26 +456,35 @@ func ParseCrashOutput(text string, workers map[string]uint64) (kind, reason, wor
 	default:
 		kind = KindFatalError
 	}
-	// The first goroutine printed is the one that crashed.
+	// The first goroutine printed is the one that crashed; it or the
+	// goroutine that created it may be a worker's.
 	ids := map[uint64]string{}
 	for w, id := range workers {
 		ids[id] = w
 	}
-	loc := goroutineRe().FindStringSubmatchIndex(text)
-	if loc == nil {
+	var block []string
+	for i, l := range lines {
+		if strings.HasPrefix(l, "goroutine ") {
+			block = lines[i:]
+			break
+		}
+	}
+	if len(block) == 0 {
 		return kind, reason, ""
 	}
-	block := text[loc[0]:]
-	if end := strings.Index(block, "\n\n"); end > 0 {
-		block = block[:end]
+	if f := strings.Fields(block[0]); len(f) >= 2 {
+		if id, err := strconv.ParseUint(f[1], 10, 64); err == nil && ids[id] != "" {
+			return kind, reason, ids[id]
+		}
 	}
-	id, _ := strconv.ParseUint(text[loc[2]:loc[3]], 10, 64)
-	if w, ok := ids[id]; ok {
-		return kind, reason, w
-	}
-	if m := createdRe().FindStringSubmatch(block); m != nil {
-		cid, _ := strconv.ParseUint(m[1], 10, 64)
-		return kind, reason, ids[cid]
+	for _, l := range block[1:] {
+		if strings.TrimSpace(l) == "" {
+			break
+		}
+		if i := strings.LastIndex(l, " in goroutine "); strings.HasPrefix(l, "created by ") && i >= 0 {
+			id, _ := strconv.ParseUint(strings.TrimSpace(l[i+len(" in goroutine "):]), 10, 64)
+			return kind, reason, ids[id]
+		}
 	}
 	return kind, reason, ""
 }

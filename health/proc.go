@@ -83,10 +83,12 @@ type MemSample struct {
 	RSS        uint64 // VmRSS, bytes
 	PeakRSS    uint64 // VmHWM, bytes
 	HeapLive   uint64 // live heap after the last GC
+	HeapObjs   uint64 // heap objects now, garbage not yet swept included
 	Stacks     uint64 // goroutine stack memory
 	GoTotal    uint64 // all memory the Go runtime mapped
 	Released   uint64 // heap memory returned to the OS
 	Goroutines int
+	GCCycles   uint64
 	RSSKnown   bool // false where /proc/self/status is unreadable
 }
 
@@ -96,6 +98,8 @@ var memMetrics = []string{
 	"/memory/classes/total:bytes",
 	"/memory/classes/heap/released:bytes",
 	"/sched/goroutines:goroutines",
+	"/gc/cycles/total:gc-cycles",
+	"/memory/classes/heap/objects:bytes",
 }
 
 // MemReader reads memory figures, reusing its buffers.
@@ -113,7 +117,9 @@ func NewMemReader() *MemReader {
 	return r
 }
 
-// Read samples the runtime and /proc/self/status.
+// Read samples the runtime and /proc/self/status. The live heap is known
+// only once a garbage collection has run (the runtime forces one at least
+// every two minutes); before that, HeapLive is not a measurement.
 func (r *MemReader) Read() MemSample {
 	metrics.Read(r.samples)
 	var m MemSample
@@ -125,6 +131,8 @@ func (r *MemReader) Read() MemSample {
 	}
 	m.HeapLive, m.Stacks, m.GoTotal, m.Released = get(0), get(1), get(2), get(3)
 	m.Goroutines = int(get(4))
+	m.GCCycles = get(5)
+	m.HeapObjs = get(6)
 	if n, ok := r.readFile("/proc/self/status"); ok {
 		m.RSS, m.RSSKnown = statusKB(r.buf[:n], "VmRSS:")*1024, true
 		m.PeakRSS = statusKB(r.buf[:n], "VmHWM:") * 1024

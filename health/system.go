@@ -265,7 +265,9 @@ func (h *System) Sample() *Snapshot {
 	var conds []Condition
 	add := func(c Condition) { conds = append(conds, c) }
 	if cfg.MemoryLeakDetection {
-		h.heapLeak.Add(now, float64(m.HeapLive))
+		if m.GCCycles > 0 {
+			h.heapLeak.Add(now, float64(m.HeapLive))
+		}
 		if m.RSSKnown {
 			h.rssLeak.Add(now, float64(m.RSS))
 		}
@@ -611,8 +613,14 @@ func (h *System) softwareHealth(snap *Snapshot, cfg config.Health, m MemSample, 
 	} else { // no /proc/self/status on this platform
 		mem.List = append(mem.List, ubus.Null("rss_mb"), ubus.Null("peak_rss_mb"))
 	}
+	if m.GCCycles > 0 {
+		mem.List = append(mem.List, ubus.Dbl("heap_mb", mb(m.HeapLive)))
+	} else { // no garbage collection yet: the live heap is not known
+		mem.List = append(mem.List, ubus.Null("heap_mb"))
+	}
 	mem.List = append(mem.List,
-		ubus.Dbl("heap_mb", mb(m.HeapLive)),
+		ubus.Dbl("heap_objects_mb", mb(m.HeapObjs)),
+		ubus.I64("gc_cycles", int64(m.GCCycles)),
 		ubus.Bool("leak_detected", heapLeak || rssLeak),
 		ubus.Dbl("heap_trend_kb_per_hour", heapSlope/1024),
 		ubus.Dbl("heap_trend_fit", heapFit),

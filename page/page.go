@@ -7,10 +7,10 @@ package page
 import (
 	"context"
 	"fmt"
-	"html/template"
+	"html"
 	"io"
 	"sort"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/aredn/phonebookd/ubus"
@@ -107,94 +107,179 @@ func Collect(ctx context.Context, socket string) Data {
 	return d
 }
 
-// tmpl is parsed on first use, not at process start (start-up time is the
-// window in which a SIGTERM cannot yet be handled).
-var tmpl = sync.OnceValue(func() *template.Template {
-	return template.Must(template.New("page").Funcs(template.FuncMap{
-		"color": func(s any) string {
-			switch s {
-			case "healthy":
-				return "#2e7d32"
-			case "degraded", "restarting", "warning":
-				return "#ef6c00"
-			case "critical", "failed", "unresponsive":
-				return "#c62828"
+func color(s any) string {
+	switch s {
+	case "healthy":
+		return "#2e7d32"
+	case "degraded", "restarting", "warning":
+		return "#ef6c00"
+	case "critical", "failed", "unresponsive":
+		return "#c62828"
+	}
+	return "#616161"
+}
+
+// text renders any document value for a table cell.
+func text(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "–"
+	case float64:
+		return fmt.Sprintf("%.1f", x)
+	case string:
+		return x
+	}
+	return fmt.Sprint(v)
+}
+
+func at(m any, path ...string) any {
+	for _, p := range path {
+		mm, ok := m.(map[string]any)
+		if !ok {
+			return nil
+		}
+		m = mm[p]
+	}
+	return m
+}
+
+type writer struct{ b strings.Builder }
+
+func (w *writer) raw(s string) { w.b.WriteString(s) }
+func (w *writer) esc(v any)    { w.b.WriteString(html.EscapeString(text(v))) }
+func (w *writer) badge(s any) {
+	fmt.Fprintf(&w.b, `<span class="badge" style="background:%s">`, color(s))
+	w.esc(s)
+	w.raw("</span>")
+}
+func (w *writer) cell(label string, v any, unit string) {
+	w.raw(`<div><div class="muted">` + html.EscapeString(label) + `</div><div class="big">`)
+	w.esc(v)
+	if v != nil {
+		w.raw(unit)
+	}
+	w.raw("</div></div>")
+}
+
+func (w *writer) table(head []string, rows [][]any, badgeCol int) {
+	w.raw("<table><tr>")
+	for _, h := range head {
+		w.raw("<th>" + html.EscapeString(h) + "</th>")
+	}
+	w.raw("</tr>")
+	for _, r := range rows {
+		w.raw("<tr>")
+		for i, c := range r {
+			w.raw("<td>")
+			if i == badgeCol {
+				w.badge(c)
+			} else {
+				w.esc(c)
 			}
-			return "#616161"
-		},
-		"num": func(v any) string {
-			switch x := v.(type) {
-			case float64:
-				return fmt.Sprintf("%.1f", x)
-			case int64:
-				return fmt.Sprint(x)
-			case nil:
-				return "–"
-			}
-			return fmt.Sprint(v)
-		},
-	}).Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Phonebook</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.2em;color:#212121;max-width:60em}
+			w.raw("</td>")
+		}
+		w.raw("</tr>\n")
+	}
+	w.raw("</table>\n")
+}
+
+const style = `body{font-family:system-ui,sans-serif;margin:1.2em;color:#212121;max-width:60em}
 h1{font-size:1.4em;margin:0 0 .4em}h2{font-size:1.1em;margin:1.2em 0 .4em}
-.badge{display:inline-block;padding:.2em .7em;border-radius:1em;color:#fff;font-weight:600}
+.badge{display:inline-block;padding:.15em .7em;border-radius:1em;color:#fff;font-weight:600}
 table{border-collapse:collapse;width:100%}td,th{padding:.25em .5em;border-bottom:1px solid #e0e0e0;text-align:left;font-size:.92em}
-th{background:#f5f5f5}.muted{color:#757575}.big{font-size:2em;font-weight:700}
-.grid{display:flex;gap:2em;flex-wrap:wrap}.grid div{min-width:9em}
-</style></head><body>
-<h1>Phonebook</h1>
-{{if not .Running}}
-<p><span class="badge" style="background:#c62828">not running</span></p><p>{{.Error}}</p>
-{{else}}
-<div class="grid">
-<div><div class="muted">Status</div><span class="badge" style="background:{{color .Check.status}}">{{.Check.status}}</span></div>
-<div><div class="muted">Health score</div><div class="big">{{num .Check.health_score}}</div></div>
-<div><div class="muted">Up</div><div>{{.Check.uptime_seconds}} s</div></div>
-<div><div class="muted">Restarts (this boot)</div><div>{{.Health.restart_count}}</div></div>
-<div><div class="muted">Crashes (24 h)</div><div>{{.Health.crash_count_24h}}</div></div>
-</div>
-<h2>Alerts</h2>
-{{with .Check.alerts}}<table><tr><th>Level</th><th>Message</th><th>Since</th></tr>
-{{range .}}<tr><td><span class="badge" style="background:{{color .level}}">{{.level}}</span></td><td>{{.message}}</td><td>{{.since}}</td></tr>{{end}}</table>
-{{else}}<p class="muted">None.</p>{{end}}
-{{with .Check.recommendations}}<h2>Recommendations</h2><ul>{{range .}}<li>{{.}}</li>{{end}}</ul>{{end}}
-<h2>Workers</h2>
-<table><tr><th>Worker</th><th>Status</th><th>Last heartbeat</th><th>Restarts</th><th>CPU %</th><th>Goroutines</th><th>Last error</th></tr>
-{{range .Workers}}<tr><td>{{.Name}}</td><td><span class="badge" style="background:{{color .Info.status}}">{{.Info.status}}</span></td><td>{{.Info.last_heartbeat}}</td><td>{{.Info.restart_count}}</td><td>{{num .Info.cpu_pct}}</td><td>{{.Info.goroutines}}</td><td>{{.Info.last_error}}</td></tr>{{end}}
-</table>
-<h2>Memory and descriptors</h2>
-<div class="grid">
-<div><div class="muted">RSS</div><div>{{num .Health.memory.rss_mb}} MB</div></div>
-<div><div class="muted">Live heap</div><div>{{num .Health.memory.heap_mb}} MB</div></div>
-<div><div class="muted">Leak detected</div><div>{{.Health.memory.leak_detected}}</div></div>
-<div><div class="muted">Open files</div><div>{{.Health.file_descriptors.open}} / {{.Health.file_descriptors.max}}</div></div>
-</div>
-{{with .Status.sip}}<h2>SIP</h2><div class="grid">
-<div><div class="muted">Registered phones</div><div class="big">{{.registered_users}}</div></div>
-<div><div class="muted">Active calls</div><div class="big">{{.active_calls}}</div></div>
-</div>{{end}}
-{{with .Status.directory}}<h2>Directory</h2><div class="grid">
-<div><div class="muted">Entries</div><div class="big">{{.entries}}</div></div>
-<div><div class="muted">Last fetch</div><div>{{.last_success}}</div></div>
-<div><div class="muted">Skipped rows</div><div>{{.bad_rows}}</div></div>
-<div><div class="muted">Source</div><div>{{.source}}</div></div>
-</div>{{end}}
-<h2>Recent crashes</h2>
-{{with .Crashes}}<table><tr><th>Time</th><th>Kind</th><th>Worker</th><th>Reason</th><th>Count</th></tr>
-{{range .}}<tr><td>{{.time}}</td><td>{{.kind}}</td><td>{{.worker}}</td><td>{{.reason}}</td><td>{{.count}}</td></tr>{{end}}</table>
-{{else}}<p class="muted">None recorded.</p>{{end}}
-{{end}}
-<p class="muted">{{.Now}} · ubus call phonebook.health check</p>
-</body></html>
-`))
-})
+th{background:#f5f5f5}.muted{color:#757575;font-size:.85em}.big{font-size:1.6em;font-weight:700}
+.grid{display:flex;gap:2em;flex-wrap:wrap}.grid div{min-width:8em}`
+
+// HTML renders the page. Every value from the daemon is escaped.
+func HTML(d Data) string {
+	w := &writer{}
+	w.raw(`<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Phonebook</title><style>` + style + "</style></head><body>\n<h1>Phonebook</h1>\n")
+	if !d.Running {
+		w.raw("<p>")
+		w.badge("not running")
+		w.raw("</p><p>")
+		w.esc(d.Error)
+		w.raw("</p>")
+	} else {
+		w.raw(`<div class="grid"><div><div class="muted">Status</div><div class="big">`)
+		w.badge(d.Check["status"])
+		w.raw("</div></div>")
+		w.cell("Health score", d.Check["health_score"], "")
+		w.cell("Up", d.Check["uptime_seconds"], " s")
+		w.cell("Restarts (this boot)", d.Health["restart_count"], "")
+		w.cell("Crashes (24 h)", d.Health["crash_count_24h"], "")
+		w.raw("</div>\n<h2>Alerts</h2>\n")
+		alerts, _ := d.Check["alerts"].([]any)
+		if len(alerts) == 0 {
+			w.raw(`<p class="muted">None.</p>`)
+		} else {
+			var rows [][]any
+			for _, a := range alerts {
+				rows = append(rows, []any{at(a, "level"), at(a, "message"), at(a, "since")})
+			}
+			w.table([]string{"Level", "Message", "Since"}, rows, 0)
+		}
+		if recs, _ := d.Check["recommendations"].([]any); len(recs) > 0 {
+			w.raw("<h2>Recommendations</h2><ul>")
+			for _, r := range recs {
+				w.raw("<li>")
+				w.esc(r)
+				w.raw("</li>")
+			}
+			w.raw("</ul>\n")
+		}
+		w.raw("<h2>Workers</h2>\n")
+		var rows [][]any
+		for _, wk := range d.Workers {
+			i := wk.Info
+			rows = append(rows, []any{wk.Name, i["status"], i["last_heartbeat"], i["restart_count"], i["cpu_pct"], i["goroutines"], i["last_error"]})
+		}
+		w.table([]string{"Worker", "Status", "Last heartbeat", "Restarts", "CPU %", "Goroutines", "Last error"}, rows, 1)
+		w.raw(`<h2>Memory and descriptors</h2><div class="grid">`)
+		w.cell("RSS", at(d.Health, "memory", "rss_mb"), " MB")
+		if live := at(d.Health, "memory", "heap_mb"); live != nil {
+			w.cell("Live heap", live, " MB")
+		} else { // no garbage collection yet
+			w.cell("Heap objects", at(d.Health, "memory", "heap_objects_mb"), " MB")
+		}
+		w.cell("Leak detected", at(d.Health, "memory", "leak_detected"), "")
+		w.cell("Open files", at(d.Health, "file_descriptors", "open"), fmt.Sprintf(" / %v", text(at(d.Health, "file_descriptors", "max"))))
+		w.raw("</div>\n")
+		if sip, ok := d.Status["sip"].(map[string]any); ok {
+			w.raw(`<h2>SIP</h2><div class="grid">`)
+			w.cell("Registered phones", sip["registered_users"], "")
+			w.cell("Active calls", sip["active_calls"], "")
+			w.raw("</div>\n")
+		}
+		if dir, ok := d.Status["directory"].(map[string]any); ok {
+			w.raw(`<h2>Directory</h2><div class="grid">`)
+			w.cell("Entries", dir["entries"], "")
+			w.cell("Skipped rows", dir["bad_rows"], "")
+			w.raw(`<div><div class="muted">Last fetch</div><div>`)
+			w.esc(dir["last_success"])
+			w.raw(`</div></div><div><div class="muted">Source</div><div>`)
+			w.esc(dir["source"])
+			w.raw("</div></div></div>\n")
+		}
+		w.raw("<h2>Recent crashes</h2>\n")
+		if len(d.Crashes) == 0 {
+			w.raw(`<p class="muted">None recorded.</p>`)
+		} else {
+			var rows [][]any
+			for _, c := range d.Crashes {
+				rows = append(rows, []any{at(c, "time"), at(c, "kind"), at(c, "worker"), at(c, "reason"), at(c, "count")})
+			}
+			w.table([]string{"Time", "Kind", "Worker", "Reason", "Count"}, rows, -1)
+		}
+	}
+	w.raw(`<p class="muted">`)
+	w.esc(d.Now)
+	w.raw(" · ubus call phonebook.health check</p>\n</body></html>\n")
+	return w.b.String()
+}
 
 // Render writes the page as a CGI response.
-func Render(w io.Writer, d Data) error {
-	if _, err := io.WriteString(w, "Content-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\n\r\n"); err != nil {
-		return err
-	}
-	return tmpl().Execute(w, d)
+func Render(out io.Writer, d Data) error {
+	_, err := io.WriteString(out, "Content-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\n\r\n"+HTML(d))
+	return err
 }
