@@ -7,8 +7,8 @@ import (
 
 func TestHTMLEscapesDaemonText(t *testing.T) {
 	d := Data{Running: true, Now: "now",
-		Check:  map[string]any{"status": "degraded", "health_score": 95.0, "alerts": []any{map[string]any{"level": "warning", "message": "<script>alert(1)</script>", "since": "t"}}},
-		Health: map[string]any{"restart_count": int64(1)},
+		Check:   map[string]any{"status": "degraded", "health_score": 95.0, "alerts": []any{map[string]any{"level": "warning", "message": "<script>alert(1)</script>", "since": "t"}}},
+		Health:  map[string]any{"restart_count": int64(1)},
 		Workers: []Worker{{Name: "fetcher", Info: map[string]any{"status": "healthy", "last_error": `"><img src=x>`}}},
 	}
 	h := HTML(d)
