@@ -19,6 +19,8 @@ import (
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/directory"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/monitor"
+	"github.com/aredn/phonebookd/sip"
 	"github.com/aredn/phonebookd/ubus"
 	"github.com/aredn/phonebookd/uci"
 )
@@ -77,6 +79,8 @@ type Daemon struct {
 	sup     *health.Supervisor
 	sys     *health.System
 	fetcher *directory.Fetcher
+	sip     *sip.Server
+	monitor *monitor.Monitor
 	safety  *safety
 
 	healthObj *ubus.Object
@@ -164,9 +168,13 @@ func (d *Daemon) setup() error {
 	}, cfg.Health)
 	d.fetcher = directory.NewFetcher(d.log, d.rates, func(ok bool) { d.sys.Reach("fetcher", ok) })
 	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
+	d.sip = sip.New(cfg.SIP, d.log, d.rates, d.sys)
+	d.monitor = monitor.New(cfg.Monitor, d.log, d.sip, d.rates, d.sys, func(ok bool) { d.sys.Reach("monitor", ok) })
 
-	d.sup.Add(health.Spec{Name: "safety", Period: safetyPeriod, Essential: true, Run: d.safety.run})
+	d.sup.Add(health.Spec{Name: "main", Period: 10 * time.Second, Essential: true, Run: d.sip.Run})
 	d.sup.Add(health.Spec{Name: "fetcher", Period: time.Minute, Run: d.fetcher.Run})
+	d.sup.Add(health.Spec{Name: "monitor", Period: 30 * time.Second, Run: d.monitor.Run})
+	d.sup.Add(health.Spec{Name: "safety", Period: safetyPeriod, Essential: true, Run: d.safety.run})
 	for _, s := range d.faultWorkers() {
 		d.sup.Add(s)
 	}
@@ -288,6 +296,8 @@ func (d *Daemon) Reload() {
 	d.sup.Configure(cfg.Health.MaxRestartAttempts, time.Duration(cfg.Health.RestartWindow)*time.Second, cfg.Health.ThreadMonitoring)
 	d.sys.Configure(cfg.Health)
 	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
+	d.sip.Configure(cfg.SIP)
+	d.monitor.Configure(cfg.Monitor)
 	d.reportConfigErrors(errs)
 	d.fetcher.FetchNow()
 	d.sys.Trigger()

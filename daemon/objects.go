@@ -85,7 +85,9 @@ func (d *Daemon) status() []ubus.Value {
 	}
 	d.mu.Unlock()
 	return []ubus.Value{
+		d.sip.Status(),
 		d.fetcher.Status(),
+		d.monitor.Status(),
 		errs,
 		ubus.Tbl("software_health", snap.SoftwareHealth...),
 		ubus.Str("health_status", snap.Status),

@@ -24,7 +24,7 @@ const orphanAge = time.Minute
 // temporary files of interrupted writes removed).
 type safety struct {
 	d       *Daemon
-	cleaned atomic.Int64
+	cleaned atomic.Int64 // orphaned files removed, expired bindings and stale calls swept
 }
 
 func (s *safety) run(ctx context.Context, w *health.Worker) error {
@@ -52,8 +52,13 @@ func (s *safety) run(ctx context.Context, w *health.Worker) error {
 	}
 }
 
-// hygiene removes temporary files that an interrupted atomic write left.
+// hygiene sweeps expired bindings and stale calls, and removes temporary
+// files that an interrupted atomic write left.
 func (s *safety) hygiene(now time.Time) {
+	if b, c := s.d.sip.Sweep(now); b+c > 0 {
+		s.cleaned.Add(int64(b + c))
+		s.d.log.Info("swept", "expired_bindings", b, "stale_calls", c)
+	}
 	cfg := s.d.config()
 	dirs := []string{cfg.Main.StateDir, cfg.Main.RunDir, filepath.Dir(filepath.Join(cfg.Main.WWWDir, cfg.Fetcher.XMLPath)), s.d.opt.ConfDir}
 	for _, dir := range dirs {
@@ -87,6 +92,14 @@ func (d *Daemon) workerExtra(worker string, all []health.WorkerStatus) []ubus.Va
 			n += int64(w.Restarts)
 		}
 		return []ubus.Value{ubus.I64("recoveries_performed", n)}
+	case "main":
+		reg, active := d.sip.Counts()
+		return []ubus.Value{ubus.I32("registered_users", int32(reg)), ubus.I32("active_calls", int32(active))}
+	case "monitor":
+		if r := d.monitor.SuccessRate(); r != nil {
+			return []ubus.Value{ubus.Dbl("probe_success_rate", *r)}
+		}
+		return []ubus.Value{ubus.Null("probe_success_rate")} // no probe yet
 	case "fetcher":
 		st := d.fetcher.Status()
 		var out []ubus.Value

@@ -29,7 +29,7 @@ func (s *Supervisor) Inject(worker, fault string) error {
 			ws.fault.Store(&fault)
 			// Meet it soon rather than at the next period, but after the
 			// caller's reply is out (a crashing fault ends the process).
-			time.AfterFunc(100*time.Millisecond, func() {
+			time.AfterFunc(300*time.Millisecond, func() {
 				select {
 				case ws.poke <- struct{}{}:
 				default:

@@ -33,6 +33,12 @@ func (e *faultEnv) inject(worker, fault string) {
 	call(e.t, e.sock, "phonebook.faults", "inject", `{"worker":"`+worker+`","fault":"`+fault+`"}`)
 }
 
+// injectCrash arms a fault that ends the process; the reply may be lost
+// with it, which is not an error.
+func (e *faultEnv) injectCrash(worker, fault string) {
+	callRaw(e.sock, "phonebook.faults", "inject", `{"worker":"`+worker+`","fault":"`+fault+`"}`)
+}
+
 func (e *faultEnv) thread(name string) map[string]any {
 	out, rc := callRaw(e.sock, "phonebook.threads", "list", "")
 	if rc != 0 {
@@ -187,7 +193,7 @@ func TestEssentialWorkerFailureExits(t *testing.T) {
 		th := e.thread("safety")
 		return th != nil && num(th["restart_count"]) == 1 && th["status"] == "healthy"
 	})
-	e.inject("safety", "panic")
+	e.injectCrash("safety", "panic")
 	if code := p.wait(10 * time.Second); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
 	}
@@ -216,7 +222,7 @@ func TestProcessCrashes(t *testing.T) {
 	for _, c := range cases {
 		p := e.start()
 		starts++
-		e.inject("fetcher", c.fault)
+		e.injectCrash("fetcher", c.fault)
 		if code := p.wait(10 * time.Second); code != 2 {
 			t.Fatalf("%s: exit code %d, want the runtime's 2", c.fault, code)
 		}
@@ -275,7 +281,7 @@ func TestCrashLoopWritesBounded(t *testing.T) {
 	for i := 0; i < loops; i++ {
 		p := e.start()
 		note()
-		e.inject("canary", "fatal_map")
+		e.injectCrash("canary", "fatal_map")
 		if code := p.wait(10 * time.Second); code != 2 {
 			t.Fatalf("loop %d: exit %d", i, code)
 		}

@@ -1,0 +1,234 @@
+// Package monitor is the "monitor" worker: it probes the configured mesh
+// targets and the registered phones with SIP OPTIONS (no raw sockets),
+// keeps round-trip time, jitter and loss per target, reports
+// probe_success_rate, counts failures for the health system and raises
+// alerts for a silent target or a jittery link.
+package monitor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/sip"
+	"github.com/aredn/phonebookd/ubus"
+)
+
+// Window is how many recent probes per target the figures cover.
+const Window = 20
+
+// Prober sends one probe.
+type Prober interface {
+	Probe(ctx context.Context, target string) (time.Duration, error)
+	Bindings() []sip.Binding
+}
+
+type target struct {
+	rtts    []time.Duration // successful round trips, newest last
+	results []bool          // newest last
+	lastOK  time.Time
+	lastErr string
+}
+
+// Monitor probes and keeps the figures.
+type Monitor struct {
+	log    *slog.Logger
+	prober Prober
+	rates  *health.Rates
+	alerts sip.Alerts
+	reach  func(ok bool)
+
+	mu      sync.Mutex
+	cfg     config.Monitor
+	targets map[string]*target
+	wake    chan struct{}
+}
+
+// New prepares the monitor.
+func New(cfg config.Monitor, log *slog.Logger, p Prober, rates *health.Rates, alerts sip.Alerts, reach func(bool)) *Monitor {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Monitor{log: log, prober: p, rates: rates, alerts: alerts, reach: reach, cfg: cfg, targets: map[string]*target{}, wake: make(chan struct{}, 1)}
+}
+
+// Configure applies reloaded settings.
+func (m *Monitor) Configure(cfg config.Monitor) {
+	m.mu.Lock()
+	m.cfg = cfg
+	m.mu.Unlock()
+}
+
+// Run is the worker.
+func (m *Monitor) Run(ctx context.Context, w *health.Worker) error {
+	for {
+		m.Round(ctx, w)
+		m.mu.Lock()
+		iv := time.Duration(m.cfg.Interval) * time.Second
+		m.mu.Unlock()
+		if err := w.WaitOrWake(ctx, iv, m.wake); err != nil {
+			return nil
+		}
+	}
+}
+
+// Round probes every target once.
+func (m *Monitor) Round(ctx context.Context, w *health.Worker) {
+	m.mu.Lock()
+	cfg := m.cfg
+	m.mu.Unlock()
+	names := append([]string(nil), cfg.Targets...)
+	if cfg.ProbePhones {
+		for _, b := range m.prober.Bindings() {
+			names = append(names, b.Addr)
+		}
+	}
+	timeout := time.Duration(cfg.ProbeTimeoutMS) * time.Millisecond
+	anyOK, any := false, false
+	for _, name := range names {
+		if w != nil {
+			w.Beat()
+		}
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		rtt, err := m.prober.Probe(pctx, name)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		any = true
+		anyOK = anyOK || err == nil
+		m.record(name, rtt, err, cfg)
+	}
+	if any && m.reach != nil {
+		m.reach(anyOK)
+	}
+}
+
+func (m *Monitor) record(name string, rtt time.Duration, err error, cfg config.Monitor) {
+	m.mu.Lock()
+	t := m.targets[name]
+	if t == nil {
+		t = &target{}
+		m.targets[name] = t
+	}
+	t.results = append(t.results, err == nil)
+	if len(t.results) > Window {
+		t.results = t.results[1:]
+	}
+	if err == nil {
+		t.rtts = append(t.rtts, rtt)
+		if len(t.rtts) > Window {
+			t.rtts = t.rtts[1:]
+		}
+		t.lastOK, t.lastErr = time.Now(), ""
+	} else {
+		t.lastErr = err.Error()
+	}
+	jitter := jitterOf(t.rtts)
+	lost := 0
+	for _, ok := range t.results {
+		if !ok {
+			lost++
+		}
+	}
+	m.mu.Unlock()
+
+	if err != nil {
+		m.rates.Add(health.CategoryProbe, 1)
+		m.alerts.SetCondition(health.Condition{Code: "probe_failed:" + name, Level: health.LevelWarning, Penalty: 5,
+			Message:        fmt.Sprintf("Mesh target %s not answering SIP OPTIONS (%d of the last %d probes lost): %v", name, lost, len(t.results), err),
+			Recommendation: fmt.Sprintf("Check the mesh path to %s (AREDN node status, link quality).", name)})
+	} else {
+		m.alerts.ClearCondition("probe_failed:" + name)
+	}
+	code := "jitter:" + name
+	if jitter != nil && *jitter > float64(cfg.JitterThresholdMS) {
+		m.alerts.SetCondition(health.Condition{Code: code, Level: health.LevelWarning, Penalty: 5,
+			Message:        fmt.Sprintf("High mesh jitter detected to %s: %.0f ms (threshold %d ms)", name, *jitter, cfg.JitterThresholdMS),
+			Recommendation: fmt.Sprintf("Voice to %s may break up; check the RF links on the path or lower the load on it.", name)})
+	} else {
+		m.alerts.ClearCondition(code)
+	}
+}
+
+// jitterOf is the mean absolute difference of consecutive round trips
+// (RFC 3550's interarrival idea), in ms; nil with fewer than two.
+func jitterOf(rtts []time.Duration) *float64 {
+	if len(rtts) < 2 {
+		return nil
+	}
+	var sum float64
+	for i := 1; i < len(rtts); i++ {
+		sum += math.Abs(float64(rtts[i]-rtts[i-1])) / float64(time.Millisecond)
+	}
+	j := sum / float64(len(rtts)-1)
+	return &j
+}
+
+// SuccessRate is the percentage of answered probes over every target's
+// window; nil before any probe.
+func (m *Monitor) SuccessRate() *float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var sent, ok int
+	for _, t := range m.targets {
+		for _, r := range t.results {
+			sent++
+			if r {
+				ok++
+			}
+		}
+	}
+	if sent == 0 {
+		return nil
+	}
+	p := 100 * float64(ok) / float64(sent)
+	return &p
+}
+
+func optMS(name string, p *float64) ubus.Value {
+	if p == nil {
+		return ubus.Null(name)
+	}
+	return ubus.Dbl(name, *p)
+}
+
+// Status is the monitor section of "phonebook status".
+func (m *Monitor) Status() ubus.Value {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names := make([]string, 0, len(m.targets))
+	for n := range m.targets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	list := ubus.Arr("targets")
+	for _, n := range names {
+		t := m.targets[n]
+		var last *float64
+		if len(t.rtts) > 0 {
+			v := float64(t.rtts[len(t.rtts)-1]) / float64(time.Millisecond)
+			last = &v
+		}
+		lost := 0
+		for _, ok := range t.results {
+			if !ok {
+				lost++
+			}
+		}
+		loss := 100 * float64(lost) / float64(max(len(t.results), 1))
+		e := ubus.Tbl("", ubus.Str("target", n), optMS("rtt_ms", last), optMS("jitter_ms", jitterOf(t.rtts)),
+			ubus.Dbl("loss_pct", loss), ubus.I32("probes", int32(len(t.results))))
+		if t.lastErr != "" {
+			e.List = append(e.List, ubus.Str("last_error", t.lastErr))
+		}
+		list.List = append(list.List, e)
+	}
+	return ubus.Tbl("monitor", list)
+}
