@@ -7,6 +7,7 @@ package monitor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -98,8 +99,8 @@ func (m *Monitor) Round(ctx context.Context, w *health.Worker) {
 		pctx, cancel := context.WithTimeout(ctx, timeout)
 		rtt, err := m.prober.Probe(pctx, name)
 		cancel()
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || errors.Is(err, sip.ErrNotRunning) {
+			return // nothing was sent: not a result about the mesh
 		}
 		any = true
 		anyOK = anyOK || err == nil

@@ -32,12 +32,18 @@ func (g *guardConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		data := b[:n]
 		reason := ""
-		if _, perr := g.parser.ParseSIP(data); perr != nil {
+		msg, perr := g.parser.ParseSIP(data)
+		if perr != nil {
 			reason = "unparsable: " + perr.Error()
 		} else if missing := missingHeader(data); missing != "" {
 			reason = "missing " + missing
 		}
 		if reason == "" {
+			if req, ok := msg.(*gosip.Request); ok && req.Method == gosip.REGISTER {
+				// Answered here, statelessly, to the sender.
+				g.PacketConn.WriteTo([]byte(g.s.register(req).String()), addr)
+				continue
+			}
 			return n, addr, nil
 		}
 		g.s.malformed.Add(1)

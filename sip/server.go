@@ -210,11 +210,27 @@ func (s *Server) sipError(why string) {
 }
 
 func (s *Server) onRegister(req *gosip.Request, tx gosip.ServerTransaction) {
+	if err := tx.Respond(s.register(req)); err != nil {
+		s.log.Debug("sip: respond to REGISTER", "err", err)
+	}
+}
+
+func response(req *gosip.Request, code int, reason string, hdrs ...gosip.Header) *gosip.Response {
+	res := gosip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	return res
+}
+
+// register handles a REGISTER and returns its answer. It is stateless
+// (a repeated REGISTER does the same again), so the UDP path answers it
+// without a transaction.
+func (s *Server) register(req *gosip.Request) *gosip.Response {
 	to := req.To()
 	if to == nil || to.Address.User == "" {
 		s.sipError("REGISTER without a To user")
-		s.reply(tx, req, 400, "Bad Request: To user missing")
-		return
+		return response(req, 400, "Bad Request: To user missing")
 	}
 	user := to.Address.User
 	contact := req.Contact()
@@ -226,8 +242,7 @@ func (s *Server) onRegister(req *gosip.Request, tx gosip.ServerTransaction) {
 		n, err := strconv.Atoi(strings.TrimSpace(h.Value()))
 		if err != nil || n < 0 {
 			s.sipError("bad Expires")
-			s.reply(tx, req, 400, "Bad Request: Expires")
-			return
+			return response(req, 400, "Bad Request: Expires")
 		}
 		expires = n
 	}
@@ -248,28 +263,28 @@ func (s *Server) onRegister(req *gosip.Request, tx gosip.ServerTransaction) {
 		if b != nil {
 			hs = append(hs, gosip.NewHeader("Contact", fmt.Sprintf("<%s>;expires=%d", b.Contact.String(), int(time.Until(b.Expires).Seconds()))))
 		}
-		s.reply(tx, req, 200, "OK", hs...)
-		return
+		return response(req, 200, "OK", hs...)
 	}
 	if expires == 0 || contact.Address.Wildcard {
 		s.mu.Lock()
 		delete(s.bindings, user)
 		s.mu.Unlock()
 		s.capacityCheck()
-		s.reply(tx, req, 200, "OK", gosip.NewHeader("Expires", "0"))
-		return
+		return response(req, 200, "OK", gosip.NewHeader("Expires", "0"))
 	}
 	addr := hostPort(contact.Address)
 	s.mu.Lock()
 	b, known := s.bindings[user]
-	if !known && s.countLive(now) >= cfg.MaxBindings {
+	if !known && len(s.bindings) >= cfg.MaxBindings {
+		s.sweepLocked(now) // expired bindings do not hold places
+	}
+	if !known && len(s.bindings) >= cfg.MaxBindings {
 		s.mu.Unlock()
 		s.rejected.Add(1)
 		s.alerts.SetCondition(health.Condition{Code: "sip_capacity", Level: health.LevelWarning, Penalty: 10,
 			Message:        fmt.Sprintf("Registrations at capacity (%d): new phones are refused with 503", cfg.MaxBindings),
 			Recommendation: "Raise phonebook.sip.max_bindings if the router has the memory, or move phones to another node."})
-		s.reply(tx, req, 503, "Service Unavailable: registrations at capacity", gosip.NewHeader("Retry-After", "60"))
-		return
+		return response(req, 503, "Service Unavailable: registrations at capacity", gosip.NewHeader("Retry-After", "60"))
 	}
 	if !known {
 		b = &Binding{User: user}
@@ -278,9 +293,21 @@ func (s *Server) onRegister(req *gosip.Request, tx gosip.ServerTransaction) {
 	b.Contact, b.Addr, b.Expires = contact.Address, addr, now.Add(time.Duration(expires)*time.Second)
 	s.mu.Unlock()
 	s.registers.Add(1)
-	s.reply(tx, req, 200, "OK",
+	return response(req, 200, "OK",
 		gosip.NewHeader("Contact", fmt.Sprintf("<%s>;expires=%d", contact.Address.String(), expires)),
 		gosip.NewHeader("Expires", strconv.Itoa(expires)))
+}
+
+// sweepLocked drops expired bindings (s.mu held).
+func (s *Server) sweepLocked(now time.Time) int {
+	n := 0
+	for u, b := range s.bindings {
+		if !b.Expires.After(now) {
+			delete(s.bindings, u)
+			n++
+		}
+	}
+	return n
 }
 
 // countLive counts unexpired bindings (s.mu held).
@@ -490,12 +517,7 @@ func (s *Server) endCall(id string) {
 // hygiene) and reports how many of each.
 func (s *Server) Sweep(now time.Time) (bindings, calls int) {
 	s.mu.Lock()
-	for u, b := range s.bindings {
-		if !b.Expires.After(now) {
-			delete(s.bindings, u)
-			bindings++
-		}
-	}
+	bindings = s.sweepLocked(now)
 	for id, c := range s.calls {
 		if now.Sub(c.started) > StaleCall {
 			delete(s.calls, id)
@@ -548,13 +570,16 @@ func (s *Server) Status() ubus.Value {
 	)
 }
 
+// ErrNotRunning: the server is not (yet) up, so nothing was sent.
+var ErrNotRunning = errors.New("sip server not running")
+
 // Probe sends OPTIONS to host:port and returns the round-trip time.
 func (s *Server) Probe(ctx context.Context, target string) (time.Duration, error) {
 	s.mu.Lock()
 	client := s.client
 	s.mu.Unlock()
 	if client == nil {
-		return 0, errors.New("sip server not running")
+		return 0, ErrNotRunning
 	}
 	host, port, err := net.SplitHostPort(target)
 	if err != nil {

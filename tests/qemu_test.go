@@ -35,6 +35,21 @@ func TestCrossBinariesUnderQemu(t *testing.T) {
 			}
 			file, _ := exec.Command("file", bin).Output()
 			t.Logf("%s", strings.TrimSpace(string(file)))
+			// Footprint budget: the stripped binary at most 8 MB, its
+			// package at most 3 MB.
+			st, _ := os.Stat(bin)
+			pkgDir := shortDir(t)
+			mk := exec.Command("scripts/mkipk.sh", tg.name, bin, "0.0.0", pkgDir)
+			mk.Dir = ".."
+			ipk, err := mk.Output()
+			if err != nil {
+				t.Fatalf("mkipk: %v", err)
+			}
+			ist, _ := os.Stat(strings.TrimSpace(string(ipk)))
+			t.Logf("%s: binary %d bytes, package %d bytes", tg.name, st.Size(), ist.Size())
+			if st.Size() > 8<<20 || ist.Size() > 3<<20 {
+				t.Errorf("over the footprint budget (8 MB binary, 3 MB package)")
+			}
 			sock := filepath.Join(shortDir(t), "ubus.sock")
 			startBroker(t, sock)
 			tr := newTree(t, sock, nil)

@@ -188,3 +188,78 @@ func tail(b []byte) string {
 	}
 	return s
 }
+
+// optionsResponder answers SIP OPTIONS on a UDP port until stopped.
+func optionsResponder(t *testing.T, addr string) (stop func()) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			lines := strings.Split(string(b[:n]), "\r\n")
+			if !strings.HasPrefix(lines[0], "OPTIONS ") {
+				continue
+			}
+			var resp strings.Builder
+			resp.WriteString("SIP/2.0 200 OK\r\n")
+			for _, l := range lines[1:] {
+				name := strings.ToLower(strings.SplitN(l, ":", 2)[0])
+				switch name {
+				case "via", "from", "call-id", "cseq":
+					resp.WriteString(l + "\r\n")
+				case "to":
+					resp.WriteString(l + ";tag=resp\r\n")
+				}
+			}
+			resp.WriteString("Content-Length: 0\r\n\r\n")
+			pc.WriteTo([]byte(resp.String()), from)
+		}
+	}()
+	return func() { pc.Close() }
+}
+
+// TestMonitorProbesRealTarget: a mesh target answering OPTIONS, then
+// silent, then answering again: probe_success_rate drops and an alert is
+// raised, which clears when it answers again.
+func TestMonitorProbesRealTarget(t *testing.T) {
+	port := freeUDPPort(t)
+	target := "127.0.0.1:" + strconv.Itoa(port)
+	stop := optionsResponder(t, target)
+	e := newFaultEnv(t, map[string]string{"health.health_check_interval": "1", "monitor.interval": "5",
+		"monitor.probe_timeout_ms": "800", "monitor.probe_phones": "0"})
+	exec.Command(bins.daemon, "uci", "-c", e.tr.confDir, "-t", e.tr.saveDir, "add_list", "phonebook.monitor.target="+target).Run()
+	exec.Command(bins.daemon, "uci", "-c", e.tr.confDir, "-t", e.tr.saveDir, "commit", "phonebook").Run()
+	e.tr.start(t, bins.daemon)
+	rate := func() any { return get(call(t, e.sock, "phonebook.health", "status", ""), "threads", "monitor", "probe_success_rate") }
+	alert := func() bool {
+		for _, a := range call(t, e.sock, "phonebook.health", "check", "")["alerts"].([]any) {
+			if get(a, "code") == "probe_failed:"+target {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 12*time.Second, "a successful probe", func() bool {
+		if rate() == 100.0 {
+			return true
+		}
+		time.Sleep(200 * time.Millisecond)
+		return false
+	})
+	stop()
+	waitFor(t, 15*time.Second, "the silent target's alert", alert)
+	if r, _ := rate().(float64); r >= 100 {
+		t.Errorf("probe_success_rate %v after a lost probe", r)
+	}
+	st := call(t, e.sock, "phonebook", "status", "")
+	t.Logf("monitor: %v", get(st, "monitor"))
+	stop = optionsResponder(t, target)
+	defer stop()
+	waitFor(t, 15*time.Second, "the alert to clear", func() bool { return !alert() })
+}

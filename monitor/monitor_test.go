@@ -1,0 +1,79 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/sip"
+)
+
+type script struct {
+	mu   sync.Mutex
+	rtts map[string][]time.Duration // 0: no answer
+}
+
+func (s *script) Probe(_ context.Context, target string) (time.Duration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.rtts[target]
+	if len(q) == 0 {
+		return 0, errors.New("no script")
+	}
+	r := q[0]
+	s.rtts[target] = q[1:]
+	if r == 0 {
+		return 0, errors.New("timeout")
+	}
+	return r, nil
+}
+
+func (s *script) Bindings() []sip.Binding { return nil }
+
+type alerts struct {
+	mu  sync.Mutex
+	set map[string]health.Condition
+}
+
+func (a *alerts) SetCondition(c health.Condition) { a.mu.Lock(); a.set[c.Code] = c; a.mu.Unlock() }
+func (a *alerts) ClearCondition(code string)      { a.mu.Lock(); delete(a.set, code); a.mu.Unlock() }
+func (a *alerts) has(code string) bool            { a.mu.Lock(); defer a.mu.Unlock(); _, ok := a.set[code]; return ok }
+
+func TestSilentTargetAndJitter(t *testing.T) {
+	ms := time.Millisecond
+	sc := &script{rtts: map[string][]time.Duration{
+		"node-k:5060": {10 * ms, 12 * ms, 0, 0, 11 * ms},
+		"node-j:5060": {10 * ms, 150 * ms, 10 * ms, 160 * ms, 12 * ms},
+	}}
+	al := &alerts{set: map[string]health.Condition{}}
+	rates := health.NewRates(health.SystemClock{})
+	cfg := config.Defaults().Monitor
+	cfg.Targets, cfg.ProbePhones, cfg.JitterThresholdMS = []string{"node-k:5060", "node-j:5060"}, false, 50
+	m := New(cfg, nil, sc, rates, al, nil)
+	ctx := context.Background()
+	m.Round(ctx, nil)
+	m.Round(ctx, nil)
+	if r := m.SuccessRate(); r == nil || *r != 100 {
+		t.Fatalf("rate %v", r)
+	}
+	if !al.has("jitter:node-j:5060") || !strings.Contains(al.set["jitter:node-j:5060"].Message, "High mesh jitter detected to node-j:5060") {
+		t.Errorf("no jitter alert: %v", al.set)
+	}
+	m.Round(ctx, nil) // node-k stops answering
+	m.Round(ctx, nil)
+	if r := m.SuccessRate(); r == nil || *r != 75 {
+		t.Errorf("rate after two lost probes: %v", *r)
+	}
+	if !al.has("probe_failed:node-k:5060") || rates.PerHour(health.CategoryProbe) != 2 {
+		t.Errorf("silent target: alerts %v, failures %d", al.set, rates.PerHour(health.CategoryProbe))
+	}
+	m.Round(ctx, nil) // it answers again
+	if al.has("probe_failed:node-k:5060") {
+		t.Error("alert not cleared when the target answered again")
+	}
+}

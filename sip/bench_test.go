@@ -1,0 +1,56 @@
+package sip
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/health"
+)
+
+type noAlerts struct{}
+
+func (noAlerts) SetCondition(health.Condition) {}
+func (noAlerts) ClearCondition(string)         {}
+
+// startServer runs the registrar under a supervisor on a loopback port.
+func startServer(tb testing.TB, maxBindings int) (*Server, string) {
+	cfg := config.Defaults().SIP
+	cfg.Listen, cfg.MaxBindings = "127.0.0.1:0", maxBindings
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), noAlerts{})
+	sup := health.NewSupervisor(health.SupervisorOptions{MaxRestarts: 1, Window: time.Hour})
+	sup.Add(health.Spec{Name: "main", Period: 10 * time.Second, Run: s.Run})
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(func() { cancel(); sup.Wait(context.Background()) })
+	sup.Start(ctx)
+	return s, s.Addr()
+}
+
+// BenchmarkRegister: one REGISTER of a new phone over UDP loopback and its
+// 200 OK, one at a time.
+func BenchmarkRegister(b *testing.B) {
+	_, addr := startServer(b, 1<<30)
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	local := c.LocalAddr().String()
+	buf := make([]byte, 2048)
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		i++
+		msg := fmt.Sprintf("REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-b%d\r\nFrom: <sip:%d@127.0.0.1>;tag=%d\r\nTo: <sip:%d@127.0.0.1>\r\nCall-ID: b%d@bench\r\nCSeq: 1 REGISTER\r\nContact: <sip:%d@%s>\r\nExpires: 3600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+			local, i, i, i, i, i, i, local)
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:12]) != "SIP/2.0 200 " {
+			b.Fatalf("reply %d: %q %v", i, buf[:n], err)
+		}
+	}
+}
