@@ -42,7 +42,12 @@ type alerts struct {
 
 func (a *alerts) SetCondition(c health.Condition) { a.mu.Lock(); a.set[c.Code] = c; a.mu.Unlock() }
 func (a *alerts) ClearCondition(code string)      { a.mu.Lock(); delete(a.set, code); a.mu.Unlock() }
-func (a *alerts) has(code string) bool            { a.mu.Lock(); defer a.mu.Unlock(); _, ok := a.set[code]; return ok }
+func (a *alerts) has(code string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.set[code]
+	return ok
+}
 
 func TestSilentTargetAndJitter(t *testing.T) {
 	ms := time.Millisecond

@@ -236,7 +236,9 @@ func TestMonitorProbesRealTarget(t *testing.T) {
 	exec.Command(bins.daemon, "uci", "-c", e.tr.confDir, "-t", e.tr.saveDir, "add_list", "phonebook.monitor.target="+target).Run()
 	exec.Command(bins.daemon, "uci", "-c", e.tr.confDir, "-t", e.tr.saveDir, "commit", "phonebook").Run()
 	e.tr.start(t, bins.daemon)
-	rate := func() any { return get(call(t, e.sock, "phonebook.health", "status", ""), "threads", "monitor", "probe_success_rate") }
+	rate := func() any {
+		return get(call(t, e.sock, "phonebook.health", "status", ""), "threads", "monitor", "probe_success_rate")
+	}
 	alert := func() bool {
 		for _, a := range call(t, e.sock, "phonebook.health", "check", "")["alerts"].([]any) {
 			if get(a, "code") == "probe_failed:"+target {
