@@ -254,3 +254,5 @@ func num(v any) float64 {
 var _ = context.Background
 
 func decode(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+func syscallHUP() os.Signal { return syscall.SIGHUP }

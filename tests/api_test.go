@@ -1,0 +1,151 @@
+package tests
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aredn/phonebookd/ubus"
+)
+
+// TestDaemonUbusAPI calls every method of the daemon through
+// `phonebookd call` with its documented result, restarts a live worker,
+// reloads changed settings without a restart, sees procd's watchdog
+// re-armed, and restarts the broker under the running daemon.
+func TestDaemonUbusAPI(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "ubus.sock")
+	br := startBroker(t, sock)
+	tr := newTree(t, sock, map[string]string{"health.health_check_interval": "1"})
+
+	// procd's service object, as the daemon sees it on a router.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var arms []string
+	procd := &ubus.Object{Path: "service", Methods: []ubus.Method{{Name: "watchdog",
+		Params: []ubus.Param{{Name: "name", Kind: ubus.String}, {Name: "instance", Kind: ubus.String}},
+		Handler: func(_ context.Context, r *ubus.Request) ([]ubus.Value, error) {
+			n, _ := r.String("name")
+			i, _ := r.String("instance")
+			mu.Lock()
+			arms = append(arms, n+"/"+i)
+			mu.Unlock()
+			return nil, nil
+		}}}}
+	pbus := ubus.NewBus(sock, nil)
+	pbus.Register(ctx, procd)
+	go pbus.Run(ctx)
+
+	p := tr.start(t, bins.daemon)
+
+	st := call(t, sock, "phonebook", "status", "")
+	for _, k := range []string{"sip", "directory", "monitor", "config_errors", "software_health", "health_status"} {
+		if _, ok := st[k]; !ok {
+			t.Errorf("phonebook status lacks %s", k)
+		}
+	}
+	h := call(t, sock, "phonebook.health", "status", "")
+	for _, k := range []string{"uptime_seconds", "restart_count", "last_crash", "crash_count_24h", "threads", "memory", "file_descriptors", "error_rates"} {
+		if _, ok := h[k]; !ok {
+			t.Errorf("phonebook.health status lacks %s", k)
+		}
+	}
+	for _, w := range []string{"main", "fetcher", "monitor", "safety"} {
+		if get(h, "threads", w, "status") != "healthy" {
+			t.Errorf("worker %s: %v", w, get(h, "threads", w))
+		}
+	}
+	ck := call(t, sock, "phonebook.health", "check", "")
+	if ck["status"] != "healthy" || num(ck["health_score"]) != 100 {
+		t.Errorf("check: %v", ck)
+	}
+	if cr := call(t, sock, "phonebook.health", "crashes", ""); cr["crashes"] == nil {
+		t.Errorf("crashes: %v", cr)
+	}
+	if r := call(t, sock, "phonebook.health", "clear_crashes", ""); r["cleared"] != true {
+		t.Errorf("clear_crashes: %v", r)
+	}
+	list := call(t, sock, "phonebook.threads", "list", "")
+	if get(list, "threads", "fetcher", "status") != "healthy" {
+		t.Errorf("threads list: %v", list)
+	}
+
+	// restart on a live worker restarts it; an unknown name is rejected.
+	if r := call(t, sock, "phonebook.threads", "restart", `{"name":"fetcher"}`); r["restarted"] != "fetcher" {
+		t.Errorf("restart: %v", r)
+	}
+	waitFor(t, 5*time.Second, "fetcher restarted", func() bool {
+		th := get(call(t, sock, "phonebook.threads", "list", ""), "threads", "fetcher")
+		return num(get(th, "restart_count")) == 1 && get(th, "status") == "healthy"
+	})
+	for _, arg := range []string{`{"name":"nope"}`, `{}`, `{"name":5}`} {
+		if _, rc := callRaw(sock, "phonebook.threads", "restart", arg); rc != 254 {
+			t.Errorf("restart %s: exit %d, want 254 (invalid argument)", arg, rc)
+		}
+	}
+
+	// reload applies changed UCI without a restart; a bad value is kept
+	// out and reported.
+	uci := func(args ...string) {
+		if out, err := exec.Command(bins.daemon, append([]string{"uci", "-c", tr.confDir, "-t", tr.saveDir}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("uci %v: %v %s", args, err, out)
+		}
+	}
+	pid := num(get(h, "process", "pid"))
+	uci("set", "phonebook.health.enabled=0")
+	uci("set", "phonebook.health.crash_history_days=abc")
+	uci("commit", "phonebook")
+	if r := call(t, sock, "phonebook", "reload", ""); r["reloading"] != true {
+		t.Errorf("reload: %v", r)
+	}
+	waitFor(t, 5*time.Second, "monitoring disabled by reload", func() bool {
+		return call(t, sock, "phonebook.health", "check", "")["status"] == "disabled"
+	})
+	st = call(t, sock, "phonebook", "status", "")
+	errs, _ := st["config_errors"].([]any)
+	if len(errs) != 1 || !strings.Contains(errs[0].(string), "phonebook.health.crash_history_days") || !strings.Contains(errs[0].(string), `"abc"`) {
+		t.Errorf("config_errors: %v", st["config_errors"])
+	}
+	if now := num(get(call(t, sock, "phonebook.health", "status", ""), "process", "pid")); now != 0 && now != pid {
+		t.Errorf("reload restarted the daemon")
+	}
+	uci("set", "phonebook.health.enabled=1")
+	uci("set", "phonebook.health.crash_history_days=7")
+	uci("commit", "phonebook")
+	p.cmd.Process.Signal(syscallHUP()) // what procd's reload does when ubus is away
+	waitFor(t, 5*time.Second, "monitoring back on after SIGHUP", func() bool {
+		return call(t, sock, "phonebook.health", "check", "")["status"] == "healthy"
+	})
+
+	// procd's watchdog is re-armed while the essential workers are healthy.
+	waitFor(t, 10*time.Second, "watchdog re-armed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(arms) > 0
+	})
+	mu.Lock()
+	if arms[0] != "phonebook/instance1" {
+		t.Errorf("watchdog call %q", arms[0])
+	}
+	mu.Unlock()
+
+	// The broker restarts under the daemon: its objects come back.
+	br.cmd.Process.Kill()
+	br.wait(5 * time.Second)
+	startBroker(t, sock)
+	waitFor(t, 10*time.Second, "objects back after the broker's restart", func() bool {
+		out, rc := callRaw(sock, "phonebook.health", "check", "")
+		return rc == 0 && strings.Contains(out, "status")
+	})
+	if now := num(get(call(t, sock, "phonebook.health", "status", ""), "process", "pid")); now != pid {
+		t.Errorf("daemon restarted: pid %v, was %v", now, pid)
+	}
+	out, _ := exec.Command(bins.daemon, "list", "-s", sock, "phonebook*").Output()
+	if string(out) != "phonebook\nphonebook.health\nphonebook.threads\n" {
+		t.Errorf("objects after broker restart:\n%s", out)
+	}
+}
