@@ -32,13 +32,17 @@ func (c *CLI) flags(name string) (*flag.FlagSet, *string, *int, *bool) {
 	return fs, sock, timeout, verbose
 }
 
-func (c *CLI) connect(ctx context.Context, sock string) (*Conn, bool) {
+// connect opens a connection whose context ends after the timeout;
+// done releases both.
+func (c *CLI) connect(sock string, timeout int) (ctx context.Context, conn *Conn, done func(), ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(timeout)*time.Second)
 	conn, err := Dial(ctx, sock, nil)
 	if err != nil {
+		cancel()
 		fmt.Fprintln(c.Stderr, "Failed to connect to ubus")
-		return nil, false
+		return nil, nil, nil, false
 	}
-	return conn, true
+	return ctx, conn, func() { conn.Close(); cancel() }, true
 }
 
 // Call runs `call [-s SOCKET] [-t TIMEOUT] OBJECT METHOD [JSON]` and
@@ -53,13 +57,11 @@ func (c *CLI) Call(args []string) int {
 		fmt.Fprintln(c.Stderr, "Usage: phonebookd call [-s <socket>] [-t <timeout>] <path> <method> [<message>]")
 		return exitUsage
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(*timeout)*time.Second)
-	defer cancel()
-	conn, ok := c.connect(ctx, *sock)
+	ctx, conn, done, ok := c.connect(*sock, *timeout)
 	if !ok {
 		return exitConnect
 	}
-	defer conn.Close()
+	defer done()
 	var msg []Value
 	if len(rest) == 3 {
 		var err error
@@ -104,13 +106,11 @@ func (c *CLI) List(args []string) int {
 		fmt.Fprintln(c.Stderr, "Usage: phonebookd list [-s <socket>] [-v] [<path>]")
 		return exitUsage
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(*timeout)*time.Second)
-	defer cancel()
-	conn, ok := c.connect(ctx, *sock)
+	ctx, conn, done, ok := c.connect(*sock, *timeout)
 	if !ok {
 		return exitConnect
 	}
-	defer conn.Close()
+	defer done()
 	objs, err := conn.Lookup(ctx, fs.Arg(0))
 	if err != nil {
 		return c.fail(err, false)

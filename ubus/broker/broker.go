@@ -506,18 +506,29 @@ func (b *Broker) response(cl *client, m *ubus.Message) {
 	b.send(to, m)
 }
 
-func (b *Broker) subscribe(cl *client, m *ubus.Message) int {
+// watchArgs checks a SUBSCRIBE or UNSUBSCRIBE: the subscriber object must
+// exist and belong to the sender; it returns the object and target id,
+// or the status to answer.
+func (b *Broker) watchArgs(cl *client, m *ubus.Message) (*object, uint32, int) {
 	id, ok1 := m.U32(ubus.AttrObjID)
 	tid, ok2 := m.U32(ubus.AttrTarget)
 	if !ok1 || !ok2 {
-		return status(ubus.StatusInvalidArgument)
+		return nil, 0, status(ubus.StatusInvalidArgument)
 	}
 	obj := b.objects[id]
 	if obj == nil {
-		return status(ubus.StatusNotFound)
+		return nil, 0, status(ubus.StatusNotFound)
 	}
 	if obj.client != cl {
-		return status(ubus.StatusInvalidArgument)
+		return nil, 0, status(ubus.StatusInvalidArgument)
+	}
+	return obj, tid, 0
+}
+
+func (b *Broker) subscribe(cl *client, m *ubus.Message) int {
+	obj, tid, st := b.watchArgs(cl, m)
+	if obj == nil {
+		return st
 	}
 	target := b.objects[tid]
 	if target == nil || target.client == nil {
@@ -537,17 +548,9 @@ func (b *Broker) subscribe(cl *client, m *ubus.Message) int {
 }
 
 func (b *Broker) unsubscribe(cl *client, m *ubus.Message) int {
-	id, ok1 := m.U32(ubus.AttrObjID)
-	tid, ok2 := m.U32(ubus.AttrTarget)
-	if !ok1 || !ok2 {
-		return status(ubus.StatusInvalidArgument)
-	}
-	obj := b.objects[id]
+	obj, tid, st := b.watchArgs(cl, m)
 	if obj == nil {
-		return status(ubus.StatusNotFound)
-	}
-	if obj.client != cl {
-		return status(ubus.StatusInvalidArgument)
+		return st
 	}
 	for _, s := range obj.targets {
 		if s.target.id == tid {
