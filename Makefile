@@ -46,6 +46,7 @@ run: build
 		$$u set phonebook.main.state_dir=$(RUN)/etc/phonebook && \
 		$$u set phonebook.main.run_dir=$(RUN)/tmp/phonebook && \
 		$$u set phonebook.main.www_dir=$(RUN)/www && \
+		$$u set phonebook.main.apps_dir=$(RUN)/tmp/apps/phonebook && \
 		$$u set phonebook.sip.listen=127.0.0.1:5060 && \
 		$$u commit phonebook; }
 	@echo "ubus: $(BIN)/phonebookd call -s $(RUN)/ubus.sock phonebook.health status"
