@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sort"
 	"testing"
 	"time"
 
@@ -53,4 +54,33 @@ func BenchmarkRegister(b *testing.B) {
 			b.Fatalf("reply %d: %q %v", i, buf[:n], err)
 		}
 	}
+}
+
+// BenchmarkOptionsRTT: OPTIONS round trips over UDP loopback, through
+// sipgo's transaction layer; reports the median and 99th percentile.
+func BenchmarkOptionsRTT(b *testing.B) {
+	_, addr := startServer(b, 10)
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	local := c.LocalAddr().String()
+	buf := make([]byte, 2048)
+	var rtts []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		msg := fmt.Sprintf("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-o%d\r\nFrom: <sip:probe@127.0.0.1>;tag=%d\r\nTo: <sip:127.0.0.1>\r\nCall-ID: o%d@bench\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", local, i, i, i)
+		t0 := time.Now()
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(buf); err != nil || string(buf[:12]) != "SIP/2.0 200 " {
+			b.Fatalf("reply %d: %v", i, err)
+		}
+		rtts = append(rtts, time.Since(t0))
+	}
+	sort.Slice(rtts, func(i, j int) bool { return rtts[i] < rtts[j] })
+	b.ReportMetric(float64(rtts[len(rtts)/2].Microseconds()), "p50-us")
+	b.ReportMetric(float64(rtts[len(rtts)*99/100].Microseconds()), "p99-us")
 }
