@@ -216,7 +216,7 @@ func (s *CrashStore) previousRun(now time.Time) (Record, bool) {
 		up := rec.Time.Sub(prev.Started).Seconds()
 		rec.Uptime = &up
 	}
-	if text := strings.TrimSpace(string(out)); text != "" {
+	if text := strings.TrimSpace(string(out)); looksLikeCrash(text) {
 		rec.Kind, rec.Reason, rec.Worker = ParseCrashOutput(text, prev.Workers)
 		rec.Stack = trimStack(text)
 		return rec, true
@@ -487,6 +487,18 @@ func ParseCrashOutput(text string, workers map[string]uint64) (kind, reason, wor
 		}
 	}
 	return kind, reason, ""
+}
+
+// looksLikeCrash tells the Go runtime's crash text from anything else that
+// reached descriptor 2 (which then is no evidence of a crash).
+func looksLikeCrash(text string) bool {
+	first, _, _ := strings.Cut(text, "\n")
+	for _, p := range []string{"panic:", "fatal error:", "SIG", "unexpected fault address"} {
+		if strings.HasPrefix(first, p) {
+			return true
+		}
+	}
+	return strings.Contains(text, "\ngoroutine ") && strings.Contains(text, " [running]:")
 }
 
 // trimStack keeps a crash text short enough for flash and a ubus reply.

@@ -284,6 +284,21 @@ func TestParseCrashOutput(t *testing.T) {
 	}
 }
 
+// TestStrayStderrIsNoCrash: text on descriptor 2 that is not the
+// runtime's crash output (a library's log line) is not taken for a crash
+// reason; the end is an unclean exit.
+func TestStrayStderrIsNoCrash(t *testing.T) {
+	dir := t.TempDir()
+	run := filepath.Join(dir, "run")
+	os.MkdirAll(run, 0o755)
+	os.WriteFile(filepath.Join(run, markerFile), []byte(`{"pid":1,"started":"2026-11-28T11:59:00Z","boot_id":"b"}`), 0o644)
+	os.WriteFile(filepath.Join(run, crashOutFile), []byte("2026/11/28 some library said something\n"), 0o644)
+	last := newStore(t, newFakeClock(), dir, 0, "b").Summary(time.Now()).LastCrash
+	if last == nil || last.Kind != KindUncleanExit {
+		t.Errorf("record %+v", last)
+	}
+}
+
 func TestCorruptHistoryKeptAside(t *testing.T) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "state"), 0o755)

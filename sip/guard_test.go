@@ -2,8 +2,11 @@ package sip
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
+
+	gosip "github.com/emiago/sipgo/sip"
 )
 
 func TestBadRequestAndMissing(t *testing.T) {
@@ -40,4 +43,19 @@ func FuzzBadRequest(f *testing.F) {
 			t.Fatalf("bad answer %q", resp)
 		}
 	})
+}
+
+func TestForUsKnowsOwnNames(t *testing.T) {
+	s := &Server{addr: "0.0.0.0:5060", self: selfNames("10.1.2.3", "local.mesh")}
+	h, _ := os.Hostname()
+	for _, host := range []string{"10.1.2.3", "127.0.0.1", strings.ToUpper(h) + ".local.mesh", h} {
+		if !s.forUs(gosip.Uri{Host: host}) {
+			t.Errorf("%s not recognised as this node", host)
+		}
+	}
+	for _, u := range []gosip.Uri{{Host: "other-node.local.mesh"}, {Host: "10.9.9.9"}, {Host: "10.1.2.3", Port: 5070}} {
+		if s.forUs(u) {
+			t.Errorf("%v taken for this node", u)
+		}
+	}
 }

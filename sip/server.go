@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +62,7 @@ type Server struct {
 	calls    map[string]*call
 	addr     string // the bound UDP address
 	host     string // advertised in Via and Record-Route
+	self     map[string]bool
 
 	registers  atomic.Int64
 	rejected   atomic.Int64
@@ -143,6 +145,7 @@ func (s *Server) Run(ctx context.Context, w *health.Worker) error {
 	}
 	s.mu.Lock()
 	s.addr, s.host, s.client = pc.LocalAddr().String(), host, client
+	s.self = selfNames(host, s.cfg.DNSSuffix)
 	// A restart of the worker starts with no calls: no phantom calls.
 	s.calls = map[string]*call{}
 	s.mu.Unlock()
@@ -338,6 +341,26 @@ func hostPort(u gosip.Uri) string {
 	return net.JoinHostPort(u.Host, strconv.Itoa(port))
 }
 
+// selfNames is every name a phone may use for this node: the advertised
+// address, each interface address, the host name, and the host name
+// under the mesh DNS suffix (AREDN's <node>.local.mesh).
+func selfNames(advertise, suffix string) map[string]bool {
+	names := map[string]bool{strings.ToLower(advertise): true, "localhost": true}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				names[n.IP.String()] = true
+			}
+		}
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		h = strings.ToLower(h)
+		names[h] = true
+		names[h+"."+strings.ToLower(suffix)] = true
+	}
+	return names
+}
+
 // forUs reports whether a request URI names this proxy (an initial
 // request to a number) rather than a phone (an in-dialog request).
 func (s *Server) forUs(u gosip.Uri) bool {
@@ -351,8 +374,11 @@ func (s *Server) forUs(u gosip.Uri) bool {
 	if p != port {
 		return false
 	}
-	ip := net.ParseIP(u.Host)
-	return u.Host == s.host || (ip != nil && (ip.IsLoopback() || ip.IsUnspecified())) || !strings.Contains(u.Host, ".")
+	host := strings.ToLower(strings.Trim(u.Host, "[]"))
+	if ip := net.ParseIP(host); ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
+		return true
+	}
+	return s.self[host]
 }
 
 // destination picks where a request goes: a registered phone, the

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"strings"
@@ -70,6 +71,7 @@ func main() {
 		stderr = os.NewFile(uintptr(fd), "stderr")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	stdlog.SetOutput(stderr) // any library's log package output goes to syslog too
 	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, Log: log, Stderr: stderr, Signals: sigs})
 	var fatal *daemon.FatalError
 	switch {
