@@ -69,6 +69,7 @@ type Health struct {
 	DiskMinFreeKB       int     // per filesystem (flash state, RAM run)
 	StackWarnKB         int
 	GoroutineWarn       int
+	WorkerGoroutineWarn int
 	SIPErrorsWarn       int // per hour
 	ProbeFailuresWarn   int // per hour
 	FetchFailuresWarn   int // per hour
@@ -150,6 +151,7 @@ func fields() []field {
 		{"health", "disk_min_free_kb", kInt, "256", 0, 1 << 30, func(c *Config) any { return &c.Health.DiskMinFreeKB }, "free KiB each of the state and run filesystems needs"},
 		{"health", "stack_warn_kb", kInt, "4096", 1, 1 << 20, func(c *Config) any { return &c.Health.StackWarnKB }, "total goroutine stack KiB that raises a warning"},
 		{"health", "goroutine_warn", kInt, "1000", 1, 1 << 20, func(c *Config) any { return &c.Health.GoroutineWarn }, "goroutines that raise a warning"},
+		{"health", "worker_goroutine_warn", kInt, "200", 1, 1 << 20, func(c *Config) any { return &c.Health.WorkerGoroutineWarn }, "goroutines of one worker that raise a warning"},
 		{"health", "sip_errors_warn", kInt, "100", 1, 1 << 30, func(c *Config) any { return &c.Health.SIPErrorsWarn }, "SIP errors per hour that raise a warning"},
 		{"health", "probe_failures_warn", kInt, "30", 1, 1 << 30, func(c *Config) any { return &c.Health.ProbeFailuresWarn }, "probe failures per hour that raise a warning"},
 		{"health", "fetch_failures_warn", kInt, "3", 1, 1 << 30, func(c *Config) any { return &c.Health.FetchFailuresWarn }, "fetch failures per hour that raise a warning"},

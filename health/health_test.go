@@ -462,6 +462,34 @@ func TestAlertsSinceAndClear(t *testing.T) {
 	}
 }
 
+func TestWorkerGoroutineWarning(t *testing.T) {
+	clock := newFakeClock()
+	sup := NewSupervisor(SupervisorOptions{Clock: clock, MaxRestarts: 1, Window: time.Hour})
+	release := make(chan struct{})
+	sup.Add(Spec{Name: "monitor", Period: time.Second, Run: func(ctx context.Context, w *Worker) error {
+		for i := 0; i < 5; i++ {
+			w.Go(func() { <-release })
+		}
+		return w.Wait(ctx, time.Hour)
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sup.Start(ctx)
+	cfg := testConfig()
+	cfg.WorkerGoroutineWarn = 6
+	dir := t.TempDir()
+	h := NewSystem(Options{Clock: clock, Rates: NewRates(clock), Supervisor: sup, StateDir: dir, RunDir: dir}, cfg)
+	waitUntil(t, "goroutines started", func() bool { return status(sup, "monitor").Goroutines == 6 })
+	if s := h.Sample(); alert(s, "worker_goroutines:monitor") == nil {
+		t.Errorf("no warning at 6 goroutines: %+v", s.Alerts)
+	}
+	close(release)
+	waitUntil(t, "goroutines ended", func() bool { return status(sup, "monitor").Goroutines == 1 })
+	if s := h.Sample(); alert(s, "worker_goroutines:monitor") != nil {
+		t.Error("warning not cleared")
+	}
+}
+
 func TestDisabled(t *testing.T) {
 	cfg := testConfig()
 	cfg.Enabled = false

@@ -288,6 +288,11 @@ func (h *System) Sample() *Snapshot {
 			add(workerCond("worker_failed:"+w.Name, w, 40, "Worker %s has failed: %s",
 				"Fix the cause, then restart worker %s: ubus call phonebook.threads restart '{\"name\":\"%[1]s\"}'."))
 		}
+		if w.Goroutines >= cfg.WorkerGoroutineWarn {
+			add(Condition{Code: "worker_goroutines:" + w.Name, Level: LevelWarning, Penalty: 5,
+				Message:        fmt.Sprintf("Worker %s runs %d goroutines (warning at %d)", w.Name, w.Goroutines, cfg.WorkerGoroutineWarn),
+				Recommendation: fmt.Sprintf("Worker %s keeps starting goroutines; restart it (phonebook.threads restart) and report it.", w.Name)})
+		}
 		if w.Abandoned > 0 {
 			add(Condition{Code: "abandoned:" + w.Name, Level: LevelWarning, Penalty: 10,
 				Message:        fmt.Sprintf("Worker %s left %d goroutine(s) stuck after cancellation", w.Name, w.Abandoned),

@@ -81,6 +81,9 @@ func TestUbusEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	if err := conn.Ping(ctx); err != nil {
+		t.Errorf("ping: %v", err)
+	}
 	id, err := conn.LookupID(ctx, "test.calc")
 	if err != nil {
 		t.Fatal(err)
