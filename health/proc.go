@@ -82,6 +82,8 @@ func processTicks() (uint64, bool) {
 type MemSample struct {
 	RSS        uint64 // VmRSS, bytes
 	PeakRSS    uint64 // VmHWM, bytes
+	RSSAnon    uint64 // RssAnon: private memory (heap, stacks, runtime)
+	RSSFile    uint64 // RssFile: mapped file pages (the executable's code), shared and reclaimable
 	HeapLive   uint64 // live heap after the last GC
 	HeapObjs   uint64 // heap objects now, garbage not yet swept included
 	Stacks     uint64 // goroutine stack memory
@@ -136,6 +138,8 @@ func (r *MemReader) Read() MemSample {
 	if n, ok := r.readFile("/proc/self/status"); ok {
 		m.RSS, m.RSSKnown = statusKB(r.buf[:n], "VmRSS:")*1024, true
 		m.PeakRSS = statusKB(r.buf[:n], "VmHWM:") * 1024
+		m.RSSAnon = statusKB(r.buf[:n], "RssAnon:") * 1024
+		m.RSSFile = statusKB(r.buf[:n], "RssFile:") * 1024
 	}
 	return m
 }

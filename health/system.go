@@ -269,7 +269,9 @@ func (h *System) Sample() *Snapshot {
 			h.heapLeak.Add(now, float64(m.HeapLive))
 		}
 		if m.RSSKnown {
-			h.rssLeak.Add(now, float64(m.RSS))
+			// Private memory: file pages come and go with the kernel's
+			// fault-around and reclaim, and are no leak.
+			h.rssLeak.Add(now, float64(m.RSSAnon))
 		}
 		if fds.Known {
 			h.fdLeak.Add(now, float64(fds.Open))
@@ -303,7 +305,7 @@ func (h *System) Sample() *Snapshot {
 		if c, ok := leakCond("memory_leak_heap", "live heap", h.heapLeak, float64(m.HeapLive)); ok {
 			add(c)
 		}
-		if c, ok := leakCond("memory_leak_rss", "resident memory", h.rssLeak, float64(m.RSS)); ok {
+		if c, ok := leakCond("memory_leak_rss", "private resident memory", h.rssLeak, float64(m.RSSAnon)); ok {
 			add(c)
 		}
 	}
@@ -614,9 +616,10 @@ func (h *System) softwareHealth(snap *Snapshot, cfg config.Health, m MemSample, 
 
 	mem := ubus.Tbl("memory")
 	if m.RSSKnown {
-		mem.List = append(mem.List, ubus.Dbl("rss_mb", mb(m.RSS)), ubus.Dbl("peak_rss_mb", mb(m.PeakRSS)))
+		mem.List = append(mem.List, ubus.Dbl("rss_mb", mb(m.RSS)), ubus.Dbl("peak_rss_mb", mb(m.PeakRSS)),
+			ubus.Dbl("rss_anon_mb", mb(m.RSSAnon)), ubus.Dbl("rss_file_mb", mb(m.RSSFile)))
 	} else { // no /proc/self/status on this platform
-		mem.List = append(mem.List, ubus.Null("rss_mb"), ubus.Null("peak_rss_mb"))
+		mem.List = append(mem.List, ubus.Null("rss_mb"), ubus.Null("peak_rss_mb"), ubus.Null("rss_anon_mb"), ubus.Null("rss_file_mb"))
 	}
 	if m.GCCycles > 0 {
 		mem.List = append(mem.List, ubus.Dbl("heap_mb", mb(m.HeapLive)))
