@@ -132,7 +132,8 @@ func text(v any) string {
 	return fmt.Sprint(v)
 }
 
-func at(m any, path ...string) any {
+// At walks a decoded document: At(doc, "threads", "main", "status").
+func At(m any, path ...string) any {
 	for _, p := range path {
 		mm, ok := m.(map[string]any)
 		if !ok {
@@ -215,7 +216,7 @@ func HTML(d Data) string {
 		} else {
 			var rows [][]any
 			for _, a := range alerts {
-				rows = append(rows, []any{at(a, "level"), at(a, "message"), at(a, "since")})
+				rows = append(rows, []any{At(a, "level"), At(a, "message"), At(a, "since")})
 			}
 			w.table([]string{"Level", "Message", "Since"}, rows, 0)
 		}
@@ -236,14 +237,14 @@ func HTML(d Data) string {
 		}
 		w.table([]string{"Worker", "Status", "Last heartbeat", "Restarts", "CPU %", "Goroutines", "Last error"}, rows, 1)
 		w.raw(`<h2>Memory and descriptors</h2><div class="grid">`)
-		w.cell("RSS", at(d.Health, "memory", "rss_mb"), " MB")
-		if live := at(d.Health, "memory", "heap_mb"); live != nil {
+		w.cell("RSS", At(d.Health, "memory", "rss_mb"), " MB")
+		if live := At(d.Health, "memory", "heap_mb"); live != nil {
 			w.cell("Live heap", live, " MB")
 		} else { // no garbage collection yet
-			w.cell("Heap objects", at(d.Health, "memory", "heap_objects_mb"), " MB")
+			w.cell("Heap objects", At(d.Health, "memory", "heap_objects_mb"), " MB")
 		}
-		w.cell("Leak detected", at(d.Health, "memory", "leak_detected"), "")
-		w.cell("Open files", at(d.Health, "file_descriptors", "open"), fmt.Sprintf(" / %v", text(at(d.Health, "file_descriptors", "max"))))
+		w.cell("Leak detected", At(d.Health, "memory", "leak_detected"), "")
+		w.cell("Open files", At(d.Health, "file_descriptors", "open"), fmt.Sprintf(" / %v", text(At(d.Health, "file_descriptors", "max"))))
 		w.raw("</div>\n")
 		if sip, ok := d.Status["sip"].(map[string]any); ok {
 			w.raw(`<h2>SIP</h2><div class="grid">`)
@@ -267,7 +268,7 @@ func HTML(d Data) string {
 		} else {
 			var rows [][]any
 			for _, c := range d.Crashes {
-				rows = append(rows, []any{at(c, "time"), at(c, "kind"), at(c, "worker"), at(c, "reason"), at(c, "count")})
+				rows = append(rows, []any{At(c, "time"), At(c, "kind"), At(c, "worker"), At(c, "reason"), At(c, "count")})
 			}
 			w.table([]string{"Time", "Kind", "Worker", "Reason", "Count"}, rows, -1)
 		}

@@ -30,16 +30,22 @@ func startServer(tb testing.TB, maxBindings int) (*Server, string) {
 	return s, s.Addr()
 }
 
-// BenchmarkRegister: one REGISTER of a new phone over UDP loopback and its
-// 200 OK, one at a time.
-func BenchmarkRegister(b *testing.B) {
-	_, addr := startServer(b, 1<<30)
+// dialServer starts a server and returns a UDP client socket to it and
+// the client's own address (for Via and Contact).
+func dialServer(b *testing.B, maxBindings int) (net.Conn, string) {
+	_, addr := startServer(b, maxBindings)
 	c, err := net.Dial("udp", addr)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
-	local := c.LocalAddr().String()
+	b.Cleanup(func() { c.Close() })
+	return c, c.LocalAddr().String()
+}
+
+// BenchmarkRegister: one REGISTER of a new phone over UDP loopback and its
+// 200 OK, one at a time.
+func BenchmarkRegister(b *testing.B) {
+	c, local := dialServer(b, 1<<30)
 	buf := make([]byte, 2048)
 	i := 0
 	b.ReportAllocs()
@@ -59,13 +65,7 @@ func BenchmarkRegister(b *testing.B) {
 // BenchmarkOptionsRTT: OPTIONS round trips over UDP loopback, through
 // sipgo's transaction layer; reports the median and 99th percentile.
 func BenchmarkOptionsRTT(b *testing.B) {
-	_, addr := startServer(b, 10)
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	local := c.LocalAddr().String()
+	c, local := dialServer(b, 10)
 	buf := make([]byte, 2048)
 	var rtts []time.Duration
 	i := 0

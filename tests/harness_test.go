@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aredn/phonebookd/page"
 	"github.com/aredn/phonebookd/uci"
 )
 
@@ -235,16 +236,7 @@ func call(t *testing.T, sock, obj, method, arg string) map[string]any {
 }
 
 // get walks a decoded document: get(m, "threads", "fetcher", "status").
-func get(m any, path ...string) any {
-	for _, p := range path {
-		mm, ok := m.(map[string]any)
-		if !ok {
-			return nil
-		}
-		m = mm[p]
-	}
-	return m
-}
+var get = page.At
 
 func num(v any) float64 {
 	f, _ := v.(float64)
