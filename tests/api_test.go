@@ -2,6 +2,9 @@ package tests
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -147,5 +150,40 @@ func TestDaemonUbusAPI(t *testing.T) {
 	out, _ := exec.Command(bins.daemon, "list", "-s", sock, "phonebook*").Output()
 	if string(out) != "phonebook\nphonebook.health\nphonebook.threads\n" {
 		t.Errorf("objects after broker restart:\n%s", out)
+	}
+}
+
+// TestFetchNow: the directory is fetched at start, and again at once on
+// SIGUSR1 and on "phonebook reload", not after the hour's interval; the
+// published XML follows the server.
+func TestFetchNow(t *testing.T) {
+	var mu sync.Mutex
+	body := "First,Name,Callsign,Telephone\nAnna,Muster,HB9AAA,441001\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.Write([]byte(body))
+	}))
+	defer srv.Close()
+	sock := filepath.Join(shortDir(t), "ubus.sock")
+	startBroker(t, sock)
+	tr := newTree(t, sock, nil)
+	exec.Command(bins.daemon, "uci", "-c", tr.confDir, "-t", tr.saveDir, "add_list", "phonebook.fetcher.server="+srv.URL+"/phonebook.csv").Run()
+	exec.Command(bins.daemon, "uci", "-c", tr.confDir, "-t", tr.saveDir, "commit", "phonebook").Run()
+	p := tr.start(t, bins.daemon)
+	entries := func() float64 { return num(get(call(t, sock, "phonebook", "status", ""), "directory", "entries")) }
+	waitFor(t, 10*time.Second, "first fetch", func() bool { return entries() == 1 })
+
+	set := func(s string) { mu.Lock(); body = s; mu.Unlock() }
+	set(body + "Bert,Beispiel,HB9BBB,441002\n")
+	p.cmd.Process.Signal(syscallUSR1())
+	waitFor(t, 10*time.Second, "fetch on SIGUSR1", func() bool { return entries() == 2 })
+
+	set(body + "Bert,Beispiel,HB9BBB,441002\nCarl,Probe,HB9CCC,441003\n")
+	call(t, sock, "phonebook", "reload", "")
+	waitFor(t, 10*time.Second, "fetch on reload", func() bool { return entries() == 3 })
+	xml, err := os.ReadFile(filepath.Join(tr.www, "arednstack", "phonebook_generic_direct.xml"))
+	if err != nil || !strings.Contains(string(xml), "Carl Probe (HB9CCC)") {
+		t.Errorf("published XML: %v\n%s", err, xml)
 	}
 }

@@ -248,3 +248,5 @@ var _ = context.Background
 func decode(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
 func syscallHUP() os.Signal { return syscall.SIGHUP }
+
+func syscallUSR1() os.Signal { return syscall.SIGUSR1 }
