@@ -1,0 +1,71 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/ubus"
+	"github.com/aredn/phonebookd/ubus/broker"
+)
+
+// TestWatchdogStopsWhileEssentialWorkerStuck: procd's watchdog is
+// re-armed while the essential workers are healthy and not while one is
+// stuck, so that procd restarts a daemon that cannot recover itself.
+func TestWatchdogStopsWhileEssentialWorkerStuck(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "wd")
+	defer os.RemoveAll(dir)
+	br, err := broker.Start(filepath.Join(dir, "ubus.sock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var arms atomic.Int32
+	procd := ubus.NewBus(br.Path(), nil)
+	procd.Register(ctx, &ubus.Object{Path: "service", Methods: []ubus.Method{{Name: "watchdog",
+		Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) { arms.Add(1); return nil, nil }}}})
+	go procd.Run(ctx)
+
+	stuck := make(chan struct{})
+	sup := health.NewSupervisor(health.SupervisorOptions{MaxRestarts: 5, Window: time.Hour, BackoffBase: time.Hour})
+	sup.Add(health.Spec{Name: "main", Period: 10 * time.Millisecond, Essential: true, Run: func(ctx context.Context, w *health.Worker) error {
+		for {
+			select {
+			case <-stuck:
+				<-ctx.Done() // no more heartbeats
+				return nil
+			case <-time.After(time.Millisecond):
+				w.Beat()
+			}
+		}
+	}})
+	sup.Start(ctx)
+	d := &Daemon{cfg: config.Defaults(), log: slog.New(slog.DiscardHandler), sup: sup, bus: ubus.NewBus(br.Path(), nil)}
+	go d.bus.Run(ctx)
+	for end := time.Now().Add(5 * time.Second); !d.bus.Connected() || !procd.Connected(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("buses not connected")
+		}
+	}
+	d.watchdog(ctx)
+	if arms.Load() != 1 {
+		t.Fatalf("healthy: %d re-arms, want 1", arms.Load())
+	}
+	close(stuck)
+	time.Sleep(50 * time.Millisecond) // past the 30 ms deadline
+	sup.Check()
+	d.watchdog(ctx)
+	d.watchdog(ctx)
+	if arms.Load() != 1 {
+		t.Errorf("re-armed while the essential worker is stuck: %d", arms.Load())
+	}
+}
