@@ -238,6 +238,7 @@ func HTML(d Data) string {
 		w.table([]string{"Worker", "Status", "Last heartbeat", "Restarts", "CPU %", "Goroutines", "Last error"}, rows, 1)
 		w.raw(`<h2>Memory and descriptors</h2><div class="grid">`)
 		w.cell("RSS", At(d.Health, "memory", "rss_mb"), " MB")
+		w.cell("Private", At(d.Health, "memory", "rss_anon_mb"), " MB")
 		if live := At(d.Health, "memory", "heap_mb"); live != nil {
 			w.cell("Live heap", live, " MB")
 		} else { // no garbage collection yet
