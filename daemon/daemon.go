@@ -62,11 +62,10 @@ const ShutdownTimeout = 1500 * time.Millisecond
 
 // Daemon is one running phonebookd.
 type Daemon struct {
-	opt     Options
-	log     *slog.Logger
-	store   uci.Store
-	clock   health.Clock
-	started time.Time
+	opt   Options
+	log   *slog.Logger
+	store uci.Store
+	clock health.Clock
 
 	mu       sync.Mutex
 	cfg      config.Config
@@ -99,7 +98,6 @@ func Run(ctx context.Context, opt Options) error {
 		opt: opt, log: opt.Log, store: uci.Store{ConfDir: opt.ConfDir, SaveDir: opt.SaveDir},
 		clock: health.SystemClock{}, fatal: make(chan health.Record, 1), reload: make(chan struct{}, 1),
 	}
-	d.started = d.clock.Now()
 	cfg, errs := config.LoadStore(d.store, nil)
 	d.cfg = cfg
 	for _, err := range errs {

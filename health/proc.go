@@ -234,7 +234,6 @@ func ReadFDs() FDSample {
 type DiskSample struct {
 	Path      string
 	FreeBytes uint64
-	Total     uint64
 	Known     bool
 	Err       string
 }
@@ -250,7 +249,6 @@ func ReadDisk(path string) DiskSample {
 		err := unix.Statfs(p, &st)
 		if err == nil {
 			d.FreeBytes = st.Bavail * uint64(st.Bsize)
-			d.Total = st.Blocks * uint64(st.Bsize)
 			d.Known = true
 			return d
 		}

@@ -42,7 +42,6 @@ const bucketsPerHour = 60
 type ring struct {
 	minute [bucketsPerHour]int64 // unix minute each bucket holds
 	count  [bucketsPerHour]int
-	total  int64 // since start
 }
 
 // NewRates returns an empty set of counters.
@@ -66,7 +65,6 @@ func (r *Rates) Add(category string, n int) {
 		rg.minute[i], rg.count[i] = m, 0
 	}
 	rg.count[i] += n
-	rg.total += int64(n)
 }
 
 // PerHour is the number of events of a category in the last 60 minutes.
@@ -88,17 +86,4 @@ func (r *Rates) PerHour(category string) int {
 		}
 	}
 	return n
-}
-
-// Total is the number of events of a category since start.
-func (r *Rates) Total(category string) int64 {
-	if r == nil {
-		return 0
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if rg := r.cats[category]; rg != nil {
-		return rg.total
-	}
-	return 0
 }

@@ -1,7 +1,6 @@
 package health
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"math"
@@ -90,16 +89,15 @@ type System struct {
 	cfgMu sync.Mutex
 	cfg   config.Health
 
-	mu         sync.Mutex
-	heapLeak   *Leak
-	rssLeak    *Leak
-	fdLeak     *Leak
-	since      map[string]time.Time
-	external   map[string]Condition
-	reach      map[string]reachState
-	lastStatus string
-	cpuTicks   uint64
-	cpuAt      time.Time
+	mu       sync.Mutex
+	heapLeak *Leak
+	rssLeak  *Leak
+	fdLeak   *Leak
+	since    map[string]time.Time
+	external map[string]Condition
+	reach    map[string]reachState
+	cpuTicks uint64
+	cpuAt    time.Time
 
 	snap    atomic.Pointer[Snapshot]
 	trigger chan struct{}
@@ -213,25 +211,6 @@ func (h *System) Triggered() <-chan struct{} { return h.trigger }
 
 // Snapshot returns the latest evaluation (nil before the first).
 func (h *System) Snapshot() *Snapshot { return h.snap.Load() }
-
-// Run evaluates every health_check_interval and on triggers until ctx
-// ends; the first evaluation happens at once.
-func (h *System) Run(ctx context.Context) {
-	h.Sample()
-	for {
-		iv := time.Duration(h.config().HealthCheckInterval) * time.Second
-		t := time.NewTimer(iv)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		case <-h.trigger:
-			t.Stop()
-		}
-		h.Sample()
-	}
-}
 
 // RSSRelSlope is the resident-memory trend's floor, a fraction of its
 // baseline per hour (see LeakRule.RelSlope).

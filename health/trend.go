@@ -29,9 +29,6 @@ func (tr *Trend) Add(t time.Time, v float64) {
 	}
 }
 
-// Reset forgets every sample.
-func (tr *Trend) Reset() { tr.t, tr.v = tr.t[:0], tr.v[:0] }
-
 // Full reports whether the samples span (nearly) the whole window.
 func (tr *Trend) Full() bool {
 	return len(tr.t) >= 3 && tr.t[len(tr.t)-1].Sub(tr.t[0]) >= tr.window*9/10
@@ -66,14 +63,6 @@ func (tr *Trend) Fit() (perHour, r2 float64) {
 	}
 	r := (sxy - sx*sy/n) / math.Sqrt(vx*vy)
 	return slope, r * r
-}
-
-// Last is the newest sample value.
-func (tr *Trend) Last() float64 {
-	if len(tr.v) == 0 {
-		return 0
-	}
-	return tr.v[len(tr.v)-1]
 }
 
 // LeakRule holds the detector's settings.

@@ -48,7 +48,6 @@ type Monitor struct {
 	mu      sync.Mutex
 	cfg     config.Monitor
 	targets map[string]*target
-	wake    chan struct{}
 }
 
 // New prepares the monitor.
@@ -56,7 +55,7 @@ func New(cfg config.Monitor, log *slog.Logger, p Prober, rates *health.Rates, al
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Monitor{log: log, prober: p, rates: rates, alerts: alerts, reach: reach, cfg: cfg, targets: map[string]*target{}, wake: make(chan struct{}, 1)}
+	return &Monitor{log: log, prober: p, rates: rates, alerts: alerts, reach: reach, cfg: cfg, targets: map[string]*target{}}
 }
 
 // Configure applies reloaded settings.
@@ -73,7 +72,7 @@ func (m *Monitor) Run(ctx context.Context, w *health.Worker) error {
 		m.mu.Lock()
 		iv := time.Duration(m.cfg.Interval) * time.Second
 		m.mu.Unlock()
-		if err := w.WaitOrWake(ctx, iv, m.wake); err != nil {
+		if err := w.Wait(ctx, iv); err != nil {
 			return nil
 		}
 	}

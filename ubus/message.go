@@ -2,7 +2,6 @@ package ubus
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -271,6 +270,3 @@ func writeMessage(c *net.UnixConn, m *Message, b []byte) error {
 	}
 	return err
 }
-
-// errClosed is returned by calls on a closed connection.
-var errClosed = errors.New("ubus: connection closed")

@@ -154,14 +154,6 @@ func (c *CLI) Run(args []string) int {
 	return 255
 }
 
-func (c *CLI) load(name string) (*Loaded, error) {
-	l, err := c.Store.Load(name)
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
-}
-
 func (c *CLI) packageCmd(cmd, arg string) int {
 	ptr, err := ParsePtr(arg)
 	if err != nil {
@@ -175,7 +167,7 @@ func (c *CLI) packageCmd(cmd, arg string) int {
 		}
 		return 0
 	}
-	l, err := c.load(ptr.Package)
+	l, err := c.Store.Load(ptr.Package)
 	if err != nil {
 		c.perror(err)
 		return 1
@@ -290,7 +282,7 @@ func (c *CLI) sectionCmd(cmd, arg string) int {
 	if ptr.HasValue && !takesValue {
 		return 1
 	}
-	l, err := c.load(ptr.Package)
+	l, err := c.Store.Load(ptr.Package)
 	if err != nil {
 		c.perror(err)
 		return 1
@@ -376,7 +368,7 @@ func (c *CLI) sectionCmd(cmd, arg string) int {
 }
 
 func (c *CLI) add(pkg, typ string) int {
-	l, err := c.load(pkg)
+	l, err := c.Store.Load(pkg)
 	if err != nil {
 		c.perror(err)
 		return errNotFound

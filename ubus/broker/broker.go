@@ -84,7 +84,6 @@ type object struct {
 	targets     []*subscription // subscriptions this object holds
 	invokeSeq   uint16
 	eventSeen   uint64
-	recv        func(cl *client, method string) ubus.Status // ubusd's own objects
 }
 
 type subscription struct{ subscriber, target *object }
