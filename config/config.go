@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"net"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -39,10 +42,20 @@ type Main struct {
 
 // SIP holds the registrar/proxy settings (section "sip").
 type SIP struct {
-	Listen         string
-	MaxBindings    int
-	DefaultExpires int
-	DNSSuffix      string
+	Listen            string
+	MaxBindings       int // registered users
+	MaxContacts       int // bindings per user
+	DefaultExpires    int
+	MinExpires        int
+	DNSSuffix         string
+	MaxTransactions   int // proxied INVITEs open at once
+	MaxCalls          int // active calls
+	TimerT1MS         int // RFC 3261 T1
+	TimerC            int // seconds an INVITE may ring (RFC 3261 16.6 Timer C)
+	MaxMessageSize    int // bytes
+	TCPMaxConnections int // 0: no TCP
+	TCPIdleTimeout    int // seconds
+	TCPHeaderTimeout  int // seconds
 }
 
 // Health holds the software-health settings (section "health", type
@@ -111,6 +124,8 @@ type field struct {
 	min, max        float64
 	ptr             func(*Config) any
 	doc             string
+	// check, when set, validates a value beyond its type (addresses).
+	check func(string) error
 }
 
 // Sections maps each section name to its UCI type.
@@ -120,54 +135,64 @@ var Sections = map[string]string{
 
 func fields() []field {
 	return []field{
-		{"main", "state_dir", kString, "/etc/phonebook", 0, 0, func(c *Config) any { return &c.Main.StateDir }, "flash directory for the crash history and the last good phonebook"},
-		{"main", "run_dir", kString, "/tmp/phonebook", 0, 0, func(c *Config) any { return &c.Main.RunDir }, "RAM directory for the run marker, crash output and restart count"},
-		{"main", "www_dir", kString, "/www", 0, 0, func(c *Config) any { return &c.Main.WWWDir }, "web root"},
-		{"main", "apps_dir", kString, "/tmp/apps/phonebook", 0, 0, func(c *Config) any { return &c.Main.AppsDir }, "RAM directory of the app launcher badge"},
+		{"main", "state_dir", kString, "/etc/phonebook", 0, 0, func(c *Config) any { return &c.Main.StateDir }, "flash directory for the crash history and the last good phonebook", nil},
+		{"main", "run_dir", kString, "/tmp/phonebook", 0, 0, func(c *Config) any { return &c.Main.RunDir }, "RAM directory for the run marker, crash output and restart count", nil},
+		{"main", "www_dir", kString, "/www", 0, 0, func(c *Config) any { return &c.Main.WWWDir }, "web root", nil},
+		{"main", "apps_dir", kString, "/tmp/apps/phonebook", 0, 0, func(c *Config) any { return &c.Main.AppsDir }, "RAM directory of the app launcher badge", nil},
 
-		{"sip", "listen", kString, "0.0.0.0:5060", 0, 0, func(c *Config) any { return &c.SIP.Listen }, "UDP/TCP address of the registrar/proxy"},
-		{"sip", "max_bindings", kInt, "256", 1, 100000, func(c *Config) any { return &c.SIP.MaxBindings }, "registrations kept at most; past it REGISTER gets 503"},
-		{"sip", "default_expires", kInt, "3600", 60, 86400, func(c *Config) any { return &c.SIP.DefaultExpires }, "binding lifetime when a phone asks for none"},
-		{"sip", "dns_suffix", kString, "local.mesh", 0, 0, func(c *Config) any { return &c.SIP.DNSSuffix }, "callee host when not registered: <number>.<suffix>"},
+		{"sip", "listen", kString, "0.0.0.0:5060", 0, 0, func(c *Config) any { return &c.SIP.Listen }, "UDP/TCP address of the registrar/proxy (IP:port; 0.0.0.0 every interface)", checkListen},
+		{"sip", "max_bindings", kInt, "256", 1, 100000, func(c *Config) any { return &c.SIP.MaxBindings }, "registered users kept at most; past it a new phone's REGISTER gets 503", nil},
+		{"sip", "max_contacts", kInt, "4", 1, 16, func(c *Config) any { return &c.SIP.MaxContacts }, "bindings per user; past it the one refreshed longest ago gives way", nil},
+		{"sip", "default_expires", kInt, "3600", 60, 86400, func(c *Config) any { return &c.SIP.DefaultExpires }, "binding lifetime when a phone asks for none", nil},
+		{"sip", "min_expires", kInt, "60", 1, 3600, func(c *Config) any { return &c.SIP.MinExpires }, "shortest binding accepted; shorter gets 423 with Min-Expires", nil},
+		{"sip", "dns_suffix", kString, "local.mesh", 0, 0, func(c *Config) any { return &c.SIP.DNSSuffix }, "callee host when not registered: <number>.<suffix>", checkHostName},
+		{"sip", "max_transactions", kInt, "128", 1, 4096, func(c *Config) any { return &c.SIP.MaxTransactions }, "proxied INVITE transactions open at once; past it 503", nil},
+		{"sip", "max_calls", kInt, "64", 1, 4096, func(c *Config) any { return &c.SIP.MaxCalls }, "active calls; past it a new INVITE gets 503", nil},
+		{"sip", "timer_t1_ms", kInt, "500", 10, 5000, func(c *Config) any { return &c.SIP.TimerT1MS }, "RFC 3261 T1 (round-trip estimate); transactions end after 64*T1", nil},
+		{"sip", "timer_c", kInt, "180", 1, 3600, func(c *Config) any { return &c.SIP.TimerC }, "seconds a forwarded INVITE may ring before it is cancelled (RFC 3261 wants more than 180)", nil},
+		{"sip", "max_message_size", kInt, "8192", 1500, 65535, func(c *Config) any { return &c.SIP.MaxMessageSize }, "largest SIP message read; larger gets 513", nil},
+		{"sip", "tcp_max_connections", kInt, "64", 0, 4096, func(c *Config) any { return &c.SIP.TCPMaxConnections }, "SIP over TCP connections at once (0: no TCP); past it refused", nil},
+		{"sip", "tcp_idle_timeout", kInt, "120", 1, 86400, func(c *Config) any { return &c.SIP.TCPIdleTimeout }, "seconds a TCP connection may stay without a message", nil},
+		{"sip", "tcp_header_timeout", kInt, "10", 1, 300, func(c *Config) any { return &c.SIP.TCPHeaderTimeout }, "seconds a message's header may take to arrive over TCP", nil},
 
-		{"health", "enabled", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.Enabled }, "software health monitoring on or off"},
-		{"health", "crash_reporting", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.CrashReporting }, "keep crash records on flash"},
-		{"health", "thread_monitoring", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.ThreadMonitoring }, "heartbeat deadlines and restarts of workers"},
-		{"health", "memory_leak_detection", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.MemoryLeakDetection }, "memory and descriptor leak detection"},
-		{"health", "health_endpoint", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.HealthEndpoint }, "serve /cgi-bin/healthcheck"},
-		{"health", "health_check_interval", kInt, "60", 1, 86400, func(c *Config) any { return &c.Health.HealthCheckInterval }, "seconds between health evaluations"},
-		{"health", "crash_history_days", kInt, "7", 1, 3650, func(c *Config) any { return &c.Health.CrashHistoryDays }, "days of crash records kept"},
-		{"health", "crash_history_max", kInt, "50", 1, 1000, func(c *Config) any { return &c.Health.CrashHistoryMax }, "crash records kept at most"},
-		{"health", "max_restart_attempts", kInt, "3", 0, 1000, func(c *Config) any { return &c.Health.MaxRestartAttempts }, "worker restarts inside restart_window before it is failed"},
-		{"health", "restart_window", kInt, "600", 1, 86400, func(c *Config) any { return &c.Health.RestartWindow }, "seconds in which worker restarts are counted"},
-		{"health", "crash_coalesce", kInt, "600", 0, 86400, func(c *Config) any { return &c.Health.CrashCoalesce }, "seconds within which crash records share one flash write"},
-		{"health", "memory_limit_mb", kInt, "0", 0, 4096, func(c *Config) any { return &c.Health.MemoryLimitMB }, "Go memory limit (0: none)"},
-		{"health", "leak_warmup", kInt, "300", 0, 86400, func(c *Config) any { return &c.Health.LeakWarmup }, "seconds after start before the memory baseline is taken"},
-		{"health", "leak_window", kInt, "1800", 60, 604800, func(c *Config) any { return &c.Health.LeakWindow }, "seconds of samples the leak trend is fitted over"},
-		{"health", "leak_growth_factor", kFloat, "1.5", 1.01, 100, func(c *Config) any { return &c.Health.LeakGrowthFactor }, "growth over the baseline that, still rising, is a leak"},
-		{"health", "leak_min_slope_kb", kInt, "256", 1, 1 << 20, func(c *Config) any { return &c.Health.LeakMinSlopeKB }, "KiB per hour of steady growth that is a leak"},
-		{"health", "leak_min_fit", kFloat, "0.8", 0, 1, func(c *Config) any { return &c.Health.LeakMinFit }, "R squared the growth trend must reach"},
-		{"health", "fd_leak_min", kInt, "8", 1, 100000, func(c *Config) any { return &c.Health.FDLeakMin }, "descriptors above baseline, still rising, that are a leak"},
-		{"health", "disk_min_free_kb", kInt, "256", 0, 1 << 30, func(c *Config) any { return &c.Health.DiskMinFreeKB }, "free KiB each of the state and run filesystems needs"},
-		{"health", "stack_warn_kb", kInt, "4096", 1, 1 << 20, func(c *Config) any { return &c.Health.StackWarnKB }, "total goroutine stack KiB that raises a warning"},
-		{"health", "goroutine_warn", kInt, "1000", 1, 1 << 20, func(c *Config) any { return &c.Health.GoroutineWarn }, "goroutines that raise a warning"},
-		{"health", "worker_goroutine_warn", kInt, "200", 1, 1 << 20, func(c *Config) any { return &c.Health.WorkerGoroutineWarn }, "goroutines of one worker that raise a warning"},
-		{"health", "sip_errors_warn", kInt, "100", 1, 1 << 30, func(c *Config) any { return &c.Health.SIPErrorsWarn }, "SIP errors per hour that raise a warning"},
-		{"health", "probe_failures_warn", kInt, "30", 1, 1 << 30, func(c *Config) any { return &c.Health.ProbeFailuresWarn }, "probe failures per hour that raise a warning"},
-		{"health", "fetch_failures_warn", kInt, "3", 1, 1 << 30, func(c *Config) any { return &c.Health.FetchFailuresWarn }, "fetch failures per hour that raise a warning"},
-		{"health", "watchdog", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.Watchdog }, "re-arm procd's watchdog while healthy"},
+		{"health", "enabled", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.Enabled }, "software health monitoring on or off", nil},
+		{"health", "crash_reporting", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.CrashReporting }, "keep crash records on flash", nil},
+		{"health", "thread_monitoring", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.ThreadMonitoring }, "heartbeat deadlines and restarts of workers", nil},
+		{"health", "memory_leak_detection", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.MemoryLeakDetection }, "memory and descriptor leak detection", nil},
+		{"health", "health_endpoint", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.HealthEndpoint }, "serve /cgi-bin/healthcheck", nil},
+		{"health", "health_check_interval", kInt, "60", 1, 86400, func(c *Config) any { return &c.Health.HealthCheckInterval }, "seconds between health evaluations", nil},
+		{"health", "crash_history_days", kInt, "7", 1, 3650, func(c *Config) any { return &c.Health.CrashHistoryDays }, "days of crash records kept", nil},
+		{"health", "crash_history_max", kInt, "50", 1, 1000, func(c *Config) any { return &c.Health.CrashHistoryMax }, "crash records kept at most", nil},
+		{"health", "max_restart_attempts", kInt, "3", 0, 1000, func(c *Config) any { return &c.Health.MaxRestartAttempts }, "worker restarts inside restart_window before it is failed", nil},
+		{"health", "restart_window", kInt, "600", 1, 86400, func(c *Config) any { return &c.Health.RestartWindow }, "seconds in which worker restarts are counted", nil},
+		{"health", "crash_coalesce", kInt, "600", 0, 86400, func(c *Config) any { return &c.Health.CrashCoalesce }, "seconds within which crash records share one flash write", nil},
+		{"health", "memory_limit_mb", kInt, "0", 0, 4096, func(c *Config) any { return &c.Health.MemoryLimitMB }, "Go memory limit (0: none)", nil},
+		{"health", "leak_warmup", kInt, "300", 0, 86400, func(c *Config) any { return &c.Health.LeakWarmup }, "seconds after start before the memory baseline is taken", nil},
+		{"health", "leak_window", kInt, "1800", 60, 604800, func(c *Config) any { return &c.Health.LeakWindow }, "seconds of samples the leak trend is fitted over", nil},
+		{"health", "leak_growth_factor", kFloat, "1.5", 1.01, 100, func(c *Config) any { return &c.Health.LeakGrowthFactor }, "growth over the baseline that, still rising, is a leak", nil},
+		{"health", "leak_min_slope_kb", kInt, "256", 1, 1 << 20, func(c *Config) any { return &c.Health.LeakMinSlopeKB }, "KiB per hour of steady growth that is a leak", nil},
+		{"health", "leak_min_fit", kFloat, "0.8", 0, 1, func(c *Config) any { return &c.Health.LeakMinFit }, "R squared the growth trend must reach", nil},
+		{"health", "fd_leak_min", kInt, "8", 1, 100000, func(c *Config) any { return &c.Health.FDLeakMin }, "descriptors above baseline, still rising, that are a leak", nil},
+		{"health", "disk_min_free_kb", kInt, "256", 0, 1 << 30, func(c *Config) any { return &c.Health.DiskMinFreeKB }, "free KiB each of the state and run filesystems needs", nil},
+		{"health", "stack_warn_kb", kInt, "4096", 1, 1 << 20, func(c *Config) any { return &c.Health.StackWarnKB }, "total goroutine stack KiB that raises a warning", nil},
+		{"health", "goroutine_warn", kInt, "1000", 1, 1 << 20, func(c *Config) any { return &c.Health.GoroutineWarn }, "goroutines that raise a warning", nil},
+		{"health", "worker_goroutine_warn", kInt, "200", 1, 1 << 20, func(c *Config) any { return &c.Health.WorkerGoroutineWarn }, "goroutines of one worker that raise a warning", nil},
+		{"health", "sip_errors_warn", kInt, "100", 1, 1 << 30, func(c *Config) any { return &c.Health.SIPErrorsWarn }, "SIP errors per hour that raise a warning", nil},
+		{"health", "probe_failures_warn", kInt, "30", 1, 1 << 30, func(c *Config) any { return &c.Health.ProbeFailuresWarn }, "probe failures per hour that raise a warning", nil},
+		{"health", "fetch_failures_warn", kInt, "3", 1, 1 << 30, func(c *Config) any { return &c.Health.FetchFailuresWarn }, "fetch failures per hour that raise a warning", nil},
+		{"health", "watchdog", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.Watchdog }, "re-arm procd's watchdog while healthy", nil},
 
-		{"fetcher", "server", kList, "", 0, 0, func(c *Config) any { return &c.Fetcher.Servers }, "phonebook CSV URLs, tried in order"},
-		{"fetcher", "interval", kInt, "3600", 300, 604800, func(c *Config) any { return &c.Fetcher.Interval }, "seconds between fetches"},
-		{"fetcher", "timeout", kInt, "20", 1, 600, func(c *Config) any { return &c.Fetcher.Timeout }, "seconds to connect and to read"},
-		{"fetcher", "max_kb", kInt, "1024", 1, 65536, func(c *Config) any { return &c.Fetcher.MaxKB }, "largest CSV accepted"},
-		{"fetcher", "xml_path", kString, "arednstack/phonebook_generic_direct.xml", 0, 0, func(c *Config) any { return &c.Fetcher.XMLPath }, "published directory, under www_dir"},
+		{"fetcher", "server", kList, "", 0, 0, func(c *Config) any { return &c.Fetcher.Servers }, "phonebook CSV URLs, tried in order", checkHTTPURL},
+		{"fetcher", "interval", kInt, "3600", 300, 604800, func(c *Config) any { return &c.Fetcher.Interval }, "seconds between fetches", nil},
+		{"fetcher", "timeout", kInt, "20", 1, 600, func(c *Config) any { return &c.Fetcher.Timeout }, "seconds to connect and to read", nil},
+		{"fetcher", "max_kb", kInt, "1024", 1, 65536, func(c *Config) any { return &c.Fetcher.MaxKB }, "largest CSV accepted", nil},
+		{"fetcher", "xml_path", kString, "arednstack/phonebook_generic_direct.xml", 0, 0, func(c *Config) any { return &c.Fetcher.XMLPath }, "published directory, under www_dir", nil},
 
-		{"monitor", "target", kList, "", 0, 0, func(c *Config) any { return &c.Monitor.Targets }, "mesh hosts probed with SIP OPTIONS"},
-		{"monitor", "interval", kInt, "60", 5, 86400, func(c *Config) any { return &c.Monitor.Interval }, "seconds between probe rounds"},
-		{"monitor", "probe_timeout_ms", kInt, "2000", 10, 60000, func(c *Config) any { return &c.Monitor.ProbeTimeoutMS }, "milliseconds a probe may take"},
-		{"monitor", "jitter_threshold_ms", kInt, "50", 1, 60000, func(c *Config) any { return &c.Monitor.JitterThresholdMS }, "jitter that raises an alert"},
-		{"monitor", "probe_phones", kBool, "1", 0, 0, func(c *Config) any { return &c.Monitor.ProbePhones }, "probe registered phones too"},
+		{"monitor", "target", kList, "", 0, 0, func(c *Config) any { return &c.Monitor.Targets }, "mesh hosts probed with SIP OPTIONS (host or host:port)", checkHostPort},
+		{"monitor", "interval", kInt, "60", 5, 86400, func(c *Config) any { return &c.Monitor.Interval }, "seconds between probe rounds", nil},
+		{"monitor", "probe_timeout_ms", kInt, "2000", 10, 60000, func(c *Config) any { return &c.Monitor.ProbeTimeoutMS }, "milliseconds a probe may take", nil},
+		{"monitor", "jitter_threshold_ms", kInt, "50", 1, 60000, func(c *Config) any { return &c.Monitor.JitterThresholdMS }, "jitter that raises an alert", nil},
+		{"monitor", "probe_phones", kBool, "1", 0, 0, func(c *Config) any { return &c.Monitor.ProbePhones }, "probe registered phones too", nil},
 	}
 }
 
@@ -226,11 +251,75 @@ func (f field) set(c *Config, text string) error {
 	case *[]string:
 		if text == "" {
 			*p = nil
-		} else {
-			*p = append(*p, text)
+			return nil
+		}
+		if f.check != nil {
+			if err := f.check(text); err != nil {
+				return err
+			}
+		}
+		*p = append(*p, text)
+		return nil
+	}
+	if f.check != nil {
+		return f.check(text)
+	}
+	return nil
+}
+
+// checkListen accepts IP:port (0.0.0.0 or :: for every interface; port
+// 0 for any free port, as tests use); a host name would need DNS at
+// start, which the mesh may not have yet.
+func checkListen(v string) error {
+	if _, err := netip.ParseAddrPort(v); err != nil {
+		return errors.New("an IP address and port, such as 0.0.0.0:5060")
+	}
+	return nil
+}
+
+// checkHostName accepts a DNS name (letters, digits, '-', '.').
+func checkHostName(v string) error {
+	for _, label := range strings.Split(v, ".") {
+		if label == "" || len(label) > 63 || strings.HasPrefix(label, "-") || strings.HasSuffix(label, "-") {
+			return errors.New("a DNS name such as local.mesh")
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return errors.New("a DNS name such as local.mesh")
+			}
 		}
 	}
 	return nil
+}
+
+// checkHostPort accepts host or host:port (an IP or a DNS name).
+func checkHostPort(v string) error {
+	host, port := v, ""
+	if h, p, err := net.SplitHostPort(v); err == nil {
+		host, port = h, p
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return errors.New("host or host:port with a port from 1 to 65535")
+		}
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if checkHostName(host) != nil {
+		return errors.New("host or host:port (an IP address or a DNS name)")
+	}
+	return nil
+}
+
+// checkHTTPURL accepts http://host[:port]/path (the mesh carries plain
+// HTTP; encryption is not permitted on amateur radio).
+func checkHTTPURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme != "http" || u.Host == "" || u.User != nil {
+		return errors.New("an http:// URL such as http://server.local.mesh/phonebook.csv")
+	}
+	return checkHostPort(u.Host)
 }
 
 // Load reads settings from a parsed package. A missing option takes its

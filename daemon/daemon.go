@@ -169,7 +169,7 @@ func (d *Daemon) setup() error {
 	d.sip = sip.New(cfg.SIP, d.log, d.rates, d.sys)
 	d.monitor = monitor.New(cfg.Monitor, d.log, d.sip, d.rates, d.sys, func(ok bool) { d.sys.Reach("monitor", ok) })
 
-	d.sup.Add(health.Spec{Name: "main", Period: 10 * time.Second, Essential: true, Run: d.sip.Run})
+	d.sup.Add(health.Spec{Name: "main", Period: sip.Period, Essential: true, Run: d.sip.Run})
 	d.sup.Add(health.Spec{Name: "fetcher", Period: time.Minute, Run: d.fetcher.Run})
 	d.sup.Add(health.Spec{Name: "monitor", Period: 30 * time.Second, Run: d.monitor.Run})
 	d.sup.Add(health.Spec{Name: "safety", Period: safetyPeriod, Essential: true, Run: d.safety.run})
@@ -251,6 +251,7 @@ loop:
 			break loop
 		case now := <-tick.C:
 			d.sup.Check()
+			d.sys.SampleCPU()
 			if now.Sub(lastWatchdog) >= watchdogEvery {
 				lastWatchdog = now
 				d.watchdog(ctx)
@@ -313,7 +314,9 @@ func (d *Daemon) watchdog(ctx context.Context) {
 		return
 	}
 	for _, w := range d.sup.Snapshot() {
-		if w.Essential && w.Status != health.StatusHealthy {
+		// A blocked worker (a listen address that cannot be bound) is
+		// retried in process; a procd restart would not fix it.
+		if w.Essential && w.Status != health.StatusHealthy && w.Status != health.StatusBlocked {
 			return
 		}
 	}

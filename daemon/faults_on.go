@@ -19,6 +19,10 @@ func (d *Daemon) faultObjects() []*ubus.Object {
 			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
 				w, _ := req.String("worker")
 				f, _ := req.String("fault")
+				if w == "main" && f == "sip_stuck" { // every SIP handler hangs
+					d.sip.InjectStuck()
+					return []ubus.Value{ubus.Str("armed", f)}, nil
+				}
 				if err := d.sup.Inject(w, f); err != nil {
 					return nil, ubus.StatusInvalidArgument
 				}

@@ -86,10 +86,12 @@ func (s *safety) hygiene(now time.Time) {
 func (d *Daemon) workerExtra(worker string, all []health.WorkerStatus) []ubus.Value {
 	switch worker {
 	case "safety":
-		// Recoveries: automatic worker restarts plus files cleaned up.
-		n := d.safety.cleaned.Load()
+		// Recoveries: automatic restarts of crashed or stuck workers.
+		// Expired bindings (a phone switched off) and the operator's
+		// restarts are not recoveries.
+		var n int64
 		for _, w := range all {
-			n += int64(w.Restarts)
+			n += int64(w.AutoRestarts)
 		}
 		return []ubus.Value{ubus.I64("recoveries_performed", n)}
 	case "main":

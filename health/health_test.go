@@ -172,14 +172,27 @@ func TestCPUIsMeasured(t *testing.T) {
 		}
 		return nil
 	}})
+	// The work of "handed" runs in goroutines it starts, as the SIP
+	// readers do; the worker's own goroutine only waits.
+	s.Add(Spec{Name: "handed", Period: time.Second, Run: func(ctx context.Context, w *Worker) error {
+		w.GoThread(func() {
+			for ctx.Err() == nil {
+			}
+		})
+		return w.Wait(ctx, time.Hour)
+	}})
 	s.Add(Spec{Name: "idle", Period: time.Second, Run: func(ctx context.Context, w *Worker) error { return w.Wait(ctx, time.Hour) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.Start(ctx)
 	time.Sleep(50 * time.Millisecond)
-	s.Snapshot()
+	s.Check()
 	time.Sleep(300 * time.Millisecond)
-	busy, idle := status(s, "busy"), status(s, "idle")
+	s.Check()
+	busy, idle, handed := status(s, "busy"), status(s, "idle"), status(s, "handed")
+	if handed.CPUPct == nil || *handed.CPUPct < 5 || idle.CPUPct == nil || *handed.CPUPct < 4**idle.CPUPct+1 {
+		t.Errorf("work in a GoThread goroutine not counted: handed %v, idle %v", handed.CPUPct, idle.CPUPct)
+	}
 	if busy.CPUPct == nil || idle.CPUPct == nil {
 		t.Fatalf("cpu not measured: %v %v", busy.CPUPct, idle.CPUPct)
 	}

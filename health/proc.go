@@ -43,8 +43,8 @@ func clockTicks() float64 {
 	return 0
 }
 
-// threadTicks reads a thread's user+system CPU time in clock ticks.
-func (s *Supervisor) threadTicks(tid int) (uint64, time.Time, bool) {
+// readThreadTicks reads a thread's user+system CPU time in clock ticks.
+func readThreadTicks(tid int) (uint64, time.Time, bool) {
 	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(tid) + "/stat")
 	if err != nil {
 		return 0, time.Time{}, false

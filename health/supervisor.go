@@ -23,7 +23,28 @@ const (
 	StatusRestarting   = "restarting"
 	StatusFailed       = "failed"
 	StatusStopped      = "stopped"
+	// StatusBlocked: the worker cannot start for a cause a restart does
+	// not fix (a listen address that cannot be bound); it is retried with
+	// backoff and reported, never escalated to a process exit.
+	StatusBlocked = "blocked"
 )
+
+// blockedError marks an error a worker returns when it cannot run for an
+// outside cause (configuration, a busy port).
+type blockedError struct{ err error }
+
+func (e *blockedError) Error() string { return e.err.Error() }
+func (e *blockedError) Unwrap() error { return e.err }
+
+// Blocked wraps err to say that the worker cannot run until something
+// outside it changes: the supervisor retries it (1 s doubling to 30 s)
+// with status "blocked" and the reason, and neither counts it as a crash
+// nor exits the process, since procd respawning it would not help.
+func Blocked(err error) error { return &blockedError{err} }
+
+// cpuWindow is the span over which CPU shares are reported, measured
+// every second (Check) whenever it is asked.
+const cpuWindow = 10 * time.Second
 
 // Spec declares a long-running worker.
 type Spec struct {
@@ -103,6 +124,35 @@ func (w *Worker) Go(f func()) {
 	}()
 }
 
+// GoThread starts a goroutine of the worker's real work (a socket
+// reader) on an OS thread of its own, whose CPU time counts in the
+// worker's cpu_pct; the thread ends with the goroutine.
+func (w *Worker) GoThread(f func()) {
+	w.ws.goroutines.Add(1)
+	inst := w.inst
+	go func() {
+		defer w.ws.goroutines.Add(-1)
+		runtime.LockOSThread()
+		tid := unix.Gettid()
+		inst.cpuMu.Lock()
+		inst.threads = append(inst.threads, tid)
+		inst.cpuMu.Unlock()
+		defer func() {
+			final, _, _ := readThreadTicks(tid)
+			inst.cpuMu.Lock()
+			inst.exitedTicks += final
+			for i, t := range inst.threads {
+				if t == tid {
+					inst.threads = append(inst.threads[:i], inst.threads[i+1:]...)
+					break
+				}
+			}
+			inst.cpuMu.Unlock()
+		}()
+		f()
+	}()
+}
+
 type instance struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -114,25 +164,65 @@ type instance struct {
 	manual   bool // restart requested by the operator
 	hung     bool // cancelled for a missed deadline
 
-	cpuMu    sync.Mutex
-	cpuTicks uint64
-	cpuAt    time.Time
+	cpuMu       sync.Mutex
+	threads     []int  // GoThread threads now running
+	exitedTicks uint64 // CPU ticks of GoThread threads that ended
+	cpu         cpuRing
+}
+
+// cpuRing keeps the last cpuWindow of (time, cumulative ticks) samples.
+type cpuRing struct {
+	at    [12]time.Time
+	ticks [12]uint64
+	n     int
+}
+
+func (r *cpuRing) add(at time.Time, ticks uint64) {
+	if r.n == len(r.at) {
+		copy(r.at[:], r.at[1:])
+		copy(r.ticks[:], r.ticks[1:])
+		r.n--
+	}
+	r.at[r.n], r.ticks[r.n] = at, ticks
+	r.n++
+}
+
+// pct is the share of one CPU over the newest samples spanning at most
+// cpuWindow; nil with fewer than two samples.
+func (r *cpuRing) pct(clkTck float64) *float64 {
+	if r.n < 2 || clkTck == 0 {
+		return nil
+	}
+	last := r.n - 1
+	first := 0
+	for first < last-1 && r.at[last].Sub(r.at[first]) > cpuWindow {
+		first++
+	}
+	dt := r.at[last].Sub(r.at[first]).Seconds()
+	if dt <= 0 || r.ticks[last] < r.ticks[first] {
+		return nil
+	}
+	p := float64(r.ticks[last]-r.ticks[first]) / clkTck / dt * 100
+	return &p
 }
 
 type workerState struct {
-	sup        *Supervisor
-	spec       Spec
-	status     string
-	inst       *instance
-	restarts   int
-	recent     []time.Time
-	lastErr    string
-	abandoned  int // goroutines that never returned after cancellation
-	stuck      int // of those, still not returned
-	goroutines atomic.Int32
-	fault      atomic.Pointer[string]
-	poke       chan struct{} // wakes a waiting worker (fault builds only send)
-	timer      *time.Timer
+	sup      *Supervisor
+	spec     Spec
+	status   string
+	inst     *instance
+	restarts int
+	// autoRestarts: restarts after a failure (not the operator's).
+	autoRestarts int
+	recent       []time.Time
+	lastErr      string
+	abandoned    int // goroutines that never returned after cancellation
+	stuck        int // of those, still not returned
+	goroutines   atomic.Int32
+	fault        atomic.Pointer[string]
+	poke         chan struct{} // wakes a waiting worker (fault builds only send)
+	timer        *time.Timer
+	blocked      int // consecutive blocked starts
 }
 
 // SupervisorOptions configure a supervisor.
@@ -239,10 +329,6 @@ func (s *Supervisor) launch(ws *workerState) {
 		// read from /proc/self/task/<tid>/stat; the thread ends with it.
 		runtime.LockOSThread()
 		inst.tid.Store(int32(unix.Gettid()))
-		ticks, at, _ := s.threadTicks(int(inst.tid.Load()))
-		inst.cpuMu.Lock()
-		inst.cpuTicks, inst.cpuAt = ticks, at
-		inst.cpuMu.Unlock()
 		inst.goid.Store(goroutineID())
 		if s.opt.OnGoroutine != nil {
 			s.opt.OnGoroutine(ws.spec.Name, inst.goid.Load())
@@ -251,6 +337,11 @@ func (s *Supervisor) launch(ws *workerState) {
 		close(inst.done)
 		s.exited(ws, inst, err, pv, stack)
 	}()
+}
+
+func isBlocked(err error) bool {
+	var b *blockedError
+	return errors.As(err, &b)
 }
 
 func protect(ctx context.Context, run func(context.Context, *Worker) error, w *Worker) (err error, panicValue any, stack []byte) {
@@ -300,9 +391,25 @@ func (s *Supervisor) exited(ws *workerState, inst *instance, err error, pv any, 
 		ws.restarts++
 		s.launch(ws)
 	case pv != nil:
+		ws.blocked = 0
 		ws.lastErr = fmt.Sprintf("panic: %v", pv)
 		s.restartLater(ws, now, StatusRestarting)
+	case isBlocked(err):
+		ws.lastErr = err.Error()
+		ws.status = StatusBlocked
+		delay := min(time.Second<<min(ws.blocked, 5), 30*time.Second)
+		ws.blocked++
+		s.log.Error("worker blocked; retrying", "worker", ws.spec.Name, "in", delay, "reason", ws.lastErr)
+		ws.timer = time.AfterFunc(delay, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if ws.status == StatusBlocked && ws.inst == inst {
+				s.launch(ws)
+				s.changed()
+			}
+		})
 	case err != nil && !errors.Is(err, context.Canceled):
+		ws.blocked = 0
 		ws.lastErr = err.Error()
 		s.restartLater(ws, now, StatusRestarting)
 	case inst.hung:
@@ -326,6 +433,7 @@ func (s *Supervisor) restartLater(ws *workerState, now time.Time, waiting string
 	}
 	ws.recent = append(kept, now)
 	ws.restarts++
+	ws.autoRestarts++
 	if len(ws.recent) > s.opt.MaxRestarts {
 		ws.status = StatusFailed
 		s.log.Error("worker failed", "worker", ws.spec.Name, "restarts", len(ws.recent), "window", s.opt.Window, "last_error", ws.lastErr)
@@ -360,6 +468,11 @@ func (s *Supervisor) Check() {
 	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, ws := range s.workers {
+		if inst := ws.inst; inst != nil && (ws.status == StatusHealthy || ws.status == StatusUnresponsive) {
+			s.sampleCPU(inst)
+		}
+	}
 	if !s.monitoring {
 		return
 	}
@@ -471,10 +584,13 @@ type WorkerStatus struct {
 	LastError     string
 	Abandoned     int
 	Goroutines    int
-	// CPUPct is the share of one CPU the worker's own thread used since
-	// the previous sample; nil when it cannot be measured (no /proc, or
-	// the worker is not running).
+	// CPUPct is the share of one CPU the worker's threads (its own and
+	// its GoThread ones) used over the last cpuWindow; nil when it cannot
+	// be measured (no /proc, not running, fewer than two samples yet).
 	CPUPct *float64
+	// AutoRestarts counts restarts after a panic, error or missed
+	// deadline: recoveries, unlike the operator's restarts.
+	AutoRestarts int
 }
 
 // Snapshot reports every worker, sampling CPU since the last call.
@@ -485,7 +601,7 @@ func (s *Supervisor) Snapshot() []WorkerStatus {
 	for _, ws := range s.workers {
 		st := WorkerStatus{
 			Name: ws.spec.Name, Status: ws.status, Essential: ws.spec.Essential, Period: ws.spec.Period,
-			Restarts: ws.restarts, LastError: ws.lastErr, Abandoned: ws.abandoned,
+			Restarts: ws.restarts, AutoRestarts: ws.autoRestarts, LastError: ws.lastErr, Abandoned: ws.abandoned,
 			Goroutines: int(ws.goroutines.Load()),
 		}
 		if inst := ws.inst; inst != nil {
@@ -493,7 +609,9 @@ func (s *Supervisor) Snapshot() []WorkerStatus {
 			st.LastHeartbeat = time.Unix(0, inst.lastBeat.Load())
 			if ws.status == StatusHealthy || ws.status == StatusUnresponsive {
 				st.Goroutines++ // the worker's own goroutine
-				st.CPUPct = s.cpuPct(inst)
+				inst.cpuMu.Lock()
+				st.CPUPct = inst.cpu.pct(s.clkTck)
+				inst.cpuMu.Unlock()
 			}
 		}
 		out = append(out, st)
@@ -501,23 +619,27 @@ func (s *Supervisor) Snapshot() []WorkerStatus {
 	return out
 }
 
-func (s *Supervisor) cpuPct(inst *instance) *float64 {
-	tid := int(inst.tid.Load())
-	if tid == 0 || s.clkTck == 0 {
-		return nil
+// sampleCPU adds the instance's cumulative CPU ticks to its ring (s.mu
+// held).
+func (s *Supervisor) sampleCPU(inst *instance) {
+	if s.clkTck == 0 {
+		return
 	}
-	ticks, at, ok := s.threadTicks(tid)
+	tid := int(inst.tid.Load())
+	if tid == 0 {
+		return
+	}
+	total, at, ok := readThreadTicks(tid)
 	if !ok {
-		return nil
+		return
 	}
 	inst.cpuMu.Lock()
 	defer inst.cpuMu.Unlock()
-	dt := at.Sub(inst.cpuAt).Seconds()
-	if inst.cpuAt.IsZero() || dt <= 0 {
-		inst.cpuTicks, inst.cpuAt = ticks, at
-		return nil
+	total += inst.exitedTicks
+	for _, t := range inst.threads {
+		if v, _, ok := readThreadTicks(t); ok {
+			total += v
+		}
 	}
-	pct := float64(ticks-inst.cpuTicks) / s.clkTck / dt * 100
-	inst.cpuTicks, inst.cpuAt = ticks, at
-	return &pct
+	inst.cpu.add(at, total)
 }

@@ -96,8 +96,8 @@ type System struct {
 	since    map[string]time.Time
 	external map[string]Condition
 	reach    map[string]reachState
-	cpuTicks uint64
-	cpuAt    time.Time
+	cpu      cpuRing // process CPU, sampled each second by SampleCPU
+	clkTck   float64
 
 	snap    atomic.Pointer[Snapshot]
 	trigger chan struct{}
@@ -118,7 +118,7 @@ func NewSystem(opt Options, cfg config.Health) *System {
 	h := &System{
 		opt: opt, clock: opt.Clock, log: opt.Log, started: opt.Clock.Now(), mem: NewMemReader(),
 		since: map[string]time.Time{}, external: map[string]Condition{}, reach: map[string]reachState{},
-		trigger: make(chan struct{}, 1),
+		trigger: make(chan struct{}, 1), clkTck: clockTicks(),
 	}
 	h.Configure(cfg)
 	return h
@@ -265,6 +265,9 @@ func (h *System) Sample() *Snapshot {
 			add(Condition{Code: "worker_restarting:" + w.Name, Level: LevelWarning, Penalty: 10,
 				Message:        fmt.Sprintf("Worker %s is restarting after: %s", w.Name, w.LastError),
 				Recommendation: fmt.Sprintf("Worker %s restarts with backoff; if it keeps failing it will be marked failed.", w.Name)})
+		case StatusBlocked:
+			add(workerCond("worker_blocked:"+w.Name, w, 40, "Worker %s cannot run: %s",
+				"Worker %s retries by itself with backoff; fix the cause (for a listen address: uci show phonebook.sip; a port in use: netstat -lnp) and it starts."))
 		case StatusFailed:
 			add(workerCond("worker_failed:"+w.Name, w, 40, "Worker %s has failed: %s",
 				"Fix the cause, then restart worker %s: ubus call phonebook.threads restart '{\"name\":\"%[1]s\"}'."))
@@ -450,22 +453,26 @@ func (h *System) reachable(now time.Time) *bool {
 	return &ok
 }
 
-func (h *System) processCPU() *float64 {
+// SampleCPU records the process's CPU time; the daemon calls it every
+// second, so that process.cpu_pct always covers the last cpuWindow
+// however often the documents are evaluated.
+func (h *System) SampleCPU() {
 	ticks, ok := processTicks()
-	clk := clockTicks()
+	if !ok {
+		return
+	}
 	now := time.Now()
 	h.mu.Lock()
+	h.cpu.add(now, ticks)
+	h.mu.Unlock()
+}
+
+// processCPU is the process's share of one CPU over the last cpuWindow;
+// nil before two samples or without /proc.
+func (h *System) processCPU() *float64 {
+	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !ok || clk == 0 {
-		return nil
-	}
-	prevT, prevAt := h.cpuTicks, h.cpuAt
-	h.cpuTicks, h.cpuAt = ticks, now
-	if prevAt.IsZero() {
-		return nil
-	}
-	pct := float64(ticks-prevT) / clk / now.Sub(prevAt).Seconds() * 100
-	return &pct
+	return h.cpu.pct(h.clkTck)
 }
 
 func (h *System) publish(snap *Snapshot, cfg config.Health, m MemSample, fds FDSample, disks []DiskSample, reachable *bool) {

@@ -1,30 +1,37 @@
-// Package sip is phonebookd's SIP registrar and proxy (the "main" worker),
-// on github.com/emiago/sipgo: phones REGISTER without authentication (the
-// mesh trust model), INVITE a number and are routed to its registered
-// binding or to <number>.<dns_suffix>, with Record-Route so that the
-// dialog stays through the proxy. It never answers 200 for a binding it
-// does not keep, counts what goes wrong, and reports active calls and
-// registrations from real traffic.
+// Package sip is phonebookd's SIP core (the "main" worker), sized for a
+// 64 MB router: a stateless registrar and a proxy per RFC 3261 section 16.
+//
+// REGISTER, OPTIONS and every rejected request are parsed once and
+// answered from the socket's goroutine; nothing of them is kept but the
+// binding a REGISTER asks for, so memory does not depend on the request
+// rate or on how many addresses send. Forwarded INVITEs are stateful in a
+// table bounded by sip.max_transactions, on RFC 3261 timers; other
+// requests and responses are forwarded statelessly. Past any bound the
+// server sheds (503 with Retry-After, or a refused connection), counts it
+// by cause, and raises the "overload" condition while it does. Phones
+// register without authentication (the mesh trust model).
 package sip
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/emiago/sipgo"
-	gosip "github.com/emiago/sipgo/sip"
-
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/internal/loglimit"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -34,43 +41,69 @@ type Alerts interface {
 	ClearCondition(code string)
 }
 
-// Binding is one registered phone.
-type Binding struct {
-	User    string
-	Contact gosip.Uri
-	Addr    string // host:port requests are sent to
-	Expires time.Time
-}
+// Causes of shed work, as counted in "phonebook status" sip.shed.
+const (
+	ShedRegistrations = iota // new phone past sip.max_bindings: 503
+	ShedTransactions         // INVITE past sip.max_transactions: 503
+	ShedCalls                // new call past sip.max_calls: 503
+	ShedTCPConnections       // connection past sip.tcp_max_connections: closed
+	ShedMessageSize          // message past sip.max_message_size: 513 or dropped
+	ShedStray                // response that is not ours: dropped
+	numShed
+)
 
-type call struct {
-	started time.Time
-}
+var shedNames = [numShed]string{"registrations", "transactions", "calls", "tcp_connections", "message_size", "stray_responses"}
 
 // StaleCall: a call without BYE for this long is swept (the phones lost
 // each other, or a BYE was lost on a radio link).
 const StaleCall = 6 * time.Hour
 
+// Period is the main worker's heartbeat period: each period a self-probe
+// goes through the real socket and handler, and only its answer beats.
+const Period = 2 * time.Second
+
 // Server is the registrar/proxy.
 type Server struct {
 	log    *slog.Logger
+	logs   *loglimit.Limiter
 	rates  *health.Rates
 	alerts Alerts
+	token  string
+
+	cfgMu sync.Mutex
+	cfg   config.SIP
 
 	mu       sync.Mutex
-	cfg      config.SIP
-	bindings map[string]*Binding
-	calls    map[string]*call
-	addr     string // the bound UDP address
-	host     string // advertised in Via and Record-Route
-	self     map[string]bool
+	aors     map[string]*aor
+	calls    map[uint64]time.Time
+	names    map[string]bool
+	ownAddrs map[netip.Addr]bool
+	bound    netip.AddrPort
+	port     atomic.Uint32
+	udp      atomic.Pointer[udpSock]
 
-	registers  atomic.Int64
-	rejected   atomic.Int64
-	malformed  atomic.Int64
-	callsTotal atomic.Int64
-	ready      chan struct{}
+	txMu   sync.Mutex
+	txUp   map[string]*proxyTx
+	txDown map[string]*proxyTx
 
-	client *sipgo.Client
+	probeMu  sync.Mutex
+	probes   map[string]chan int
+	probeSeq atomic.Uint64
+
+	tcpMu    sync.Mutex
+	tcpConns map[netip.AddrPort]*tcpConn
+
+	registers    atomic.Int64
+	malformed    atomic.Int64
+	callsTotal   atomic.Int64
+	evicted      atomic.Int64
+	acceptErrors atomic.Int64
+	shed         [numShed]atomic.Int64
+
+	readers []*reader
+	ready   chan struct{}
+	// stuck, in fault builds only, makes the handler hang (see faults_on.go).
+	stuck atomic.Pointer[chan struct{}]
 }
 
 // New prepares a server; Run listens.
@@ -78,15 +111,27 @@ func New(cfg config.SIP, log *slog.Logger, rates *health.Rates, alerts Alerts) *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, rates: rates, alerts: alerts,
-		bindings: map[string]*Binding{}, calls: map[string]*call{}, ready: make(chan struct{})}
+	var tok [4]byte
+	rand.Read(tok[:])
+	return &Server{cfg: cfg, log: log, logs: loglimit.New(log, 5, time.Minute, nil), rates: rates, alerts: alerts,
+		token: hex.EncodeToString(tok[:]), aors: map[string]*aor{}, calls: map[uint64]time.Time{},
+		names: map[string]bool{}, ownAddrs: map[netip.Addr]bool{},
+		txUp: map[string]*proxyTx{}, txDown: map[string]*proxyTx{}, probes: map[string]chan int{},
+		tcpConns: map[netip.AddrPort]*tcpConn{}, ready: make(chan struct{})}
 }
 
-// Configure applies reloaded settings (the listen address needs a restart).
+func (s *Server) config() config.SIP {
+	s.cfgMu.Lock()
+	defer s.cfgMu.Unlock()
+	return s.cfg
+}
+
+// Configure applies reloaded settings; the listen address and the socket
+// sizes apply when the worker restarts.
 func (s *Server) Configure(cfg config.SIP) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cfg.Listen = s.cfg.Listen
+	s.cfgMu.Lock()
+	defer s.cfgMu.Unlock()
+	cfg.Listen, cfg.MaxMessageSize = s.cfg.Listen, s.cfg.MaxMessageSize
 	s.cfg = cfg
 }
 
@@ -95,485 +140,459 @@ func (s *Server) Addr() string {
 	<-s.ready
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.addr
+	return s.bound.String()
 }
 
-// advertiseHost is the address put in Via and Record-Route: the listen
-// host, or with a wildcard listen address the first non-loopback IPv4.
-func advertiseHost(listen string) string {
-	host, _, _ := net.SplitHostPort(listen)
-	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
-		return host
+// advertise is our address when no arrival address is known (probes):
+// the bound one, or with a wildcard the first non-loopback IPv4.
+func (s *Server) advertise() netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.bound.Addr(); a.IsValid() && !a.IsUnspecified() {
+		return a
 	}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
-				return n.IP.String()
-			}
+	best := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	for a := range s.ownAddrs {
+		if a.Is4() && !a.IsLoopback() && (best.IsLoopback() || a.Less(best)) {
+			best = a
 		}
 	}
-	return "127.0.0.1"
+	return best
 }
 
-// Run is the "main" worker: it serves until ctx ends.
+// refreshNames re-reads this node's addresses and names, so that a phone
+// addressing the node by a new address is recognised without a restart.
+func (s *Server) refreshNames() {
+	addrs := interfaceAddrs()
+	names := map[string]bool{"localhost": true}
+	for a := range addrs {
+		names[a.String()] = true
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		h = strings.ToLower(h)
+		names[h] = true
+		names[h+"."+strings.ToLower(s.config().DNSSuffix)] = true
+	}
+	s.mu.Lock()
+	s.ownAddrs, s.names = addrs, names
+	s.mu.Unlock()
+}
+
+// reader owns one goroutine's buffers: nothing is allocated per message
+// but the message's one string.
+type reader struct {
+	s     *Server
+	buf   []byte
+	oobIn []byte
+	oob   oobCache
+	msg   Msg
+	out   []byte
+	extra []byte
+	via   []byte
+	// busy is when the message being handled arrived (unix ns, 0 idle):
+	// the heartbeat checks that no handler is stuck.
+	busy atomic.Int64
+}
+
+func newReader(s *Server, size int) *reader {
+	return &reader{s: s, buf: make([]byte, size), oobIn: make([]byte, 128),
+		msg: Msg{Headers: make([]Header, 0, 24)}, out: make([]byte, 0, 1500), extra: make([]byte, 0, 512), via: make([]byte, 0, 64)}
+}
+
+// Run is the "main" worker: it serves until ctx ends. A listen address
+// that cannot be bound is a health.Blocked error: the supervisor retries
+// it with backoff and reports it, never exits for it.
 func (s *Server) Run(ctx context.Context, w *health.Worker) error {
+	cfg := s.config()
+	udp, err := listenUDP(cfg.Listen)
+	if err != nil {
+		return health.Blocked(fmt.Errorf("sip: listen udp %s: %w", cfg.Listen, err))
+	}
+	bound := udp.LocalAddr()
+	var ln net.Listener
+	if cfg.TCPMaxConnections > 0 {
+		network := "tcp4"
+		if !bound.Addr().Unmap().Is4() {
+			network = "tcp6"
+		}
+		ln, err = net.Listen(network, bound.String())
+		if err != nil {
+			udp.Close()
+			return health.Blocked(fmt.Errorf("sip: listen tcp %s: %w", bound, err))
+		}
+	}
+	probe, err := s.selfProbeSocket(bound)
+	if err != nil {
+		udp.Close()
+		if ln != nil {
+			ln.Close()
+		}
+		return fmt.Errorf("sip: self-probe socket: %w", err)
+	}
 	s.mu.Lock()
-	listen := s.cfg.Listen
+	s.bound = bound
 	s.mu.Unlock()
-	pc, err := net.ListenPacket("udp", listen)
-	if err != nil {
-		return fmt.Errorf("sip: listen udp %s: %w", listen, err)
-	}
-	host := advertiseHost(pc.LocalAddr().String())
-	_, port, _ := net.SplitHostPort(pc.LocalAddr().String())
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("phonebookd"), sipgo.WithUserAgentHostname(host))
-	if err != nil {
-		pc.Close()
-		return fmt.Errorf("sip: %w", err)
-	}
-	defer ua.Close()
-	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(s.log))
-	if err != nil {
-		pc.Close()
-		return fmt.Errorf("sip: %w", err)
-	}
-	p, _ := strconv.Atoi(port)
-	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(host), sipgo.WithClientPort(p), sipgo.WithClientLogger(s.log))
-	if err != nil {
-		pc.Close()
-		return fmt.Errorf("sip: %w", err)
-	}
+	s.port.Store(uint32(bound.Port()))
+	s.udp.Store(udp)
+	s.refreshNames()
 	s.mu.Lock()
-	s.addr, s.host, s.client = pc.LocalAddr().String(), host, client
-	s.self = selfNames(host, s.cfg.DNSSuffix)
-	// A restart of the worker starts with no calls: no phantom calls.
-	s.calls = map[string]*call{}
+	s.calls = map[uint64]time.Time{} // a restart starts with no calls: no phantom calls
 	s.mu.Unlock()
+	s.stuck.Store(nil)
 	select {
 	case <-s.ready:
 	default:
 		close(s.ready)
 	}
 
-	srv.OnRegister(s.onRegister)
-	srv.OnInvite(s.proxy)
-	srv.OnBye(s.proxy)
-	srv.OnAck(s.onAck)
-	srv.OnCancel(s.proxy)
-	srv.OnOptions(func(req *gosip.Request, tx gosip.ServerTransaction) {
-		res := gosip.NewResponseFromRequest(req, 200, "OK", nil)
-		res.AppendHeader(gosip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER"))
-		tx.Respond(res)
-	})
-	srv.OnNoRoute(func(req *gosip.Request, tx gosip.ServerTransaction) {
-		tx.Respond(gosip.NewResponseFromRequest(req, 501, "Not Implemented", nil))
-	})
-
-	errc := make(chan error, 2)
-	guard := &guardConn{PacketConn: pc, s: s}
-	go func() { errc <- srv.ServeUDP(guard) }()
-	if tl, err := net.Listen("tcp", pc.LocalAddr().String()); err == nil {
-		go func() { errc <- srv.ServeTCP(tl) }()
-		defer tl.Close()
-	} else {
-		s.log.Info("sip: TCP not available; UDP only", "err", err)
+	var wg sync.WaitGroup
+	n := max(1, min(runtime.GOMAXPROCS(0), 4))
+	readers := make([]*reader, n)
+	for i := range readers {
+		r := newReader(s, cfg.MaxMessageSize)
+		readers[i] = r
+		wg.Add(1)
+		w.GoThread(func() { defer wg.Done(); r.serveUDP(udp) })
 	}
-	s.log.Info("sip listening", "addr", pc.LocalAddr().String(), "advertise", host)
-	defer pc.Close()
+	s.mu.Lock()
+	s.readers = readers
+	s.mu.Unlock()
+	if ln != nil {
+		wg.Add(1)
+		w.Go(func() { defer wg.Done(); s.acceptTCP(ctx, ln, w, &wg) })
+	}
+	s.log.Info("sip listening", "udp", bound.String(), "tcp", ln != nil, "readers", n)
+
+	stop := func() {
+		udp.Close()
+		if ln != nil {
+			ln.Close()
+		}
+		probe.Close()
+		s.closeTCP()
+		wg.Wait()
+	}
+	var lastShed [numShed]int64
+	overloaded, atCapacity := false, false
+	tick := 0
 	for {
-		if err := w.Wait(ctx, 10*time.Second); err != nil {
-			srv.Close()
+		if ok, why := s.selfProbe(ctx, probe, bound, readers); ok {
+			w.Beat()
+		} else if ctx.Err() == nil {
+			s.logs.Log(slog.LevelWarn, "self-probe", "sip: self-probe failed; main not beating", "why", why)
+		}
+		if ctx.Err() != nil {
+			stop()
 			return nil
 		}
-		select {
-		case err := <-errc:
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("sip: serve: %w", err)
-		default:
+		overloaded, atCapacity = s.checkOverload(&lastShed, overloaded, atCapacity)
+		if tick++; tick%15 == 0 {
+			s.refreshNames()
 		}
 	}
 }
 
-func (s *Server) reply(tx gosip.ServerTransaction, req *gosip.Request, code int, reason string, hdrs ...gosip.Header) {
-	res := gosip.NewResponseFromRequest(req, code, reason, nil)
-	for _, h := range hdrs {
-		res.AppendHeader(h)
+// selfProbeSocket is a client socket on the listener's own address
+// family, from which the heartbeat's OPTIONS go.
+func (s *Server) selfProbeSocket(bound netip.AddrPort) (*net.UDPConn, error) {
+	if bound.Addr().Unmap().Is4() {
+		return net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	}
-	if err := tx.Respond(res); err != nil {
-		s.log.Debug("sip: respond", "code", code, "err", err)
-	}
+	return net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 }
 
-// sipError counts an error response the server generated.
-func (s *Server) sipError(why string) {
-	s.rates.Add(health.CategorySIP, 1)
-	s.log.Debug("sip error", "why", why)
+// selfProbe sends one OPTIONS through the real socket and handler and
+// waits up to a period for its answer; it succeeds only if the answer
+// came and no handler has been busy for a period (a stuck handler).
+func (s *Server) selfProbe(ctx context.Context, c *net.UDPConn, bound netip.AddrPort, readers []*reader) (bool, string) {
+	to := bound
+	if a := bound.Addr(); a.IsUnspecified() {
+		if a.Is4() {
+			to = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), bound.Port())
+		} else {
+			to = netip.AddrPortFrom(netip.IPv6Loopback(), bound.Port())
+		}
+	}
+	seq := s.probeSeq.Add(1)
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	id := "selfprobe-" + s.token + "-" + strconv.FormatUint(seq, 10)
+	msg := "OPTIONS sip:" + to.String() + " SIP/2.0\r\nVia: SIP/2.0/UDP " + local.String() + ";branch=z9hG4bK" + id +
+		"\r\nMax-Forwards: 70\r\nFrom: <sip:selfprobe@" + local.String() + ">;tag=" + s.token + "\r\nTo: <sip:" + to.String() +
+		">\r\nCall-ID: " + id + "\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+	deadline := time.Now().Add(Period)
+	c.SetReadDeadline(deadline)
+	if _, err := c.WriteToUDPAddrPort([]byte(msg), to); err != nil {
+		return false, err.Error()
+	}
+	buf := make([]byte, 2048)
+	answered := false
+	for !answered {
+		n, err := c.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, "stopping"
+			}
+			return false, "no answer to the self-probe within " + Period.String()
+		}
+		answered = strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") && strings.Contains(string(buf[:n]), id)
+	}
+	// Wait out the rest of the period (a beat per period), waking for a stop.
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(deadline)):
+	}
+	now := time.Now().UnixNano()
+	for _, r := range readers {
+		if b := r.busy.Load(); b != 0 && time.Duration(now-b) > Period {
+			return false, "a SIP handler has been busy for " + time.Duration(now-b).Round(time.Millisecond).String()
+		}
+	}
+	return true, ""
 }
 
-func (s *Server) onRegister(req *gosip.Request, tx gosip.ServerTransaction) {
-	if err := tx.Respond(s.register(req)); err != nil {
-		s.log.Debug("sip: respond to REGISTER", "err", err)
+// checkOverload raises "overload" while anything is shed and
+// "sip_capacity" while registrations are full; each only on a change.
+func (s *Server) checkOverload(last *[numShed]int64, overloaded, atCapacity bool) (bool, bool) {
+	var grew []string
+	for i := range s.shed {
+		if i == ShedStray {
+			continue
+		}
+		if v := s.shed[i].Load(); v != last[i] {
+			grew = append(grew, fmt.Sprintf("%s %d", shedNames[i], v-last[i]))
+			last[i] = v
+		}
 	}
-}
-
-func response(req *gosip.Request, code int, reason string, hdrs ...gosip.Header) *gosip.Response {
-	res := gosip.NewResponseFromRequest(req, code, reason, nil)
-	for _, h := range hdrs {
-		res.AppendHeader(h)
+	if len(grew) > 0 {
+		s.alerts.SetCondition(health.Condition{Code: "overload", Level: health.LevelWarning, Penalty: 10,
+			Message:        "SIP is shedding load (in the last " + Period.String() + ": " + strings.Join(grew, ", ") + "); see phonebook status sip.shed",
+			Recommendation: "A phone or host is flooding the node, or the limits in uci show phonebook.sip are too small for the phones here."})
+		overloaded = true
+	} else if overloaded {
+		s.alerts.ClearCondition("overload")
+		overloaded = false
 	}
-	return res
-}
-
-// register handles a REGISTER and returns its answer. It is stateless
-// (a repeated REGISTER does the same again), so the UDP path answers it
-// without a transaction.
-func (s *Server) register(req *gosip.Request) *gosip.Response {
-	to := req.To()
-	if to == nil || to.Address.User == "" {
-		s.sipError("REGISTER without a To user")
-		return response(req, 400, "Bad Request: To user missing")
-	}
-	user := to.Address.User
-	contact := req.Contact()
+	cfg := s.config()
 	s.mu.Lock()
-	cfg := s.cfg
+	full := len(s.aors) >= cfg.MaxBindings
 	s.mu.Unlock()
-	expires := cfg.DefaultExpires
-	if h := req.GetHeader("Expires"); h != nil {
-		n, err := strconv.Atoi(strings.TrimSpace(h.Value()))
-		if err != nil || n < 0 {
-			s.sipError("bad Expires")
-			return response(req, 400, "Bad Request: Expires")
-		}
-		expires = n
-	}
-	if contact != nil {
-		if v, ok := contact.Params.Get("expires"); ok {
-			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-				expires = n
-			}
-		}
-	}
-	expires = min(expires, 86400)
-	now := time.Now()
-	if contact == nil { // a query: list the binding
-		s.mu.Lock()
-		b := s.bindings[user]
-		s.mu.Unlock()
-		var hs []gosip.Header
-		if b != nil {
-			hs = append(hs, gosip.NewHeader("Contact", fmt.Sprintf("<%s>;expires=%d", b.Contact.String(), int(time.Until(b.Expires).Seconds()))))
-		}
-		return response(req, 200, "OK", hs...)
-	}
-	if expires == 0 || contact.Address.Wildcard {
-		s.mu.Lock()
-		delete(s.bindings, user)
-		s.mu.Unlock()
-		s.capacityCheck()
-		return response(req, 200, "OK", gosip.NewHeader("Expires", "0"))
-	}
-	addr := hostPort(contact.Address)
-	s.mu.Lock()
-	b, known := s.bindings[user]
-	if !known && len(s.bindings) >= cfg.MaxBindings {
-		s.sweepLocked(now) // expired bindings do not hold places
-	}
-	if !known && len(s.bindings) >= cfg.MaxBindings {
-		s.mu.Unlock()
-		s.rejected.Add(1)
+	switch {
+	case full && !atCapacity:
 		s.alerts.SetCondition(health.Condition{Code: "sip_capacity", Level: health.LevelWarning, Penalty: 10,
 			Message:        fmt.Sprintf("Registrations at capacity (%d): new phones are refused with 503", cfg.MaxBindings),
 			Recommendation: "Raise phonebook.sip.max_bindings if the router has the memory, or move phones to another node."})
-		return response(req, 503, "Service Unavailable: registrations at capacity", gosip.NewHeader("Retry-After", "60"))
-	}
-	if !known {
-		b = &Binding{User: user}
-		s.bindings[user] = b
-	}
-	b.Contact, b.Addr, b.Expires = contact.Address, addr, now.Add(time.Duration(expires)*time.Second)
-	s.mu.Unlock()
-	s.registers.Add(1)
-	return response(req, 200, "OK",
-		gosip.NewHeader("Contact", fmt.Sprintf("<%s>;expires=%d", contact.Address.String(), expires)),
-		gosip.NewHeader("Expires", strconv.Itoa(expires)))
-}
-
-// sweepLocked drops expired bindings (s.mu held).
-func (s *Server) sweepLocked(now time.Time) int {
-	n := 0
-	for u, b := range s.bindings {
-		if !b.Expires.After(now) {
-			delete(s.bindings, u)
-			n++
-		}
-	}
-	return n
-}
-
-// countLive counts unexpired bindings (s.mu held).
-func (s *Server) countLive(now time.Time) int {
-	n := 0
-	for _, b := range s.bindings {
-		if b.Expires.After(now) {
-			n++
-		}
-	}
-	return n
-}
-
-func (s *Server) capacityCheck() {
-	s.mu.Lock()
-	below := s.countLive(time.Now()) < s.cfg.MaxBindings
-	s.mu.Unlock()
-	if below {
+	case !full && atCapacity:
 		s.alerts.ClearCondition("sip_capacity")
 	}
+	return overloaded, full
 }
 
-func hostPort(u gosip.Uri) string {
-	port := u.Port
-	if port == 0 {
-		port = 5060
-	}
-	return net.JoinHostPort(u.Host, strconv.Itoa(port))
-}
+func (s *Server) shedCount(cause int) { s.shed[cause].Add(1) }
 
-// selfNames is every name a phone may use for this node: the advertised
-// address, each interface address, the host name, and the host name
-// under the mesh DNS suffix (AREDN's <node>.local.mesh).
-func selfNames(advertise, suffix string) map[string]bool {
-	names := map[string]bool{strings.ToLower(advertise): true, "localhost": true}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				names[n.IP.String()] = true
-			}
-		}
-	}
-	if h, err := os.Hostname(); err == nil && h != "" {
-		h = strings.ToLower(h)
-		names[h] = true
-		names[h+"."+strings.ToLower(suffix)] = true
-	}
-	return names
-}
+// sipError counts an error the server answered or met.
+func (s *Server) sipError() { s.rates.Add(health.CategorySIP, 1) }
 
-// forUs reports whether a request URI names this proxy (an initial
-// request to a number) rather than a phone (an in-dialog request).
-func (s *Server) forUs(u gosip.Uri) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, port, _ := net.SplitHostPort(s.addr)
-	p := strconv.Itoa(u.Port)
-	if u.Port == 0 {
-		p = "5060"
-	}
-	if p != port {
-		return false
-	}
-	host := strings.ToLower(strings.Trim(u.Host, "[]"))
-	if ip := net.ParseIP(host); ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
-		return true
-	}
-	return s.self[host]
-}
-
-// destination picks where a request goes: a registered phone, the
-// number's mesh DNS name, or (in-dialog) the request URI itself.
-func (s *Server) destination(req *gosip.Request) (string, error) {
-	if !s.forUs(req.Recipient) {
-		return hostPort(req.Recipient), nil
-	}
-	user := req.Recipient.User
-	if user == "" {
-		return "", errors.New("no user in the request URI")
-	}
-	s.mu.Lock()
-	b := s.bindings[user]
-	suffix := s.cfg.DNSSuffix
-	s.mu.Unlock()
-	if b != nil && b.Expires.After(time.Now()) {
-		req.Recipient = *b.Contact.Clone()
-		return b.Addr, nil
-	}
-	host := user + "." + suffix
-	req.Recipient.Host, req.Recipient.Port = host, 0
-	return net.JoinHostPort(host, "5060"), nil
-}
-
-// dropOwnRoute removes a Route header that names this proxy.
-func (s *Server) dropOwnRoute(req *gosip.Request) {
-	if r := req.Route(); r != nil && s.forUs(r.Address) {
-		req.RemoveHeader("Route")
-	}
-}
-
-func (s *Server) onAck(req *gosip.Request, tx gosip.ServerTransaction) {
-	s.dropOwnRoute(req)
-	dst, err := s.destination(req)
-	if err != nil {
-		return
-	}
-	req.SetDestination(dst)
-	if err := s.client.WriteRequest(req, sipgo.ClientRequestAddVia); err != nil {
-		s.log.Debug("sip: forward ACK", "err", err)
-	}
-}
-
-// proxy forwards INVITE, BYE and unmatched CANCEL statefully and relays
-// the responses, following the call's life for active_calls.
-func (s *Server) proxy(req *gosip.Request, tx gosip.ServerTransaction) {
-	s.dropOwnRoute(req)
-	dst, err := s.destination(req)
-	if err != nil {
-		s.sipError(err.Error())
-		s.reply(tx, req, 404, "Not Found")
-		return
-	}
-	callID := ""
-	if h := req.CallID(); h != nil {
-		callID = h.Value()
-	}
-	if req.Method == gosip.BYE {
-		s.endCall(callID)
-	}
-	req.SetDestination(dst)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	opts := []sipgo.ClientRequestOption{sipgo.ClientRequestDecreaseMaxForward, sipgo.ClientRequestAddVia}
-	if req.IsInvite() {
-		opts = append(opts, sipgo.ClientRequestAddRecordRoute)
-	}
-	clTx, err := s.client.TransactionRequest(ctx, req, opts...)
-	if err != nil {
-		s.sipError("forward: " + err.Error())
-		s.reply(tx, req, 502, "Bad Gateway")
-		return
-	}
-	defer clTx.Terminate()
-	if req.IsInvite() {
-		tx.OnCancel(func(*gosip.Request) {
-			c := cancelFor(req)
-			if ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second); c != nil {
-				go func() {
-					defer cancel()
-					if ct, err := s.client.TransactionRequest(ctx, c, func(*sipgo.Client, *gosip.Request) error { return nil }); err == nil {
-						<-ct.Done()
-					}
-				}()
-			} else {
-				cancel()
-			}
-		})
-	}
+// serveUDP reads datagrams until the socket closes.
+func (r *reader) serveUDP(u *udpSock) {
 	for {
-		select {
-		case res, more := <-clTx.Responses():
-			if !more {
-				return
-			}
-			res.SetDestination(req.Source())
-			res.RemoveHeader("Via")
-			if req.IsInvite() && res.StatusCode >= 200 && res.StatusCode < 300 {
-				s.startCall(callID)
-			}
-			if err := tx.Respond(res); err != nil {
-				s.log.Debug("sip: relay response", "err", err)
-			}
-		case ack := <-tx.Acks():
-			ack.SetDestination(dst)
-			s.client.WriteRequest(ack)
-		case <-clTx.Done():
-			if err := clTx.Err(); err != nil && req.IsInvite() {
-				s.sipError("INVITE forward: " + err.Error())
-				s.reply(tx, req, 408, "Request Timeout")
-			}
+		n, from, local, err := u.read(r.buf, r.oobIn)
+		switch {
+		case errors.Is(err, net.ErrClosed):
 			return
-		case <-tx.Done():
-			return
+		case err == errTruncated:
+			r.s.shedCount(ShedMessageSize)
+			r.s.logs.Log(slog.LevelWarn, "message-size", "sip: datagram too large; answered 513", "from", from.String())
+			if b := badRequest(r.out[:0], string(r.buf[:n]), 513, "Message Too Large", from); b != nil {
+				r.out = b
+				u.write(b, from, local, &r.oob)
+			}
+			continue
+		case err != nil:
+			continue // ICMP errors of earlier sends, and the like
 		}
+		r.handle(r.buf[:n], peer{addr: from, local: local})
 	}
 }
 
-// cancelFor builds the CANCEL of a forwarded INVITE (same Via branch,
-// Call-ID, From, To and CSeq number).
-func cancelFor(inv *gosip.Request) *gosip.Request {
-	via := inv.Via()
-	if via == nil || inv.CSeq() == nil {
-		return nil
-	}
-	c := gosip.NewRequest(gosip.CANCEL, inv.Recipient)
-	c.AppendHeader(via.Clone())
-	mf := gosip.MaxForwardsHeader(70)
-	c.AppendHeader(&mf)
-	for _, name := range []string{"From", "To", "Call-ID", "Route"} {
-		for _, h := range inv.GetHeaders(name) {
-			c.AppendHeader(gosip.NewHeader(h.Name(), h.Value()))
+// isKeepalive: CRLF keep-alives (RFC 5626) are not messages.
+func isKeepalive(b []byte) bool {
+	for _, c := range b {
+		if c != '\r' && c != '\n' {
+			return false
 		}
 	}
-	c.AppendHeader(&gosip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: gosip.CANCEL})
-	c.AppendHeader(gosip.NewHeader("Content-Length", "0"))
-	c.SetTransport(inv.Transport())
-	c.SetDestination(inv.Destination())
-	return c
+	return true
 }
 
-func (s *Server) startCall(id string) {
-	if id == "" {
+// handle parses and answers one message.
+func (r *reader) handle(data []byte, from peer) {
+	if isKeepalive(data) {
 		return
 	}
+	s := r.s
+	now := time.Now()
+	r.busy.Store(now.UnixNano())
+	defer r.busy.Store(0)
+	s.faultHook()
+	m := &r.msg
+	if err := Parse(string(data), m); err != nil {
+		r.malformed(string(data), from, err)
+		return
+	}
+	if !m.Request {
+		r.response(m, from)
+		return
+	}
+	if m.Version != "SIP/2.0" { // RFC 3261 8.2.2.x: 505
+		if m.Method != "ACK" {
+			r.reply(m, from, 505, "Version Not Supported", nil)
+		}
+		s.sipError()
+		return
+	}
+	if err := m.CheckRequest(); err != nil {
+		r.malformed(m.Raw, from, err)
+		return
+	}
+	if _, err := ParseURI(m.URI); err != nil {
+		if err == ErrScheme {
+			r.reject(m, from, 416, "Unsupported URI Scheme", "scheme")
+		} else {
+			r.malformed(m.Raw, from, err)
+		}
+		return
+	}
+	switch m.Method {
+	case "REGISTER":
+		transport := "UDP"
+		if from.tcp != nil {
+			transport = "TCP"
+		}
+		res := s.register(m, from.addr, from.local, transport, now, r.extra[:0])
+		if res.shed {
+			s.shedCount(ShedRegistrations)
+		}
+		if res.code >= 400 {
+			s.sipError()
+		}
+		r.reply(m, from, res.code, res.reason, res.extra)
+	case "OPTIONS":
+		r.reply(m, from, 200, "OK", append(r.extra[:0], "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER\r\nAccept: application/sdp\r\n"...))
+	case "INVITE", "ACK", "BYE", "CANCEL":
+		r.proxyRequest(m, from, now)
+	default:
+		r.reject(m, from, 501, "Not Implemented", "method")
+	}
+}
+
+// reply sends this server's answer to a request (never to an ACK).
+func (r *reader) reply(m *Msg, to peer, code int, reason string, extra []byte) {
+	if m.Method == "ACK" {
+		return
+	}
+	r.out = appendResponse(r.out[:0], m, code, reason, to.addr, extra)
+	if err := r.s.send(to, r.out, &r.oob); err != nil {
+		r.s.logs.Log(slog.LevelDebug, "send", "sip: answer not sent", "to", to.addr.String(), "err", err)
+	}
+}
+
+// reject answers an error, counts it, and logs one short rate-limited
+// line for its cause.
+func (r *reader) reject(m *Msg, to peer, code int, reason, cause string) {
+	r.s.sipError()
+	r.s.logs.Log(slog.LevelInfo, cause, "sip: request refused", "code", code, "from", to.addr.String(), "msg", m.Describe())
+	r.reply(m, to, code, reason, nil)
+}
+
+// malformed answers 400 where there is a Via to answer to, counts it,
+// and logs a short line (never the message).
+func (r *reader) malformed(raw string, from peer, err error) {
+	s := r.s
+	s.malformed.Add(1)
+	s.sipError()
+	s.logs.Log(slog.LevelWarn, "malformed", "sip: malformed message", "from", from.addr.String(), "err", err.Error(), "bytes", len(raw))
+	if b := badRequest(r.out[:0], raw, 400, "Bad Request", from.addr); b != nil {
+		r.out = b
+		s.send(from, b, &r.oob)
+	}
+}
+
+// send writes a message to a peer.
+func (s *Server) send(p peer, b []byte, cache *oobCache) error {
+	if p.tcp != nil {
+		return p.tcp.write(b)
+	}
+	u := s.udp.Load()
+	if u == nil {
+		return ErrNotRunning
+	}
+	if cache == nil {
+		cache = &oobCache{}
+	}
+	return u.write(b, p.addr, p.local, cache)
+}
+
+func (s *Server) startCall(callID string) {
+	if callID == "" {
+		return
+	}
+	h := fnv64(callID)
 	s.mu.Lock()
-	if _, ok := s.calls[id]; !ok {
-		s.calls[id] = &call{started: time.Now()}
+	if _, ok := s.calls[h]; !ok && len(s.calls) < s.config().MaxCalls {
+		s.calls[h] = time.Now()
 		s.callsTotal.Add(1)
 	}
 	s.mu.Unlock()
 }
 
-func (s *Server) endCall(id string) {
+func (s *Server) endCall(callID string) {
 	s.mu.Lock()
-	delete(s.calls, id)
+	delete(s.calls, fnv64(callID))
 	s.mu.Unlock()
+}
+
+func (s *Server) activeCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
 }
 
 // Sweep drops expired bindings and stale calls (the safety worker's
 // hygiene) and reports how many of each.
 func (s *Server) Sweep(now time.Time) (bindings, calls int) {
 	s.mu.Lock()
-	bindings = s.sweepLocked(now)
-	for id, c := range s.calls {
-		if now.Sub(c.started) > StaleCall {
+	bindings = s.sweepLocked(now, 0)
+	for id, t := range s.calls {
+		if now.Sub(t) > StaleCall {
 			delete(s.calls, id)
 			calls++
 		}
 	}
 	s.mu.Unlock()
-	if bindings > 0 {
-		s.capacityCheck()
-	}
 	return bindings, calls
 }
 
-// Counts reports registered phones and active calls.
+// Counts reports registered users and active calls.
 func (s *Server) Counts() (registered, active int) {
+	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.countLive(time.Now()), len(s.calls)
+	for _, a := range s.aors {
+		for _, c := range a.contacts {
+			if c.expires.After(now) {
+				registered++
+				break
+			}
+		}
+	}
+	return registered, len(s.calls)
 }
 
-// Bindings lists the live bindings (the monitor probes them).
-func (s *Server) Bindings() []Binding {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now()
-	var out []Binding
-	for _, b := range s.bindings {
-		if b.Expires.After(now) {
-			out = append(out, *b)
-		}
+// Shed returns the shed counters by cause name.
+func (s *Server) Shed() map[string]int64 {
+	out := make(map[string]int64, numShed)
+	for i := range s.shed {
+		out[shedNames[i]] = s.shed[i].Load()
 	}
 	return out
 }
@@ -581,46 +600,119 @@ func (s *Server) Bindings() []Binding {
 // Status is the sip section of "phonebook status".
 func (s *Server) Status() ubus.Value {
 	reg, active := s.Counts()
+	cfg := s.config()
 	s.mu.Lock()
-	addr, maxB := s.addr, s.cfg.MaxBindings
+	addr := s.bound.String()
+	contacts := 0
+	for _, a := range s.aors {
+		contacts += len(a.contacts)
+	}
 	s.mu.Unlock()
+	s.tcpMu.Lock()
+	conns := len(s.tcpConns)
+	s.tcpMu.Unlock()
+	shed := ubus.Tbl("shed")
+	for i := range s.shed {
+		shed.List = append(shed.List, ubus.I64(shedNames[i], s.shed[i].Load()))
+	}
 	return ubus.Tbl("sip",
 		ubus.Str("listen", addr),
 		ubus.I32("registered_users", int32(reg)),
+		ubus.I32("bindings", int32(contacts)),
 		ubus.I32("active_calls", int32(active)),
-		ubus.I32("max_bindings", int32(maxB)),
+		ubus.I32("max_bindings", int32(cfg.MaxBindings)),
+		ubus.I32("transactions", int32(s.Transactions())),
+		ubus.I32("tcp_connections", int32(conns)),
 		ubus.I64("registrations_total", s.registers.Load()),
-		ubus.I64("rejected_at_capacity", s.rejected.Load()),
+		ubus.I64("rejected_at_capacity", s.shed[ShedRegistrations].Load()),
 		ubus.I64("malformed_total", s.malformed.Load()),
 		ubus.I64("calls_total", s.callsTotal.Load()),
+		ubus.I64("evicted_contacts", s.evicted.Load()),
+		ubus.I64("tcp_accept_errors", s.acceptErrors.Load()),
+		shed,
 	)
 }
 
 // ErrNotRunning: the server is not (yet) up, so nothing was sent.
 var ErrNotRunning = errors.New("sip server not running")
 
-// Probe sends OPTIONS to host:port and returns the round-trip time.
+// maxProbes bounds the OPTIONS probes waiting for an answer at once.
+const maxProbes = 64
+
+// Probe sends OPTIONS to host:port from the server's own socket and
+// returns the round-trip time.
 func (s *Server) Probe(ctx context.Context, target string) (time.Duration, error) {
-	s.mu.Lock()
-	client := s.client
-	s.mu.Unlock()
-	if client == nil {
+	if s.udp.Load() == nil {
 		return 0, ErrNotRunning
 	}
 	host, port, err := net.SplitHostPort(target)
 	if err != nil {
 		host, port = target, "5060"
 	}
-	p, _ := strconv.Atoi(port)
-	req := gosip.NewRequest(gosip.OPTIONS, gosip.Uri{Scheme: "sip", Host: host, Port: p})
-	req.SetTransport("UDP")
-	t0 := time.Now()
-	res, err := client.Do(ctx, req)
+	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return 0, err
+		ap, rerr := resolve(ctx, net.JoinHostPort(host, port))
+		if rerr != nil {
+			return 0, rerr
+		}
+		ip = ap.Addr()
 	}
-	if res.StatusCode >= 300 && res.StatusCode != 405 && res.StatusCode != 501 {
-		return 0, fmt.Errorf("OPTIONS answered %d", res.StatusCode)
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, fmt.Errorf("probe %s: bad port", target)
 	}
-	return time.Since(t0), nil
+	dst := netip.AddrPortFrom(ip.Unmap(), uint16(p))
+	branch := s.viaPrefix() + "p" + strconv.FormatUint(s.probeSeq.Add(1), 10)
+	ch := make(chan int, 1)
+	s.probeMu.Lock()
+	if len(s.probes) >= maxProbes {
+		s.probeMu.Unlock()
+		return 0, errors.New("too many probes in flight")
+	}
+	s.probes[branch] = ch
+	s.probeMu.Unlock()
+	defer func() {
+		s.probeMu.Lock()
+		delete(s.probes, branch)
+		s.probeMu.Unlock()
+	}()
+	via := string(s.selfVia(nil, netip.Addr{}))
+	msg := "OPTIONS sip:" + dst.String() + " SIP/2.0\r\nVia: SIP/2.0/UDP " + via + ";branch=" + branch +
+		";rport\r\nMax-Forwards: 70\r\nFrom: <sip:phonebookd@" + via + ">;tag=" + s.token + "\r\nTo: <sip:" + dst.String() +
+		">\r\nCall-ID: " + branch + "\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+	t0 := time.Now()
+	interval := s.t1()
+	for {
+		if err := s.send(peer{addr: dst}, []byte(msg), nil); err != nil {
+			return 0, err
+		}
+		t := time.NewTimer(interval)
+		select {
+		case code := <-ch:
+			t.Stop()
+			if code >= 300 && code != 405 && code != 501 {
+				return 0, fmt.Errorf("OPTIONS answered %d", code)
+			}
+			return time.Since(t0), nil
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-t.C:
+			interval = min(2*interval, 4*time.Second) // retransmit (Timer E)
+		}
+	}
+}
+
+// probeAnswer delivers the answer to a probe; reports whether it was one.
+func (s *Server) probeAnswer(branch string, m *Msg) bool {
+	s.probeMu.Lock()
+	ch, ok := s.probes[branch]
+	s.probeMu.Unlock()
+	if ok && m.Status >= 200 {
+		select {
+		case ch <- m.Status:
+		default:
+		}
+	}
+	return ok
 }

@@ -1,0 +1,18 @@
+//go:build faults
+
+package sip
+
+// InjectStuck makes every SIP handler hang at its next message until the
+// worker restarts: the fault the heartbeat's self-probe must detect.
+// Built only with the "faults" tag.
+func (s *Server) InjectStuck() {
+	ch := make(chan struct{})
+	s.stuck.Store(&ch)
+}
+
+// faultHook hangs the handler while a stuck fault is armed.
+func (s *Server) faultHook() {
+	if ch := s.stuck.Load(); ch != nil {
+		<-*ch
+	}
+}

@@ -1,0 +1,794 @@
+package sip
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// peer is where a message goes: a UDP address (answered from local), or
+// a TCP connection the peer opened.
+type peer struct {
+	addr  netip.AddrPort
+	local netip.Addr
+	tcp   *tcpConn
+}
+
+// Transaction states (RFC 3261 17.1.1 seen from the proxy's side).
+const (
+	txCalling = iota
+	txProceeding
+	txCompleted
+)
+
+// proxyTx is one INVITE forwarded statefully: the server transaction
+// towards the caller and the client transaction towards the callee in one
+// record (RFC 3261 16). Its size is bounded by the two messages it keeps,
+// and the table of them by sip.max_transactions.
+type proxyTx struct {
+	mu         sync.Mutex
+	up         peer
+	upBranch   string
+	down       peer
+	downBranch string
+	viaHost    string // our host:port in the forwarded Via
+	transport  string
+	fwd        []byte // the INVITE as forwarded (retransmitted on Timer A)
+	reqURI     string // its Request-URI, for CANCEL and ACK
+	from       string
+	callID     string
+	cseq       uint32
+	route      string // Route lines of the forwarded INVITE
+	lastResp   []byte // the last response relayed upstream
+	state      int
+	cancelled  bool
+	interval   time.Duration // Timer A / G
+	nextRetx   time.Time
+	deadline   time.Time // Timer B, C or H
+	timer      *time.Timer
+	done       bool
+}
+
+// viaPrefix starts every branch this server puts in a Via; the token
+// differs per start so that another phonebookd on the path is not
+// mistaken for this one.
+func (s *Server) viaPrefix() string { return "z9hG4bKpb" + s.token + "." }
+
+// loopHash is RFC 3261 16.6 item 8's hash of what identifies a request on
+// its path: the same request coming back with the same hash is a loop.
+func loopHash(m *Msg) uint64 {
+	var routes strings.Builder
+	m.Each("route", func(v string) bool { routes.WriteString(v); return true })
+	cs, _ := m.CSeq()
+	return fnv64(m.URI, m.Tag("from"), m.Tag("to"), m.Get("call-id"), strconv.FormatUint(uint64(cs.Num), 10), routes.String(), m.Get("proxy-require"))
+}
+
+// looped reports a Via of ours whose loop hash equals this request's
+// (RFC 3261 16.3 item 4): the request went round.
+func (s *Server) looped(m *Msg) bool {
+	prefix := s.viaPrefix()
+	want := string(appendHex(nil, loopHash(m)))
+	found := false
+	m.Each("via", func(v string) bool {
+		via, err := ParseVia(v)
+		if err != nil {
+			return true
+		}
+		if b := via.Branch(); strings.HasPrefix(b, prefix) && strings.HasSuffix(b, "."+want) {
+			found = true
+			return false
+		}
+		return true
+	})
+	return found
+}
+
+// ownRoute reports whether a Route element names this server.
+func (s *Server) ownRoute(v string) bool {
+	a, err := ParseAddr(v)
+	if err != nil {
+		return false
+	}
+	u, err := ParseURI(a.URI)
+	if err != nil {
+		return false
+	}
+	return s.forUs(u)
+}
+
+// forUs reports whether a URI names this server (an initial request to a
+// number) rather than a phone.
+func (s *Server) forUs(u URI) bool {
+	port := u.Port
+	if port == 0 {
+		port = 5060
+	}
+	if uint32(port) != s.port.Load() {
+		return false
+	}
+	host := strings.ToLower(u.Host)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return s.isOwnTarget(netip.AddrPortFrom(ip, uint16(port)))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.names[host]
+}
+
+// route decides where a request goes (RFC 3261 16.4-16.6): past our own
+// Route, to the next Route, or to the Request-URI retargeted to the
+// called number's binding or <number>.<dns_suffix>.
+type route struct {
+	reqURI    string
+	dropRoute bool   // the top Route was ours
+	hop       string // host:port to resolve, when not an address
+	dest      peer
+	notFound  bool
+}
+
+func (s *Server) routeOf(m *Msg, now time.Time) (route, error) {
+	r := route{reqURI: m.URI}
+	var first, second string
+	m.Each("route", func(v string) bool {
+		if first == "" {
+			first = v
+			return true
+		}
+		second = v
+		return false
+	})
+	next := first
+	if first != "" && s.ownRoute(first) {
+		r.dropRoute, next = true, second
+	}
+	if next != "" { // loose routing to the next hop
+		a, err := ParseAddr(next)
+		if err != nil {
+			return r, err
+		}
+		u, err := ParseURI(a.URI)
+		if err != nil {
+			return r, err
+		}
+		return s.resolveHop(r, u)
+	}
+	u, err := ParseURI(m.URI)
+	if err != nil {
+		return r, err
+	}
+	if !s.forUs(u) {
+		return s.resolveHop(r, u) // in-dialog: to the phone itself
+	}
+	if u.User == "" {
+		r.notFound = true
+		return r, nil
+	}
+	if c, ok := s.lookup(u.User, now); ok {
+		r.reqURI = c.uri
+		if c.transport == "TCP" {
+			if tc := s.tcpConnTo(c.source); tc != nil {
+				r.dest = peer{addr: c.source, tcp: tc}
+				return r, nil
+			}
+		}
+		if c.target.IsValid() {
+			r.dest = peer{addr: c.target}
+			return r, nil
+		}
+		r.hop = c.host
+		return r, nil
+	}
+	cfg := s.config()
+	u.Host, u.Port = u.User+"."+cfg.DNSSuffix, 0
+	r.reqURI = u.String()
+	r.hop = u.HostPort()
+	return r, nil
+}
+
+func (s *Server) resolveHop(r route, u URI) (route, error) {
+	if ip, err := netip.ParseAddr(u.Host); err == nil {
+		p := u.Port
+		if p == 0 {
+			p = 5060
+		}
+		r.dest = peer{addr: netip.AddrPortFrom(ip.Unmap(), uint16(p))}
+		return r, nil
+	}
+	r.hop = u.HostPort()
+	return r, nil
+}
+
+// resolve looks a host:port up (the mesh's DNS names phones
+// <number>.local.mesh); it runs off the socket's goroutine.
+func resolve(ctx context.Context, hostport string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+	if err != nil || len(ips) == 0 {
+		if err == nil {
+			err = &net.DNSError{Err: "no address", Name: host}
+		}
+		return netip.AddrPort{}, err
+	}
+	p, _ := strconv.Atoi(port)
+	return netip.AddrPortFrom(ips[0].Unmap(), uint16(p)), nil
+}
+
+// appendForward writes the request as this proxy forwards it (RFC 3261
+// 16.6): new Request-URI, our Via on top with branch, the received Via
+// with received/rport, Max-Forwards decremented, our own Route removed,
+// and for a dialog-creating INVITE our Record-Route.
+func (s *Server) appendForward(dst []byte, m *Msg, r route, via, branch, transport string, src netip.AddrPort, recordRoute bool) []byte {
+	dst = append(dst, m.Method...)
+	dst = append(dst, ' ')
+	dst = append(dst, r.reqURI...)
+	dst = append(dst, " SIP/2.0\r\nVia: SIP/2.0/"...)
+	dst = append(dst, transport...)
+	dst = append(dst, ' ')
+	dst = append(dst, via...)
+	dst = append(dst, ";branch="...)
+	dst = append(dst, branch...)
+	dst = append(dst, ";rport\r\n"...)
+	if recordRoute {
+		dst = append(dst, "Record-Route: <sip:"...)
+		dst = append(dst, via...)
+		dst = append(dst, ";lr>\r\n"...)
+	}
+	firstVia, firstRoute, mf := true, true, false
+	for _, h := range m.Headers {
+		switch {
+		case h.Is("via") && firstVia:
+			firstVia = false
+			top, rest := splitComma(h.Value)
+			dst = append(dst, "Via: "...)
+			dst = appendTopVia(dst, top, src)
+			if rest = strings.TrimSpace(rest); rest != "" {
+				dst = append(dst, ", "...)
+				dst = append(dst, rest...)
+			}
+		case h.Is("max-forwards"):
+			n, _ := strconv.Atoi(h.Value)
+			dst = strconv.AppendInt(append(dst, "Max-Forwards: "...), int64(max(n-1, 0)), 10)
+			mf = true
+		case h.Is("route") && firstRoute && r.dropRoute:
+			firstRoute = false
+			_, rest := splitComma(h.Value)
+			if rest = strings.TrimSpace(rest); rest == "" {
+				continue
+			}
+			dst = append(append(dst, "Route: "...), rest...)
+		default:
+			if h.Is("route") {
+				firstRoute = false
+			}
+			dst = append(dst, h.Name...)
+			dst = append(dst, ": "...)
+			dst = append(dst, h.Value...)
+		}
+		dst = append(dst, "\r\n"...)
+	}
+	if !mf {
+		dst = append(dst, "Max-Forwards: 69\r\n"...)
+	}
+	dst = append(dst, "\r\n"...)
+	return append(dst, m.Body...)
+}
+
+// selfVia is our host:port as advertised to a peer: the address the
+// request arrived on (else the bound one).
+func (s *Server) selfVia(dst []byte, local netip.Addr) []byte {
+	if !local.IsValid() || local.IsUnspecified() {
+		local = s.advertise()
+	}
+	dst = appendAddrHost(dst, local)
+	dst = append(dst, ':')
+	return strconv.AppendInt(dst, int64(s.port.Load()), 10)
+}
+
+// proxyRequest handles a request to be forwarded. INVITE is stateful and
+// bounded; everything else is forwarded statelessly (RFC 3261 16.11).
+func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
+	s := r.s
+	top, _ := m.TopVia()
+	upBranch := top.Branch()
+	switch m.Method {
+	case "INVITE":
+		if tx := s.txByUp(upBranch); tx != nil { // a retransmission
+			tx.mu.Lock()
+			resp := tx.lastResp
+			tx.mu.Unlock()
+			if resp != nil {
+				s.send(from, resp, &r.oob)
+			}
+			return
+		}
+	case "ACK":
+		if tx := s.txByUp(upBranch); tx != nil { // ACK of a non-2xx: hop by hop
+			s.endTx(tx)
+			return
+		}
+	case "CANCEL":
+		tx := s.txByUp(upBranch)
+		if tx == nil {
+			r.reply(m, from, 481, "Call/Transaction Does Not Exist", nil)
+			return
+		}
+		r.reply(m, from, 200, "OK", nil)
+		s.cancelDown(tx)
+		return
+	}
+	mf, _ := m.MaxForwards()
+	switch {
+	case mf == 0:
+		r.reject(m, from, 483, "Too Many Hops", "max-forwards")
+		return
+	case s.looped(m):
+		r.reject(m, from, 482, "Loop Detected", "loop")
+		return
+	case m.Get("proxy-require") != "":
+		r.reply(m, from, 420, "Bad Extension", append(append(append(r.extra[:0], "Unsupported: "...), m.Get("proxy-require")...), "\r\n"...))
+		s.sipError()
+		return
+	}
+	rt, err := s.routeOf(m, now)
+	if err != nil {
+		if err == ErrScheme {
+			r.reject(m, from, 416, "Unsupported URI Scheme", "scheme")
+		} else {
+			r.reject(m, from, 400, "Bad Request: unroutable", "malformed")
+		}
+		return
+	}
+	if rt.notFound {
+		r.reject(m, from, 404, "Not Found", "not-found")
+		return
+	}
+	if rt.dest.addr.IsValid() && rt.dest.tcp == nil && s.isOwnTarget(rt.dest.addr) {
+		// A binding (or route) pointing at this proxy would send the
+		// request round until Max-Forwards runs out.
+		r.reject(m, from, 482, "Loop Detected", "loop")
+		return
+	}
+	lh := loopHash(m)
+	transport := "UDP"
+	if rt.dest.tcp != nil {
+		transport = "TCP"
+	}
+	via := string(s.selfVia(r.via[:0], from.local))
+	branch := s.viaPrefix() + string(appendHex(nil, fnv64(upBranch, m.Method, m.Get("call-id")))) + "." + string(appendHex(nil, lh))
+	if m.Method != "INVITE" {
+		if m.Method == "BYE" {
+			s.endCall(m.Get("call-id"))
+		}
+		if !rt.dest.addr.IsValid() { // needs DNS: not from the socket's goroutine
+			if m.Method != "ACK" {
+				r.reject(m, from, 404, "Not Found", "not-found")
+			}
+			return
+		}
+		r.out = s.appendForward(r.out[:0], m, rt, via, branch, transport, from.addr, false)
+		if err := s.send(rt.dest, r.out, &r.oob); err != nil {
+			s.logs.Log(slog.LevelDebug, "forward", "sip: forward failed", "method", m.Method, "err", err)
+		}
+		return
+	}
+	// INVITE: bounded.
+	cfg := s.config()
+	initial := m.Tag("to") == ""
+	if initial && s.activeCalls() >= cfg.MaxCalls {
+		s.shedCount(ShedCalls)
+		r.reply(m, from, 503, "Service Unavailable: call limit (sip.max_calls)", append(r.extra[:0], "Retry-After: 30\r\n"...))
+		return
+	}
+	tx := &proxyTx{up: from, upBranch: strings.Clone(upBranch), downBranch: branch, viaHost: via, transport: transport,
+		reqURI: strings.Clone(rt.reqURI), from: strings.Clone(m.Get("from")), callID: strings.Clone(m.Get("call-id")),
+		interval: s.t1(), state: txCalling}
+	cs, _ := m.CSeq()
+	tx.cseq = cs.Num
+	var rl []byte
+	if !rt.dropRoute {
+		m.Each("route", func(v string) bool { rl = append(append(append(rl, "Route: "...), v...), "\r\n"...); return true })
+	} else {
+		skip := true
+		m.Each("route", func(v string) bool {
+			if skip {
+				skip = false
+				return true
+			}
+			rl = append(append(append(rl, "Route: "...), v...), "\r\n"...)
+			return true
+		})
+	}
+	tx.route = string(rl)
+	if !s.addTx(tx, cfg.MaxTransactions) {
+		s.shedCount(ShedTransactions)
+		r.reply(m, from, 503, "Service Unavailable: transaction limit (sip.max_transactions)", append(r.extra[:0], "Retry-After: 5\r\n"...))
+		return
+	}
+	r.reply(m, from, 100, "Trying", nil)
+	tx.fwd = bytes.Clone(s.appendForward(r.out[:0], m, rt, via, branch, transport, from.addr, true))
+	if rt.dest.addr.IsValid() {
+		s.startTx(tx, rt.dest)
+		return
+	}
+	// The callee's name needs DNS: resolved off the socket's goroutine;
+	// the number of such lookups is bounded by the transaction table.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 64*s.t1())
+		defer cancel()
+		addr, err := resolve(ctx, rt.hop)
+		if err != nil {
+			s.finalUp(tx, 404, "Not Found")
+			return
+		}
+		if s.isOwnTarget(addr) {
+			s.finalUp(tx, 482, "Loop Detected")
+			return
+		}
+		s.startTx(tx, peer{addr: addr})
+	}()
+}
+
+func (s *Server) t1() time.Duration { return time.Duration(s.config().TimerT1MS) * time.Millisecond }
+
+func (s *Server) txByUp(branch string) *proxyTx {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	return s.txUp[branch]
+}
+
+func (s *Server) txByDown(branch string) *proxyTx {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	return s.txDown[branch]
+}
+
+// addTx enters a transaction unless the table is full.
+func (s *Server) addTx(tx *proxyTx, limit int) bool {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	if len(s.txUp) >= limit {
+		return false
+	}
+	s.txUp[tx.upBranch] = tx
+	s.txDown[tx.downBranch] = tx
+	return true
+}
+
+// Transactions is how many proxied INVITE transactions are open.
+func (s *Server) Transactions() int {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	return len(s.txUp)
+}
+
+// startTx sends the INVITE and arms Timers A and B (RFC 3261 17.1.1.2).
+func (s *Server) startTx(tx *proxyTx, dest peer) {
+	now := time.Now()
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.done {
+		return
+	}
+	tx.down = dest
+	if tx.cancelled { // cancelled before it could be sent
+		tx.mu.Unlock()
+		s.finalUp(tx, 487, "Request Terminated")
+		tx.mu.Lock()
+		return
+	}
+	s.send(dest, tx.fwd, nil)
+	tx.deadline = now.Add(64 * tx.interval)
+	if dest.tcp == nil {
+		tx.nextRetx = now.Add(tx.interval)
+	}
+	s.armLocked(tx, now)
+}
+
+// armLocked sets the transaction's one timer to its next event (tx.mu
+// held).
+func (s *Server) armLocked(tx *proxyTx, now time.Time) {
+	next := tx.deadline
+	if !tx.nextRetx.IsZero() && tx.nextRetx.Before(next) {
+		next = tx.nextRetx
+	}
+	d := max(next.Sub(now), time.Millisecond)
+	if tx.timer == nil {
+		tx.timer = time.AfterFunc(d, func() { s.txTimer(tx) })
+	} else {
+		tx.timer.Reset(d)
+	}
+}
+
+// txTimer runs Timers A/G (retransmit) and B/C/H (give up).
+func (s *Server) txTimer(tx *proxyTx) {
+	now := time.Now()
+	tx.mu.Lock()
+	if tx.done {
+		tx.mu.Unlock()
+		return
+	}
+	if now.Before(tx.deadline) {
+		if !tx.nextRetx.IsZero() && !now.Before(tx.nextRetx) {
+			switch tx.state {
+			case txCalling:
+				s.send(tx.down, tx.fwd, nil)
+				tx.interval *= 2
+			case txCompleted:
+				s.send(tx.up, tx.lastResp, nil)
+				tx.interval = min(2*tx.interval, 4*time.Second) // T2
+			}
+			tx.nextRetx = now.Add(tx.interval)
+		}
+		s.armLocked(tx, now)
+		tx.mu.Unlock()
+		return
+	}
+	state := tx.state
+	tx.mu.Unlock()
+	switch state {
+	case txCalling: // Timer B: the callee never answered
+		s.finalUp(tx, 408, "Request Timeout")
+	case txProceeding: // Timer C: it rang too long
+		s.cancelDown(tx)
+		s.finalUp(tx, 408, "Request Timeout")
+	default: // Timer H: no ACK came
+		s.endTx(tx)
+	}
+}
+
+// finalUp answers the caller ourselves with a final response and ends
+// the transaction after Timer H (the caller's ACK is absorbed).
+func (s *Server) finalUp(tx *proxyTx, code int, reason string) {
+	tx.mu.Lock()
+	if tx.done || tx.state == txCompleted {
+		tx.mu.Unlock()
+		return
+	}
+	b := []byte("SIP/2.0 " + strconv.Itoa(code) + " " + reason + "\r\n")
+	// The answer needs the caller's Vias, From, To, Call-ID and CSeq: the
+	// forwarded INVITE holds them all (our own Via first).
+	var m Msg
+	if Parse(string(tx.fwd), &m) == nil {
+		b = appendResponse(b[:0], &m, code, reason, netip.AddrPort{}, nil)
+		b = stripTopVia(b)
+	}
+	tx.lastResp = b
+	tx.state = txCompleted
+	now := time.Now()
+	tx.deadline = now.Add(64 * s.t1())
+	tx.interval = s.t1()
+	tx.nextRetx = time.Time{}
+	if tx.up.tcp == nil {
+		tx.nextRetx = now.Add(tx.interval)
+	}
+	s.armLocked(tx, now)
+	up := tx.up
+	tx.mu.Unlock()
+	s.send(up, b, nil)
+	if code >= 400 {
+		s.sipError()
+	}
+}
+
+// cancelDown sends CANCEL for a forwarded INVITE (same branch,
+// Request-URI, Call-ID, From, To and CSeq number; RFC 3261 9.1).
+func (s *Server) cancelDown(tx *proxyTx) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	tx.cancelled = true
+	if tx.done || tx.state == txCompleted || !tx.down.addr.IsValid() {
+		return
+	}
+	var m Msg
+	if Parse(string(tx.fwd), &m) != nil {
+		return
+	}
+	b := s.appendHopRequest(nil, "CANCEL", tx, m.Get("to"))
+	s.send(tx.down, b, nil)
+}
+
+// appendHopRequest builds the CANCEL or ACK this proxy sends downstream
+// for its own client transaction.
+func (s *Server) appendHopRequest(dst []byte, method string, tx *proxyTx, to string) []byte {
+	dst = append(dst, method...)
+	dst = append(dst, ' ')
+	dst = append(dst, tx.reqURI...)
+	dst = append(dst, " SIP/2.0\r\nVia: SIP/2.0/"...)
+	dst = append(dst, tx.transport...)
+	dst = append(dst, ' ')
+	dst = append(dst, tx.viaHost...)
+	dst = append(dst, ";branch="...)
+	dst = append(dst, tx.downBranch...)
+	dst = append(dst, "\r\nMax-Forwards: 70\r\nFrom: "...)
+	dst = append(dst, tx.from...)
+	dst = append(dst, "\r\nTo: "...)
+	dst = append(dst, to...)
+	dst = append(dst, "\r\nCall-ID: "...)
+	dst = append(dst, tx.callID...)
+	dst = append(dst, "\r\nCSeq: "...)
+	dst = strconv.AppendUint(dst, uint64(tx.cseq), 10)
+	dst = append(dst, ' ')
+	dst = append(dst, method...)
+	dst = append(dst, "\r\n"...)
+	dst = append(dst, tx.route...)
+	return append(dst, "Content-Length: 0\r\n\r\n"...)
+}
+
+// endTx removes a transaction.
+func (s *Server) endTx(tx *proxyTx) {
+	tx.mu.Lock()
+	tx.done = true
+	if tx.timer != nil {
+		tx.timer.Stop()
+	}
+	tx.mu.Unlock()
+	s.txMu.Lock()
+	if s.txUp[tx.upBranch] == tx {
+		delete(s.txUp, tx.upBranch)
+	}
+	if s.txDown[tx.downBranch] == tx {
+		delete(s.txDown, tx.downBranch)
+	}
+	s.txMu.Unlock()
+}
+
+// stripTopVia removes the first Via element of a message.
+func stripTopVia(b []byte) []byte {
+	start := 0
+	for {
+		i := bytes.IndexByte(b[start:], '\n')
+		if i < 0 {
+			return b
+		}
+		line := b[start : start+i+1]
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if ok && start > 0 && (bytes.EqualFold(bytes.TrimSpace(name), []byte("via")) || bytes.EqualFold(bytes.TrimSpace(name), []byte("v"))) {
+			_, rest := splitComma(string(bytes.TrimSpace(value)))
+			var out []byte
+			out = append(out, b[:start]...)
+			if rest = strings.TrimSpace(rest); rest != "" {
+				out = append(append(append(out, "Via: "...), rest...), "\r\n"...)
+			}
+			return append(out, b[start+i+1:]...)
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			return b
+		}
+		start += i + 1
+	}
+}
+
+// response handles a response: ours to a probe, to a transaction, or
+// relayed statelessly by its Via (RFC 3261 16.7 and 16.11).
+func (r *reader) response(m *Msg, from peer) {
+	s := r.s
+	top, err := m.TopVia()
+	if err != nil {
+		return
+	}
+	branch := top.Branch()
+	if !strings.HasPrefix(branch, s.viaPrefix()) {
+		s.shedCount(ShedStray) // not ours: nothing to do with it
+		return
+	}
+	if s.probeAnswer(branch, m) {
+		return
+	}
+	cs, _ := m.CSeq()
+	if tx := s.txByDown(branch); tx != nil {
+		if cs.Method == "CANCEL" {
+			return // the callee's 200 to our CANCEL
+		}
+		s.txResponse(tx, m, r)
+		return
+	}
+	// No transaction (a 2xx retransmission, a response to a stateless
+	// forward): to the next Via.
+	r.relay(m)
+}
+
+// relay sends a response on to the address in its second Via.
+func (r *reader) relay(m *Msg) {
+	var next string
+	i := 0
+	m.Each("via", func(v string) bool {
+		if i == 1 {
+			next = v
+			return false
+		}
+		i++
+		return true
+	})
+	via, err := ParseVia(next)
+	if err != nil {
+		return
+	}
+	host := via.Host
+	if rcv, ok := param(via.Params, "received"); ok && rcv != "" {
+		host = rcv
+	}
+	port := via.Port
+	if rp, _ := param(via.Params, "rport"); rp != "" {
+		port, _ = strconv.Atoi(rp)
+	}
+	if port == 0 {
+		port = 5060
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return
+	}
+	r.out = stripTopVia(append(r.out[:0], m.Raw...))
+	if m.Status >= 200 && m.Status < 300 {
+		if cs, _ := m.CSeq(); cs.Method == "INVITE" {
+			r.s.startCall(m.Get("call-id"))
+		}
+	}
+	r.s.send(peer{addr: netip.AddrPortFrom(ip.Unmap(), uint16(port))}, r.out, &r.oob)
+}
+
+// txResponse handles the callee's answer to a forwarded INVITE.
+func (s *Server) txResponse(tx *proxyTx, m *Msg, r *reader) {
+	now := time.Now()
+	tx.mu.Lock()
+	if tx.done {
+		tx.mu.Unlock()
+		return
+	}
+	switch {
+	case m.Status < 200:
+		if tx.state == txCalling {
+			tx.state = txProceeding
+			tx.nextRetx = time.Time{}
+		}
+		if tx.state == txProceeding {
+			tx.deadline = now.Add(time.Duration(s.config().TimerC) * time.Second)
+			s.armLocked(tx, now)
+		}
+		if m.Status == 100 {
+			tx.mu.Unlock()
+			return
+		}
+	case m.Status < 300:
+		tx.mu.Unlock()
+		s.startCall(tx.callID)
+		s.endTx(tx) // 2xx: the ACK goes end to end, not through us
+		r.out = stripTopVia(append(r.out[:0], m.Raw...))
+		s.send(tx.up, r.out, &r.oob)
+		return
+	default:
+		// Non-2xx final: ACKed here, hop by hop (RFC 3261 17.1.1.3),
+		// relayed upstream and retransmitted until the caller's ACK.
+		ack := s.appendHopRequest(nil, "ACK", tx, m.Get("to"))
+		s.send(tx.down, ack, &r.oob)
+		if tx.state == txCompleted {
+			tx.mu.Unlock()
+			return // a retransmission of the final answer
+		}
+		tx.lastResp = stripTopVia([]byte(m.Raw))
+		tx.state = txCompleted
+		tx.interval = s.t1()
+		tx.deadline = now.Add(64 * tx.interval)
+		tx.nextRetx = time.Time{}
+		if tx.up.tcp == nil {
+			tx.nextRetx = now.Add(tx.interval)
+		}
+		s.armLocked(tx, now)
+	}
+	resp := stripTopVia(append(r.out[:0], m.Raw...))
+	if m.Status >= 200 {
+		resp = tx.lastResp
+	}
+	up := tx.up
+	tx.mu.Unlock()
+	s.send(up, resp, &r.oob)
+}

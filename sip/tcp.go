@@ -1,0 +1,236 @@
+package sip
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aredn/phonebookd/health"
+)
+
+// tcpConn is one connection a phone opened; answers and requests for that
+// phone go back on it.
+type tcpConn struct {
+	c      net.Conn
+	remote netip.AddrPort
+	local  netip.Addr
+	wmu    sync.Mutex
+}
+
+// writeTimeout bounds a write to a peer that does not read.
+const writeTimeout = 2 * time.Second
+
+func (t *tcpConn) write(b []byte) error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	t.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := t.c.Write(b)
+	return err
+}
+
+func (s *Server) tcpConnTo(a netip.AddrPort) *tcpConn {
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	return s.tcpConns[a]
+}
+
+// closeTCP closes every connection (the worker is stopping).
+func (s *Server) closeTCP() {
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	for _, c := range s.tcpConns {
+		c.c.Close()
+	}
+}
+
+// acceptTCP accepts connections up to sip.tcp_max_connections; past it a
+// connection is closed at once and counted. Accept errors (EMFILE under a
+// descriptor limit) back off, 5 ms doubling to 1 s, and raise
+// "sip_accept_errors" until an accept succeeds again: the worker never
+// fails for them.
+func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *health.Worker, wg *sync.WaitGroup) {
+	var delay time.Duration
+	failing := false
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			s.acceptErrors.Add(1)
+			s.logs.Log(slog.LevelWarn, "accept", "sip: tcp accept failed; backing off", "err", err.Error())
+			if !failing {
+				failing = true
+				s.alerts.SetCondition(health.Condition{Code: "sip_accept_errors", Level: health.LevelWarning, Penalty: 10,
+					Message:        "SIP over TCP cannot accept connections: " + err.Error(),
+					Recommendation: "The daemon is out of file descriptors or memory; lower phonebook.sip.tcp_max_connections or find what holds descriptors (phonebook.health status file_descriptors)."})
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			continue
+		}
+		delay = 0
+		if failing {
+			failing = false
+			s.alerts.ClearCondition("sip_accept_errors")
+		}
+		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+		tc := &tcpConn{c: c, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), local: local}
+		s.tcpMu.Lock()
+		full := len(s.tcpConns) >= s.config().TCPMaxConnections
+		if !full {
+			s.tcpConns[tc.remote] = tc
+		}
+		s.tcpMu.Unlock()
+		if full {
+			s.shedCount(ShedTCPConnections)
+			s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", "from", tc.remote.String())
+			c.Close()
+			continue
+		}
+		wg.Add(1)
+		w.Go(func() {
+			defer wg.Done()
+			s.serveTCP(tc)
+			s.tcpMu.Lock()
+			if s.tcpConns[tc.remote] == tc {
+				delete(s.tcpConns, tc.remote)
+			}
+			s.tcpMu.Unlock()
+			c.Close()
+		})
+	}
+}
+
+// serveTCP frames messages on one connection: a message's header must
+// arrive within sip.tcp_header_timeout of its first byte, a connection
+// without a message for sip.tcp_idle_timeout is closed, and nothing larger
+// than sip.max_message_size is read (513, then closed).
+func (s *Server) serveTCP(tc *tcpConn) {
+	cfg := s.config()
+	idle := time.Duration(cfg.TCPIdleTimeout) * time.Second
+	headerTimeout := time.Duration(cfg.TCPHeaderTimeout) * time.Second
+	r := newReader(s, 0)
+	buf := make([]byte, 0, 2048)
+	chunk := make([]byte, 2048)
+	from := peer{addr: tc.remote, local: tc.local, tcp: tc}
+	for {
+		// Leading CRLFs are keep-alives: a double CRLF gets a single one.
+		for len(buf) > 0 && (buf[0] == '\r' || buf[0] == '\n') {
+			if bytes.HasPrefix(buf, []byte("\r\n\r\n")) {
+				tc.write([]byte("\r\n"))
+				buf = buf[4:]
+				continue
+			}
+			if len(buf) < 4 && bytes.Equal(buf, []byte("\r\n\r\n")[:len(buf)]) {
+				break // the rest of a keep-alive may follow
+			}
+			buf = buf[1:]
+		}
+		var msgStart time.Time
+		if len(buf) > 0 && buf[0] != '\r' && buf[0] != '\n' {
+			msgStart = time.Now()
+		}
+		end := -1
+		for {
+			if end = bytes.Index(buf, []byte("\r\n\r\n")); end >= 0 {
+				break
+			}
+			if len(buf) > cfg.MaxMessageSize {
+				s.tooLarge(r, tc, buf)
+				return
+			}
+			deadline := time.Now().Add(idle)
+			if !msgStart.IsZero() {
+				deadline = msgStart.Add(headerTimeout)
+			}
+			tc.c.SetReadDeadline(deadline)
+			n, err := tc.c.Read(chunk)
+			if n > 0 && msgStart.IsZero() && !isKeepalive(chunk[:n]) {
+				msgStart = time.Now()
+			}
+			buf = append(buf, chunk[:n]...)
+			if err != nil {
+				if len(bytes.TrimLeft(buf, "\r\n")) > 0 && isTimeout(err) {
+					s.logs.Log(slog.LevelInfo, "tcp-slow", "sip: tcp header not complete in time; closed", "from", tc.remote.String())
+				}
+				return
+			}
+			if n > 0 && len(bytes.TrimLeft(buf, "\r\n")) == 0 {
+				break // keep-alive only: handled at the top
+			}
+		}
+		if end < 0 {
+			continue
+		}
+		head := end + 4
+		cl := contentLength(buf[:head])
+		if cl < 0 {
+			r.malformed(string(buf[:head]), from, perr("bad Content-Length"))
+			return
+		}
+		if head+cl > cfg.MaxMessageSize {
+			s.tooLarge(r, tc, buf[:head])
+			return
+		}
+		for len(buf) < head+cl {
+			tc.c.SetReadDeadline(msgStart.Add(headerTimeout))
+			n, err := tc.c.Read(chunk)
+			buf = append(buf, chunk[:n]...)
+			if err != nil {
+				return
+			}
+		}
+		r.handle(buf[:head+cl], from)
+		buf = append(buf[:0], buf[head+cl:]...)
+		if cap(buf) > 4*2048 { // do not keep a large message's buffer
+			buf = append(make([]byte, 0, 2048), buf...)
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// tooLarge answers 513 (where a Via can be read) and counts the shed.
+func (s *Server) tooLarge(r *reader, tc *tcpConn, head []byte) {
+	s.shedCount(ShedMessageSize)
+	s.logs.Log(slog.LevelWarn, "message-size", "sip: tcp message too large; closed", "from", tc.remote.String())
+	if b := badRequest(nil, string(head), 513, "Message Too Large", tc.remote); b != nil {
+		tc.write(b)
+	}
+}
+
+// contentLength reads Content-Length from a header section: 0 when
+// absent, -1 when malformed.
+func contentLength(head []byte) int {
+	for _, line := range strings.Split(string(head), "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		name = strings.TrimSpace(name)
+		if strings.EqualFold(name, "content-length") || strings.EqualFold(name, "l") {
+			n, err := strconv.Atoi(strings.TrimSpace(value))
+			if err != nil || n < 0 {
+				return -1
+			}
+			return n
+		}
+	}
+	return 0
+}
