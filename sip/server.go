@@ -43,12 +43,12 @@ type Alerts interface {
 
 // Causes of shed work, as counted in "phonebook status" sip.shed.
 const (
-	ShedRegistrations = iota // new phone past sip.max_bindings: 503
-	ShedTransactions         // INVITE past sip.max_transactions: 503
-	ShedCalls                // new call past sip.max_calls: 503
-	ShedTCPConnections       // connection past sip.tcp_max_connections: closed
-	ShedMessageSize          // message past sip.max_message_size: 513 or dropped
-	ShedStray                // response that is not ours: dropped
+	ShedRegistrations  = iota // new phone past sip.max_bindings: 503
+	ShedTransactions          // INVITE past sip.max_transactions: 503
+	ShedCalls                 // new call past sip.max_calls: 503
+	ShedTCPConnections        // connection past sip.tcp_max_connections: closed
+	ShedMessageSize           // message past sip.max_message_size: 513 or dropped
+	ShedStray                 // response that is not ours: dropped
 	numShed
 )
 
