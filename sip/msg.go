@@ -250,21 +250,44 @@ func (m *Msg) Count(name string) int {
 	return n
 }
 
+// listIter walks the elements of a comma-separated header across all its
+// lines without allocating: for it := m.iter("contact"); it.next(); {}.
+type listIter struct {
+	m    *Msg
+	name string
+	i    int    // next header line to look at
+	rest string // what is left of the current line
+	val  string
+}
+
+func (m *Msg) iter(name string) listIter { return listIter{m: m, name: name} }
+
+func (it *listIter) next() bool {
+	for {
+		for it.rest != "" {
+			it.val, it.rest = splitComma(it.rest)
+			if it.val != "" {
+				return true
+			}
+		}
+		for it.i < len(it.m.Headers) && !it.m.Headers[it.i].Is(it.name) {
+			it.i++
+		}
+		if it.i >= len(it.m.Headers) {
+			return false
+		}
+		it.rest = it.m.Headers[it.i].Value
+		it.i++
+	}
+}
+
 // Each calls fn for every element of a comma-separated header (Via,
 // Contact, Route, ...) across all its lines, in order, until fn returns
 // false.
 func (m *Msg) Each(name string, fn func(v string) bool) {
-	for _, h := range m.Headers {
-		if !h.Is(name) {
-			continue
-		}
-		rest := h.Value
-		for rest != "" {
-			var v string
-			v, rest = splitComma(rest)
-			if v != "" && !fn(v) {
-				return
-			}
+	for it := m.iter(name); it.next(); {
+		if !fn(it.val) {
+			return
 		}
 	}
 }
@@ -367,12 +390,13 @@ func (v Via) Branch() string { p, _ := param(v.Params, "branch"); return p }
 func ParseVia(s string) (Via, error) {
 	proto, rest, ok := strings.Cut(s, " ")
 	rest = strings.TrimLeft(rest, " \t")
-	parts := strings.Split(proto, "/")
-	if !ok || len(parts) != 3 || !strings.EqualFold(parts[0], "SIP") || parts[2] == "" {
+	name, ver, ok1 := strings.Cut(proto, "/")
+	_, transport, ok2 := strings.Cut(ver, "/")
+	if !ok || !ok1 || !ok2 || !strings.EqualFold(name, "SIP") || transport == "" || strings.IndexByte(transport, '/') >= 0 {
 		return Via{}, perr("malformed Via")
 	}
 	var v Via
-	v.Transport = strings.ToUpper(strings.TrimSpace(parts[2]))
+	v.Transport = strings.TrimSpace(transport) // compared case-insensitively
 	sentBy := rest
 	if i := strings.IndexByte(rest, ';'); i >= 0 {
 		sentBy, v.Params = strings.TrimSpace(rest[:i]), rest[i:]
@@ -387,12 +411,11 @@ func ParseVia(s string) (Via, error) {
 
 // TopVia parses the first Via element.
 func (m *Msg) TopVia() (Via, error) {
-	var first string
-	m.Each("via", func(v string) bool { first = v; return false })
-	if first == "" {
+	it := m.iter("via")
+	if !it.next() {
 		return Via{}, perr("missing via header")
 	}
-	return ParseVia(first)
+	return ParseVia(it.val)
 }
 
 // splitHostPort splits host[:port], host an IPv6 reference in brackets,

@@ -97,15 +97,16 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 	}
 	var wants [16]want
 	n, star, bad := 0, false, ""
-	m.Each("contact", func(v string) bool {
+	for it := m.iter("contact"); it.next() && bad == ""; {
+		v := it.val
 		if v == "*" {
 			star = true
-			return true
+			continue
 		}
 		a, err := ParseAddr(v)
 		if err != nil {
 			bad = "malformed Contact"
-			return false
+			break
 		}
 		u, err := ParseURI(a.URI)
 		if err != nil {
@@ -114,29 +115,28 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 			} else {
 				bad = "malformed Contact URI"
 			}
-			return false
+			break
 		}
 		if len(a.URI) > maxContactLen {
 			bad = "Contact URI too long"
-			return false
+			break
 		}
 		exp := defExp
 		if e, ok := a.Param("expires"); ok {
 			x, err := strconv.Atoi(e)
 			if err != nil || x < 0 {
 				bad = "malformed Contact expires"
-				return false
+				break
 			}
 			exp = x
 		}
 		if n == len(wants) || n >= cfg.MaxContacts {
 			bad = "too many"
-			return false
+			break
 		}
 		wants[n] = want{uri: u, text: a.URI, expires: exp}
 		n++
-		return true
-	})
+	}
 	switch {
 	case bad == "scheme":
 		return regResult{code: 416, reason: "Unsupported URI Scheme"}
@@ -144,7 +144,7 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 		return regResult{code: 403, reason: "Forbidden: more than " + strconv.Itoa(cfg.MaxContacts) + " contacts (sip.max_contacts)"}
 	case bad != "":
 		return regResult{code: 400, reason: "Bad Request: " + bad}
-	case star && (n > 0 || defExp != 0 || m.Get("expires") == ""):
+	case star && (n > 0 || defExp != 0):
 		// RFC 3261 10.2.2: "*" only with Expires: 0 and no other contact.
 		return regResult{code: 400, reason: "Bad Request: Contact * needs Expires: 0 and no other contact"}
 	}
@@ -199,7 +199,7 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 				extra: append(extra, "Retry-After: 60\r\n"...), shed: true}
 		}
 		a = &aor{contacts: make([]contact, 0, min(n, cfg.MaxContacts))}
-		s.aors[user] = a
+		s.aors[strings.Clone(user)] = a // the message's text is the reader's buffer
 	}
 	for i := 0; i < n; i++ {
 		w := wants[i]

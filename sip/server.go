@@ -28,6 +28,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
@@ -434,9 +435,13 @@ func (r *reader) handle(data []byte, from peer) {
 	r.busy.Store(now.UnixNano())
 	defer r.busy.Store(0)
 	s.faultHook()
+	// The message's strings alias the reader's buffer, valid while it is
+	// handled: whatever outlives the handler (a binding, a transaction)
+	// is cloned where it is kept, so a message costs no allocation.
+	raw := unsafe.String(&data[0], len(data))
 	m := &r.msg
-	if err := Parse(string(data), m); err != nil {
-		r.malformed(string(data), from, err)
+	if err := Parse(raw, m); err != nil {
+		r.malformed(raw, from, err)
 		return
 	}
 	if !m.Request {

@@ -22,7 +22,7 @@ import (
 	"github.com/aredn/phonebookd/uci"
 )
 
-var bins struct{ daemon, faults, broker string }
+var bins struct{ daemon, faults, broker, router string }
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "phonebookd-bin")
@@ -40,7 +40,12 @@ func TestMain(m *testing.M) {
 	bins.daemon = filepath.Join(dir, "phonebookd")
 	bins.faults = filepath.Join(dir, "phonebookd-faults")
 	bins.broker = filepath.Join(dir, "ubus-broker")
+	bins.router = filepath.Join(dir, "phonebookd-router")
 	build(bins.daemon, "./cmd/phonebookd")
+	// The router build, as packaged: its RSS is what a router sees.
+	os.Setenv("CGO_ENABLED", "0")
+	build(bins.router, "-trimpath", "-ldflags", "-s -w", "./cmd/phonebookd")
+	os.Unsetenv("CGO_ENABLED")
 	build(bins.faults, "-tags", "faults", "./cmd/phonebookd")
 	build(bins.broker, "./cmd/ubus-broker")
 	code := m.Run()
@@ -197,7 +202,14 @@ func newTree(t *testing.T, sock string, opts map[string]string) *tree {
 
 func (tr *tree) start(t *testing.T, bin string) *proc {
 	t.Helper()
-	p := start(t, bin, "-c", tr.confDir, "-t", tr.saveDir, "-s", tr.sock)
+	return tr.startWith(t, nil, bin)
+}
+
+// startWith runs the daemon under a wrapper command (prlimit, setpriv).
+func (tr *tree) startWith(t *testing.T, wrapper []string, bin string) *proc {
+	t.Helper()
+	args := append(append([]string{}, wrapper...), bin, "-c", tr.confDir, "-t", tr.saveDir, "-s", tr.sock)
+	p := start(t, args[0], args[1:]...)
 	waitFor(t, 10*time.Second, "phonebook.health on ubus", func() bool {
 		if p.exited() {
 			t.Fatalf("daemon exited with %d", p.code)
