@@ -313,10 +313,20 @@ func (d *Daemon) watchdog(ctx context.Context) {
 	if !d.config().Health.Watchdog || !d.bus.Connected() {
 		return
 	}
+	now := d.clock.Now()
 	for _, w := range d.sup.Snapshot() {
-		// A blocked worker (a listen address that cannot be bound) is
-		// retried in process; a procd restart would not fix it.
-		if w.Essential && w.Status != health.StatusHealthy && w.Status != health.StatusBlocked {
+		if !w.Essential {
+			continue
+		}
+		switch {
+		case w.Status == health.StatusBlocked:
+			// Retried in process (a listen address that cannot be
+			// bound); a procd restart would not fix it.
+		case w.Status != health.StatusHealthy:
+			return
+		case w.LastHeartbeat.IsZero() || now.Sub(w.LastHeartbeat) > 2*w.Period:
+			// Healthy only on paper: a restarted instance that has not
+			// beaten yet, or one going quiet before its deadline.
 			return
 		}
 	}

@@ -49,7 +49,7 @@ func TestWatchdogStopsWhileEssentialWorkerStuck(t *testing.T) {
 		}
 	}})
 	sup.Start(ctx)
-	d := &Daemon{cfg: config.Defaults(), log: slog.New(slog.DiscardHandler), sup: sup, bus: ubus.NewBus(br.Path(), nil)}
+	d := &Daemon{cfg: config.Defaults(), log: slog.New(slog.DiscardHandler), sup: sup, bus: ubus.NewBus(br.Path(), nil), clock: health.SystemClock{}}
 	go d.bus.Run(ctx)
 	for end := time.Now().Add(5 * time.Second); !d.bus.Connected() || !procd.Connected(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(end) {

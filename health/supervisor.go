@@ -74,6 +74,7 @@ func (w *Worker) Name() string { return w.ws.spec.Name }
 func (w *Worker) Beat() {
 	w.checkFault()
 	w.inst.lastBeat.Store(w.ws.sup.clock.Now().UnixNano())
+	w.inst.beaten.Store(true)
 }
 
 // Wait sleeps for d, beating every period meanwhile, so that a worker with
@@ -157,7 +158,8 @@ type instance struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	started  time.Time
-	lastBeat atomic.Int64
+	lastBeat atomic.Int64 // the start until the first beat (for the deadline)
+	beaten   atomic.Bool  // a beat came since the start
 	tid      atomic.Int32
 	goid     atomic.Uint64
 	done     chan struct{}
@@ -606,7 +608,9 @@ func (s *Supervisor) Snapshot() []WorkerStatus {
 		}
 		if inst := ws.inst; inst != nil {
 			st.Started = inst.started
-			st.LastHeartbeat = time.Unix(0, inst.lastBeat.Load())
+			if inst.beaten.Load() { // no heartbeat yet: none to report
+				st.LastHeartbeat = time.Unix(0, inst.lastBeat.Load())
+			}
 			if ws.status == StatusHealthy || ws.status == StatusUnresponsive {
 				st.Goroutines++ // the worker's own goroutine
 				inst.cpuMu.Lock()

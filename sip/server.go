@@ -239,7 +239,6 @@ func (s *Server) Run(ctx context.Context, w *health.Worker) error {
 	s.mu.Lock()
 	s.calls = map[uint64]time.Time{} // a restart starts with no calls: no phantom calls
 	s.mu.Unlock()
-	s.stuck.Store(nil)
 	select {
 	case <-s.ready:
 	default:
