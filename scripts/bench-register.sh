@@ -20,6 +20,8 @@ $u set phonebook.main.www_dir="$work/www"
 $u set phonebook.main.apps_dir="$work/apps"
 $u set phonebook.sip.listen=127.0.0.1:25060
 $u set phonebook.sip.max_bindings=$((n + 10))
+# the REGISTER path alone: the monitor would otherwise probe every phone
+$u set phonebook.monitor.probe_phones="${PROBE_PHONES:-0}"
 $u commit phonebook
 "$top/bin/ubus-broker" -s "$work/ubus.sock" 2>/dev/null &
 broker=$!

@@ -141,3 +141,29 @@ func BenchmarkHandleRegister(b *testing.B) {
 func options(branch string) string {
 	return "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK" + branch + ";rport\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: " + branch + "\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
 }
+
+// BenchmarkHandleRegisterNew: a REGISTER of a phone not yet registered
+// (the sipp rate run registers 20,000 distinct users).
+func BenchmarkHandleRegisterNew(b *testing.B) {
+	r, from := handlerBench(b)
+	const n = 20000
+	msgs := make([][]byte, n)
+	for i := range msgs {
+		msgs[i] = []byte(fmt.Sprintf("REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-n%d;rport\r\nFrom: <sip:%d@127.0.0.1>;tag=%d\r\nTo: <sip:%d@127.0.0.1>\r\nCall-ID: n%d@bench\r\nCSeq: 1 REGISTER\r\nContact: <sip:%d@%s>\r\nExpires: 3600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+			from.addr, i, 100000+i, i, 100000+i, i, 100000+i, from.addr))
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == n { // start again with an empty registrar
+			b.StopTimer()
+			r.s.mu.Lock()
+			r.s.aors = map[string]*aor{}
+			r.s.mu.Unlock()
+			b.StartTimer()
+			i = 0
+		}
+		r.handle(msgs[i], from)
+		i++
+	}
+}
