@@ -82,7 +82,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzBlobmsg -fuzztime 30s ./ubus
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./directory
 	$(GO) test -run XXX -fuzz FuzzReadResponse -fuzztime 30s ./directory
-	$(GO) test -run XXX -fuzz FuzzBadRequest -fuzztime 30s ./sip
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./sip
 
 clean:
 	rm -rf $(BIN) dist
