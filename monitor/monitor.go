@@ -35,7 +35,12 @@ type target struct {
 	results []bool          // newest last
 	lastOK  time.Time
 	lastErr string
+	phone   bool // a registered phone's address, not a configured target
 }
+
+// phonesCode is the one condition for registered phones that do not
+// answer: phones come and go, so each gets no alert or penalty of its own.
+const phonesCode = "phones_unreachable"
 
 // Monitor probes and keeps the figures.
 type Monitor struct {
@@ -48,6 +53,9 @@ type Monitor struct {
 	mu      sync.Mutex
 	cfg     config.Monitor
 	targets map[string]*target
+	// phonesDown is the count of the phones condition last raised (0:
+	// none raised).
+	phonesDown int
 }
 
 // New prepares the monitor.
@@ -84,11 +92,19 @@ func (m *Monitor) Round(ctx context.Context, w *health.Worker) {
 	cfg := m.cfg
 	m.mu.Unlock()
 	names := append([]string(nil), cfg.Targets...)
+	phones := map[string]bool{}
 	if cfg.ProbePhones {
 		for _, b := range m.prober.Bindings() {
-			names = append(names, b.Addr)
+			if !phones[b.Addr] {
+				phones[b.Addr] = true
+				names = append(names, b.Addr)
+			}
 		}
 	}
+	// Targets that left the probe set (a phone unregistered or moved to
+	// another port, a target removed from UCI) are forgotten, with their
+	// conditions: the monitor's memory and alerts follow the set.
+	m.prune(names, phones)
 	timeout := time.Duration(cfg.ProbeTimeoutMS) * time.Millisecond
 	anyOK, any := false, false
 	for _, name := range names {
@@ -103,18 +119,71 @@ func (m *Monitor) Round(ctx context.Context, w *health.Worker) {
 		}
 		any = true
 		anyOK = anyOK || err == nil
-		m.record(name, rtt, err, cfg)
+		m.record(name, rtt, err, cfg, phones[name])
 	}
+	m.phonesCondition()
 	if any && m.reach != nil {
 		m.reach(anyOK)
 	}
 }
 
-func (m *Monitor) record(name string, rtt time.Duration, err error, cfg config.Monitor) {
+// prune drops targets not in names and clears their conditions.
+func (m *Monitor) prune(names []string, phones map[string]bool) {
+	keep := make(map[string]bool, len(names))
+	for _, n := range names {
+		keep[n] = true
+	}
+	var gone []string
+	m.mu.Lock()
+	for n, t := range m.targets {
+		if !keep[n] || t.phone != phones[n] {
+			delete(m.targets, n)
+			if !t.phone {
+				gone = append(gone, n)
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, n := range gone {
+		m.alerts.ClearCondition("probe_failed:" + n)
+		m.alerts.ClearCondition("jitter:" + n)
+	}
+	m.phonesCondition()
+}
+
+// phonesCondition raises (or clears) the one condition for phones whose
+// last probe failed, only when their count changes.
+func (m *Monitor) phonesCondition() {
+	m.mu.Lock()
+	down, all := 0, 0
+	for _, t := range m.targets {
+		if !t.phone || len(t.results) == 0 {
+			continue
+		}
+		all++
+		if !t.results[len(t.results)-1] {
+			down++
+		}
+	}
+	changed := down != m.phonesDown
+	m.phonesDown = down
+	m.mu.Unlock()
+	switch {
+	case !changed:
+	case down == 0:
+		m.alerts.ClearCondition(phonesCode)
+	default:
+		m.alerts.SetCondition(health.Condition{Code: phonesCode, Level: health.LevelWarning, Penalty: 5,
+			Message:        fmt.Sprintf("%d of %d registered phones do not answer SIP OPTIONS", down, all),
+			Recommendation: "Phones that registered and went silent (switched off, unplugged, a mesh link down) are called in vain until their registration expires; see phonebook status monitor."})
+	}
+}
+
+func (m *Monitor) record(name string, rtt time.Duration, err error, cfg config.Monitor, phone bool) {
 	m.mu.Lock()
 	t := m.targets[name]
 	if t == nil {
-		t = &target{}
+		t = &target{phone: phone}
 		m.targets[name] = t
 	}
 	t.results = append(t.results, err == nil)
@@ -141,6 +210,11 @@ func (m *Monitor) record(name string, rtt time.Duration, err error, cfg config.M
 
 	if err != nil {
 		m.rates.Add(health.CategoryProbe, 1)
+	}
+	if phone { // phones are summarised in one condition
+		return
+	}
+	if err != nil {
 		m.alerts.SetCondition(health.Condition{Code: "probe_failed:" + name, Level: health.LevelWarning, Penalty: 5,
 			Message:        fmt.Sprintf("Mesh target %s not answering SIP OPTIONS (%d of the last %d probes lost): %v", name, lost, len(t.results), err),
 			Recommendation: fmt.Sprintf("Check the mesh path to %s (AREDN node status, link quality).", name)})
@@ -204,7 +278,15 @@ func (m *Monitor) Status() ubus.Value {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	names := make([]string, 0, len(m.targets))
-	for n := range m.targets {
+	phones, phonesDown := 0, 0
+	for n, t := range m.targets {
+		if t.phone { // a bounded document: phones as counts, not a list
+			phones++
+			if len(t.results) > 0 && !t.results[len(t.results)-1] {
+				phonesDown++
+			}
+			continue
+		}
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -230,5 +312,12 @@ func (m *Monitor) Status() ubus.Value {
 		}
 		list.List = append(list.List, e)
 	}
-	return ubus.Tbl("monitor", list)
+	return ubus.Tbl("monitor", list, ubus.Tbl("phones", ubus.I32("probed", int32(phones)), ubus.I32("not_answering", int32(phonesDown))))
+}
+
+// Targets is how many targets the monitor keeps figures for.
+func (m *Monitor) Targets() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.targets)
 }

@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -80,5 +81,55 @@ func TestSilentTargetAndJitter(t *testing.T) {
 	m.Round(ctx, nil) // it answers again
 	if al.has("probe_failed:node-k:5060") {
 		t.Error("alert not cleared when the target answered again")
+	}
+}
+
+type churn struct {
+	mu       sync.Mutex
+	bindings []sip.Binding
+}
+
+func (c *churn) Probe(context.Context, string) (time.Duration, error) {
+	return 0, errors.New("timeout") // dead contacts
+}
+
+func (c *churn) Bindings() []sip.Binding {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]sip.Binding(nil), c.bindings...)
+}
+
+// TestPhonesChurnBounded: phones with dead contacts that change port each
+// round, then unregister, leave no targets and no alerts behind, and
+// never get more than the one phones condition (the old monitor kept
+// every address forever, each with an alert and a penalty: the node was
+// critical at zero users).
+func TestPhonesChurnBounded(t *testing.T) {
+	c := &churn{}
+	al := &alerts{set: map[string]health.Condition{}}
+	cfg := config.Defaults().Monitor
+	cfg.ProbePhones, cfg.Targets = true, nil
+	m := New(cfg, nil, c, health.NewRates(health.SystemClock{}), al, nil)
+	for round := 0; round < 12; round++ {
+		c.mu.Lock()
+		c.bindings = c.bindings[:0]
+		for i := 0; i < 250; i++ {
+			c.bindings = append(c.bindings, sip.Binding{User: fmt.Sprint(1000 + i), Addr: fmt.Sprintf("127.0.0.1:%d", 10000+round*250+i)})
+		}
+		c.mu.Unlock()
+		m.Round(context.Background(), nil)
+		if n := m.Targets(); n != 250 {
+			t.Fatalf("round %d: %d targets kept, want the 250 current phones", round, n)
+		}
+		if len(al.set) != 1 || !al.has(phonesCode) || !strings.Contains(al.set[phonesCode].Message, "250 of 250") {
+			t.Fatalf("round %d: alerts %d: %v", round, len(al.set), al.set[phonesCode].Message)
+		}
+	}
+	c.mu.Lock()
+	c.bindings = nil // they unregister
+	c.mu.Unlock()
+	m.Round(context.Background(), nil)
+	if m.Targets() != 0 || len(al.set) != 0 {
+		t.Errorf("after the phones left: %d targets, alerts %v", m.Targets(), al.set)
 	}
 }
