@@ -127,6 +127,7 @@ func (d *Daemon) setup() error {
 		StateDir: cfg.Main.StateDir, RunDir: cfg.Main.RunDir, Clock: d.clock, Log: d.log,
 		HistoryDays: cfg.Health.CrashHistoryDays, HistoryMax: cfg.Health.CrashHistoryMax,
 		Coalesce: time.Duration(cfg.Health.CrashCoalesce) * time.Second, Stderr: d.opt.Stderr,
+		RAMOnly: !cfg.Health.CrashReporting,
 	})
 	if err != nil {
 		return err
@@ -138,9 +139,7 @@ func (d *Daemon) setup() error {
 		Clock: d.clock, Log: d.log,
 		MaxRestarts: cfg.Health.MaxRestartAttempts, Window: time.Duration(cfg.Health.RestartWindow) * time.Second,
 		OnCrash: func(r health.Record) {
-			if d.config().Health.CrashReporting {
-				d.crashes.Add(r)
-			}
+			d.crashes.Add(r) // to flash only with crash_reporting 1
 			d.log.Error("worker crashed", "worker", r.Worker, "reason", r.Reason)
 		},
 		OnChange: func() {
@@ -294,6 +293,7 @@ func (d *Daemon) Reload() {
 	}
 	d.sup.Configure(cfg.Health.MaxRestartAttempts, time.Duration(cfg.Health.RestartWindow)*time.Second, cfg.Health.ThreadMonitoring)
 	d.sys.Configure(cfg.Health)
+	d.crashes.SetReporting(cfg.Health.CrashReporting)
 	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
 	d.sip.Configure(cfg.SIP)
 	d.monitor.Configure(cfg.Monitor)

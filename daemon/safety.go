@@ -28,29 +28,44 @@ type safety struct {
 }
 
 func (s *safety) run(ctx context.Context, w *health.Worker) error {
-	var next time.Time
+	var next, last time.Time
+	pending := false // an event asked for an evaluation not yet run
 	for {
 		w.Beat()
-		if now := time.Now(); !now.Before(next) {
+		now := time.Now()
+		if !now.Before(next) {
 			s.d.sys.Sample()
 			s.hygiene(now)
+			last, pending = now, false
 			next = now.Add(time.Duration(s.d.config().Health.HealthCheckInterval) * time.Second)
+		} else if pending && now.Sub(last) >= minEventGap {
+			s.d.sys.Sample()
+			last, pending = now, false
 		}
-		t := time.NewTimer(min(safetyPeriod, time.Until(next)))
+		wait := min(safetyPeriod, time.Until(next))
+		if pending {
+			wait = min(wait, minEventGap-now.Sub(last))
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
 		case <-s.d.sys.Triggered():
-			t.Stop()
-			w.Beat()
-			s.d.sys.Sample()
+			// Events (a condition set or cleared, a worker changing
+			// state) evaluate at most once per minEventGap: a flood of
+			// them must not turn into a flood of evaluations.
+			pending = true
 		case <-w.Poked():
-			t.Stop()
 		case <-t.C:
 		}
+		t.Stop()
 	}
 }
+
+// minEventGap is the least time between two evaluations asked for by
+// events.
+const minEventGap = time.Second
 
 // hygiene sweeps expired bindings and stale calls, and removes temporary
 // files that an interrupted atomic write left.

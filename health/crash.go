@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -77,7 +78,25 @@ const (
 	historyFile  = "crashes.json"
 	markerFile   = "running"
 	crashOutFile = "crash.out"
-	stateFile    = "health-state.json"
+	// parsingFile is the previous run's crash output, renamed before it
+	// is read: if reading it kills this run too (out of memory), the next
+	// start finds it here and does not try again.
+	parsingFile = "crash.out.parsing"
+	stateFile   = "health-state.json"
+)
+
+// Bounds on what is read back at start.
+const (
+	// crashOutHead is how much of a crash output is read: the reason and
+	// the crashing goroutine's stack are at its head (a SIGQUIT dump of
+	// every goroutine can be tens of MB).
+	crashOutHead = 64 << 10
+	// maxHistoryBytes: a history larger than this cannot have been
+	// written by the daemon (crash_history_max 1000 records with 2 KB
+	// stacks); it is set aside unread.
+	maxHistoryBytes = 4 << 20
+	// maxPending bounds the records merged in RAM between flash writes.
+	maxPending = 64
 )
 
 // CrashOptions configure a crash store.
@@ -90,6 +109,9 @@ type CrashOptions struct {
 	Coalesce         time.Duration
 	// BootID overrides /proc/sys/kernel/random/boot_id (tests).
 	BootID string
+	// RAMOnly keeps every record in RAM (crash_reporting 0: nothing
+	// goes to flash).
+	RAMOnly bool
 	// Stderr, when set, is the process's original standard error (syslog
 	// under procd), already duplicated away from descriptor 2. Arm then
 	// points descriptor 2 at the crash file, because the runtime prints a
@@ -109,6 +131,9 @@ type CrashStore struct {
 	mark        marker
 	flashWrites atomic.Int64
 	corrupt     string // where a corrupt history was kept aside
+	setAside    int    // records with impossible times or counts, dropped at load
+	writeErr    string // the last failed flash write ("" after a success)
+	reporting   bool
 	crashOut    *os.File
 	started     time.Time
 }
@@ -129,7 +154,7 @@ func OpenCrashStore(opt CrashOptions) (*CrashStore, error) {
 	if err := os.MkdirAll(opt.RunDir, 0o755); err != nil {
 		return nil, fmt.Errorf("crash store: %w", err)
 	}
-	s := &CrashStore{opt: opt, started: opt.Clock.Now()}
+	s := &CrashStore{opt: opt, started: opt.Clock.Now(), reporting: !opt.RAMOnly}
 	s.loadHistory()
 	s.loadRunState()
 
@@ -152,10 +177,17 @@ func OpenCrashStore(opt CrashOptions) (*CrashStore, error) {
 func (s *CrashStore) historyPath() string { return filepath.Join(s.opt.StateDir, historyFile) }
 
 func (s *CrashStore) loadHistory() {
-	b, err := os.ReadFile(s.historyPath())
+	var b []byte
+	st, err := os.Stat(s.historyPath())
 	if errors.Is(err, fs.ErrNotExist) {
 		s.hist = history{Version: 1}
 		return
+	}
+	if err == nil && st.Size() > maxHistoryBytes {
+		err = fmt.Errorf("%d bytes, more than the %d a history can reach", st.Size(), maxHistoryBytes)
+	}
+	if err == nil {
+		b, err = os.ReadFile(s.historyPath())
 	}
 	if err == nil {
 		err = json.Unmarshal(b, &s.hist)
@@ -171,6 +203,29 @@ func (s *CrashStore) loadHistory() {
 		s.corrupt = aside
 		s.opt.Log.Error("crash history unreadable; kept aside", "path", s.historyPath(), "aside", aside, "err", err)
 		s.hist = history{Version: 1}
+		return
+	}
+	// Records with impossible times (before 2000, or more than a day
+	// ahead of the clock) or counts are set aside and reported, so that
+	// a record dated 9999 does not count in "last 24 h" forever; the
+	// history is cut to its limits.
+	now := s.opt.Clock.Now()
+	kept := s.hist.Records[:0]
+	for _, r := range s.hist.Records {
+		if r.Time.Year() < 2000 || r.Time.After(now.Add(24*time.Hour)) || r.Count < 0 || r.Count > 1e6 {
+			s.setAside++
+			continue
+		}
+		r.Reason, r.Stack = trimReason(r.Reason), trimStack(r.Stack)
+		kept = append(kept, r)
+	}
+	s.hist.Records = s.prune(kept, now)
+	if s.hist.TotalRestarts < 0 {
+		s.hist.TotalRestarts = 0
+		s.setAside++
+	}
+	if s.setAside > 0 {
+		s.opt.Log.Warn("crash history: records with impossible times or counts set aside", "count", s.setAside)
 	}
 }
 
@@ -197,7 +252,24 @@ func (s *CrashStore) saveRunState() {
 func (s *CrashStore) previousRun(now time.Time) (Record, bool) {
 	mpath := filepath.Join(s.opt.RunDir, markerFile)
 	mb, merr := os.ReadFile(mpath)
-	out, _ := os.ReadFile(filepath.Join(s.opt.RunDir, crashOutFile))
+	if len(mb) > 64<<10 {
+		mb = nil // not a marker this daemon wrote
+	}
+	parsing := filepath.Join(s.opt.RunDir, parsingFile)
+	if _, err := os.Stat(parsing); err == nil {
+		// A previous start died reading it: never again.
+		s.opt.Log.Error("crash output left by a start that died reading it; discarded", "path", parsing)
+		os.Remove(parsing)
+	}
+	outTime := time.Time{}
+	if st, err := os.Stat(filepath.Join(s.opt.RunDir, crashOutFile)); err == nil && st.Size() > 0 {
+		outTime = st.ModTime()
+	}
+	var out []byte
+	if os.Rename(filepath.Join(s.opt.RunDir, crashOutFile), parsing) == nil {
+		out = readHead(parsing, crashOutHead)
+		defer os.Remove(parsing)
+	}
 	var prev marker
 	hasMarker := merr == nil && json.Unmarshal(mb, &prev) == nil
 	if merr == nil && !hasMarker {
@@ -207,8 +279,8 @@ func (s *CrashStore) previousRun(now time.Time) (Record, bool) {
 		return Record{}, false
 	}
 	rec := Record{Time: now}
-	if st, err := os.Stat(filepath.Join(s.opt.RunDir, crashOutFile)); err == nil && len(out) > 0 {
-		rec.Time = st.ModTime()
+	if !outTime.IsZero() && len(out) > 0 {
+		rec.Time = outTime
 	} else if !prev.Alive.IsZero() {
 		rec.Time = prev.Alive
 	}
@@ -218,7 +290,9 @@ func (s *CrashStore) previousRun(now time.Time) (Record, bool) {
 	}
 	if text := strings.TrimSpace(string(out)); looksLikeCrash(text) {
 		rec.Kind, rec.Reason, rec.Worker = ParseCrashOutput(text, prev.Workers)
-		rec.Stack = trimStack(text)
+		// Copies, so that the output read is not kept alive by them.
+		rec.Reason, rec.Worker = strings.Clone(trimReason(rec.Reason)), strings.Clone(rec.Worker)
+		rec.Stack = strings.Clone(trimStack(text))
 		return rec, true
 	}
 	rec.Kind = KindUncleanExit
@@ -318,6 +392,9 @@ func (s *CrashStore) add(rec Record, now time.Time) {
 		}
 	}
 	if !merged {
+		if len(s.run.Pending) >= maxPending { // the oldest merged record goes
+			s.run.Pending = append(s.run.Pending[:0], s.run.Pending[1:]...)
+		}
 		s.run.Pending = append(s.run.Pending, rec)
 	}
 	if now.Sub(s.run.LastFlashWrite) >= s.opt.Coalesce {
@@ -330,6 +407,10 @@ func (s *CrashStore) add(rec Record, now time.Time) {
 // flush writes pending records (and restarts counted since) to flash in
 // one atomic write.
 func (s *CrashStore) flush(now time.Time) {
+	if !s.reporting { // crash_reporting 0: records stay in RAM
+		s.saveRunState()
+		return
+	}
 	h := s.hist
 	h.Records = append(append([]Record(nil), h.Records...), s.run.Pending...)
 	h.TotalRestarts += s.run.PendingStarts
@@ -347,14 +428,49 @@ func (s *CrashStore) flush(now time.Time) {
 
 func (s *CrashStore) writeHistory(h history) error {
 	if err := os.MkdirAll(s.opt.StateDir, 0o755); err != nil {
+		s.writeErr = err.Error()
 		return fmt.Errorf("crash history: %w", err)
 	}
 	b, err := json.MarshalIndent(h, "", "\t")
 	if err != nil {
 		return err
 	}
-	s.flashWrites.Add(1)
-	return uci.WriteFileAtomic(s.historyPath(), append(b, '\n'), 0o644)
+	if err := uci.WriteFileAtomic(s.historyPath(), append(b, '\n'), 0o644); err != nil {
+		s.writeErr = err.Error()
+		return err
+	}
+	s.writeErr = ""
+	s.flashWrites.Add(1) // only writes that happened count
+	return nil
+}
+
+// SetReporting turns flash records on or off (crash_reporting).
+func (s *CrashStore) SetReporting(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reporting = on
+}
+
+// readHead reads at most n bytes from the start of a file.
+func readHead(path string, n int64) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, n))
+	return b
+}
+
+// trimReason keeps a reason to one short line.
+func trimReason(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 256 {
+		s = s[:256] + "..."
+	}
+	return s
 }
 
 func (s *CrashStore) prune(recs []Record, now time.Time) []Record {
@@ -391,6 +507,12 @@ func (s *CrashStore) Clear(now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := history{Version: 1, TotalRestarts: s.hist.TotalRestarts + s.run.PendingStarts}
+	if !s.reporting {
+		s.hist = h
+		s.run.Pending, s.run.PendingStarts = nil, 0
+		s.saveRunState()
+		return nil
+	}
 	if err := s.writeHistory(h); err != nil {
 		return err
 	}
@@ -411,6 +533,8 @@ type CrashSummary struct {
 	Records        []Record
 	FlashWrites    int64
 	CorruptHistory string // where an unreadable history was kept aside
+	SetAside       int    // records dropped at load for impossible times or counts
+	WriteError     string // the last failed flash write, "" after a success
 }
 
 // Summary reports restart and crash figures from the history and RAM.
@@ -421,10 +545,11 @@ func (s *CrashStore) Summary(now time.Time) CrashSummary {
 	sum := CrashSummary{
 		RestartCount: max(s.run.Starts-1, 0), TotalRestarts: s.hist.TotalRestarts + s.run.PendingStarts,
 		Records: all, FlashWrites: s.flashWrites.Load(), CorruptHistory: s.corrupt,
+		SetAside: s.setAside, WriteError: s.writeErr,
 	}
 	for i := range all {
 		r := all[i]
-		if now.Sub(r.Time) < 24*time.Hour {
+		if age := now.Sub(r.Time); age < 24*time.Hour && age > -24*time.Hour {
 			sum.CrashCount24h += max(r.Count, 1)
 		}
 		if sum.LastCrash == nil || !r.Time.Before(sum.LastCrash.Time) {

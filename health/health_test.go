@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -608,4 +609,22 @@ func BenchmarkEncodeStatus(b *testing.B) {
 func newSystemB(b *testing.B, clock Clock) *System {
 	dir := b.TempDir()
 	return NewSystem(Options{Clock: clock, Rates: NewRates(clock), StateDir: dir, RunDir: dir}, testConfig())
+}
+
+// TestTrendBounded: samples every 100 ms over a 30-minute window (an
+// event storm) keep a bounded number of points, and the fitted slope is
+// still that of the data.
+func TestTrendBounded(t *testing.T) {
+	tr := NewTrend(30 * time.Minute)
+	t0 := time.Unix(0, 0)
+	for i := 0; i < 50000; i++ {
+		at := t0.Add(time.Duration(i) * 100 * time.Millisecond)
+		tr.Add(at, float64(i)*0.1/3600*1000) // 1000 units per hour
+	}
+	if tr.Len() > TrendPoints+2 {
+		t.Fatalf("%d points kept, bound %d", tr.Len(), TrendPoints+2)
+	}
+	if slope, fit := tr.Fit(); math.Abs(slope-1000) > 1 || fit < 0.99 {
+		t.Errorf("slope %.2f fit %.3f, want 1000 per hour", slope, fit)
+	}
 }

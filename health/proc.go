@@ -264,6 +264,31 @@ func ReadDisk(path string) DiskSample {
 	}
 }
 
+// Writable reports why the daemon cannot write in dir (nil: it can),
+// without writing: access(2) with W_OK, which also fails on a read-only
+// mount, on dir or its nearest existing parent (the state directory is
+// created on its first write). No flash is worn by asking.
+func Writable(dir string) error {
+	p := dir
+	for {
+		err := unix.Access(p, unix.W_OK)
+		if err == nil {
+			return nil
+		}
+		if err != unix.ENOENT {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		parent := p[:max(strings.LastIndexByte(p, '/'), 0)]
+		if parent == "" {
+			parent = "/"
+		}
+		if parent == p {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		p = parent
+	}
+}
+
 // BootID identifies the current boot (empty where unavailable).
 func BootID() string {
 	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")

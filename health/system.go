@@ -308,6 +308,20 @@ func (h *System) Sample() *Snapshot {
 			Message:        fmt.Sprintf("%d crash(es) in the last 24 h, last: %s", n, last.Reason),
 			Recommendation: "Read the crash records (ubus call phonebook.health crashes) and report them; clear them with clear_crashes once handled."})
 	}
+	if n := snap.Crashes.SetAside; n > 0 {
+		add(Condition{Code: "crash_history_invalid", Level: LevelWarning, Penalty: 5,
+			Message:        fmt.Sprintf("%d crash record(s) with impossible times or counts were set aside when the history was read", n),
+			Recommendation: "The clock may have been wrong when they were written; clear_crashes starts a new history."})
+	}
+	if err := Writable(h.opt.StateDir); err != nil || snap.Crashes.WriteError != "" {
+		why := snap.Crashes.WriteError
+		if err != nil {
+			why = err.Error()
+		}
+		add(Condition{Code: "state_dir_unwritable", Level: LevelWarning, Penalty: 15,
+			Message:        "Crash records cannot be kept on flash: " + why,
+			Recommendation: "Check that " + h.opt.StateDir + " exists, is writable by the daemon and that the overlay is not full or read-only (mount, df)."})
+	}
 	if snap.Crashes.CorruptHistory != "" {
 		add(Condition{Code: "crash_history_corrupt", Level: LevelWarning, Penalty: 5,
 			Message:        "The crash history on flash was unreadable and was kept aside at " + snap.Crashes.CorruptHistory,

@@ -5,18 +5,31 @@ import (
 	"time"
 )
 
-// Trend fits a least-squares line to the samples of a sliding window.
+// Trend fits a least-squares line to the samples of a sliding window,
+// decimated to at most about TrendPoints points whatever the sampling
+// rate: a sample closer than window/TrendPoints to the last point kept
+// replaces it.
 type Trend struct {
 	window time.Duration
 	t      []time.Time
 	v      []float64
 }
 
+// TrendPoints bounds the points a trend keeps.
+const TrendPoints = 120
+
 // NewTrend keeps samples younger than window.
 func NewTrend(window time.Duration) *Trend { return &Trend{window: window} }
 
+// Len is the number of points kept.
+func (tr *Trend) Len() int { return len(tr.t) }
+
 // Add appends a sample and drops those older than the window.
 func (tr *Trend) Add(t time.Time, v float64) {
+	if n := len(tr.t); n >= 2 && t.Sub(tr.t[n-2]) < tr.window/TrendPoints {
+		tr.t[n-1], tr.v[n-1] = t, v // within the last point's span
+		return
+	}
 	tr.t = append(tr.t, t)
 	tr.v = append(tr.v, v)
 	i := 0
