@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/ubus"
@@ -22,13 +23,24 @@ func encoded(body func(*health.Snapshot) []byte, d *Daemon) func(context.Context
 	return func(context.Context, *ubus.Request) ([]byte, error) { return body(d.snapshot()), nil }
 }
 
+// now is when a document is sent: its timestamp and uptime are computed
+// then, not when the snapshot was taken.
+func (d *Daemon) now() time.Time { return d.clock.Now() }
+
 // registerObjects publishes the daemon on ubus: each method's policy sits
 // beside its handler and also forms the signature `ubus -v list` shows.
 func (d *Daemon) registerObjects(ctx context.Context) {
 	d.healthObj = &ubus.Object{Path: "phonebook.health", Methods: []ubus.Method{
-		{Name: "status", Encoded: encoded(func(s *health.Snapshot) []byte { return s.StatusBody }, d)},
-		{Name: "check", Encoded: encoded(func(s *health.Snapshot) []byte { return s.CheckBody }, d)},
-		{Name: "crashes", Encoded: encoded(func(s *health.Snapshot) []byte { return s.CrashesBody }, d)},
+		{Name: "status", Encoded: encoded(func(s *health.Snapshot) []byte { return d.sys.StatusDoc(s, d.now()) }, d)},
+		{Name: "check", Encoded: encoded(func(s *health.Snapshot) []byte { return d.sys.CheckDoc(s, d.now()) }, d)},
+		{Name: "crashes", Params: []ubus.Param{{Name: "limit", Kind: ubus.Int32}, {Name: "offset", Kind: ubus.Int32}},
+			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
+				limit, offset := int(req.Args["limit"].Int), int(req.Args["offset"].Int)
+				if limit < 0 || offset < 0 {
+					return nil, ubus.StatusInvalidArgument
+				}
+				return health.CrashesDoc(d.snapshot().Crashes, offset, limit), nil
+			}},
 		{Name: "clear_crashes", Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) {
 			if err := d.crashes.Clear(d.clock.Now()); err != nil {
 				d.log.Error("clear crashes", "err", err)
@@ -89,7 +101,7 @@ func (d *Daemon) status() []ubus.Value {
 		d.fetcher.Status(),
 		d.monitor.Status(),
 		errs,
-		ubus.Tbl("software_health", snap.SoftwareHealth...),
+		ubus.Tbl("software_health", d.sys.SoftwareHealth(snap, d.now())...),
 		ubus.Str("health_status", snap.Status),
 	}
 }

@@ -109,9 +109,6 @@ func (d *Daemon) workerExtra(worker string, all []health.WorkerStatus) []ubus.Va
 			n += int64(w.AutoRestarts)
 		}
 		return []ubus.Value{ubus.I64("recoveries_performed", n)}
-	case "main":
-		reg, active := d.sip.Counts()
-		return []ubus.Value{ubus.I32("registered_users", int32(reg)), ubus.I32("active_calls", int32(active))}
 	case "monitor":
 		if r := d.monitor.SuccessRate(); r != nil {
 			return []ubus.Value{ubus.Dbl("probe_success_rate", *r)}

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math"
@@ -59,7 +60,6 @@ type Snapshot struct {
 	StatusBody     []byte
 	CheckBody      []byte
 	ThreadsBody    []byte
-	CrashesBody    []byte
 }
 
 // Options configure the health system.
@@ -495,7 +495,7 @@ func (h *System) publish(snap *Snapshot, cfg config.Health, m MemSample, fds FDS
 	snap.StatusBody = ubus.AppendValues(nil, snap.SoftwareHealth)
 	snap.CheckBody = ubus.AppendValues(nil, snap.Check)
 	snap.ThreadsBody = ubus.AppendValues(nil, []ubus.Value{h.threads(snap)})
-	snap.CrashesBody = ubus.AppendValues(nil, crashDoc(snap.Crashes))
+
 	old := h.snap.Swap(snap)
 	oldStatus := ""
 	if old != nil {
@@ -511,6 +511,48 @@ func (h *System) publish(snap *Snapshot, cfg config.Health, m MemSample, fds FDS
 
 // iso formats a time as the specification does.
 func iso(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// StatusDoc is the software_health document as sent at now: the
+// snapshot's encoding with uptime_seconds computed now, one allocation
+// (the document).
+func (h *System) StatusDoc(snap *Snapshot, now time.Time) []byte {
+	b := append([]byte(nil), snap.StatusBody...)
+	h.patchUptime(b, now)
+	return b
+}
+
+// CheckDoc is the healthcheck document as sent at now: timestamp and
+// uptime_seconds computed now.
+func (h *System) CheckDoc(snap *Snapshot, now time.Time) []byte {
+	b := append([]byte(nil), snap.CheckBody...)
+	h.patchUptime(b, now)
+	if off, n, ok := ubus.FieldPayload(b, "timestamp"); ok && n >= len(time.RFC3339)-5 {
+		var ts [32]byte
+		t := now.UTC().AppendFormat(ts[:0], "2006-01-02T15:04:05Z")
+		if len(t) == n-1 { // same width: years 1000-9999
+			copy(b[off:], t)
+		}
+	}
+	return b
+}
+
+func (h *System) patchUptime(b []byte, now time.Time) {
+	if off, n, ok := ubus.FieldPayload(b, "uptime_seconds"); ok && n == 8 {
+		binary.BigEndian.PutUint64(b[off:], uint64(max(now.Sub(h.started)/time.Second, 0)))
+	}
+}
+
+// SoftwareHealth is the software_health section of phonebook status as
+// sent at now.
+func (h *System) SoftwareHealth(snap *Snapshot, now time.Time) []ubus.Value {
+	doc := append([]ubus.Value(nil), snap.SoftwareHealth...)
+	for i := range doc {
+		if doc[i].Name == "uptime_seconds" {
+			doc[i] = ubus.I64("uptime_seconds", int64(max(now.Sub(h.started)/time.Second, 0)))
+		}
+	}
+	return doc
+}
 
 func isoOrNull(name string, t time.Time) ubus.Value {
 	if t.IsZero() {
@@ -567,9 +609,19 @@ func recordValue(name string, r Record) ubus.Value {
 	return v
 }
 
-func crashDoc(c CrashSummary) []ubus.Value {
+// MaxCrashesPage bounds the records of one crashes reply: each carries
+// at most a 2 KB stack, so a page stays well under 64 KB.
+const MaxCrashesPage = 20
+
+// CrashesDoc is the crashes document: records newest first, from offset,
+// at most limit (0: MaxCrashesPage) of them, with the total.
+func CrashesDoc(c CrashSummary, offset, limit int) []ubus.Value {
+	if limit <= 0 || limit > MaxCrashesPage {
+		limit = MaxCrashesPage
+	}
+	offset = max(offset, 0)
 	list := ubus.Arr("crashes")
-	for i := len(c.Records) - 1; i >= 0; i-- { // newest first
+	for i := len(c.Records) - 1 - offset; i >= 0 && len(list.List) < limit; i-- { // newest first
 		r := recordValue("", c.Records[i])
 		if c.Records[i].Stack != "" {
 			r.List = append(r.List, ubus.Str("stack", c.Records[i].Stack))
@@ -578,6 +630,8 @@ func crashDoc(c CrashSummary) []ubus.Value {
 	}
 	return []ubus.Value{
 		list,
+		ubus.I32("total", int32(len(c.Records))),
+		ubus.I32("offset", int32(offset)),
 		ubus.I32("restart_count", int32(c.RestartCount)),
 		ubus.I64("restart_count_total", c.TotalRestarts),
 		ubus.I64("flash_writes", c.FlashWrites),
@@ -587,15 +641,17 @@ func crashDoc(c CrashSummary) []ubus.Value {
 func (h *System) softwareHealth(snap *Snapshot, cfg config.Health, m MemSample, fds FDSample, disks []DiskSample) []ubus.Value {
 	now := snap.Time
 	c := snap.Crashes
-	last := ubus.Null("last_crash")
+	// The specification's last_crash is the time; the record is beside it.
+	last, detail := ubus.Null("last_crash"), ubus.Null("last_crash_detail")
 	if c.LastCrash != nil {
-		last = recordValue("last_crash", *c.LastCrash)
+		last, detail = ubus.Str("last_crash", iso(c.LastCrash.Time)), recordValue("last_crash_detail", *c.LastCrash)
 	}
 	doc := []ubus.Value{
 		ubus.I64("uptime_seconds", int64(now.Sub(h.started)/time.Second)),
 		ubus.I32("restart_count", int32(c.RestartCount)),
 		ubus.I64("restart_count_total", c.TotalRestarts),
 		last,
+		detail,
 		ubus.I32("crash_count_24h", int32(c.CrashCount24h)),
 		ubus.Bool("enabled", cfg.Enabled),
 	}

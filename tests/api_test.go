@@ -187,3 +187,23 @@ func TestFetchNow(t *testing.T) {
 		t.Errorf("published XML: %v\n%s", err, xml)
 	}
 }
+
+// TestTimesComputedWhenAnswering: with a 60 s health interval, the
+// documents' uptime_seconds and timestamp are those of the moment they
+// are sent, not of the cached evaluation (before: uptime_seconds 0 two
+// seconds after start).
+func TestTimesComputedWhenAnswering(t *testing.T) {
+	e := newFaultEnv(t, map[string]string{"health.health_check_interval": "60"})
+	e.tr.start(t, bins.daemon)
+	time.Sleep(2500 * time.Millisecond)
+	h := call(t, e.sock, "phonebook.health", "status", "")
+	ck := call(t, e.sock, "phonebook.health", "check", "")
+	st := call(t, e.sock, "phonebook", "status", "")
+	if num(h["uptime_seconds"]) < 2 || num(ck["uptime_seconds"]) < 2 || num(get(st, "software_health", "uptime_seconds")) < 2 {
+		t.Errorf("uptime_seconds %v / %v / %v 2.5 s after start", h["uptime_seconds"], ck["uptime_seconds"], get(st, "software_health", "uptime_seconds"))
+	}
+	ts, err := time.Parse(time.RFC3339, ck["timestamp"].(string))
+	if err != nil || time.Since(ts) > 2*time.Second || time.Until(ts) > 2*time.Second {
+		t.Errorf("timestamp %v (%v), now %s", ck["timestamp"], err, time.Now().UTC().Format(time.RFC3339))
+	}
+}

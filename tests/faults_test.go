@@ -55,7 +55,11 @@ func (e *faultEnv) health() map[string]any {
 }
 
 func (e *faultEnv) lastCrash() map[string]any {
-	lc, _ := e.health()["last_crash"].(map[string]any)
+	h := e.health()
+	lc, _ := h["last_crash_detail"].(map[string]any)
+	if lc != nil && h["last_crash"] != lc["time"] { // the spec's ISO time, and the record
+		e.t.Errorf("last_crash %v, detail time %v", h["last_crash"], lc["time"])
+	}
 	return lc
 }
 

@@ -76,10 +76,17 @@ exec `+bins.daemon+` "$cmd" -s `+sock+` -t "$t" "$@"`)
 
 func cgiGet(t *testing.T, script, path string) (int, string) {
 	h := &cgi.Handler{Path: "/bin/sh", Args: []string{script}, Env: []string{"PATH=" + path}}
+	if strings.HasSuffix(script, "/healthcheck") {
+		// One exec of the daemon's binary, pointed at the test's tree.
+		h.Args = []string{"-c", `sed "s|exec /usr/bin/phonebookd cgi healthcheck|exec ` + cgiBin + ` cgi healthcheck -s ` + cgiSock + ` -c ` + cgiConf + ` -t ` + cgiSave + `|" "$0" | sh`, script}
+	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/cgi-bin/x?a=$(touch%20/tmp/pwned)&b=`id`", nil))
 	return rec.Code, rec.Body.String()
 }
+
+// The healthcheck CGI's binary, socket and UCI directories (set by TestCGI).
+var cgiBin, cgiSock, cgiConf, cgiSave string
 
 // TestCGI runs the CGI scripts under Go's CGI host with ubus and uci
 // stand-ins: healthy, critical, daemon down, endpoint disabled.
@@ -90,9 +97,17 @@ func TestCGI(t *testing.T) {
 	show, _ := filepath.Abs("../files/www/cgi-bin/showphonebook")
 	user, _ := filepath.Abs("../files/www/cgi-bin/apps/phonebook/user")
 
+	cgiBin, cgiSock, cgiConf, cgiSave = bins.daemon, e.sock, e.tr.confDir, e.tr.saveDir
 	code, body := cgiGet(t, health, path)
-	if code != 503 || !strings.Contains(body, "not running") {
+	var down map[string]any
+	if code != 503 || json.Unmarshal([]byte(body), &down) != nil || down["status"] != "critical" || !strings.Contains(body, "not running") {
 		t.Errorf("daemon down: %d %s", code, body)
+	}
+	// Every field of the specification, even with the daemon down.
+	for _, f := range []string{"status", "timestamp", "uptime_seconds", "health_score", "checks", "alerts", "recommendations"} {
+		if _, ok := down[f]; !ok {
+			t.Errorf("daemon down: no %s in %s", f, body)
+		}
 	}
 	code, body = cgiGet(t, show, path)
 	if code != 503 {

@@ -225,3 +225,27 @@ func fixedSize(k Kind) int {
 	}
 	return 0
 }
+
+// FieldPayload finds a named member at the top level of an encoded table
+// body and returns where its value's bytes start and how many there are,
+// without decoding or allocating: a document encoded once can have a
+// fixed-width field (a time, a counter) written in place when it is sent.
+func FieldPayload(body []byte, name string) (off, n int, ok bool) {
+	for i := 0; i+4 <= len(body); {
+		hdr := binary.BigEndian.Uint32(body[i:])
+		l := int(hdr & 0xffffff)
+		if l < 4 || i+l > len(body) || hdr&0x80000000 == 0 || l < 6 {
+			return 0, 0, false
+		}
+		nl := int(binary.BigEndian.Uint16(body[i+4:]))
+		hl := pad4(2 + nl + 1)
+		if 4+hl > l || 6+nl > l {
+			return 0, 0, false
+		}
+		if string(body[i+6:i+6+nl]) == name {
+			return i + 4 + hl, l - 4 - hl, true
+		}
+		i += pad4(l)
+	}
+	return 0, 0, false
+}

@@ -193,3 +193,21 @@ func FuzzBlobmsg(f *testing.F) {
 		}
 	})
 }
+
+func TestFieldPayload(t *testing.T) {
+	body := AppendValues(nil, []Value{Str("status", "degraded"), Str("timestamp", "2026-11-28T12:00:00Z"), I64("uptime_seconds", 42), Tbl("x", I32("y", 1))})
+	off, n, ok := FieldPayload(body, "timestamp")
+	if !ok || string(body[off:off+n]) != "2026-11-28T12:00:00Z\x00" {
+		t.Fatalf("timestamp: %d %d %v %q", off, n, ok, body[off:off+n])
+	}
+	off, n, ok = FieldPayload(body, "uptime_seconds")
+	if !ok || n != 8 || body[off+7] != 42 {
+		t.Fatalf("uptime: %d %d %v", off, n, ok)
+	}
+	if _, _, ok := FieldPayload(body, "y"); ok {
+		t.Error("found a nested member at the top level")
+	}
+	if _, _, ok := FieldPayload(body[:7], "status"); ok {
+		t.Error("a cut body was read")
+	}
+}

@@ -8,6 +8,7 @@
 //	phonebookd call [-s SOCKET] [-t TIMEOUT] OBJECT METHOD [JSON]
 //	phonebookd list [-s SOCKET] [-v] [PATTERN]
 //	phonebookd page [-s SOCKET]   (the AREDN app page, as CGI)
+//	phonebookd cgi healthcheck [-s SOCKET] [-c CONFDIR] [-t SAVEDIR]
 package main
 
 import (
@@ -50,6 +51,8 @@ func main() {
 			os.Exit(cli.List(os.Args[2:]))
 		case "page":
 			os.Exit(runPage(os.Args[2:]))
+		case "cgi":
+			os.Exit(runCGI(os.Args[2:]))
 		}
 	}
 	fs := flag.NewFlagSet("phonebookd", flag.ExitOnError)
@@ -96,5 +99,22 @@ func runPage(args []string) int {
 	if err := page.Render(os.Stdout, page.Collect(ctx, *sock)); err != nil {
 		return 1
 	}
+	return 0
+}
+
+// runCGI serves a CGI document: healthcheck.
+func runCGI(args []string) int {
+	if len(args) == 0 || args[0] != "healthcheck" {
+		fmt.Fprintln(os.Stderr, "usage: phonebookd cgi healthcheck [-s SOCKET] [-c CONFDIR] [-t SAVEDIR]")
+		return 2
+	}
+	fs := flag.NewFlagSet("cgi", flag.ContinueOnError)
+	sock := fs.String("s", ubus.DefaultSocket, "ubusd socket")
+	confDir := fs.String("c", "/etc/config", "UCI configuration directory")
+	saveDir := fs.String("t", "/tmp/.uci", "UCI save directory")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	page.Healthcheck(os.Stdout, page.HealthcheckOptions{Socket: *sock, Store: uci.Store{ConfDir: *confDir, SaveDir: *saveDir}})
 	return 0
 }

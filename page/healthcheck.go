@@ -1,0 +1,116 @@
+package page
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/ubus"
+	"github.com/aredn/phonebookd/uci"
+)
+
+// HealthcheckOptions say where the daemon and its settings are.
+type HealthcheckOptions struct {
+	Socket  string // ubusd
+	Store   uci.Store
+	Timeout time.Duration
+	Now     func() time.Time
+}
+
+// Healthcheck writes /cgi-bin/healthcheck's response: the daemon's
+// healthcheck document, 200 unless its status is critical (503); when the
+// daemon cannot be asked, a document with every field of the
+// specification, status critical and an alert saying why; 404 when
+// phonebook.health.health_endpoint is 0. The request is never read.
+func Healthcheck(w io.Writer, opt HealthcheckOptions) {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Timeout == 0 {
+		opt.Timeout = 5 * time.Second
+	}
+	if cfg, _ := config.LoadStore(opt.Store, nil); !cfg.Health.HealthEndpoint {
+		reply(w, "404 Not Found", []byte(`{"error": "the health endpoint is disabled (phonebook.health.health_endpoint)"}`))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opt.Timeout)
+	defer cancel()
+	doc, err := askCheck(ctx, opt.Socket)
+	if err != nil {
+		reply(w, "503 Service Unavailable", DownDocument(opt.Now(), err))
+		return
+	}
+	var parsed struct {
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(doc, &parsed); err != nil || parsed.Status == "" {
+		reply(w, "503 Service Unavailable", DownDocument(opt.Now(), fmt.Errorf("unreadable answer from phonebookd")))
+		return
+	}
+	status := "200 OK"
+	if parsed.Status == "critical" {
+		status = "503 Service Unavailable"
+	}
+	reply(w, status, doc)
+}
+
+func askCheck(ctx context.Context, socket string) ([]byte, error) {
+	c, err := ubus.Dial(ctx, socket, nil)
+	if err != nil {
+		return nil, fmt.Errorf("ubus is not reachable: %w", err)
+	}
+	defer c.Close()
+	r, err := c.Call(ctx, "phonebook.health", "check", nil)
+	if err != nil {
+		return nil, fmt.Errorf("phonebookd is not running (phonebook.health check: %w)", err)
+	}
+	if len(r) == 0 {
+		return nil, fmt.Errorf("phonebookd sent no document")
+	}
+	return []byte(ubus.FormatJSON(r[0], false, 1)), nil
+}
+
+// DownDocument is the healthcheck document when the daemon cannot be
+// asked: every field of the specification, with null where nothing can
+// be known without the daemon.
+func DownDocument(now time.Time, why error) []byte {
+	ts := now.UTC().Format(time.RFC3339)
+	type alert struct {
+		Level   string `json:"level"`
+		Message string `json:"message"`
+		Since   string `json:"since"`
+		Code    string `json:"code"`
+	}
+	doc := struct {
+		Status          string           `json:"status"`
+		Timestamp       string           `json:"timestamp"`
+		UptimeSeconds   *float64         `json:"uptime_seconds"` // not running: no uptime
+		HealthScore     float64          `json:"health_score"`
+		Checks          map[string]*bool `json:"checks"`
+		Alerts          []alert          `json:"alerts"`
+		Recommendations []string         `json:"recommendations"`
+	}{
+		Status: "critical", Timestamp: ts, HealthScore: 0,
+		// Only what is known without the daemon: its workers are not
+		// responding. The rest is unknown (null), not guessed.
+		Checks: map[string]*bool{"threads_responsive": new(bool), "memory_stable": nil, "no_recent_crashes": nil,
+			"disk_space_ok": nil, "network_reachable": nil},
+		Alerts: []alert{{Level: "critical", Code: "daemon_down", Since: ts, Message: why.Error()}},
+		Recommendations: []string{"Start it: /etc/init.d/phonebook start; read why it stopped: logread -e phonebook; " +
+			"if procd gave up on it, ubus call service list '{\"name\":\"phonebook\"}' shows it."},
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "\t")
+	enc.SetEscapeHTML(false)
+	enc.Encode(doc)
+	return bytes.TrimSpace(b.Bytes())
+}
+
+func reply(w io.Writer, status string, body []byte) {
+	fmt.Fprintf(w, "Status: %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\r\n%s\n", status, body)
+}
