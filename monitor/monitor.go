@@ -24,6 +24,9 @@ import (
 // Window is how many recent probes per target the figures cover.
 const Window = 20
 
+// Parallel bounds the probes in flight at once.
+const Parallel = 16
+
 // Prober sends one probe.
 type Prober interface {
 	Probe(ctx context.Context, target string) (time.Duration, error)
@@ -106,20 +109,41 @@ func (m *Monitor) Round(ctx context.Context, w *health.Worker) {
 	// conditions: the monitor's memory and alerts follow the set.
 	m.prune(names, phones)
 	timeout := time.Duration(cfg.ProbeTimeoutMS) * time.Millisecond
-	anyOK, any := false, false
+	var mu sync.Mutex
+	anyOK, any, stopped := false, false, false
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, Parallel)
 	for _, name := range names {
 		if w != nil {
 			w.Beat()
 		}
-		pctx, cancel := context.WithTimeout(ctx, timeout)
-		rtt, err := m.prober.Probe(pctx, name)
-		cancel()
-		if ctx.Err() != nil || errors.Is(err, sip.ErrNotRunning) {
-			return // nothing was sent: not a result about the mesh
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
 		}
-		any = true
-		anyOK = anyOK || err == nil
-		m.record(name, rtt, err, cfg, phones[name])
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			pctx, cancel := context.WithTimeout(ctx, timeout)
+			rtt, err := m.prober.Probe(pctx, name)
+			cancel()
+			mu.Lock()
+			defer mu.Unlock()
+			if ctx.Err() != nil || errors.Is(err, sip.ErrNotRunning) {
+				stopped = true // nothing was sent: not a result about the mesh
+				return
+			}
+			any = true
+			anyOK = anyOK || err == nil
+			m.record(name, rtt, err, cfg, phones[name])
+		}()
+	}
+	wg.Wait()
+	if stopped {
+		return
 	}
 	m.phonesCondition()
 	if any && m.reach != nil {

@@ -210,6 +210,18 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 				break
 			}
 		}
+		if idx < 0 && n == 1 && w.expires > 0 {
+			// The same Call-ID is the same phone (a UA keeps it for its
+			// whole boot cycle, RFC 3261 10.2.4): registering from a new
+			// address or port, it moved; its old binding would only be a
+			// dead contact until it expired.
+			for j := range a.contacts {
+				if a.contacts[j].callID == callID {
+					idx = j
+					break
+				}
+			}
+		}
 		if w.expires == 0 {
 			if idx >= 0 {
 				a.contacts = append(a.contacts[:idx], a.contacts[idx+1:]...)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -222,7 +223,12 @@ func (tr *tree) startWith(t *testing.T, wrapper []string, bin string) *proc {
 
 // callRaw runs `phonebookd call` and returns stdout and the exit code.
 func callRaw(sock, obj, method, arg string) (string, int) {
-	args := []string{"call", "-s", sock, "-t", "5", obj, method}
+	return callTimeout(sock, 5, obj, method, arg)
+}
+
+// callTimeout is callRaw with ubus's timeout in seconds.
+func callTimeout(sock string, timeout int, obj, method, arg string) (string, int) {
+	args := []string{"call", "-s", sock, "-t", strconv.Itoa(timeout), obj, method}
 	if arg != "" {
 		args = append(args, arg)
 	}
