@@ -2,6 +2,9 @@ package tests
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"os/exec"
 	"os"
 	"path/filepath"
 	"strings"
@@ -346,5 +349,52 @@ func TestSIGTERMAtAnyMoment(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(e.tr.runDir, "running")); !os.IsNotExist(err) {
 			t.Errorf("SIGTERM after %s: run marker left", delay)
 		}
+	}
+}
+
+// TestListenBusyNeverExits: with sip.listen on a port another process
+// holds, or a bogus address, the daemon stays up, reports main blocked
+// and the status critical with the reason, keeps the watchdog's rule
+// (no exit for procd to count), and serves as soon as the port is free.
+// Before: main failed four times and the process exited 1 after 8 s;
+// procd gave up after five respawns.
+func TestListenBusyNeverExits(t *testing.T) {
+	hold, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := hold.LocalAddr().String()
+	e := newFaultEnv(t, map[string]string{"sip.listen": addr, "health.health_check_interval": "1"})
+	p := e.start()
+	waitFor(t, 10*time.Second, "main blocked, status critical", func() bool {
+		th := e.thread("main")
+		ck := call(t, e.sock, "phonebook.health", "check", "")
+		return th != nil && th["status"] == "blocked" && ck["status"] == "critical" && strings.Contains(fmt.Sprint(ck["alerts"]), "address already in use")
+	})
+	time.Sleep(10 * time.Second) // past the old 8 s exit
+	if p.exited() {
+		t.Fatalf("daemon exited with %d while the port was busy", p.code)
+	}
+	if th := e.thread("main"); num(th["restart_count"]) != 0 {
+		t.Errorf("a blocked start counted as a restart: %v", th)
+	}
+	hold.Close()
+	waitFor(t, 40*time.Second, "main serving once the port is free", func() bool {
+		th := e.thread("main")
+		return th != nil && th["status"] == "healthy"
+	})
+	if ans := rawSIP(t, addr, "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bKlb\r\nFrom: <sip:9@x>;tag=1\r\nTo: <sip:x>\r\nCall-ID: lb1\r\nCSeq: 1 OPTIONS\r\n\r\n"); !strings.HasPrefix(ans, "SIP/2.0 200") {
+		t.Errorf("OPTIONS after the port was freed: %q", ans)
+	}
+	// A bogus address is rejected by the configuration, the previous
+	// (good) one kept, with an alert naming it.
+	exec.Command(bins.daemon, "uci", "-c", e.tr.confDir, "-t", e.tr.saveDir, "set", "phonebook.sip.listen=bogus").Run()
+	exec.Command(bins.daemon, "uci", "-c", e.tr.confDir, "-t", e.tr.saveDir, "commit", "phonebook").Run()
+	p.cmd.Process.Signal(syscallHUP())
+	waitFor(t, 5*time.Second, "the bogus address rejected", func() bool {
+		return strings.Contains(fmt.Sprint(call(t, e.sock, "phonebook.health", "check", "")["alerts"]), "phonebook.sip.listen")
+	})
+	if p.exited() {
+		t.Fatal("daemon exited")
 	}
 }
