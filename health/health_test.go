@@ -465,6 +465,10 @@ func TestAlertsSinceAndClear(t *testing.T) {
 	h.SetCondition(Condition{Code: "jitter:node-k", Level: LevelWarning, Penalty: 5, Message: "High mesh jitter detected to node-k", Recommendation: "Check the link to node-k."})
 	h.Sample()
 	clock.Advance(time.Minute)
+	if s := h.Sample(); alert(s, "jitter:node-k") != nil || s.Status != Healthy {
+		t.Fatalf("a one-minute jitter blip is shown (visible after 2 min): %+v", s.Alerts)
+	}
+	clock.Advance(time.Minute)
 	s := h.Sample()
 	a := alert(s, "jitter:node-k")
 	if a == nil || !a.Since.Equal(t0) || s.Status != Degraded || s.Score != 95 {

@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"runtime/debug"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -167,6 +166,11 @@ func (h *System) config() config.Health {
 // the daemon: a rejected setting, a jittery mesh link, SIP at capacity.
 func (h *System) SetCondition(c Condition) {
 	h.mu.Lock()
+	if _, ok := h.external[c.Code]; !ok && len(h.external) >= maxExternal {
+		h.mu.Unlock() // bounded: the families shown are capped anyway
+		h.log.Warn("health condition dropped: too many raised at once", "code", c.Code)
+		return
+	}
 	h.external[c.Code] = c
 	h.mu.Unlock()
 	h.Trigger()
@@ -371,23 +375,12 @@ func (h *System) Sample() *Snapshot {
 	for _, c := range h.external {
 		add(c)
 	}
-	sort.Slice(conds, func(i, j int) bool { return conds[i].Code < conds[j].Code })
-	present := map[string]bool{}
-	for _, c := range conds {
-		present[c.Code] = true
-		if _, ok := h.since[c.Code]; !ok {
-			h.since[c.Code] = now
-		}
-		snap.Alerts = append(snap.Alerts, Alert{Condition: c, Since: h.since[c.Code]})
+	snap.Alerts = h.evaluate(now, conds)
+	shown := make([]Condition, len(snap.Alerts))
+	for i, a := range snap.Alerts {
+		shown[i] = a.Condition
 	}
-	for code := range h.since {
-		if !present[code] {
-			delete(h.since, code)
-		}
-	}
-	var status string
-	snap.Score, status = Score(conds)
-	snap.Status = status
+	snap.Score, snap.Status = Score(shown)
 	h.mu.Unlock()
 
 	h.publish(snap, cfg, m, fds, disks, reachable)

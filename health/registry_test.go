@@ -1,0 +1,103 @@
+package health
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite docs/HEALTH.md's condition table from the registry")
+
+// TestHealthDocTable: docs/HEALTH.md's condition table is the registry's
+// (go test ./health -run TestHealthDocTable -update rewrites it).
+func TestHealthDocTable(t *testing.T) {
+	path := filepath.Join("..", "docs", "HEALTH.md")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const begin, end = "<!-- conditions: generated from health/registry.go -->\n", "<!-- /conditions -->"
+	doc := string(b)
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("%s has no generated condition table between %q and %q", path, begin, end)
+	}
+	want := ConditionTable()
+	if got := doc[i+len(begin) : j]; got != want {
+		if *update {
+			os.WriteFile(path, []byte(doc[:i+len(begin)]+want+doc[j:]), 0o644)
+			return
+		}
+		t.Errorf("docs/HEALTH.md's condition table differs from the registry; run go test ./health -run TestHealthDocTable -update\n--- doc\n%s--- registry\n%s", got, want)
+	}
+}
+
+// TestEveryConditionRegistered: every condition code the daemon's source
+// raises has a descriptor.
+func TestEveryConditionRegistered(t *testing.T) {
+	re := regexp.MustCompile(`(?:Code: |workerCond\(|leakCond\(|Code = |code := |Code: fmt\.Sprintf\()"([a-z_]+)`)
+	files, _ := filepath.Glob("../*/*.go")
+	seen := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") || strings.Contains(f, "faults_on") {
+			continue
+		}
+		b, _ := os.ReadFile(f)
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			seen++
+			if _, ok := descriptorOf(m[1]); !ok {
+				t.Errorf("%s raises %q, which is not in the registry", f, m[1])
+			}
+		}
+	}
+	for _, c := range []string{"probe_failed", "jitter", "phones_unreachable", "config"} {
+		if _, ok := descriptorOf(c + ":x"); !ok {
+			t.Errorf("%s not registered", c)
+		}
+	}
+	if seen < 20 {
+		t.Errorf("found only %d condition codes in the source: the pattern no longer matches", seen)
+	}
+}
+
+// TestEchoesHiddenBehindRootCause: with the mesh unreachable, the failed
+// probes, fetch failures and silent phones it causes are not shown (nor
+// scored); they show again when the root cause clears.
+func TestEchoesHiddenBehindRootCause(t *testing.T) {
+	clock := newFakeClock()
+	h := newSystem(t, clock, testConfig())
+	h.SetCondition(Condition{Code: "probe_failed:node-a", Message: "node-a silent"})
+	h.SetCondition(Condition{Code: "phones_unreachable", Message: "3 of 3 phones"})
+	h.mu.Lock()
+	h.reach["monitor"] = reachState{lastFail: clock.Now()}
+	h.mu.Unlock()
+	s := h.Sample()
+	if alert(s, "network_unreachable") == nil || alert(s, "probe_failed:node-a") != nil || alert(s, "phones_unreachable") != nil || s.Score != 90 {
+		t.Fatalf("root cause with echoes: score %d, alerts %+v", s.Score, s.Alerts)
+	}
+	h.mu.Lock()
+	h.reach["monitor"] = reachState{lastOK: clock.Now()}
+	h.mu.Unlock()
+	if s := h.Sample(); alert(s, "probe_failed:node-a") == nil || alert(s, "network_unreachable") != nil {
+		t.Errorf("after the mesh came back: %+v", s.Alerts)
+	}
+}
+
+// TestFamilyCapped: 40 targets failing at once show 5 alerts and one
+// "and 35 more", and cost 5 penalties, not 40.
+func TestFamilyCapped(t *testing.T) {
+	clock := newFakeClock()
+	h := newSystem(t, clock, testConfig())
+	for i := 0; i < 40; i++ {
+		h.SetCondition(Condition{Code: fmt.Sprintf("probe_failed:node-%02d", i), Message: "silent"})
+	}
+	s := h.Sample()
+	more := alert(s, "probe_failed:more")
+	if len(s.Alerts) != DefaultMaxShown+1 || more == nil || !strings.Contains(more.Message, "and 35 more") || s.Score != 100-5*DefaultMaxShown {
+		t.Errorf("%d alerts, score %d, more %+v", len(s.Alerts), s.Score, more)
+	}
+}
