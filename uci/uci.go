@@ -176,15 +176,20 @@ func (p *Package) DeleteSection(name string) {
 	}
 }
 
-// validName reports whether str is a valid section or option name
-// (letters, digits and '_'); packages also allow '-'.
+// validName reports whether str is a valid name as libuci's
+// uci_validate_str judges it: a section or option name is letters, digits
+// and '_' (shell compatibility); a package name, like a type, any
+// printable ASCII but space (uci_validate_package).
 func validName(str string, pkg bool) bool {
+	if pkg {
+		return validType(str)
+	}
 	if str == "" {
 		return false
 	}
 	for i := 0; i < len(str); i++ {
 		c := str[i]
-		if isAlnum(c) || c == '_' || (pkg && c == '-') {
+		if isAlnum(c) || c == '_' {
 			continue
 		}
 		return false
