@@ -3,3 +3,5 @@ module github.com/aredn/phonebookd
 go 1.26.0
 
 require golang.org/x/sys v0.50.0
+
+require go.uber.org/goleak v1.3.0 // indirect

@@ -568,10 +568,21 @@ func (s *Supervisor) Wait(ctx context.Context) bool {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return true
 	case <-ctx.Done():
 		return false
 	}
+	// Nothing is relaunched once the context has ended: pending restart
+	// timers go too.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx != nil && s.ctx.Err() != nil {
+		for _, ws := range s.workers {
+			if ws.timer != nil {
+				ws.timer.Stop()
+			}
+		}
+	}
+	return true
 }
 
 // WorkerStatus is one worker's state for the documents.

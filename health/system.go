@@ -100,6 +100,7 @@ type System struct {
 
 	snap    atomic.Pointer[Snapshot]
 	trigger chan struct{}
+	evals   atomic.Int64 // evaluations run
 }
 
 type reachState struct {
@@ -213,6 +214,9 @@ func (h *System) Trigger() {
 // Triggered delivers when an evaluation was asked for.
 func (h *System) Triggered() <-chan struct{} { return h.trigger }
 
+// Evaluations counts the evaluations run since start.
+func (h *System) Evaluations() int64 { return h.evals.Load() }
+
 // Snapshot returns the latest evaluation (nil before the first).
 func (h *System) Snapshot() *Snapshot { return h.snap.Load() }
 
@@ -225,6 +229,7 @@ const reachWindow = 2 * time.Hour
 
 // Sample runs one full cycle: measure, detect, evaluate, publish.
 func (h *System) Sample() *Snapshot {
+	h.evals.Add(1)
 	now := h.clock.Now()
 	cfg := h.config()
 	snap := &Snapshot{Time: now}

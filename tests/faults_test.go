@@ -398,3 +398,20 @@ func TestListenBusyNeverExits(t *testing.T) {
 		t.Fatal("daemon exited")
 	}
 }
+
+// TestRecoveriesCountRecoveriesOnly: the operator's restart of a worker
+// is not a recovery; a crashed worker restarted automatically is one
+// (before: operator restarts and expired bindings were counted too).
+func TestRecoveriesCountRecoveriesOnly(t *testing.T) {
+	e := newFaultEnv(t, map[string]string{"health.health_check_interval": "1", "health.crash_coalesce": "0"})
+	e.start()
+	recoveries := func() float64 { return num(get(e.health(), "threads", "safety", "recoveries_performed")) }
+	call(t, e.sock, "phonebook.threads", "restart", `{"name":"fetcher"}`)
+	waitFor(t, 5*time.Second, "the operator's restart", func() bool { return num(e.thread("fetcher")["restart_count"]) == 1 })
+	time.Sleep(1500 * time.Millisecond) // an evaluation
+	if r := recoveries(); r != 0 {
+		t.Errorf("recoveries_performed %v after an operator restart", r)
+	}
+	e.inject("fetcher", "panic")
+	waitFor(t, 10*time.Second, "the panic recovered and counted", func() bool { return recoveries() == 1 })
+}
