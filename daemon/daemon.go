@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/aredn/phonebookd/internal/atomicfile"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -365,8 +366,8 @@ func (d *Daemon) writeBadge(status string) {
 		return
 	}
 	text := strings.ToUpper(status[:1]) + status[1:]
-	if err := uci.WriteFileAtomic(filepath.Join(dir, "badge"), []byte(text), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "badge"), []byte(text), 0o644); err != nil {
 		d.log.Debug("badge", "err", err)
 	}
-	uci.WriteFileAtomic(filepath.Join(dir, "badge-color"), []byte(colors[status]), 0o644)
+	atomicfile.Write(filepath.Join(dir, "badge-color"), []byte(colors[status]), 0o644)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/aredn/phonebookd/internal/atomicfile"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -15,7 +16,6 @@ import (
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/ubus"
-	"github.com/aredn/phonebookd/uci"
 )
 
 // CSVFile is the last good phonebook, kept on flash in the state directory.
@@ -216,7 +216,7 @@ func (f *Fetcher) writeIfChanged(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("publish %s: %w", path, err)
 	}
-	if err := uci.WriteFileAtomic(path, data, 0o644); err != nil {
+	if err := atomicfile.Write(path, data, 0o644); err != nil {
 		return err
 	}
 	f.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/aredn/phonebookd/internal/atomicfile"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -17,8 +18,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/aredn/phonebookd/uci"
 )
 
 // Crash record kinds.
@@ -242,7 +241,7 @@ func (s *CrashStore) loadRunState() {
 
 func (s *CrashStore) saveRunState() {
 	b, _ := json.Marshal(s.run)
-	if err := uci.WriteFileAtomic(filepath.Join(s.opt.RunDir, stateFile), b, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.opt.RunDir, stateFile), b, 0o644); err != nil {
 		s.opt.Log.Warn("save run state", "err", err)
 	}
 }
@@ -333,7 +332,7 @@ func (s *CrashStore) Arm(pid int) error {
 
 func (s *CrashStore) writeMarker() error {
 	b, _ := json.Marshal(s.mark)
-	return uci.WriteFileAtomic(filepath.Join(s.opt.RunDir, markerFile), b, 0o644)
+	return atomicfile.Write(filepath.Join(s.opt.RunDir, markerFile), b, 0o644)
 }
 
 // WorkerGoroutine remembers which goroutine runs a worker (in RAM), so
@@ -435,7 +434,7 @@ func (s *CrashStore) writeHistory(h history) error {
 	if err != nil {
 		return err
 	}
-	if err := uci.WriteFileAtomic(s.historyPath(), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.Write(s.historyPath(), append(b, '\n'), 0o644); err != nil {
 		s.writeErr = err.Error()
 		return err
 	}

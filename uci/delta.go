@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/aredn/phonebookd/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -339,7 +340,7 @@ func (st Store) Commit(name string) error {
 	if len(l.Saved) == 0 {
 		return nil
 	}
-	if err := WriteFileAtomic(filepath.Join(st.ConfDir, name), Export(l.Package, false), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(st.ConfDir, name), Export(l.Package, false), 0o644); err != nil {
 		return fmt.Errorf("commit %s: %w", name, err)
 	}
 	if err := os.Remove(filepath.Join(st.SaveDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -373,7 +374,7 @@ func (st Store) Revert(ptr Ptr) error {
 		}
 		return nil
 	}
-	return WriteFileAtomic(path, keep, 0o600)
+	return atomicfile.Write(path, keep, 0o600)
 }
 
 // List returns the package names in the configuration directory, sorted,

@@ -3,8 +3,6 @@ package uci
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -48,48 +46,4 @@ func Export(p *Package, header bool) []byte {
 	}
 	b.WriteByte('\n')
 	return b.Bytes()
-}
-
-// WriteFileAtomic replaces path with data so that a crash at any moment
-// leaves either the old or the new contents: a temporary file in the same
-// directory, fsync, rename, then fsync of the directory. The file keeps the
-// mode of the one it replaces (perm when there is none).
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if st, err := os.Stat(path); err == nil {
-		perm = st.Mode().Perm()
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	name := tmp.Name()
-	fail := func(err error) error {
-		tmp.Close()
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(name, path); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		// Best effort: some filesystems refuse fsync on a directory.
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }
