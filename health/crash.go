@@ -367,7 +367,8 @@ func (s *CrashStore) Alive(now time.Time) {
 func (s *CrashStore) Add(rec Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rec.Uptime == nil {
+	if rec.Uptime == nil && !rec.Time.Before(s.started) {
+		// Only an event of this run has an uptime; else it is unknown.
 		up := rec.Time.Sub(s.started).Seconds()
 		rec.Uptime = &up
 	}

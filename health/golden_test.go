@@ -1,0 +1,72 @@
+package health
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/aredn/phonebookd/ubus"
+)
+
+// measured matches the values that are measurements of this machine (RSS,
+// heap, descriptors, CPU, free space, pid): they are normalised before
+// the comparison; everything else (names, layout, statuses, alerts,
+// nulls, counters the test drives) is compared as it is.
+var measured = regexp.MustCompile(`"(rss_mb|peak_rss_mb|rss_anon_mb|rss_file_mb|heap_mb|heap_objects_mb|gc_cycles|go_total_mb|stack_kb|goroutines|open|max|socket|file|pipe|other|baseline|pid|cpu_pct|state_free_kb|run_free_kb|heap_trend_kb_per_hour|heap_trend_fit|rss_trend_kb_per_hour)": (-?[0-9.e+-]+|null)`)
+
+func normalise(doc string) string { return measured.ReplaceAllString(doc, `"$1": <measured>`) }
+
+// TestGoldenDocuments: the status and check documents of a known state
+// (one worker panic recorded, a rejected setting, a failed probe) against
+// testdata/*.golden.json; go test ./health -run TestGoldenDocuments
+// -update rewrites them.
+func TestGoldenDocuments(t *testing.T) {
+	clock := newFakeClock()
+	sup := NewSupervisor(SupervisorOptions{Clock: clock, MaxRestarts: 3, Window: time.Hour})
+	for _, n := range []string{"main", "fetcher", "monitor", "safety"} {
+		sup.Add(Spec{Name: n, Period: time.Second, Essential: n == "main" || n == "safety",
+			Run: func(ctx context.Context, w *Worker) error { return w.Wait(ctx, time.Hour) }})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); sup.Wait(context.Background()) }()
+	sup.Start(ctx)
+	dir := t.TempDir()
+	cs, err := OpenCrashStore(CrashOptions{StateDir: filepath.Join(dir, "state"), RunDir: filepath.Join(dir, "run"), Clock: clock, HistoryDays: 7, HistoryMax: 50, BootID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs.Add(Record{Time: clock.Now().Add(-time.Hour), Kind: KindWorkerPanic, Worker: "fetcher", Reason: "panic: injected", Stack: "goroutine 7 [running]:"})
+	h := NewSystem(Options{Clock: clock, Rates: NewRates(clock), Supervisor: sup, Crashes: cs, StateDir: dir, RunDir: dir}, testConfig())
+	h.SetCondition(Condition{Code: "config:phonebook.sip.max_bindings", Message: "Setting rejected, previous value kept: phonebook.sip.max_bindings: invalid value \"many\"", Recommendation: "Correct the setting with uci set and uci commit phonebook."})
+	h.SetCondition(Condition{Code: "probe_failed:node-k:5060", Message: "Mesh target node-k:5060 not answering SIP OPTIONS", Recommendation: "Check the mesh path to node-k:5060."})
+	snap := h.Sample()
+	clock.Advance(90 * time.Second)
+	for _, g := range []struct {
+		name string
+		body []byte
+	}{
+		{"status", h.StatusDoc(snap, clock.Now())},
+		{"check", h.CheckDoc(snap, clock.Now())},
+	} {
+		vs, err := ubus.DecodeValues(g.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := normalise(ubus.FormatJSON(vs, false, 1)) + "\n"
+		path := filepath.Join("testdata", g.name+".golden.json")
+		if *update {
+			os.WriteFile(path, []byte(got), 0o644)
+			continue
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (run with -update to create it)", err)
+		}
+		if got != string(want) {
+			t.Errorf("%s document differs from %s (-update rewrites it):\n%s", g.name, path, got)
+		}
+	}
+}
