@@ -6,6 +6,7 @@ BIN     := bin
 RUN     := $(CURDIR)/run
 PKG     := github.com/aredn/phonebookd
 VERSION ?= 0.1.0
+RELEASE ?= 1
 DIST    := dist
 # Router targets: opkg architecture and Go settings.
 TARGETS := mips_24kc:mips:GOMIPS=softfloat \
@@ -14,7 +15,7 @@ TARGETS := mips_24kc:mips:GOMIPS=softfloat \
            aarch64_cortex-a53:arm64: \
            x86_64:amd64:
 
-.PHONY: all build test vet fmt-check run cross ipk bench fuzz clean
+.PHONY: all build test vet fmt-check run cross ipk apk packages bench fuzz clean setup
 
 all: build
 
@@ -64,13 +65,17 @@ cross:
 		printf '%-28s %9d bytes\n' phonebookd_$$arch $$(stat -c %s $(DIST)/phonebookd_$$arch); \
 	done
 
-# Installable .ipk files (AREDN up to 4.26.1) from the cross binaries.
-ipk: cross
+# Installable packages for every router target, both formats from one
+# source (files/, packaging/): .ipk for opkg (AREDN up to 4.26.1), .apk for
+# apk-tools v3 (AREDN 4.26.7, OpenWrt 25.12; APK= names the apk binary).
+ipk apk: cross
 	@for t in $(TARGETS); do \
 		arch=$${t%%:*}; \
-		f=$$(scripts/mkipk.sh $$arch $(DIST)/phonebookd_$$arch $(VERSION) $(DIST)) || exit 1; \
-		printf '%-52s %9d bytes\n' $$(basename $$f) $$(stat -c %s $$f); \
+		f=$$(scripts/mkpkg.sh $@ $$arch $(DIST)/phonebookd_$$arch $(VERSION) $(RELEASE) $(DIST)) || exit 1; \
+		printf '%-56s %9d bytes\n' $$(basename $$f) $$(stat -c %s $$f); \
 	done
+
+packages: ipk apk
 
 bench:
 	$(GO) test -run XXX -bench . -benchmem ./...

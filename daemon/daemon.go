@@ -119,8 +119,19 @@ func (d *Daemon) config() config.Config {
 
 func (d *Daemon) setup() error {
 	cfg := d.cfg
-	if err := os.MkdirAll(cfg.Main.RunDir, 0o755); err != nil {
-		return fmt.Errorf("run directory: %w", err)
+	// An unprivileged daemon whose directories were not made for it
+	// (the init script creates them owned by the phonebook user) stops
+	// here with the reason, rather than run without crash records.
+	for _, dir := range []struct{ what, path, option string }{
+		{"run directory (RAM)", cfg.Main.RunDir, "run_dir"},
+		{"state directory (flash)", cfg.Main.StateDir, "state_dir"},
+	} {
+		if err := os.MkdirAll(dir.path, 0o755); err != nil {
+			return fmt.Errorf("%s %s cannot be created by uid %d: %w (phonebook.main.%s; /etc/init.d/phonebook creates it for the phonebook user)", dir.what, dir.path, os.Getuid(), err, dir.option)
+		}
+		if err := health.Writable(dir.path); err != nil {
+			return fmt.Errorf("%s %s is not writable by uid %d: %w (phonebook.main.%s; /etc/init.d/phonebook creates it for the phonebook user)", dir.what, dir.path, os.Getuid(), err, dir.option)
+		}
 	}
 	d.rates = health.NewRates(d.clock)
 	var err error
