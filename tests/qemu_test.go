@@ -9,22 +9,25 @@ import (
 	"time"
 )
 
-// TestCrossBinariesUnderQemu builds the stripped router binaries for mips
-// (softfloat) and arm (GOARM=7), starts each under qemu-user-static
-// against the broker, and asks it for phonebook.health status.
-func TestCrossBinariesUnderQemu(t *testing.T) {
+// TestInstalledPackagesUnderQemu builds the stripped router binaries for
+// mips (softfloat) and arm (GOARM=7), packs them (.ipk for mips, .apk for
+// arm), installs each with the real opkg or apk into a scratch root, and
+// runs the installed binary under qemu-user-static with the installed
+// configuration against the broker, asking it for phonebook.health
+// status. Each package must stay within 3 MB.
+func TestInstalledPackagesUnderQemu(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cross builds take a while; not in -short")
 	}
-	targets := []struct{ name, qemu, goarch, env string }{
-		{"mips_24kc", "qemu-mips-static", "mips", "GOMIPS=softfloat"},
-		{"arm_cortex-a7_neon-vfpv4", "qemu-arm-static", "arm", "GOARM=7"},
+	targets := []struct{ arch, format, qemu, goarch, env string }{
+		{"mips_24kc", "ipk", "qemu-mips-static", "mips", "GOMIPS=softfloat"},
+		{"arm_cortex-a7_neon-vfpv4", "apk", "qemu-arm-static", "arm", "GOARM=7"},
 	}
 	for _, tg := range targets {
-		t.Run(tg.name, func(t *testing.T) {
+		t.Run(tg.arch, func(t *testing.T) {
 			q, err := exec.LookPath(tg.qemu)
 			if err != nil {
-				t.Fatalf("%s not installed (Debian package qemu-user-static; .ci/run installs it)", tg.qemu)
+				t.Fatalf("%s not installed (Debian package qemu-user-static; make setup installs it)", tg.qemu)
 			}
 			bin := filepath.Join(shortDir(t), "phonebookd")
 			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/phonebookd")
@@ -35,25 +38,41 @@ func TestCrossBinariesUnderQemu(t *testing.T) {
 			}
 			file, _ := exec.Command("file", bin).Output()
 			t.Logf("%s", strings.TrimSpace(string(file)))
-			// Footprint budget: the stripped binary at most 8 MB, its
-			// package at most 3 MB.
+			pkg := mkpkg(t, tg.format, tg.arch, bin, "1", "")
 			st, _ := os.Stat(bin)
-			pkgDir := shortDir(t)
-			mk := exec.Command("scripts/mkipk.sh", tg.name, bin, "0.0.0", pkgDir)
-			mk.Dir = ".."
-			ipk, err := mk.Output()
-			if err != nil {
-				t.Fatalf("mkipk: %v", err)
-			}
-			ist, _ := os.Stat(strings.TrimSpace(string(ipk)))
-			t.Logf("%s: binary %d bytes, package %d bytes", tg.name, st.Size(), ist.Size())
-			if st.Size() > 8<<20 || ist.Size() > 3<<20 {
+			pst, _ := os.Stat(pkg)
+			t.Logf("%s: binary %d bytes, %s %d bytes", tg.arch, st.Size(), filepath.Base(pkg), pst.Size())
+			if st.Size() > 8<<20 || pst.Size() > 3<<20 {
 				t.Errorf("over the footprint budget (8 MB binary, 3 MB package)")
 			}
+
+			root := scratchRoot(t)
+			env := []string{"IPKG_INSTROOT=" + root}
+			switch tg.format {
+			case "ipk":
+				conf := filepath.Join(shortDir(t), "opkg.conf")
+				os.WriteFile(conf, []byte("dest root /\nlists_dir ext /var/opkg-lists\narch all 1\narch noarch 1\narch "+tg.arch+" 10\n"), 0o644)
+				os.MkdirAll(filepath.Join(root, "usr", "lib", "opkg"), 0o755)
+				os.WriteFile(filepath.Join(root, "usr", "lib", "opkg", "status"), []byte("Package: libc\nVersion: 1.2.5-r4\nStatus: install user installed\nArchitecture: "+tg.arch+"\n\n"), 0o644)
+				run(t, env, sharedTool(t, "opkg"), "-o", root, "-f", conf, "--force-postinstall", "install", pkg)
+			case "apk":
+				a := []string{"--root", root, "--allow-untrusted", "--no-network", "--force-no-chroot", "--arch", tg.arch}
+				run(t, env, sharedTool(t, "apk"), append(a, "--initdb", "add", "--virtual", "libc")...)
+				run(t, env, sharedTool(t, "apk"), append(a, "add", pkg)...)
+			}
+
+			// The installed tree's configuration, its paths moved into the
+			// scratch root (as a router's would be /etc, /tmp and /www).
+			installed := filepath.Join(root, "usr", "bin", "phonebookd")
+			confDir, saveDir := filepath.Join(root, "etc", "config"), filepath.Join(root, "tmp", ".uci")
+			for _, kv := range []string{"main.state_dir=" + root + "/etc/phonebook", "main.run_dir=" + root + "/tmp/phonebook",
+				"main.www_dir=" + root + "/www", "main.apps_dir=" + root + "/tmp/apps/phonebook", "sip.listen=127.0.0.1:0"} {
+				run(t, nil, bins.daemon, "uci", "-c", confDir, "-t", saveDir, "set", "phonebook."+kv)
+			}
+			run(t, nil, bins.daemon, "uci", "-c", confDir, "-t", saveDir, "commit", "phonebook")
 			sock := filepath.Join(shortDir(t), "ubus.sock")
 			startBroker(t, sock)
-			tr := newTree(t, sock, nil)
-			p := start(t, q, bin, "-c", tr.confDir, "-t", tr.saveDir, "-s", sock)
+			p := start(t, q, installed, "-c", confDir, "-t", saveDir, "-s", sock)
 			waitFor(t, 60*time.Second, "the emulated daemon on ubus", func() bool {
 				if p.exited() {
 					t.Fatalf("exited with %d", p.code)
@@ -63,9 +82,9 @@ func TestCrossBinariesUnderQemu(t *testing.T) {
 			})
 			h := call(t, sock, "phonebook.health", "status", "")
 			if get(h, "threads", "safety", "status") != "healthy" || num(get(h, "memory", "rss_mb")) <= 0 {
-				t.Errorf("status from %s: %v", tg.name, h)
+				t.Errorf("status from %s: %v", tg.arch, h)
 			}
-			t.Logf("%s under qemu: rss %.1f MB, heap %.1f MB", tg.name, num(get(h, "memory", "rss_mb")), num(get(h, "memory", "heap_mb")))
+			t.Logf("%s, installed by %s, under qemu: rss %.1f MB (the emulator's)", tg.arch, tg.format, num(get(h, "memory", "rss_mb")))
 		})
 	}
 }

@@ -1,0 +1,107 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// nobody is the unprivileged user the test drops to (as procd drops to
+// phonebook).
+const nobody = 65534
+
+// setprivArgs runs a command as nobody with CAP_NET_BIND_SERVICE only,
+// as procd's user, group and capabilities parameters do.
+var setprivArgs = []string{"setpriv", "--reuid", strconv.Itoa(nobody), "--regid", strconv.Itoa(nobody), "--clear-groups",
+	"--inh-caps", "-all,+net_bind_service", "--ambient-caps", "-all,+net_bind_service", "--bounding-set", "-all,+net_bind_service"}
+
+// TestUnprivilegedDaemon: as an unprivileged user with only
+// CAP_NET_BIND_SERVICE the daemon binds 127.0.0.1:5060, writes its state
+// (run marker, crash records) and answers on ubus; with its state
+// directory not writable for it, it refuses to start and says why.
+func TestUnprivilegedDaemon(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test drops privileges: run it as root (CI does)")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatal("setpriv missing (Debian package util-linux)")
+	}
+	// Everything the daemon needs must be reachable for nobody.
+	binDir := shortDir(t)
+	os.Chmod(binDir, 0o755)
+	bin := filepath.Join(binDir, "phonebookd")
+	data, _ := os.ReadFile(bins.faults)
+	os.WriteFile(bin, data, 0o755)
+	sock := filepath.Join(shortDir(t), "ubus.sock")
+	os.Chmod(filepath.Dir(sock), 0o755)
+	startBroker(t, sock)
+	os.Chmod(sock, 0o666)
+	tr := newTree(t, sock, map[string]string{"sip.listen": "127.0.0.1:5060", "health.crash_coalesce": "0"})
+	os.Chmod(tr.dir, 0o755)
+	for _, d := range []string{filepath.Join(tr.dir, "etc"), tr.confDir, filepath.Join(tr.dir, "tmp"), tr.www} {
+		os.MkdirAll(d, 0o755)
+		os.Chmod(d, 0o755)
+	}
+	// As the init script does: the state and run directories are the
+	// daemon user's.
+	for _, d := range []string{tr.stateDir, tr.runDir, tr.saveDir} {
+		os.MkdirAll(d, 0o755)
+		os.Chown(d, nobody, nobody)
+	}
+	os.Chmod(filepath.Join(tr.confDir, "phonebook"), 0o644)
+
+	p := tr.startWith(t, setprivArgs, bin)
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	var uid, capEff string
+	for _, l := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
+			uid = f[1]
+		} else if len(f) > 1 && f[0] == "CapEff:" {
+			capEff = f[1]
+		}
+	}
+	// setpriv execs the daemon: the pid is the daemon's.
+	if uid != strconv.Itoa(nobody) || capEff != "0000000000000400" {
+		t.Errorf("daemon runs as uid %s with capabilities %s, want %d and only CAP_NET_BIND_SERVICE (0x400)", uid, capEff, nobody)
+	}
+	if host, port := sipAddr(t, tr.sock); host != "127.0.0.1" || port != 5060 {
+		t.Errorf("SIP bound to %s:%d", host, port)
+	}
+	// It writes its state: the run marker (RAM) and, after a crash, the
+	// crash history (flash), as its own user.
+	call(t, sock, "phonebook.faults", "inject", `{"worker":"fetcher","fault":"panic"}`)
+	waitFor(t, 10*time.Second, "the crash history written", func() bool {
+		st, err := os.Stat(filepath.Join(tr.stateDir, "crashes.json"))
+		return err == nil && st.Size() > 0
+	})
+	if _, err := os.Stat(filepath.Join(tr.runDir, "running")); err != nil {
+		t.Errorf("run marker: %v", err)
+	}
+	p.cmd.Process.Signal(os.Interrupt)
+	p.wait(5 * time.Second)
+
+	// Its state directory not writable for it: it refuses to start and
+	// names the directory, the uid and the setting.
+	os.RemoveAll(tr.stateDir)
+	os.MkdirAll(tr.stateDir, 0o755) // root's
+	args := append(append([]string{}, setprivArgs[1:]...), bin, "-c", tr.confDir, "-t", tr.saveDir, "-s", sock)
+	out, err := exec.Command(setprivArgs[0], args...).CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), "state directory (flash) "+tr.stateDir+" is not writable by uid 65534") || !strings.Contains(string(out), "phonebook.main.state_dir") {
+		t.Errorf("with an unwritable state directory: exit %d\n%s", code, out)
+	}
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
