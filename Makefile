@@ -32,6 +32,10 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# The Debian packages the tests use (as root or through sudo).
+setup:
+	scripts/setup.sh
+
 # All tests: unit, vector replays, fuzz seeds, and the whole-daemon tests
 # in tests/ (which build their own binaries, with and without the faults tag).
 test: fmt-check vet
