@@ -30,9 +30,10 @@ type safety struct {
 func (s *safety) run(ctx context.Context, w *health.Worker) error {
 	var next, last time.Time
 	pending := false // an event asked for an evaluation not yet run
+	clk := s.d.clock
 	for {
 		w.Beat()
-		now := time.Now()
+		now := clk.Now()
 		if !now.Before(next) {
 			s.d.sys.Sample()
 			s.hygiene(now)
@@ -42,11 +43,11 @@ func (s *safety) run(ctx context.Context, w *health.Worker) error {
 			s.d.sys.Sample()
 			last, pending = now, false
 		}
-		wait := min(safetyPeriod, time.Until(next))
+		wait := min(safetyPeriod, next.Sub(now))
 		if pending {
 			wait = min(wait, minEventGap-now.Sub(last))
 		}
-		t := time.NewTimer(wait)
+		t := clk.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -57,7 +58,7 @@ func (s *safety) run(ctx context.Context, w *health.Worker) error {
 			// them must not turn into a flood of evaluations.
 			pending = true
 		case <-w.Poked():
-		case <-t.C:
+		case <-t.C():
 		}
 		t.Stop()
 	}

@@ -15,27 +15,13 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/internal/clock"
 	"github.com/aredn/phonebookd/ubus"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// newFakeClock is a clock that moves, and fires timers, only when a
+// test advances it.
+func newFakeClock() *clock.Fake { return clock.NewFake(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)) }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -105,29 +91,46 @@ func TestHungWorkerRestartedAndAbandoned(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.Start(ctx)
+	waitUntil(t, "the first run", func() bool { return runs.Load() == 1 })
 	clock.Advance(DeadlineFactor*10*time.Millisecond + time.Millisecond)
 	s.Check()
 	if st := status(s, "fetcher"); st.Status != StatusUnresponsive || !strings.Contains(st.LastError, "no heartbeat") {
 		t.Fatalf("after deadline: %+v", st)
 	}
+	// The restart (backoff 1 ms) and the abandonment watch (one deadline)
+	// are timers of the fake clock: nothing happens until it moves.
+	waitUntil(t, "both timers armed", func() bool { return clock.Timers() == 2 })
+	if runs.Load() != 1 {
+		t.Fatal("restarted before the backoff passed")
+	}
+	clock.Advance(time.Millisecond)
 	waitUntil(t, "restart", func() bool { return runs.Load() == 2 && status(s, "fetcher").Status == StatusHealthy })
+	if status(s, "fetcher").Abandoned != 0 {
+		t.Fatal("abandoned before its grace passed")
+	}
+	clock.Advance(DeadlineFactor * 10 * time.Millisecond)
 	waitUntil(t, "abandoned", func() bool { return status(s, "fetcher").Abandoned == 1 })
 	close(hang)
+	cancel()
+	s.Wait(context.Background())
 }
 
 // TestWaitBeatsThroughLongLoops: a worker sleeping far longer than its
 // deadline stays healthy, because Wait beats every period.
 func TestWaitBeatsThroughLongLoops(t *testing.T) {
-	s := NewSupervisor(SupervisorOptions{MaxRestarts: 1, Window: time.Hour})
-	// A period of 200 ms (deadline 600 ms) leaves room for a loaded
-	// machine's scheduling; the loop is still 5 deadlines long.
-	s.Add(Spec{Name: "fetcher", Period: 200 * time.Millisecond, Run: func(ctx context.Context, w *Worker) error {
-		return w.Wait(ctx, time.Hour)
+	clock := newFakeClock()
+	s := NewSupervisor(SupervisorOptions{Clock: clock, MaxRestarts: 1, Window: time.Hour})
+	s.Add(Spec{Name: "fetcher", Period: time.Minute, Run: func(ctx context.Context, w *Worker) error {
+		return w.Wait(ctx, 24*time.Hour)
 	}})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	defer func() { cancel(); s.Wait(context.Background()) }()
 	s.Start(ctx)
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+	// Ten hours of a one-day wait, a minute at a time (deadline 3 min):
+	// each period the worker's timer fires and it beats.
+	for i := 0; i < 600; i++ {
+		waitUntil(t, "the worker waiting on its timer", func() bool { return clock.Timers() == 1 })
+		clock.Advance(time.Minute)
 		s.Check()
 	}
 	if st := status(s, "fetcher"); st.Status != StatusHealthy || st.Restarts != 0 {

@@ -10,17 +10,16 @@ package health
 
 import (
 	"sync"
-	"time"
+
+	"github.com/aredn/phonebookd/internal/clock"
 )
 
-// Clock tells the time; tests pass a fake one.
-type Clock interface{ Now() time.Time }
+// Clock tells the time and makes timers; tests pass a fake one
+// (clock.Fake) that moves only when advanced.
+type Clock = clock.Clock
 
 // SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now returns the current time.
-func (SystemClock) Now() time.Time { return time.Now() }
+type SystemClock = clock.Real
 
 // Error categories the workers report.
 const (

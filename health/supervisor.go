@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/aredn/phonebookd/internal/clock"
 )
 
 // Worker statuses.
@@ -87,14 +89,15 @@ func (w *Worker) Wait(ctx context.Context, d time.Duration) error {
 // WaitOrWake is Wait that also returns early when wake delivers.
 func (w *Worker) WaitOrWake(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
 	w.Beat()
-	end := time.Now().Add(d)
+	clk := w.ws.sup.clock
+	end := clk.Now().Add(d)
 	for {
-		left := time.Until(end)
+		left := end.Sub(clk.Now())
 		if left <= 0 {
 			return nil
 		}
 		step := min(left, w.ws.spec.Period)
-		t := time.NewTimer(step)
+		t := clk.NewTimer(step)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -106,7 +109,7 @@ func (w *Worker) WaitOrWake(ctx context.Context, d time.Duration, wake <-chan st
 		case <-w.ws.poke:
 			t.Stop()
 			w.Beat()
-		case <-t.C:
+		case <-t.C():
 			w.Beat()
 		}
 	}
@@ -223,7 +226,7 @@ type workerState struct {
 	goroutines   atomic.Int32
 	fault        atomic.Pointer[string]
 	poke         chan struct{} // wakes a waiting worker (fault builds only send)
-	timer        *time.Timer
+	timer        clock.Timer
 	blocked      int // consecutive blocked starts
 }
 
@@ -402,7 +405,7 @@ func (s *Supervisor) exited(ws *workerState, inst *instance, err error, pv any, 
 		delay := min(time.Second<<min(ws.blocked, 5), 30*time.Second)
 		ws.blocked++
 		s.log.Error("worker blocked; retrying", "worker", ws.spec.Name, "in", delay, "reason", ws.lastErr)
-		ws.timer = time.AfterFunc(delay, func() {
+		ws.timer = s.clock.AfterFunc(delay, func() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if ws.status == StatusBlocked && ws.inst == inst {
@@ -452,7 +455,7 @@ func (s *Supervisor) restartLater(ws *workerState, now time.Time, waiting string
 		delay = s.opt.BackoffMax
 	}
 	s.log.Warn("worker restarting", "worker", ws.spec.Name, "in", delay, "last_error", ws.lastErr)
-	ws.timer = time.AfterFunc(delay, func() {
+	ws.timer = s.clock.AfterFunc(delay, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if ws.status == StatusRestarting || ws.status == StatusUnresponsive {
@@ -501,12 +504,12 @@ func (s *Supervisor) Check() {
 // watchAbandon counts a cancelled instance that does not return within a
 // deadline as abandoned: a goroutine cannot be killed.
 func (s *Supervisor) watchAbandon(ws *workerState, inst *instance, grace time.Duration) {
-	t := time.NewTimer(grace)
+	t := s.clock.NewTimer(grace)
 	defer t.Stop()
 	select {
 	case <-inst.done:
 		return
-	case <-t.C:
+	case <-t.C():
 	}
 	s.mu.Lock()
 	select {
