@@ -122,12 +122,17 @@ func (d *Daemon) setup() error {
 	// An unprivileged daemon whose directories were not made for it
 	// (the init script creates them owned by the phonebook user) stops
 	// here with the reason, rather than run without crash records.
-	for _, dir := range []struct{ what, path, option string }{
-		{"run directory (RAM)", cfg.Main.RunDir, "run_dir"},
-		{"state directory (flash)", cfg.Main.StateDir, "state_dir"},
+	for _, dir := range []struct {
+		what, path, option string
+		create             bool // RAM only: the flash directory is made on its first write
+	}{
+		{"run directory (RAM)", cfg.Main.RunDir, "run_dir", true},
+		{"state directory (flash)", cfg.Main.StateDir, "state_dir", false},
 	} {
-		if err := os.MkdirAll(dir.path, 0o755); err != nil {
-			return fmt.Errorf("%s %s cannot be created by uid %d: %w (phonebook.main.%s; /etc/init.d/phonebook creates it for the phonebook user)", dir.what, dir.path, os.Getuid(), err, dir.option)
+		if dir.create {
+			if err := os.MkdirAll(dir.path, 0o755); err != nil {
+				return fmt.Errorf("%s %s cannot be created by uid %d: %w (phonebook.main.%s; /etc/init.d/phonebook creates it for the phonebook user)", dir.what, dir.path, os.Getuid(), err, dir.option)
+			}
 		}
 		if err := health.Writable(dir.path); err != nil {
 			return fmt.Errorf("%s %s is not writable by uid %d: %w (phonebook.main.%s; /etc/init.d/phonebook creates it for the phonebook user)", dir.what, dir.path, os.Getuid(), err, dir.option)
