@@ -18,10 +18,13 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/directory"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/monitor"
+	"github.com/aredn/phonebookd/procfs"
 	"github.com/aredn/phonebookd/sip"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 	"github.com/aredn/phonebookd/uci"
 )
@@ -54,7 +57,7 @@ func Subscribe() <-chan os.Signal {
 
 // FatalError ends the process with a non-zero exit after a crash record,
 // so that procd (or systemd) restarts it.
-type FatalError struct{ Record health.Record }
+type FatalError struct{ Record crash.Record }
 
 func (e *FatalError) Error() string { return "fatal: " + e.Record.Reason }
 
@@ -75,8 +78,8 @@ type Daemon struct {
 
 	bus     *ubus.Bus
 	rates   *health.Rates
-	crashes *health.CrashStore
-	sup     *health.Supervisor
+	crashes *crash.Store
+	sup     *supervisor.Supervisor
 	sys     *health.System
 	fetcher *directory.Fetcher
 	sip     *sip.Server
@@ -84,7 +87,7 @@ type Daemon struct {
 	safety  *safety
 
 	healthObj *ubus.Object
-	fatal     chan health.Record
+	fatal     chan crash.Record
 	reload    chan struct{}
 }
 
@@ -97,7 +100,7 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	d := &Daemon{
 		opt: opt, log: opt.Log, store: uci.Store{ConfDir: opt.ConfDir, SaveDir: opt.SaveDir},
-		clock: health.SystemClock{}, fatal: make(chan health.Record, 1), reload: make(chan struct{}, 1),
+		clock: health.SystemClock{}, fatal: make(chan crash.Record, 1), reload: make(chan struct{}, 1),
 	}
 	cfg, errs := config.LoadStore(d.store, nil)
 	d.cfg = cfg
@@ -134,13 +137,13 @@ func (d *Daemon) setup() error {
 				return fmt.Errorf("%s %s cannot be created by uid %d: %w (phonebook.main.%s; /etc/init.d/phonebook creates it for the phonebook user)", dir.what, dir.path, os.Getuid(), err, dir.option)
 			}
 		}
-		if err := health.Writable(dir.path); err != nil {
+		if err := procfs.Writable(dir.path); err != nil {
 			return fmt.Errorf("%s %s is not writable by uid %d: %w (phonebook.main.%s; /etc/init.d/phonebook creates it for the phonebook user)", dir.what, dir.path, os.Getuid(), err, dir.option)
 		}
 	}
 	d.rates = health.NewRates(d.clock)
 	var err error
-	d.crashes, err = health.OpenCrashStore(health.CrashOptions{
+	d.crashes, err = crash.Open(crash.Options{
 		StateDir: cfg.Main.StateDir, RunDir: cfg.Main.RunDir, Clock: d.clock, Log: d.log,
 		HistoryDays: cfg.Health.CrashHistoryDays, HistoryMax: cfg.Health.CrashHistoryMax,
 		Coalesce: time.Duration(cfg.Health.CrashCoalesce) * time.Second, Stderr: d.opt.Stderr,
@@ -152,10 +155,10 @@ func (d *Daemon) setup() error {
 	if err := d.crashes.Arm(os.Getpid()); err != nil {
 		return err
 	}
-	d.sup = health.NewSupervisor(health.SupervisorOptions{
+	d.sup = supervisor.New(supervisor.Options{
 		Clock: d.clock, Log: d.log,
 		MaxRestarts: cfg.Health.MaxRestartAttempts, Window: time.Duration(cfg.Health.RestartWindow) * time.Second,
-		OnCrash: func(r health.Record) {
+		OnCrash: func(r crash.Record) {
 			d.crashes.Add(r) // to flash only with crash_reporting 1
 			d.log.Error("worker crashed", "worker", r.Worker, "reason", r.Reason)
 		},
@@ -164,7 +167,7 @@ func (d *Daemon) setup() error {
 				d.sys.Trigger()
 			}
 		},
-		OnFatal: func(r health.Record) {
+		OnFatal: func(r crash.Record) {
 			select {
 			case d.fatal <- r:
 			default:
@@ -185,10 +188,10 @@ func (d *Daemon) setup() error {
 	d.sip = sip.New(cfg.SIP, d.log, d.rates, d.sys)
 	d.monitor = monitor.New(cfg.Monitor, d.log, d.sip, d.rates, d.sys, func(ok bool) { d.sys.Reach("monitor", ok) })
 
-	d.sup.Add(health.Spec{Name: "main", Period: sip.Period, Essential: true, Run: d.sip.Run})
-	d.sup.Add(health.Spec{Name: "fetcher", Period: time.Minute, Run: d.fetcher.Run})
-	d.sup.Add(health.Spec{Name: "monitor", Period: 30 * time.Second, Run: d.monitor.Run})
-	d.sup.Add(health.Spec{Name: "safety", Period: safetyPeriod, Essential: true, Run: d.safety.run})
+	d.sup.Add(supervisor.Spec{Name: "main", Period: sip.Period, Essential: true, Run: d.sip.Run})
+	d.sup.Add(supervisor.Spec{Name: "fetcher", Period: time.Minute, Run: d.fetcher.Run})
+	d.sup.Add(supervisor.Spec{Name: "monitor", Period: 30 * time.Second, Run: d.monitor.Run})
+	d.sup.Add(supervisor.Spec{Name: "safety", Period: safetyPeriod, Essential: true, Run: d.safety.run})
 	for _, s := range d.faultWorkers() {
 		d.sup.Add(s)
 	}
@@ -336,10 +339,10 @@ func (d *Daemon) watchdog(ctx context.Context) {
 			continue
 		}
 		switch {
-		case w.Status == health.StatusBlocked:
+		case w.Status == supervisor.StatusBlocked:
 			// Retried in process (a listen address that cannot be
 			// bound); a procd restart would not fix it.
-		case w.Status != health.StatusHealthy:
+		case w.Status != supervisor.StatusHealthy:
 			return
 		case w.LastHeartbeat.IsZero() || now.Sub(w.LastHeartbeat) > 2*w.Period:
 			// Healthy only on paper: a restarted instance that has not

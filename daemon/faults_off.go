@@ -3,7 +3,7 @@
 package daemon
 
 import (
-	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -11,4 +11,4 @@ import (
 func (d *Daemon) faultObjects() []*ubus.Object { return nil }
 
 // faultWorkers is empty: test workers exist only in "faults" builds.
-func (d *Daemon) faultWorkers() []health.Spec { return nil }
+func (d *Daemon) faultWorkers() []supervisor.Spec { return nil }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -48,8 +49,8 @@ func (d *Daemon) faultObjects() []*ubus.Object {
 
 // faultWorkers adds "canary", a worker with a one-second heartbeat, so
 // that hang tests meet its deadline (3 s) quickly.
-func (d *Daemon) faultWorkers() []health.Spec {
-	return []health.Spec{{Name: "canary", Period: time.Second, Run: func(ctx context.Context, w *health.Worker) error {
+func (d *Daemon) faultWorkers() []supervisor.Spec {
+	return []supervisor.Spec{{Name: "canary", Period: time.Second, Run: func(ctx context.Context, w *supervisor.Worker) error {
 		for {
 			if err := w.Wait(ctx, time.Hour); err != nil {
 				return nil

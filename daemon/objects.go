@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -56,7 +57,7 @@ func (d *Daemon) registerObjects(ctx context.Context) {
 			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
 				name, _ := req.String("name")
 				if err := d.sup.Restart(name); err != nil {
-					if errors.Is(err, health.ErrUnknownWorker) {
+					if errors.Is(err, supervisor.ErrUnknownWorker) {
 						return nil, ubus.StatusInvalidArgument
 					}
 					return nil, err

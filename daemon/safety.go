@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -27,7 +27,7 @@ type safety struct {
 	cleaned atomic.Int64 // orphaned files removed, expired bindings and stale calls swept
 }
 
-func (s *safety) run(ctx context.Context, w *health.Worker) error {
+func (s *safety) run(ctx context.Context, w *supervisor.Worker) error {
 	var next, last time.Time
 	pending := false // an event asked for an evaluation not yet run
 	clk := s.d.clock
@@ -99,7 +99,7 @@ func (s *safety) hygiene(now time.Time) {
 }
 
 // workerExtra adds the specification's worker-specific figures.
-func (d *Daemon) workerExtra(worker string, all []health.WorkerStatus) []ubus.Value {
+func (d *Daemon) workerExtra(worker string, all []supervisor.WorkerStatus) []ubus.Value {
 	switch worker {
 	case "safety":
 		// Recoveries: automatic restarts of crashed or stuck workers.

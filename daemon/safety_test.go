@@ -9,6 +9,7 @@ import (
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/sip"
+	"github.com/aredn/phonebookd/supervisor"
 )
 
 // TestEventsEvaluateAtMostOncePerSecond: a storm of events (every refused
@@ -23,8 +24,8 @@ func TestEventsEvaluateAtMostOncePerSecond(t *testing.T) {
 	d.sys = health.NewSystem(health.Options{StateDir: dir, RunDir: dir}, cfg.Health)
 	d.sip = sip.New(cfg.SIP, nil, nil, nil)
 	d.safety = &safety{d: d}
-	sup := health.NewSupervisor(health.SupervisorOptions{MaxRestarts: 1, Window: time.Hour})
-	sup.Add(health.Spec{Name: "safety", Period: safetyPeriod, Run: d.safety.run})
+	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
+	sup.Add(supervisor.Spec{Name: "safety", Period: safetyPeriod, Run: d.safety.run})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); sup.Wait(context.Background()) }()
 	sup.Start(ctx)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 	"github.com/aredn/phonebookd/ubus/broker"
 )
@@ -36,8 +37,8 @@ func TestWatchdogStopsWhileEssentialWorkerStuck(t *testing.T) {
 	go procd.Run(ctx)
 
 	stuck := make(chan struct{})
-	sup := health.NewSupervisor(health.SupervisorOptions{MaxRestarts: 5, Window: time.Hour, BackoffBase: time.Hour})
-	sup.Add(health.Spec{Name: "main", Period: 10 * time.Millisecond, Essential: true, Run: func(ctx context.Context, w *health.Worker) error {
+	sup := supervisor.New(supervisor.Options{MaxRestarts: 5, Window: time.Hour, BackoffBase: time.Hour})
+	sup.Add(supervisor.Spec{Name: "main", Period: 10 * time.Millisecond, Essential: true, Run: func(ctx context.Context, w *supervisor.Worker) error {
 		for {
 			select {
 			case <-stuck:

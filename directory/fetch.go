@@ -15,6 +15,7 @@ import (
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -79,7 +80,7 @@ func (f *Fetcher) xmlPath() string {
 }
 
 // Run is the "fetcher" worker.
-func (f *Fetcher) Run(ctx context.Context, w *health.Worker) error {
+func (f *Fetcher) Run(ctx context.Context, w *supervisor.Worker) error {
 	f.LoadLastGood()
 	for {
 		f.Fetch(ctx, w)
@@ -124,7 +125,7 @@ func (f *Fetcher) LoadLastGood() {
 }
 
 // Fetch tries each server in order until one delivers a usable phonebook.
-func (f *Fetcher) Fetch(ctx context.Context, w *health.Worker) {
+func (f *Fetcher) Fetch(ctx context.Context, w *supervisor.Worker) {
 	f.mu.Lock()
 	servers := append([]string(nil), f.cfg.Servers...)
 	timeout := time.Duration(f.cfg.Timeout) * time.Second

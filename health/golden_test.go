@@ -2,6 +2,8 @@ package health
 
 import (
 	"context"
+	"github.com/aredn/phonebookd/crash"
+	"github.com/aredn/phonebookd/supervisor"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -25,20 +27,20 @@ func normalise(doc string) string { return measured.ReplaceAllString(doc, `"$1":
 // -update rewrites them.
 func TestGoldenDocuments(t *testing.T) {
 	clock := newFakeClock()
-	sup := NewSupervisor(SupervisorOptions{Clock: clock, MaxRestarts: 3, Window: time.Hour})
+	sup := supervisor.New(supervisor.Options{Clock: clock, MaxRestarts: 3, Window: time.Hour})
 	for _, n := range []string{"main", "fetcher", "monitor", "safety"} {
-		sup.Add(Spec{Name: n, Period: time.Second, Essential: n == "main" || n == "safety",
-			Run: func(ctx context.Context, w *Worker) error { return w.Wait(ctx, time.Hour) }})
+		sup.Add(supervisor.Spec{Name: n, Period: time.Second, Essential: n == "main" || n == "safety",
+			Run: func(ctx context.Context, w *supervisor.Worker) error { return w.Wait(ctx, time.Hour) }})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); sup.Wait(context.Background()) }()
 	sup.Start(ctx)
 	dir := t.TempDir()
-	cs, err := OpenCrashStore(CrashOptions{StateDir: filepath.Join(dir, "state"), RunDir: filepath.Join(dir, "run"), Clock: clock, HistoryDays: 7, HistoryMax: 50, BootID: "b"})
+	cs, err := crash.Open(crash.Options{StateDir: filepath.Join(dir, "state"), RunDir: filepath.Join(dir, "run"), Clock: clock, HistoryDays: 7, HistoryMax: 50, BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs.Add(Record{Time: clock.Now().Add(-time.Hour), Kind: KindWorkerPanic, Worker: "fetcher", Reason: "panic: injected", Stack: "goroutine 7 [running]:"})
+	cs.Add(crash.Record{Time: clock.Now().Add(-time.Hour), Kind: crash.KindWorkerPanic, Worker: "fetcher", Reason: "panic: injected", Stack: "goroutine 7 [running]:"})
 	h := NewSystem(Options{Clock: clock, Rates: NewRates(clock), Supervisor: sup, Crashes: cs, StateDir: dir, RunDir: dir}, testConfig())
 	h.SetCondition(Condition{Code: "config:phonebook.sip.max_bindings", Message: "Setting rejected, previous value kept: phonebook.sip.max_bindings: invalid value \"many\"", Recommendation: "Correct the setting with uci set and uci commit phonebook."})
 	h.SetCondition(Condition{Code: "probe_failed:node-k:5060", Message: "Mesh target node-k:5060 not answering SIP OPTIONS", Recommendation: "Check the mesh path to node-k:5060."})

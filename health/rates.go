@@ -1,8 +1,8 @@
-// Package health is phonebookd's software-health system: supervised
-// workers with per-worker heartbeat deadlines, crash records kept on flash,
-// memory, descriptor and disk sampling with leak detection, error rates,
-// and the evaluation that turns them into alerts, a score and the
-// specification's two documents (software_health and healthcheck).
+// Package health is phonebookd's software-health evaluation: it takes the
+// supervisor's workers, the crash store's records and procfs's samples,
+// detects leaks on trends, counts error rates, turns what is wrong into
+// conditions through one registry, and produces the score and the
+// specification's documents (software_health and healthcheck).
 //
 // Every figure comes from a measurement or a counter; what cannot be
 // measured is reported as null with the reason in the code.

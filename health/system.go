@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/crash"
+	"github.com/aredn/phonebookd/procfs"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -51,8 +54,8 @@ type Snapshot struct {
 	Status  string
 	Score   int
 	Alerts  []Alert
-	Workers []WorkerStatus
-	Crashes CrashSummary
+	Workers []supervisor.WorkerStatus
+	Crashes crash.Summary
 	// The documents, as blobmsg table bodies, encoded once per cycle.
 	SoftwareHealth []ubus.Value
 	Check          []ubus.Value
@@ -65,14 +68,14 @@ type Snapshot struct {
 type Options struct {
 	Clock      Clock
 	Log        *slog.Logger
-	Supervisor *Supervisor
-	Crashes    *CrashStore
+	Supervisor *supervisor.Supervisor
+	Crashes    *crash.Store
 	Rates      *Rates
 	StateDir   string
 	RunDir     string
 	// WorkerExtra adds worker-specific figures to a worker's entry
 	// (probe_success_rate, recoveries_performed).
-	WorkerExtra func(worker string, all []WorkerStatus) []ubus.Value
+	WorkerExtra func(worker string, all []supervisor.WorkerStatus) []ubus.Value
 	// OnStatus is told of every change of status.
 	OnStatus func(old, new string, snap *Snapshot)
 }
@@ -83,7 +86,7 @@ type System struct {
 	clock   Clock
 	log     *slog.Logger
 	started time.Time
-	mem     *MemReader
+	mem     *procfs.MemReader
 
 	cfgMu sync.Mutex
 	cfg   config.Health
@@ -95,7 +98,7 @@ type System struct {
 	since    map[string]time.Time
 	external map[string]Condition
 	reach    map[string]reachState
-	cpu      cpuRing // process CPU, sampled each second by SampleCPU
+	cpu      procfs.CPUWindow // process CPU, sampled each second by SampleCPU
 	clkTck   float64
 
 	snap    atomic.Pointer[Snapshot]
@@ -116,9 +119,9 @@ func NewSystem(opt Options, cfg config.Health) *System {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
 	h := &System{
-		opt: opt, clock: opt.Clock, log: opt.Log, started: opt.Clock.Now(), mem: NewMemReader(),
+		opt: opt, clock: opt.Clock, log: opt.Log, started: opt.Clock.Now(), mem: procfs.NewMemReader(),
 		since: map[string]time.Time{}, external: map[string]Condition{}, reach: map[string]reachState{},
-		trigger: make(chan struct{}, 1), clkTck: clockTicks(),
+		trigger: make(chan struct{}, 1), clkTck: procfs.ClockTicks(),
 	}
 	h.Configure(cfg)
 	return h
@@ -242,12 +245,12 @@ func (h *System) Sample() *Snapshot {
 	}
 	if !cfg.Enabled {
 		snap.Status = Disabled
-		h.publish(snap, cfg, MemSample{}, FDSample{}, nil, nil)
+		h.publish(snap, cfg, procfs.MemSample{}, procfs.FDSample{}, nil, nil)
 		return snap
 	}
 	m := h.mem.Read()
-	fds := ReadFDs()
-	disks := []DiskSample{ReadDisk(h.opt.StateDir), ReadDisk(h.opt.RunDir)}
+	fds := procfs.ReadFDs()
+	disks := []procfs.DiskSample{procfs.ReadDisk(h.opt.StateDir), procfs.ReadDisk(h.opt.RunDir)}
 
 	h.mu.Lock()
 	var conds []Condition
@@ -267,17 +270,17 @@ func (h *System) Sample() *Snapshot {
 	}
 	for _, w := range snap.Workers {
 		switch w.Status {
-		case StatusUnresponsive:
+		case supervisor.StatusUnresponsive:
 			add(workerCond("worker_unresponsive:"+w.Name, w, 25, "Worker %s is unresponsive: %s",
 				"Worker %s missed its heartbeat deadline and is being restarted; if this recurs, check 'logread -e phonebookd' around the time."))
-		case StatusRestarting:
+		case supervisor.StatusRestarting:
 			add(Condition{Code: "worker_restarting:" + w.Name, Level: LevelWarning, Penalty: 10,
 				Message:        fmt.Sprintf("Worker %s is restarting after: %s", w.Name, w.LastError),
 				Recommendation: fmt.Sprintf("Worker %s restarts with backoff; if it keeps failing it will be marked failed.", w.Name)})
-		case StatusBlocked:
+		case supervisor.StatusBlocked:
 			add(workerCond("worker_blocked:"+w.Name, w, 40, "Worker %s cannot run: %s",
 				"Worker %s retries by itself with backoff; fix the cause (for a listen address: uci show phonebook.sip; a port in use: netstat -lnp) and it starts."))
-		case StatusFailed:
+		case supervisor.StatusFailed:
 			add(workerCond("worker_failed:"+w.Name, w, 40, "Worker %s has failed: %s",
 				"Fix the cause, then restart worker %s: ubus call phonebook.threads restart '{\"name\":\"%[1]s\"}'."))
 		}
@@ -322,7 +325,7 @@ func (h *System) Sample() *Snapshot {
 			Message:        fmt.Sprintf("%d crash record(s) with impossible times or counts were set aside when the history was read", n),
 			Recommendation: "The clock may have been wrong when they were written; clear_crashes starts a new history."})
 	}
-	if err := Writable(h.opt.StateDir); err != nil || snap.Crashes.WriteError != "" {
+	if err := procfs.Writable(h.opt.StateDir); err != nil || snap.Crashes.WriteError != "" {
 		why := snap.Crashes.WriteError
 		if err != nil {
 			why = err.Error()
@@ -412,7 +415,7 @@ func Score(conds []Condition) (int, string) {
 	return score, status
 }
 
-func workerCond(code string, w WorkerStatus, penalty int, msg, rec string) Condition {
+func workerCond(code string, w supervisor.WorkerStatus, penalty int, msg, rec string) Condition {
 	level := LevelWarning
 	if w.Essential {
 		level = LevelCritical
@@ -435,7 +438,7 @@ func leakCond(code, what string, l *Leak, now float64) (Condition, bool) {
 
 // fdLeaked is the rise over the baseline while the descriptor trend
 // detects a leak, else 0 (h.mu held).
-func (h *System) fdLeaked(fds FDSample, cfg config.Health) int {
+func (h *System) fdLeaked(fds procfs.FDSample, cfg config.Health) int {
 	if !fds.Known || !cfg.MemoryLeakDetection {
 		return 0
 	}
@@ -469,13 +472,13 @@ func (h *System) reachable(now time.Time) *bool {
 // second, so that process.cpu_pct always covers the last cpuWindow
 // however often the documents are evaluated.
 func (h *System) SampleCPU() {
-	ticks, ok := processTicks()
+	ticks, ok := procfs.ProcessTicks()
 	if !ok {
 		return
 	}
 	now := time.Now()
 	h.mu.Lock()
-	h.cpu.add(now, ticks)
+	h.cpu.Add(now, ticks)
 	h.mu.Unlock()
 }
 
@@ -484,10 +487,10 @@ func (h *System) SampleCPU() {
 func (h *System) processCPU() *float64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.cpu.pct(h.clkTck)
+	return h.cpu.Pct(h.clkTck)
 }
 
-func (h *System) publish(snap *Snapshot, cfg config.Health, m MemSample, fds FDSample, disks []DiskSample, reachable *bool) {
+func (h *System) publish(snap *Snapshot, cfg config.Health, m procfs.MemSample, fds procfs.FDSample, disks []procfs.DiskSample, reachable *bool) {
 	snap.SoftwareHealth = h.softwareHealth(snap, cfg, m, fds, disks)
 	snap.Check = h.check(snap, cfg, reachable)
 	snap.StatusBody = ubus.AppendValues(nil, snap.SoftwareHealth)
@@ -579,7 +582,7 @@ func (h *System) threads(snap *Snapshot) ubus.Value {
 			ubus.I32("restart_count", int32(w.Restarts)),
 			ubus.I32("goroutines", int32(w.Goroutines)),
 			ubus.I32("heartbeat_period_seconds", int32(w.Period/time.Second)),
-			ubus.I32("deadline_seconds", int32(DeadlineFactor*w.Period/time.Second)),
+			ubus.I32("deadline_seconds", int32(supervisor.DeadlineFactor*w.Period/time.Second)),
 			ubus.Bool("essential", w.Essential),
 			ubus.I32("abandoned_goroutines", int32(w.Abandoned)),
 		)
@@ -596,7 +599,7 @@ func (h *System) threads(snap *Snapshot) ubus.Value {
 	return t
 }
 
-func recordValue(name string, r Record) ubus.Value {
+func recordValue(name string, r crash.Record) ubus.Value {
 	v := ubus.Tbl(name, ubus.Str("time", iso(r.Time)), ubus.Str("kind", r.Kind), ubus.Str("reason", r.Reason))
 	if r.Worker != "" {
 		v.List = append(v.List, ubus.Str("worker", r.Worker))
@@ -613,7 +616,7 @@ const MaxCrashesPage = 20
 
 // CrashesDoc is the crashes document: records newest first, from offset,
 // at most limit (0: MaxCrashesPage) of them, with the total.
-func CrashesDoc(c CrashSummary, offset, limit int) []ubus.Value {
+func CrashesDoc(c crash.Summary, offset, limit int) []ubus.Value {
 	if limit <= 0 || limit > MaxCrashesPage {
 		limit = MaxCrashesPage
 	}
@@ -636,7 +639,7 @@ func CrashesDoc(c CrashSummary, offset, limit int) []ubus.Value {
 	}
 }
 
-func (h *System) softwareHealth(snap *Snapshot, cfg config.Health, m MemSample, fds FDSample, disks []DiskSample) []ubus.Value {
+func (h *System) softwareHealth(snap *Snapshot, cfg config.Health, m procfs.MemSample, fds procfs.FDSample, disks []procfs.DiskSample) []ubus.Value {
 	now := snap.Time
 	c := snap.Crashes
 	// The specification's last_crash is the time; the record is beside it.

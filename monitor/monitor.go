@@ -18,6 +18,7 @@ import (
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/sip"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -77,7 +78,7 @@ func (m *Monitor) Configure(cfg config.Monitor) {
 }
 
 // Run is the worker.
-func (m *Monitor) Run(ctx context.Context, w *health.Worker) error {
+func (m *Monitor) Run(ctx context.Context, w *supervisor.Worker) error {
 	for {
 		m.Round(ctx, w)
 		m.mu.Lock()
@@ -90,7 +91,7 @@ func (m *Monitor) Run(ctx context.Context, w *health.Worker) error {
 }
 
 // Round probes every target once.
-func (m *Monitor) Round(ctx context.Context, w *health.Worker) {
+func (m *Monitor) Round(ctx context.Context, w *supervisor.Worker) {
 	m.mu.Lock()
 	cfg := m.cfg
 	m.mu.Unlock()

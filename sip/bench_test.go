@@ -12,6 +12,7 @@ import (
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
 )
 
 type noAlerts struct{}
@@ -24,8 +25,8 @@ func startServer(tb testing.TB, maxBindings int) (*Server, string) {
 	cfg := config.Defaults().SIP
 	cfg.Listen, cfg.MaxBindings = "127.0.0.1:0", maxBindings
 	s := New(cfg, nil, health.NewRates(health.SystemClock{}), noAlerts{})
-	sup := health.NewSupervisor(health.SupervisorOptions{MaxRestarts: 1, Window: time.Hour})
-	sup.Add(health.Spec{Name: "main", Period: 10 * time.Second, Run: s.Run})
+	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
+	sup.Add(supervisor.Spec{Name: "main", Period: 10 * time.Second, Run: s.Run})
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(func() { cancel(); sup.Wait(context.Background()) })
 	sup.Start(ctx)

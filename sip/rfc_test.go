@@ -12,6 +12,7 @@ import (
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
 )
 
 var seq atomic.Int64
@@ -24,8 +25,8 @@ func serve(t testing.TB, mod func(*config.SIP)) (*Server, string) {
 		mod(&cfg)
 	}
 	s := New(cfg, nil, health.NewRates(health.SystemClock{}), noAlerts{})
-	sup := health.NewSupervisor(health.SupervisorOptions{MaxRestarts: 1, Window: time.Hour})
-	sup.Add(health.Spec{Name: "main", Period: Period, Run: s.Run})
+	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
+	sup.Add(supervisor.Spec{Name: "main", Period: Period, Run: s.Run})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); sup.Wait(context.Background()) })
 	sup.Start(ctx)

@@ -32,6 +32,7 @@ import (
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/internal/loglimit"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -203,11 +204,11 @@ func newReader(s *Server, size int) *reader {
 // Run is the "main" worker: it serves until ctx ends. A listen address
 // that cannot be bound is a health.Blocked error: the supervisor retries
 // it with backoff and reports it, never exits for it.
-func (s *Server) Run(ctx context.Context, w *health.Worker) error {
+func (s *Server) Run(ctx context.Context, w *supervisor.Worker) error {
 	cfg := s.config()
 	udp, err := listenUDP(cfg.Listen)
 	if err != nil {
-		return health.Blocked(fmt.Errorf("sip: listen udp %s: %w", cfg.Listen, err))
+		return supervisor.Blocked(fmt.Errorf("sip: listen udp %s: %w", cfg.Listen, err))
 	}
 	bound := udp.LocalAddr()
 	var ln net.Listener
@@ -219,7 +220,7 @@ func (s *Server) Run(ctx context.Context, w *health.Worker) error {
 		ln, err = net.Listen(network, bound.String())
 		if err != nil {
 			udp.Close()
-			return health.Blocked(fmt.Errorf("sip: listen tcp %s: %w", bound, err))
+			return supervisor.Blocked(fmt.Errorf("sip: listen tcp %s: %w", bound, err))
 		}
 	}
 	probe, err := s.selfProbeSocket(bound)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
 )
 
 // tcpConn is one connection a phone opened; answers and requests for that
@@ -55,7 +56,7 @@ func (s *Server) closeTCP() {
 // descriptor limit) back off, 5 ms doubling to 1 s, and raise
 // "sip_accept_errors" until an accept succeeds again: the worker never
 // fails for them.
-func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *health.Worker, wg *sync.WaitGroup) {
+func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.Worker, wg *sync.WaitGroup) {
 	var delay time.Duration
 	failing := false
 	for {

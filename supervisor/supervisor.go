@@ -1,4 +1,11 @@
-package health
+// Package supervisor runs phonebookd's long-running workers: each with a
+// heartbeat deadline of its own period, restarted with backoff after a
+// panic, an error or a missed deadline, failed past max_restart_attempts
+// (and for an essential worker, escalated to a process restart), retried
+// without counting while blocked by an outside cause; a goroutine that
+// does not return after cancellation is counted as abandoned. Each
+// worker's CPU share follows the threads that do its work.
+package supervisor
 
 import (
 	"bytes"
@@ -15,7 +22,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/internal/clock"
+	"github.com/aredn/phonebookd/procfs"
 )
 
 // Worker statuses.
@@ -43,10 +52,6 @@ func (e *blockedError) Unwrap() error { return e.err }
 // with status "blocked" and the reason, and neither counts it as a crash
 // nor exits the process, since procd respawning it would not help.
 func Blocked(err error) error { return &blockedError{err} }
-
-// cpuWindow is the span over which CPU shares are reported, measured
-// every second (Check) whenever it is asked.
-const cpuWindow = 10 * time.Second
 
 // Spec declares a long-running worker.
 type Spec struct {
@@ -142,7 +147,7 @@ func (w *Worker) GoThread(f func()) {
 		inst.threads = append(inst.threads, tid)
 		inst.cpuMu.Unlock()
 		defer func() {
-			final, _, _ := readThreadTicks(tid)
+			final, _, _ := procfs.ThreadTicks(tid)
 			inst.cpuMu.Lock()
 			inst.exitedTicks += final
 			for i, t := range inst.threads {
@@ -172,43 +177,7 @@ type instance struct {
 	cpuMu       sync.Mutex
 	threads     []int  // GoThread threads now running
 	exitedTicks uint64 // CPU ticks of GoThread threads that ended
-	cpu         cpuRing
-}
-
-// cpuRing keeps the last cpuWindow of (time, cumulative ticks) samples.
-type cpuRing struct {
-	at    [12]time.Time
-	ticks [12]uint64
-	n     int
-}
-
-func (r *cpuRing) add(at time.Time, ticks uint64) {
-	if r.n == len(r.at) {
-		copy(r.at[:], r.at[1:])
-		copy(r.ticks[:], r.ticks[1:])
-		r.n--
-	}
-	r.at[r.n], r.ticks[r.n] = at, ticks
-	r.n++
-}
-
-// pct is the share of one CPU over the newest samples spanning at most
-// cpuWindow; nil with fewer than two samples.
-func (r *cpuRing) pct(clkTck float64) *float64 {
-	if r.n < 2 || clkTck == 0 {
-		return nil
-	}
-	last := r.n - 1
-	first := 0
-	for first < last-1 && r.at[last].Sub(r.at[first]) > cpuWindow {
-		first++
-	}
-	dt := r.at[last].Sub(r.at[first]).Seconds()
-	if dt <= 0 || r.ticks[last] < r.ticks[first] {
-		return nil
-	}
-	p := float64(r.ticks[last]-r.ticks[first]) / clkTck / dt * 100
-	return &p
+	cpu         procfs.CPUWindow
 }
 
 type workerState struct {
@@ -230,9 +199,9 @@ type workerState struct {
 	blocked      int // consecutive blocked starts
 }
 
-// SupervisorOptions configure a supervisor.
-type SupervisorOptions struct {
-	Clock Clock
+// Options configure a supervisor.
+type Options struct {
+	Clock clock.Clock
 	Log   *slog.Logger
 	// MaxRestarts inside Window before a worker is failed.
 	MaxRestarts int
@@ -242,13 +211,13 @@ type SupervisorOptions struct {
 	// AbandonLimit: more stuck goroutines than this is escalated.
 	AbandonLimit int
 	// OnCrash receives a worker panic as a crash record.
-	OnCrash func(Record)
+	OnCrash func(crash.Record)
 	// OnChange is told of every status change.
 	OnChange func()
 	// OnFatal is told that the process must end (an essential worker
 	// failed, or too many goroutines are stuck); the daemon records it
 	// and exits non-zero so that procd restarts it.
-	OnFatal func(Record)
+	OnFatal func(crash.Record)
 	// OnGoroutine tells which goroutine runs a worker, to attribute a
 	// crash that kills the process.
 	OnGoroutine func(worker string, goid uint64)
@@ -256,8 +225,8 @@ type SupervisorOptions struct {
 
 // Supervisor runs workers, watches their heartbeats and restarts them.
 type Supervisor struct {
-	opt        SupervisorOptions
-	clock      Clock
+	opt        Options
+	clock      clock.Clock
 	log        *slog.Logger
 	mu         sync.Mutex
 	workers    []*workerState
@@ -267,10 +236,10 @@ type Supervisor struct {
 	clkTck     float64 // clock ticks per second from the kernel (0: unknown)
 }
 
-// NewSupervisor returns a supervisor; Start runs its workers.
-func NewSupervisor(opt SupervisorOptions) *Supervisor {
+// New returns a supervisor; Start runs its workers.
+func New(opt Options) *Supervisor {
 	if opt.Clock == nil {
-		opt.Clock = SystemClock{}
+		opt.Clock = clock.Real{}
 	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
@@ -284,7 +253,7 @@ func NewSupervisor(opt SupervisorOptions) *Supervisor {
 	if opt.AbandonLimit <= 0 {
 		opt.AbandonLimit = 3
 	}
-	return &Supervisor{opt: opt, clock: opt.Clock, log: opt.Log, monitoring: true, clkTck: clockTicks()}
+	return &Supervisor{opt: opt, clock: opt.Clock, log: opt.Log, monitoring: true, clkTck: procfs.ClockTicks()}
 }
 
 // Configure applies reloaded settings.
@@ -375,9 +344,9 @@ func goroutineID() uint64 {
 func (s *Supervisor) exited(ws *workerState, inst *instance, err error, pv any, stack []byte) {
 	now := s.clock.Now()
 	if pv != nil && s.opt.OnCrash != nil {
-		s.opt.OnCrash(Record{
-			Time: now, Kind: KindWorkerPanic, Worker: ws.spec.Name,
-			Reason: fmt.Sprintf("panic: %v", pv), Stack: trimStack(string(stack)),
+		s.opt.OnCrash(crash.Record{
+			Time: now, Kind: crash.KindWorkerPanic, Worker: ws.spec.Name,
+			Reason: fmt.Sprintf("panic: %v", pv), Stack: crash.TrimStack(string(stack)),
 		})
 	}
 	s.mu.Lock()
@@ -443,7 +412,7 @@ func (s *Supervisor) restartLater(ws *workerState, now time.Time, waiting string
 		ws.status = StatusFailed
 		s.log.Error("worker failed", "worker", ws.spec.Name, "restarts", len(ws.recent), "window", s.opt.Window, "last_error", ws.lastErr)
 		if ws.spec.Essential && s.opt.OnFatal != nil {
-			rec := Record{Time: now, Kind: KindWorkerFailed, Worker: ws.spec.Name,
+			rec := crash.Record{Time: now, Kind: crash.KindWorkerFailed, Worker: ws.spec.Name,
 				Reason: fmt.Sprintf("worker %s failed: %d restarts within %s; last error: %s", ws.spec.Name, len(ws.recent), s.opt.Window, ws.lastErr)}
 			go s.opt.OnFatal(rec)
 		}
@@ -529,7 +498,7 @@ func (s *Supervisor) watchAbandon(ws *workerState, inst *instance, grace time.Du
 	s.mu.Unlock()
 	s.changed()
 	if fatal {
-		s.opt.OnFatal(Record{Time: s.clock.Now(), Kind: KindAbandoned, Worker: ws.spec.Name,
+		s.opt.OnFatal(crash.Record{Time: s.clock.Now(), Kind: crash.KindAbandoned, Worker: ws.spec.Name,
 			Reason: fmt.Sprintf("%d worker goroutines stuck after cancellation (limit %d)", stuck, s.opt.AbandonLimit)})
 	}
 }
@@ -601,7 +570,7 @@ type WorkerStatus struct {
 	Abandoned     int
 	Goroutines    int
 	// CPUPct is the share of one CPU the worker's threads (its own and
-	// its GoThread ones) used over the last cpuWindow; nil when it cannot
+	// its GoThread ones) used over the last procfs.CPUSpan; nil when it cannot
 	// be measured (no /proc, not running, fewer than two samples yet).
 	CPUPct *float64
 	// AutoRestarts counts restarts after a panic, error or missed
@@ -628,7 +597,7 @@ func (s *Supervisor) Snapshot() []WorkerStatus {
 			if ws.status == StatusHealthy || ws.status == StatusUnresponsive {
 				st.Goroutines++ // the worker's own goroutine
 				inst.cpuMu.Lock()
-				st.CPUPct = inst.cpu.pct(s.clkTck)
+				st.CPUPct = inst.cpu.Pct(s.clkTck)
 				inst.cpuMu.Unlock()
 			}
 		}
@@ -647,7 +616,7 @@ func (s *Supervisor) sampleCPU(inst *instance) {
 	if tid == 0 {
 		return
 	}
-	total, at, ok := readThreadTicks(tid)
+	total, at, ok := procfs.ThreadTicks(tid)
 	if !ok {
 		return
 	}
@@ -655,9 +624,9 @@ func (s *Supervisor) sampleCPU(inst *instance) {
 	defer inst.cpuMu.Unlock()
 	total += inst.exitedTicks
 	for _, t := range inst.threads {
-		if v, _, ok := readThreadTicks(t); ok {
+		if v, _, ok := procfs.ThreadTicks(t); ok {
 			total += v
 		}
 	}
-	inst.cpu.add(at, total)
+	inst.cpu.Add(at, total)
 }

@@ -1,4 +1,9 @@
-package health
+// Package crash keeps phonebookd's crash records: a bounded history on
+// flash, written atomically once per event (merged during a crash loop),
+// never in steady state; the RAM state that counts restarts within a boot;
+// and the evidence a previous run left (the Go runtime's crash output, a
+// run marker without a clean shutdown) turned into records at start.
+package crash
 
 import (
 	"encoding/json"
@@ -18,6 +23,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/aredn/phonebookd/internal/clock"
+	"github.com/aredn/phonebookd/procfs"
 )
 
 // Crash record kinds.
@@ -98,10 +106,10 @@ const (
 	maxPending = 64
 )
 
-// CrashOptions configure a crash store.
-type CrashOptions struct {
+// Options configure a crash store.
+type Options struct {
 	StateDir, RunDir string
-	Clock            Clock
+	Clock            clock.Clock
 	Log              *slog.Logger
 	HistoryDays      int
 	HistoryMax       int
@@ -119,11 +127,11 @@ type CrashOptions struct {
 	Stderr *os.File
 }
 
-// CrashStore keeps crash records: a bounded history on flash written
+// Store keeps crash records: a bounded history on flash written
 // atomically, one write per event (merged during a crash loop), never in
 // steady state; and the RAM state that counts restarts within this boot.
-type CrashStore struct {
-	opt         CrashOptions
+type Store struct {
+	opt         Options
 	mu          sync.Mutex
 	hist        history
 	run         runState
@@ -137,23 +145,23 @@ type CrashStore struct {
 	started     time.Time
 }
 
-// OpenCrashStore reads the history and the RAM state, and turns what the
+// Open reads the history and the RAM state, and turns what the
 // previous run left (crash output, or a run marker without a clean
 // shutdown) into records. Call Arm to start catching crashes of this run.
-func OpenCrashStore(opt CrashOptions) (*CrashStore, error) {
+func Open(opt Options) (*Store, error) {
 	if opt.Clock == nil {
-		opt.Clock = SystemClock{}
+		opt.Clock = clock.Real{}
 	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
 	if opt.BootID == "" {
-		opt.BootID = BootID()
+		opt.BootID = procfs.BootID()
 	}
 	if err := os.MkdirAll(opt.RunDir, 0o755); err != nil {
 		return nil, fmt.Errorf("crash store: %w", err)
 	}
-	s := &CrashStore{opt: opt, started: opt.Clock.Now(), reporting: !opt.RAMOnly}
+	s := &Store{opt: opt, started: opt.Clock.Now(), reporting: !opt.RAMOnly}
 	s.loadHistory()
 	s.loadRunState()
 
@@ -173,9 +181,9 @@ func OpenCrashStore(opt CrashOptions) (*CrashStore, error) {
 	return s, nil
 }
 
-func (s *CrashStore) historyPath() string { return filepath.Join(s.opt.StateDir, historyFile) }
+func (s *Store) historyPath() string { return filepath.Join(s.opt.StateDir, historyFile) }
 
-func (s *CrashStore) loadHistory() {
+func (s *Store) loadHistory() {
 	var b []byte
 	st, err := os.Stat(s.historyPath())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -215,7 +223,7 @@ func (s *CrashStore) loadHistory() {
 			s.setAside++
 			continue
 		}
-		r.Reason, r.Stack = trimReason(r.Reason), trimStack(r.Stack)
+		r.Reason, r.Stack = trimReason(r.Reason), TrimStack(r.Stack)
 		kept = append(kept, r)
 	}
 	s.hist.Records = s.prune(kept, now)
@@ -228,7 +236,7 @@ func (s *CrashStore) loadHistory() {
 	}
 }
 
-func (s *CrashStore) loadRunState() {
+func (s *Store) loadRunState() {
 	b, err := os.ReadFile(filepath.Join(s.opt.RunDir, stateFile))
 	if err != nil {
 		return
@@ -239,7 +247,7 @@ func (s *CrashStore) loadRunState() {
 	}
 }
 
-func (s *CrashStore) saveRunState() {
+func (s *Store) saveRunState() {
 	b, _ := json.Marshal(s.run)
 	if err := atomicfile.Write(filepath.Join(s.opt.RunDir, stateFile), b, 0o644); err != nil {
 		s.opt.Log.Warn("save run state", "err", err)
@@ -248,7 +256,7 @@ func (s *CrashStore) saveRunState() {
 
 // previousRun turns the leftovers of a run that did not shut down cleanly
 // into a record.
-func (s *CrashStore) previousRun(now time.Time) (Record, bool) {
+func (s *Store) previousRun(now time.Time) (Record, bool) {
 	mpath := filepath.Join(s.opt.RunDir, markerFile)
 	mb, merr := os.ReadFile(mpath)
 	if len(mb) > 64<<10 {
@@ -288,10 +296,10 @@ func (s *CrashStore) previousRun(now time.Time) (Record, bool) {
 		rec.Uptime = &up
 	}
 	if text := strings.TrimSpace(string(out)); looksLikeCrash(text) {
-		rec.Kind, rec.Reason, rec.Worker = ParseCrashOutput(text, prev.Workers)
+		rec.Kind, rec.Reason, rec.Worker = ParseOutput(text, prev.Workers)
 		// Copies, so that the output read is not kept alive by them.
 		rec.Reason, rec.Worker = strings.Clone(trimReason(rec.Reason)), strings.Clone(rec.Worker)
-		rec.Stack = strings.Clone(trimStack(text))
+		rec.Stack = strings.Clone(TrimStack(text))
 		return rec, true
 	}
 	rec.Kind = KindUncleanExit
@@ -305,7 +313,7 @@ func (s *CrashStore) previousRun(now time.Time) (Record, bool) {
 // Arm starts catching this run's crashes: the run marker, and the Go
 // runtime's crash output (panics, fatal errors, fatal signals) copied to a
 // file in RAM.
-func (s *CrashStore) Arm(pid int) error {
+func (s *Store) Arm(pid int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f, err := os.OpenFile(filepath.Join(s.opt.RunDir, crashOutFile), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -330,14 +338,14 @@ func (s *CrashStore) Arm(pid int) error {
 	return s.writeMarker()
 }
 
-func (s *CrashStore) writeMarker() error {
+func (s *Store) writeMarker() error {
 	b, _ := json.Marshal(s.mark)
 	return atomicfile.Write(filepath.Join(s.opt.RunDir, markerFile), b, 0o644)
 }
 
 // WorkerGoroutine remembers which goroutine runs a worker (in RAM), so
 // that a crash killing the process can be attributed.
-func (s *CrashStore) WorkerGoroutine(worker string, goid uint64) {
+func (s *Store) WorkerGoroutine(worker string, goid uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mark.Workers == nil {
@@ -350,7 +358,7 @@ func (s *CrashStore) WorkerGoroutine(worker string, goid uint64) {
 // Alive refreshes the marker's time (RAM), the best guess of when a run
 // that is later SIGKILLed ended; and flushes merged records whose
 // coalescing window has passed.
-func (s *CrashStore) Alive(now time.Time) {
+func (s *Store) Alive(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mark.Workers != nil {
@@ -364,7 +372,7 @@ func (s *CrashStore) Alive(now time.Time) {
 
 // Add records a crash event of this run (a worker panic, or the reason the
 // process is about to exit).
-func (s *CrashStore) Add(rec Record) {
+func (s *Store) Add(rec Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if rec.Uptime == nil && !rec.Time.Before(s.started) {
@@ -377,7 +385,7 @@ func (s *CrashStore) Add(rec Record) {
 
 // add writes the record to flash at once, or, inside the coalescing
 // window of the last write, keeps it in RAM merged with its like.
-func (s *CrashStore) add(rec Record, now time.Time) {
+func (s *Store) add(rec Record, now time.Time) {
 	if rec.Count == 0 {
 		rec.Count = 1
 	}
@@ -406,7 +414,7 @@ func (s *CrashStore) add(rec Record, now time.Time) {
 
 // flush writes pending records (and restarts counted since) to flash in
 // one atomic write.
-func (s *CrashStore) flush(now time.Time) {
+func (s *Store) flush(now time.Time) {
 	if !s.reporting { // crash_reporting 0: records stay in RAM
 		s.saveRunState()
 		return
@@ -426,7 +434,7 @@ func (s *CrashStore) flush(now time.Time) {
 	s.saveRunState()
 }
 
-func (s *CrashStore) writeHistory(h history) error {
+func (s *Store) writeHistory(h history) error {
 	if err := os.MkdirAll(s.opt.StateDir, 0o755); err != nil {
 		s.writeErr = err.Error()
 		return fmt.Errorf("crash history: %w", err)
@@ -445,7 +453,7 @@ func (s *CrashStore) writeHistory(h history) error {
 }
 
 // SetReporting turns flash records on or off (crash_reporting).
-func (s *CrashStore) SetReporting(on bool) {
+func (s *Store) SetReporting(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reporting = on
@@ -473,7 +481,7 @@ func trimReason(s string) string {
 	return s
 }
 
-func (s *CrashStore) prune(recs []Record, now time.Time) []Record {
+func (s *Store) prune(recs []Record, now time.Time) []Record {
 	cutoff := now.Add(-time.Duration(s.opt.HistoryDays) * 24 * time.Hour)
 	kept := recs[:0:0]
 	for _, r := range recs {
@@ -490,7 +498,7 @@ func (s *CrashStore) prune(recs []Record, now time.Time) []Record {
 // Shutdown ends this run cleanly: the crash output is released and the
 // run marker removed. Records merged in RAM stay there until their window
 // ends (a clean stop does not cost a flash write).
-func (s *CrashStore) Shutdown() {
+func (s *Store) Shutdown() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	debug.SetCrashOutput(nil, debug.CrashOptions{})
@@ -503,7 +511,7 @@ func (s *CrashStore) Shutdown() {
 }
 
 // Clear empties the history (one flash write), as clear_crashes.
-func (s *CrashStore) Clear(now time.Time) error {
+func (s *Store) Clear(now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := history{Version: 1, TotalRestarts: s.hist.TotalRestarts + s.run.PendingStarts}
@@ -524,8 +532,8 @@ func (s *CrashStore) Clear(now time.Time) error {
 	return nil
 }
 
-// CrashSummary is what the documents report of crashes.
-type CrashSummary struct {
+// Summary is what the documents report of crashes.
+type Summary struct {
 	RestartCount   int     // starts in this boot, minus the first
 	TotalRestarts  int64   // lifetime, flash plus not yet written
 	CrashCount24h  int     // events (merged counts included) in 24 h
@@ -538,11 +546,11 @@ type CrashSummary struct {
 }
 
 // Summary reports restart and crash figures from the history and RAM.
-func (s *CrashStore) Summary(now time.Time) CrashSummary {
+func (s *Store) Summary(now time.Time) Summary {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	all := append(append([]Record(nil), s.hist.Records...), s.run.Pending...)
-	sum := CrashSummary{
+	sum := Summary{
 		RestartCount: max(s.run.Starts-1, 0), TotalRestarts: s.hist.TotalRestarts + s.run.PendingStarts,
 		Records: all, FlashWrites: s.flashWrites.Load(), CorruptHistory: s.corrupt,
 		SetAside: s.setAside, WriteError: s.writeErr,
@@ -560,12 +568,12 @@ func (s *CrashStore) Summary(now time.Time) CrashSummary {
 }
 
 // FlashWrites counts history writes by this process.
-func (s *CrashStore) FlashWrites() int64 { return s.flashWrites.Load() }
+func (s *Store) FlashWrites() int64 { return s.flashWrites.Load() }
 
-// ParseCrashOutput classifies the Go runtime's crash output: kind, the
+// ParseOutput classifies the Go runtime's crash output: kind, the
 // runtime's first line as reason, and the worker whose goroutine (or whose
 // goroutine's creator) crashed, where known.
-func ParseCrashOutput(text string, workers map[string]uint64) (kind, reason, worker string) {
+func ParseOutput(text string, workers map[string]uint64) (kind, reason, worker string) {
 	lines := strings.Split(strings.TrimSpace(text), "\n")
 	reason = strings.TrimSpace(lines[0])
 	switch {
@@ -626,8 +634,8 @@ func looksLikeCrash(text string) bool {
 	return strings.Contains(text, "\ngoroutine ") && strings.Contains(text, " [running]:")
 }
 
-// trimStack keeps a crash text short enough for flash and a ubus reply.
-func trimStack(s string) string {
+// TrimStack keeps a crash text short enough for flash and a ubus reply.
+func TrimStack(s string) string {
 	const max = 2048
 	if len(s) > max {
 		return s[:max] + "\n..."

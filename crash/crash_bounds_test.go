@@ -1,7 +1,8 @@
-package health
+package crash
 
 import (
 	"encoding/json"
+	"github.com/aredn/phonebookd/procfs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -127,7 +128,7 @@ func TestFlashWritesCountSuccessOnly(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "file"), nil, 0o644)
 	clock := newFakeClock()
-	s, err := OpenCrashStore(CrashOptions{StateDir: filepath.Join(dir, "file", "state"), RunDir: filepath.Join(dir, "run"),
+	s, err := Open(Options{StateDir: filepath.Join(dir, "file", "state"), RunDir: filepath.Join(dir, "run"),
 		Clock: clock, HistoryDays: 7, HistoryMax: 50, BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
@@ -137,10 +138,10 @@ func TestFlashWritesCountSuccessOnly(t *testing.T) {
 	if sum.FlashWrites != 0 || sum.WriteError == "" || sum.LastCrash == nil {
 		t.Errorf("flash_writes %d, write error %q, record %v", sum.FlashWrites, sum.WriteError, sum.LastCrash)
 	}
-	if err := Writable(filepath.Join(dir, "file", "state")); err == nil {
+	if err := procfs.Writable(filepath.Join(dir, "file", "state")); err == nil {
 		t.Error("Writable: no error under a regular file")
 	}
-	if err := Writable(filepath.Join(dir, "new", "state")); err != nil {
+	if err := procfs.Writable(filepath.Join(dir, "new", "state")); err != nil {
 		t.Errorf("Writable of a directory still to be created: %v", err)
 	}
 }
@@ -153,7 +154,7 @@ func TestCrashReportingOffNoFlash(t *testing.T) {
 	os.MkdirAll(run, 0o755)
 	os.WriteFile(filepath.Join(run, markerFile), []byte(`{"pid":1}`), 0o644) // an unclean exit
 	clock := newFakeClock()
-	s, err := OpenCrashStore(CrashOptions{StateDir: filepath.Join(dir, "state"), RunDir: run,
+	s, err := Open(Options{StateDir: filepath.Join(dir, "state"), RunDir: run,
 		Clock: clock, HistoryDays: 7, HistoryMax: 50, BootID: "b", RAMOnly: true})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 //go:build faults
 
-package health
+package supervisor
 
 import (
 	"fmt"

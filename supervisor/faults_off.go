@@ -1,6 +1,6 @@
 //go:build !faults
 
-package health
+package supervisor
 
 // checkFault does nothing: fault injection exists only in builds with the
 // "faults" tag, which the tests use and routers never get.

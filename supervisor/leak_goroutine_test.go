@@ -1,4 +1,4 @@
-package health
+package supervisor
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 // runs (restart timers included).
 func TestSupervisorLeavesNoGoroutines(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	s := NewSupervisor(SupervisorOptions{MaxRestarts: 5, Window: time.Hour, BackoffBase: 10 * time.Millisecond})
+	s := New(Options{MaxRestarts: 5, Window: time.Hour, BackoffBase: 10 * time.Millisecond})
 	panicked := false
 	s.Add(Spec{Name: "crashy", Period: time.Second, Run: func(ctx context.Context, w *Worker) error {
 		if !panicked {

@@ -1,4 +1,9 @@
-package health
+// Package procfs reads what the kernel says of this process: memory
+// (/proc/self/status and the Go runtime's metrics), file descriptors,
+// CPU time of the process and of single threads, free space and
+// writability of directories, the boot id. Where a figure cannot be read
+// it says so (a Known flag, ok false, an error), never a made-up value.
+package procfs
 
 import (
 	"bytes"
@@ -18,9 +23,9 @@ import (
 // unit of the CPU times in /proc.
 const atClkTck = 17
 
-// clockTicks reads USER_HZ from /proc/self/auxv; 0 when it cannot be read
+// ClockTicks reads USER_HZ from /proc/self/auxv; 0 when it cannot be read
 // (then CPU shares are reported as null rather than guessed).
-func clockTicks() float64 {
+func ClockTicks() float64 {
 	b, err := os.ReadFile("/proc/self/auxv")
 	if err != nil {
 		return 0
@@ -43,8 +48,8 @@ func clockTicks() float64 {
 	return 0
 }
 
-// readThreadTicks reads a thread's user+system CPU time in clock ticks.
-func readThreadTicks(tid int) (uint64, time.Time, bool) {
+// ThreadTicks reads a thread's user+system CPU time in clock ticks.
+func ThreadTicks(tid int) (uint64, time.Time, bool) {
 	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(tid) + "/stat")
 	if err != nil {
 		return 0, time.Time{}, false
@@ -69,8 +74,8 @@ func statTicks(b []byte) (uint64, bool) {
 	return u + s, err1 == nil && err2 == nil
 }
 
-// processTicks reads the whole process's CPU time in clock ticks.
-func processTicks() (uint64, bool) {
+// ProcessTicks reads the whole process's CPU time in clock ticks.
+func ProcessTicks() (uint64, bool) {
 	b, err := os.ReadFile("/proc/self/stat")
 	if err != nil {
 		return 0, false
@@ -297,3 +302,44 @@ func BootID() string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// CPUWindow keeps the last CPUSpan of (time, cumulative ticks) samples.
+type CPUWindow struct {
+	at    [12]time.Time
+	ticks [12]uint64
+	n     int
+}
+
+// Add records the cumulative CPU ticks read at a time.
+func (r *CPUWindow) Add(at time.Time, ticks uint64) {
+	if r.n == len(r.at) {
+		copy(r.at[:], r.at[1:])
+		copy(r.ticks[:], r.ticks[1:])
+		r.n--
+	}
+	r.at[r.n], r.ticks[r.n] = at, ticks
+	r.n++
+}
+
+// Pct is the share of one CPU over the newest samples spanning at most
+// CPUSpan; nil with fewer than two samples.
+func (r *CPUWindow) Pct(clkTck float64) *float64 {
+	if r.n < 2 || clkTck == 0 {
+		return nil
+	}
+	last := r.n - 1
+	first := 0
+	for first < last-1 && r.at[last].Sub(r.at[first]) > CPUSpan {
+		first++
+	}
+	dt := r.at[last].Sub(r.at[first]).Seconds()
+	if dt <= 0 || r.ticks[last] < r.ticks[first] {
+		return nil
+	}
+	p := float64(r.ticks[last]-r.ticks[first]) / clkTck / dt * 100
+	return &p
+}
+
+// CPUSpan is the span over which CPU shares are reported: sampled every
+// second, whenever they are asked for.
+const CPUSpan = 10 * time.Second
