@@ -105,6 +105,20 @@ func run(t *testing.T, env []string, name string, args ...string) string {
 	return string(out)
 }
 
+// onlyKept fails for any file a removal left but what OpenWrt keeps: the
+// users, the edited config, and the manager's copy of the new one.
+func onlyKept(t *testing.T, how string, left []string, newConfig string) {
+	t.Helper()
+	t.Logf("left after %s: %v", how, left)
+	for _, f := range left {
+		switch f {
+		case "etc/passwd", "etc/group", "etc/shadow", "etc/config/phonebook", newConfig:
+		default:
+			t.Errorf("left behind by %s: %s", how, f)
+		}
+	}
+}
+
 // TestPackagesWithRealManagers installs, upgrades and removes the .ipk
 // with opkg and the .apk with apk-tools v3 in scratch roots, the scripts
 // run with IPKG_INSTROOT set (so they create the phonebook user there and
@@ -183,15 +197,7 @@ func TestPackagesWithRealManagers(t *testing.T) {
 		check(t, root)
 		run(t, env, opkg, append(o, "remove", "phonebookd")...)
 		keptEdit(t, root, "opkg remove")
-		left := remaining(root, "usr/lib/opkg", "var/")
-		t.Logf("left after opkg remove: %v", left)
-		for _, f := range left {
-			switch f {
-			case "etc/passwd", "etc/group", "etc/shadow", "etc/config/phonebook", "etc/config/phonebook-opkg":
-			default:
-				t.Errorf("left behind by opkg remove: %s", f)
-			}
-		}
+		onlyKept(t, "opkg remove", remaining(root, "usr/lib/opkg", "var/"), "etc/config/phonebook-opkg")
 	})
 
 	t.Run("apk", func(t *testing.T) {
@@ -213,15 +219,7 @@ func TestPackagesWithRealManagers(t *testing.T) {
 		check(t, root)
 		run(t, env, apk, append(a, "del", "phonebookd")...)
 		keptEdit(t, root, "apk del")
-		left := remaining(root, "lib/apk", "etc/apk", "var/")
-		t.Logf("left after apk del: %v", left)
-		for _, f := range left {
-			switch f {
-			case "etc/passwd", "etc/group", "etc/shadow", "etc/config/phonebook", "etc/config/phonebook.apk-new":
-			default:
-				t.Errorf("left behind by apk del: %s", f)
-			}
-		}
+		onlyKept(t, "apk del", remaining(root, "lib/apk", "etc/apk", "var/"), "etc/config/phonebook.apk-new")
 	})
 	if now, _ := os.ReadFile("/etc/passwd"); !bytes.Equal(now, hostPasswd) {
 		t.Error("a package script changed the host's /etc/passwd")
