@@ -420,3 +420,75 @@ func isTimeoutErr(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+// TestProxyFloodRouterBuild: 5,000 INVITEs to a registered phone that
+// never answers, against the router build: the transaction table holds
+// sip.max_transactions, the excess gets 503, RSS stays under the flood
+// budget, and every transaction ends on its RFC timers (T1 20 ms here:
+// Timer B 1.28 s).
+func TestProxyFloodRouterBuild(t *testing.T) {
+	e := newFaultEnv(t, map[string]string{"sip.max_transactions": "128", "sip.timer_t1_ms": "20", "health.health_check_interval": "1"})
+	p := e.tr.start(t, bins.router)
+	pid := p.cmd.Process.Pid
+	host, port := sipAddr(t, e.sock)
+	target := net.JoinHostPort(host, strconv.Itoa(port))
+	callee, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer callee.Close()
+	go func() { // reads, never answers
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := callee.ReadFromUDP(buf); err != nil {
+				return
+			}
+		}
+	}()
+	if ans := rawSIP(t, target, register("3000", callee.LocalAddr().String(), 3600)); !strings.HasPrefix(ans, "SIP/2.0 200") {
+		t.Fatalf("register: %q", ans)
+	}
+	before := rssKB(t, pid)
+	stopWatch := rssWatch(t, pid)
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var n503 atomic.Int64
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(string(buf[:n]), "SIP/2.0 503") {
+				n503.Add(1)
+			}
+		}
+	}()
+	dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(target))
+	peak := 0
+	for i := 0; i < 5000; i++ {
+		msg := fmt.Sprintf("INVITE sip:3000@%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-pf%d;rport\r\nFrom: <sip:caller@127.0.0.1>;tag=pf%d\r\nTo: <sip:3000@%s>\r\nCall-ID: pf-%d@test\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+			target, c.LocalAddr(), i, i, target, i)
+		c.WriteToUDP([]byte(msg), dst)
+		if i%500 == 0 {
+			peak = max(peak, int(num(get(call(t, e.sock, "phonebook", "status", ""), "sip", "transactions"))))
+		}
+	}
+	waitFor(t, 30*time.Second, "every transaction ended on its timers", func() bool {
+		return num(get(call(t, e.sock, "phonebook", "status", ""), "sip", "transactions")) == 0
+	})
+	rss := stopWatch()
+	st := call(t, e.sock, "phonebook", "status", "")
+	t.Logf("5,000 INVITEs to a silent phone: peak transactions seen %d (cap 128), %d 503s received, shed %v; RSS before %d KB, peak %d KB",
+		peak, n503.Load(), get(st, "sip", "shed", "transactions"), before, rss)
+	if peak > 128 || n503.Load() == 0 || num(get(st, "sip", "shed", "transactions")) < float64(n503.Load()) {
+		t.Errorf("cap not held or excess not refused: peak %d, 503s %d", peak, n503.Load())
+	}
+	if rss > floodBudgetKB {
+		t.Errorf("RSS peaked at %d KB", rss)
+	}
+}
