@@ -4,6 +4,8 @@ package daemon
 
 import (
 	"context"
+	"runtime"
+	"runtime/metrics"
 	"time"
 
 	"github.com/aredn/phonebookd/health"
@@ -29,6 +31,14 @@ func (d *Daemon) faultObjects() []*ubus.Object {
 				}
 				return []ubus.Value{ubus.Str("armed", f)}, nil
 			}},
+		{Name: "gc", Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) {
+			// A collection now, then the live heap it left: tests compare
+			// the heap of runs without waiting for the runtime's own GC.
+			runtime.GC()
+			s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+			metrics.Read(s)
+			return []ubus.Value{ubus.I64("heap_live_bytes", int64(s[0].Value.Uint64()))}, nil
+		}},
 		{Name: "condition", Params: []ubus.Param{{Name: "code", Kind: ubus.String, Required: true}, {Name: "level", Kind: ubus.String}, {Name: "clear", Kind: ubus.Int8}},
 			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
 				code, _ := req.String("code")

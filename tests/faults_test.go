@@ -415,3 +415,36 @@ func TestRecoveriesCountRecoveriesOnly(t *testing.T) {
 	e.inject("fetcher", "panic")
 	waitFor(t, 10*time.Second, "the panic recovered and counted", func() bool { return recoveries() == 1 })
 }
+
+// TestHugeCrashOutputNextRunHeap: a 40 MB crash output (a SIGQUIT dump
+// of every goroutine) left by the previous run: the next run records it
+// and its live heap is within 1 MB of a normal start's (before: read
+// whole, converted twice, kept alive by the record: 40 MB more).
+func TestHugeCrashOutputNextRunHeap(t *testing.T) {
+	e := newFaultEnv(t, nil)
+	heap := func() float64 {
+		return num(call(t, e.sock, "phonebook.faults", "gc", "")["heap_live_bytes"])
+	}
+	p := e.start()
+	normal := heap()
+	e.stop(p)
+	var b strings.Builder
+	b.WriteString("SIGQUIT: quit\nPC=0x4711 m=0 sigcode=0\n\ngoroutine 1 [running]:\nmain.main()\n\t/x.go:1 +0x1\n\n")
+	for b.Len() < 40<<20 {
+		b.WriteString("goroutine 99 [select]:\nsome/pkg.wait(0xc000010000)\n\t/src/some/pkg/wait.go:42 +0x8f\ncreated by some/pkg.start in goroutine 1\n\t/src/some/pkg/start.go:7 +0x2d\n\n")
+	}
+	if err := os.WriteFile(filepath.Join(e.tr.runDir, "crash.out"), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(e.tr.runDir, "running"), []byte(`{"pid":1}`), 0o644)
+	e.start()
+	after := heap()
+	lc := e.lastCrash()
+	t.Logf("live heap: normal start %.0f KB, after a 40 MB crash output %.0f KB; record %v", normal/1024, after/1024, lc["reason"])
+	if lc == nil || lc["reason"] != "SIGQUIT: quit" {
+		t.Errorf("crash not recorded: %v", lc)
+	}
+	if after-normal > 1<<20 {
+		t.Errorf("live heap %.1f MB above a normal start's", (after-normal)/(1<<20))
+	}
+}
