@@ -101,3 +101,21 @@ func TestFamilyCapped(t *testing.T) {
 		t.Errorf("%d alerts, score %d, more %+v", len(s.Alerts), s.Score, more)
 	}
 }
+
+// TestStateDirUnwritableIsACondition: a state directory the daemon cannot
+// write (here a path under a regular file, which fails even for root;
+// a read-only overlay fails access(2) the same way) raises
+// state_dir_unwritable (before: no alert at all).
+func TestStateDirUnwritableIsACondition(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "file"), nil, 0o644)
+	clock := newFakeClock()
+	h := NewSystem(Options{Clock: clock, Rates: NewRates(clock), StateDir: filepath.Join(dir, "file", "state"), RunDir: dir}, testConfig())
+	if a := alert(h.Sample(), "state_dir_unwritable"); a == nil || !strings.Contains(a.Message, "not a directory") {
+		t.Errorf("alert %+v", a)
+	}
+	h2 := NewSystem(Options{Clock: clock, Rates: NewRates(clock), StateDir: filepath.Join(dir, "new", "state"), RunDir: dir}, testConfig())
+	if a := alert(h2.Sample(), "state_dir_unwritable"); a != nil {
+		t.Errorf("a directory still to be created under a writable parent: %+v", a)
+	}
+}
