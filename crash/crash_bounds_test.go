@@ -168,3 +168,21 @@ func TestCrashReportingOffNoFlash(t *testing.T) {
 		t.Error("crash history written to flash with crash_reporting 0")
 	}
 }
+
+// TestPendingRecordsBounded: records merged in RAM between flash writes
+// (a crash loop of distinct reasons inside the coalescing window) are
+// bounded.
+func TestPendingRecordsBounded(t *testing.T) {
+	clk := newFakeClock()
+	s := newStore(t, clk, t.TempDir(), time.Hour, "b")
+	s.Add(Record{Time: clk.Now(), Kind: KindWorkerPanic, Reason: "first"}) // written; the window starts
+	for i := 0; i < 10*maxPending; i++ {
+		s.Add(Record{Time: clk.Now(), Kind: KindWorkerPanic, Reason: "panic: " + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + string(rune('A'+i/26%26))})
+	}
+	s.mu.Lock()
+	n := len(s.run.Pending)
+	s.mu.Unlock()
+	if n > maxPending {
+		t.Errorf("%d records pending in RAM, bound %d", n, maxPending)
+	}
+}

@@ -388,3 +388,22 @@ func TestViaNamesArrivalAddress(t *testing.T) {
 }
 
 var netipZero = netip.AddrPort{}
+
+// TestActiveCallsBounded: calls answered past sip.max_calls are not
+// tracked (and a new INVITE past it gets 503 with Retry-After).
+func TestActiveCallsBounded(t *testing.T) {
+	s, addr := serve(t, func(c *config.SIP) { c.MaxCalls = 3 })
+	for i := 0; i < 1000; i++ {
+		s.startCall(fmt.Sprintf("call-%d", i))
+	}
+	if _, active := s.Counts(); active != 3 {
+		t.Fatalf("%d active calls tracked, bound 3", active)
+	}
+	p := newPhone(t, "127.0.0.1")
+	if r := p.roundTrip(addr, invite("1", addr, "")); !strings.HasPrefix(r, "SIP/2.0 503") || !strings.Contains(r, "Retry-After:") {
+		t.Errorf("new INVITE at the call limit: %q", status(r))
+	}
+	if s.Shed()["calls"] != 1 {
+		t.Errorf("shed %v", s.Shed())
+	}
+}
