@@ -105,3 +105,38 @@ func exitCode(err error) int {
 	}
 	return 0
 }
+
+// TestCGIAsWebUser: the healthcheck CGI and the app page, run as an
+// unprivileged web-server user, read what they need (the UCI file, the
+// ubus socket) and answer; nothing in them needs root.
+func TestCGIAsWebUser(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test drops privileges: run it as root (CI does)")
+	}
+	binDir := shortDir(t)
+	os.Chmod(binDir, 0o755)
+	bin := filepath.Join(binDir, "phonebookd")
+	data, _ := os.ReadFile(bins.daemon)
+	os.WriteFile(bin, data, 0o755)
+	e := newFaultEnv(t, nil)
+	os.Chmod(filepath.Dir(e.sock), 0o755)
+	os.Chmod(e.sock, 0o666)
+	for _, d := range []string{e.tr.dir, filepath.Join(e.tr.dir, "etc"), e.tr.confDir} {
+		os.Chmod(d, 0o755)
+	}
+	os.Chmod(filepath.Join(e.tr.confDir, "phonebook"), 0o644)
+	e.tr.start(t, bins.daemon)
+	asNobody := func(args ...string) (string, error) {
+		cmd := exec.Command("setpriv", append([]string{"--reuid", strconv.Itoa(nobody), "--regid", strconv.Itoa(nobody), "--clear-groups", bin}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := asNobody("cgi", "healthcheck", "-s", e.sock, "-c", e.tr.confDir, "-t", e.tr.saveDir)
+	if err != nil || !strings.HasPrefix(out, "Status: 200 OK") || !strings.Contains(out, `"status": "healthy"`) {
+		t.Errorf("healthcheck as uid %d: %v\n%s", nobody, err, out)
+	}
+	out, err = asNobody("page", "-s", e.sock)
+	if err != nil || !strings.Contains(out, "Health score") {
+		t.Errorf("app page as uid %d: %v\n%.300s", nobody, err, out)
+	}
+}
