@@ -125,6 +125,51 @@ func registerPhones(t *testing.T, target string, first, n int) {
 	}
 }
 
+// answerCounter is a loopback UDP client that counts the answers it gets
+// by status code, for floods that send from it.
+type answerCounter struct {
+	c     *net.UDPConn
+	total atomic.Int64
+	mu    sync.Mutex
+	codes map[string]int64
+}
+
+func newAnswerCounter(t *testing.T) *answerCounter {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	a := &answerCounter{c: c, codes: map[string]int64{}}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if f := strings.Fields(string(buf[:n])); len(f) > 1 {
+				a.mu.Lock()
+				a.codes[f[1]]++
+				a.mu.Unlock()
+			}
+			a.total.Add(1)
+		}
+	}()
+	return a
+}
+
+// counts returns the answers by status code so far.
+func (a *answerCounter) counts() map[string]int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]int64, len(a.codes))
+	for k, v := range a.codes {
+		out[k] = v
+	}
+	return out
+}
+
 // floodBudgetKB is the bound on the router build's RSS (amd64).
 const floodBudgetKB = 16 * 1024
 
@@ -223,26 +268,8 @@ func TestRegisterFloodPastCapacity(t *testing.T) {
 	registerPhones(t, target, 100, 50)
 	before := rssKB(t, pid)
 	stopWatch := rssWatch(t, pid)
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var codes sync.Map
-	var answers atomic.Int64
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, _, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			answers.Add(1)
-			code := strings.Fields(string(buf[:n]))[1]
-			v, _ := codes.LoadOrStore(code, new(atomic.Int64))
-			v.(*atomic.Int64).Add(1)
-		}
-	}()
+	ac := newAnswerCounter(t)
+	c := ac.c
 	dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(target))
 	const n = 20000
 	for i := 0; i < n; i++ {
@@ -254,12 +281,11 @@ func TestRegisterFloodPastCapacity(t *testing.T) {
 	}
 	// Until the answers stop coming (a datagram the kernel dropped under
 	// the flood is not answered; a phone would retransmit it).
-	for last := int64(-1); answers.Load() != last; time.Sleep(time.Second) {
-		last = answers.Load()
+	for last := int64(-1); ac.total.Load() != last; time.Sleep(time.Second) {
+		last = ac.total.Load()
 	}
 	peak := stopWatch()
-	got := map[string]int64{}
-	codes.Range(func(k, v any) bool { got[k.(string)] = v.(*atomic.Int64).Load(); return true })
+	got := ac.counts()
 	t.Logf("20,000 REGISTERs past capacity: answers %v; RSS before %d KB, peak %d KB", got, before, peak)
 	if got["200"] != 0 || len(got) != 1 || got["503"] < n/2 {
 		t.Errorf("answers %v: want only 503, for most of the %d", got, n)
@@ -450,24 +476,8 @@ func TestProxyFloodRouterBuild(t *testing.T) {
 	}
 	before := rssKB(t, pid)
 	stopWatch := rssWatch(t, pid)
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var n503 atomic.Int64
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, _, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			if strings.HasPrefix(string(buf[:n]), "SIP/2.0 503") {
-				n503.Add(1)
-			}
-		}
-	}()
+	ac := newAnswerCounter(t)
+	c := ac.c
 	dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(target))
 	peak := 0
 	for i := 0; i < 5000; i++ {
@@ -482,11 +492,12 @@ func TestProxyFloodRouterBuild(t *testing.T) {
 		return num(get(call(t, e.sock, "phonebook", "status", ""), "sip", "transactions")) == 0
 	})
 	rss := stopWatch()
+	n503 := ac.counts()["503"]
 	st := call(t, e.sock, "phonebook", "status", "")
 	t.Logf("5,000 INVITEs to a silent phone: peak transactions seen %d (cap 128), %d 503s received, shed %v; RSS before %d KB, peak %d KB",
-		peak, n503.Load(), get(st, "sip", "shed", "transactions"), before, rss)
-	if peak > 128 || n503.Load() == 0 || num(get(st, "sip", "shed", "transactions")) < float64(n503.Load()) {
-		t.Errorf("cap not held or excess not refused: peak %d, 503s %d", peak, n503.Load())
+		peak, n503, get(st, "sip", "shed", "transactions"), before, rss)
+	if peak > 128 || n503 == 0 || num(get(st, "sip", "shed", "transactions")) < float64(n503) {
+		t.Errorf("cap not held or excess not refused: peak %d, 503s %d", peak, n503)
 	}
 	if rss > floodBudgetKB {
 		t.Errorf("RSS peaked at %d KB", rss)

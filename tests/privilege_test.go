@@ -20,23 +20,36 @@ const nobody = 65534
 var setprivArgs = []string{"setpriv", "--reuid", strconv.Itoa(nobody), "--regid", strconv.Itoa(nobody), "--clear-groups",
 	"--inh-caps", "-all,+net_bind_service", "--ambient-caps", "-all,+net_bind_service", "--bounding-set", "-all,+net_bind_service"}
 
-// TestUnprivilegedDaemon: as an unprivileged user with only
-// CAP_NET_BIND_SERVICE the daemon binds 127.0.0.1:5060, writes its state
-// (run marker, crash records) and answers on ubus; with its state
-// directory not writable for it, it refuses to start and says why.
-func TestUnprivilegedDaemon(t *testing.T) {
+// forNobody returns a copy of a binary that the unprivileged user can
+// run, after checking that the test can drop privileges at all.
+func forNobody(t *testing.T, bin string) string {
+	t.Helper()
 	if os.Getuid() != 0 {
 		t.Fatal("this test drops privileges: run it as root (CI does)")
 	}
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Fatal("setpriv missing (Debian package util-linux)")
 	}
+	dir := shortDir(t)
+	os.Chmod(dir, 0o755)
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, filepath.Base(bin))
+	if err := os.WriteFile(out, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestUnprivilegedDaemon: as an unprivileged user with only
+// CAP_NET_BIND_SERVICE the daemon binds 127.0.0.1:5060, writes its state
+// (run marker, crash records) and answers on ubus; with its state
+// directory not writable for it, it refuses to start and says why.
+func TestUnprivilegedDaemon(t *testing.T) {
 	// Everything the daemon needs must be reachable for nobody.
-	binDir := shortDir(t)
-	os.Chmod(binDir, 0o755)
-	bin := filepath.Join(binDir, "phonebookd")
-	data, _ := os.ReadFile(bins.faults)
-	os.WriteFile(bin, data, 0o755)
+	bin := forNobody(t, bins.faults)
 	sock := filepath.Join(shortDir(t), "ubus.sock")
 	os.Chmod(filepath.Dir(sock), 0o755)
 	startBroker(t, sock)
@@ -110,14 +123,7 @@ func exitCode(err error) int {
 // unprivileged web-server user, read what they need (the UCI file, the
 // ubus socket) and answer; nothing in them needs root.
 func TestCGIAsWebUser(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Fatal("this test drops privileges: run it as root (CI does)")
-	}
-	binDir := shortDir(t)
-	os.Chmod(binDir, 0o755)
-	bin := filepath.Join(binDir, "phonebookd")
-	data, _ := os.ReadFile(bins.daemon)
-	os.WriteFile(bin, data, 0o755)
+	bin := forNobody(t, bins.daemon)
 	e := newFaultEnv(t, nil)
 	os.Chmod(filepath.Dir(e.sock), 0o755)
 	os.Chmod(e.sock, 0o666)
