@@ -40,7 +40,8 @@ func (d *Daemon) registerObjects(ctx context.Context) {
 				if limit < 0 || offset < 0 {
 					return nil, ubus.StatusInvalidArgument
 				}
-				return health.CrashesDoc(d.snapshot().Crashes, offset, limit), nil
+				doc := health.CrashesDoc(d.snapshot().Crashes, offset, limit)
+				return ubus.ValuesOf(&doc), nil
 			}},
 		{Name: "clear_crashes", Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) {
 			if err := d.crashes.Clear(d.clock.Now()); err != nil {

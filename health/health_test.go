@@ -44,9 +44,7 @@ func alert(s *Snapshot, prefix string) *Alert {
 }
 
 func leakDetected(s *Snapshot) bool {
-	mem, _ := ubus.Get(s.SoftwareHealth, "memory")
-	v, _ := ubus.Get(mem.List, "leak_detected")
-	return v.Int == 1
+	return s.Health.Memory != nil && s.Health.Memory.LeakDetected
 }
 
 // TestHeapLeakDetectedSoakClean: a slow leak of live heap is detected
@@ -121,10 +119,8 @@ func TestFDLeak(t *testing.T) {
 		s = h.Sample()
 		clock.Advance(time.Minute)
 	}
-	fd, _ := ubus.Get(s.SoftwareHealth, "file_descriptors")
-	leaked, _ := ubus.Get(fd.List, "leaked")
-	if leaked.Int <= 0 || alert(s, "fd_leak") == nil {
-		t.Fatalf("fd leak not reported: leaked=%d alerts=%+v", leaked.Int, s.Alerts)
+	if leaked := s.Health.FileDescriptors.Leaked; leaked <= 0 || alert(s, "fd_leak") == nil {
+		t.Fatalf("fd leak not reported: leaked=%d alerts=%+v", leaked, s.Alerts)
 	}
 }
 
@@ -169,9 +165,8 @@ func TestAlertsSinceAndClear(t *testing.T) {
 	if a == nil || !a.Since.Equal(t0) || s.Status != Degraded || s.Score != 95 {
 		t.Fatalf("alert %+v status %s score %d", a, s.Status, s.Score)
 	}
-	recs, _ := ubus.Get(s.Check, "recommendations")
-	if len(recs.List) != 1 || recs.List[0].Str != "Check the link to node-k." {
-		t.Errorf("recommendations %+v", recs.List)
+	if recs := s.Check.Recommendations; len(recs) != 1 || recs[0] != "Check the link to node-k." {
+		t.Errorf("recommendations %+v", recs)
 	}
 	h.ClearCondition("jitter:node-k")
 	if s := h.Sample(); alert(s, "jitter") != nil || s.Status != Healthy {
@@ -224,7 +219,7 @@ func TestDisabled(t *testing.T) {
 	if s.Status != Disabled {
 		t.Errorf("status %s", s.Status)
 	}
-	if _, ok := ubus.Get(s.SoftwareHealth, "memory"); ok {
+	if s.Health.Memory != nil || s.Health.Threads != nil {
 		t.Error("memory sampled while disabled")
 	}
 }
@@ -243,7 +238,7 @@ func TestDocumentsHaveSpecFields(t *testing.T) {
 	}
 	h := NewSystem(Options{Clock: clock, Rates: NewRates(clock), Supervisor: sup, Crashes: cs, StateDir: dir, RunDir: dir}, testConfig())
 	s := h.Sample()
-	sh := ubus.FormatJSON(s.SoftwareHealth, false, -1)
+	sh := ubus.FormatJSON(ubus.ValuesOf(&s.Health), false, -1)
 	for _, f := range []string{"uptime_seconds", "restart_count", "last_crash", "crash_count_24h", "threads", `"main":{"status":"healthy","cpu_pct"`, "last_heartbeat",
 		"memory", "rss_mb", "heap_mb", "leak_detected", "file_descriptors", `"open"`, `"max"`, `"leaked"`,
 		"error_rates", "sip_errors_per_hour", "probe_failures_per_hour", "fetch_failures_per_hour"} {
@@ -251,7 +246,7 @@ func TestDocumentsHaveSpecFields(t *testing.T) {
 			t.Errorf("software_health lacks %s: %s", f, sh)
 		}
 	}
-	ck := ubus.FormatJSON(s.Check, false, -1)
+	ck := ubus.FormatJSON(ubus.ValuesOf(&s.Check), false, -1)
 	for _, f := range []string{`"status":"healthy"`, "timestamp", "uptime_seconds", "health_score", "threads_responsive", "memory_stable",
 		"no_recent_crashes", "disk_space_ok", "network_reachable", "alerts", "recommendations"} {
 		if !strings.Contains(ck, f) {
@@ -315,7 +310,7 @@ func BenchmarkEncodeStatus(b *testing.B) {
 	s := h.Sample()
 	b.ReportAllocs()
 	for b.Loop() {
-		ubus.AppendValues(nil, s.SoftwareHealth)
+		ubus.AppendValues(nil, ubus.ValuesOf(&s.Health))
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -56,12 +55,13 @@ type Snapshot struct {
 	Alerts  []Alert
 	Workers []supervisor.WorkerStatus
 	Crashes crash.Summary
-	// The documents, as blobmsg table bodies, encoded once per cycle.
-	SoftwareHealth []ubus.Value
-	Check          []ubus.Value
-	StatusBody     []byte
-	CheckBody      []byte
-	ThreadsBody    []byte
+	// The documents, built once per evaluation, and their blobmsg
+	// encodings (table bodies), encoded once.
+	Health      SoftwareHealth
+	Check       Check
+	StatusBody  []byte
+	CheckBody   []byte
+	ThreadsBody []byte
 }
 
 // Options configure the health system.
@@ -491,11 +491,15 @@ func (h *System) processCPU() *float64 {
 }
 
 func (h *System) publish(snap *Snapshot, cfg config.Health, m procfs.MemSample, fds procfs.FDSample, disks []procfs.DiskSample, reachable *bool) {
-	snap.SoftwareHealth = h.softwareHealth(snap, cfg, m, fds, disks)
+	snap.Health = h.softwareHealth(snap, cfg, m, fds, disks)
 	snap.Check = h.check(snap, cfg, reachable)
-	snap.StatusBody = ubus.AppendValues(nil, snap.SoftwareHealth)
-	snap.CheckBody = ubus.AppendValues(nil, snap.Check)
-	snap.ThreadsBody = ubus.AppendValues(nil, []ubus.Value{h.threads(snap)})
+	snap.StatusBody = ubus.AppendValues(nil, ubus.ValuesOf(&snap.Health))
+	snap.CheckBody = ubus.AppendValues(nil, ubus.ValuesOf(&snap.Check))
+	threads := snap.Health.Threads
+	if threads == nil { // monitoring disabled: the workers still run
+		threads = h.threads(snap)
+	}
+	snap.ThreadsBody = ubus.AppendValues(nil, ubus.ValuesOf(&Threads{Threads: threads}))
 
 	old := h.snap.Swap(snap)
 	oldStatus := ""
@@ -546,248 +550,8 @@ func (h *System) patchUptime(b []byte, now time.Time) {
 // SoftwareHealth is the software_health section of phonebook status as
 // sent at now.
 func (h *System) SoftwareHealth(snap *Snapshot, now time.Time) []ubus.Value {
-	doc := append([]ubus.Value(nil), snap.SoftwareHealth...)
-	for i := range doc {
-		if doc[i].Name == "uptime_seconds" {
-			doc[i] = ubus.I64("uptime_seconds", int64(max(now.Sub(h.started)/time.Second, 0)))
-		}
-	}
-	return doc
+	doc := snap.Health
+	doc.UptimeSeconds = int64(max(now.Sub(h.started)/time.Second, 0))
+	return ubus.ValuesOf(&doc)
 }
 
-func isoOrNull(name string, t time.Time) ubus.Value {
-	if t.IsZero() {
-		return ubus.Null(name)
-	}
-	return ubus.Str(name, iso(t))
-}
-
-func mb(b uint64) float64 { return float64(b) / (1 << 20) }
-
-func optDbl(name string, p *float64) ubus.Value {
-	if p == nil {
-		return ubus.Null(name)
-	}
-	return ubus.Dbl(name, *p)
-}
-
-func (h *System) threads(snap *Snapshot) ubus.Value {
-	t := ubus.Tbl("threads")
-	for _, w := range snap.Workers {
-		e := ubus.Tbl(w.Name,
-			ubus.Str("status", w.Status),
-			optDbl("cpu_pct", w.CPUPct),
-			isoOrNull("last_heartbeat", w.LastHeartbeat),
-			isoOrNull("started", w.Started),
-			ubus.I32("restart_count", int32(w.Restarts)),
-			ubus.I32("goroutines", int32(w.Goroutines)),
-			ubus.I32("heartbeat_period_seconds", int32(w.Period/time.Second)),
-			ubus.I32("deadline_seconds", int32(supervisor.DeadlineFactor*w.Period/time.Second)),
-			ubus.Bool("essential", w.Essential),
-			ubus.I32("abandoned_goroutines", int32(w.Abandoned)),
-		)
-		if w.LastError != "" {
-			e.List = append(e.List, ubus.Str("last_error", w.LastError))
-		} else {
-			e.List = append(e.List, ubus.Null("last_error"))
-		}
-		if h.opt.WorkerExtra != nil {
-			e.List = append(e.List, h.opt.WorkerExtra(w.Name, snap.Workers)...)
-		}
-		t.List = append(t.List, e)
-	}
-	return t
-}
-
-func recordValue(name string, r crash.Record) ubus.Value {
-	v := ubus.Tbl(name, ubus.Str("time", iso(r.Time)), ubus.Str("kind", r.Kind), ubus.Str("reason", r.Reason))
-	if r.Worker != "" {
-		v.List = append(v.List, ubus.Str("worker", r.Worker))
-	} else {
-		v.List = append(v.List, ubus.Null("worker"))
-	}
-	v.List = append(v.List, optDbl("uptime_seconds", r.Uptime), ubus.I32("count", int32(max(r.Count, 1))))
-	return v
-}
-
-// MaxCrashesPage bounds the records of one crashes reply: each carries
-// at most a 2 KB stack, so a page stays well under 64 KB.
-const MaxCrashesPage = 20
-
-// CrashesDoc is the crashes document: records newest first, from offset,
-// at most limit (0: MaxCrashesPage) of them, with the total.
-func CrashesDoc(c crash.Summary, offset, limit int) []ubus.Value {
-	if limit <= 0 || limit > MaxCrashesPage {
-		limit = MaxCrashesPage
-	}
-	offset = max(offset, 0)
-	list := ubus.Arr("crashes")
-	for i := len(c.Records) - 1 - offset; i >= 0 && len(list.List) < limit; i-- { // newest first
-		r := recordValue("", c.Records[i])
-		if c.Records[i].Stack != "" {
-			r.List = append(r.List, ubus.Str("stack", c.Records[i].Stack))
-		}
-		list.List = append(list.List, r)
-	}
-	return []ubus.Value{
-		list,
-		ubus.I32("total", int32(len(c.Records))),
-		ubus.I32("offset", int32(offset)),
-		ubus.I32("restart_count", int32(c.RestartCount)),
-		ubus.I64("restart_count_total", c.TotalRestarts),
-		ubus.I64("flash_writes", c.FlashWrites),
-	}
-}
-
-func (h *System) softwareHealth(snap *Snapshot, cfg config.Health, m procfs.MemSample, fds procfs.FDSample, disks []procfs.DiskSample) []ubus.Value {
-	now := snap.Time
-	c := snap.Crashes
-	// The specification's last_crash is the time; the record is beside it.
-	last, detail := ubus.Null("last_crash"), ubus.Null("last_crash_detail")
-	if c.LastCrash != nil {
-		last, detail = ubus.Str("last_crash", iso(c.LastCrash.Time)), recordValue("last_crash_detail", *c.LastCrash)
-	}
-	doc := []ubus.Value{
-		ubus.I64("uptime_seconds", int64(now.Sub(h.started)/time.Second)),
-		ubus.I32("restart_count", int32(c.RestartCount)),
-		ubus.I64("restart_count_total", c.TotalRestarts),
-		last,
-		detail,
-		ubus.I32("crash_count_24h", int32(c.CrashCount24h)),
-		ubus.Bool("enabled", cfg.Enabled),
-	}
-	if !cfg.Enabled {
-		return doc
-	}
-	doc = append(doc, h.threads(snap))
-
-	h.mu.Lock()
-	heapLeak, _ := h.heapLeak.Detected()
-	rssLeak, _ := h.rssLeak.Detected()
-	heapSlope, heapFit := h.heapLeak.Slope()
-	rssSlope, _ := h.rssLeak.Slope()
-	base, based := h.heapLeak.Baseline()
-	fdBase, fdBased := h.fdLeak.Baseline()
-	leaked := h.fdLeaked(fds, cfg)
-	h.mu.Unlock()
-
-	mem := ubus.Tbl("memory")
-	if m.RSSKnown {
-		mem.List = append(mem.List, ubus.Dbl("rss_mb", mb(m.RSS)), ubus.Dbl("peak_rss_mb", mb(m.PeakRSS)),
-			ubus.Dbl("rss_anon_mb", mb(m.RSSAnon)), ubus.Dbl("rss_file_mb", mb(m.RSSFile)))
-	} else { // no /proc/self/status on this platform
-		mem.List = append(mem.List, ubus.Null("rss_mb"), ubus.Null("peak_rss_mb"), ubus.Null("rss_anon_mb"), ubus.Null("rss_file_mb"))
-	}
-	if m.GCCycles > 0 {
-		mem.List = append(mem.List, ubus.Dbl("heap_mb", mb(m.HeapLive)))
-	} else { // no garbage collection yet: the live heap is not known
-		mem.List = append(mem.List, ubus.Null("heap_mb"))
-	}
-	mem.List = append(mem.List,
-		ubus.Dbl("heap_objects_mb", mb(m.HeapObjs)),
-		ubus.I64("gc_cycles", int64(m.GCCycles)),
-		ubus.Bool("leak_detected", heapLeak || rssLeak),
-		ubus.Dbl("heap_trend_kb_per_hour", heapSlope/1024),
-		ubus.Dbl("heap_trend_fit", heapFit),
-		ubus.Dbl("rss_trend_kb_per_hour", rssSlope/1024),
-	)
-	if based {
-		mem.List = append(mem.List, ubus.Dbl("baseline_heap_mb", base/(1<<20)))
-	} else { // still warming up
-		mem.List = append(mem.List, ubus.Null("baseline_heap_mb"))
-	}
-	mem.List = append(mem.List,
-		ubus.Dbl("go_total_mb", mb(m.GoTotal)),
-		ubus.Dbl("stack_kb", float64(m.Stacks)/1024),
-		ubus.I32("goroutines", int32(m.Goroutines)),
-	)
-	if cfg.MemoryLimitMB > 0 {
-		mem.List = append(mem.List, ubus.I32("memory_limit_mb", int32(cfg.MemoryLimitMB)))
-	} else {
-		mem.List = append(mem.List, ubus.Null("memory_limit_mb"))
-	}
-	doc = append(doc, mem)
-
-	fd := ubus.Tbl("file_descriptors")
-	if fds.Known {
-		fd.List = append(fd.List, ubus.I32("open", int32(fds.Open)))
-	} else { // no /proc/self/fd
-		fd.List = append(fd.List, ubus.Null("open"))
-	}
-	fd.List = append(fd.List, ubus.I32("max", int32(fds.Max)), ubus.I32("leaked", int32(leaked)))
-	if fds.Known {
-		fd.List = append(fd.List, ubus.I32("socket", int32(fds.Socket)), ubus.I32("file", int32(fds.File)),
-			ubus.I32("pipe", int32(fds.Pipe)), ubus.I32("other", int32(fds.Other)))
-	}
-	if fdBased {
-		fd.List = append(fd.List, ubus.I32("baseline", int32(fdBase)))
-	} else {
-		fd.List = append(fd.List, ubus.Null("baseline"))
-	}
-	doc = append(doc, fd)
-
-	doc = append(doc, ubus.Tbl("error_rates",
-		ubus.I32("sip_errors_per_hour", int32(h.opt.Rates.PerHour(CategorySIP))),
-		ubus.I32("probe_failures_per_hour", int32(h.opt.Rates.PerHour(CategoryProbe))),
-		ubus.I32("fetch_failures_per_hour", int32(h.opt.Rates.PerHour(CategoryFetch))),
-	))
-	proc := ubus.Tbl("process", ubus.I32("pid", int32(os.Getpid())), optDbl("cpu_pct", h.processCPU()))
-	doc = append(doc, proc)
-	st := ubus.Tbl("storage", ubus.I64("flash_writes", c.FlashWrites))
-	for i, d := range disks {
-		name := []string{"state_free_kb", "run_free_kb"}[i]
-		if d.Known {
-			st.List = append(st.List, ubus.I64(name, int64(d.FreeBytes/1024)))
-		} else {
-			st.List = append(st.List, ubus.Null(name))
-		}
-	}
-	doc = append(doc, st)
-	return doc
-}
-
-func (h *System) check(snap *Snapshot, cfg config.Health, reachable *bool) []ubus.Value {
-	now := snap.Time
-	doc := []ubus.Value{
-		ubus.Str("status", snap.Status),
-		ubus.Str("timestamp", iso(now)),
-		ubus.I64("uptime_seconds", int64(now.Sub(h.started)/time.Second)),
-	}
-	if !cfg.Enabled {
-		return append(doc, ubus.Null("health_score"), ubus.Null("checks"), ubus.Arr("alerts"), ubus.Arr("recommendations"))
-	}
-	has := func(prefix string) bool {
-		for _, a := range snap.Alerts {
-			if len(a.Code) >= len(prefix) && a.Code[:len(prefix)] == prefix {
-				return true
-			}
-		}
-		return false
-	}
-	net := ubus.Null("network_reachable") // no fetch or probe result yet
-	if reachable != nil {
-		net = ubus.Bool("network_reachable", *reachable)
-	}
-	doc = append(doc,
-		ubus.Dbl("health_score", float64(snap.Score)),
-		ubus.Tbl("checks",
-			ubus.Bool("threads_responsive", !has("worker_unresponsive") && !has("worker_failed") && !has("worker_restarting")),
-			ubus.Bool("memory_stable", !has("memory_leak")),
-			ubus.Bool("no_recent_crashes", snap.Crashes.CrashCount24h == 0),
-			ubus.Bool("disk_space_ok", !has("disk_")),
-			net,
-		))
-	alerts := ubus.Arr("alerts")
-	recs := ubus.Arr("recommendations")
-	seen := map[string]bool{}
-	for _, a := range snap.Alerts {
-		alerts.List = append(alerts.List, ubus.Tbl("",
-			ubus.Str("level", a.Level), ubus.Str("message", a.Message),
-			ubus.Str("since", iso(a.Since)), ubus.Str("code", a.Code)))
-		if a.Recommendation != "" && !seen[a.Recommendation] {
-			seen[a.Recommendation] = true
-			recs.List = append(recs.List, ubus.Str("", a.Recommendation))
-		}
-	}
-	return append(doc, alerts, recs)
-}

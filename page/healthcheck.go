@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/ubus"
 	"github.com/aredn/phonebookd/uci"
 )
@@ -78,28 +79,14 @@ func askCheck(ctx context.Context, socket string) ([]byte, error) {
 // asked: every field of the specification, with null where nothing can
 // be known without the daemon.
 func DownDocument(now time.Time, why error) []byte {
-	ts := now.UTC().Format(time.RFC3339)
-	type alert struct {
-		Level   string `json:"level"`
-		Message string `json:"message"`
-		Since   string `json:"since"`
-		Code    string `json:"code"`
-	}
-	doc := struct {
-		Status          string           `json:"status"`
-		Timestamp       string           `json:"timestamp"`
-		UptimeSeconds   *float64         `json:"uptime_seconds"` // not running: no uptime
-		HealthScore     float64          `json:"health_score"`
-		Checks          map[string]*bool `json:"checks"`
-		Alerts          []alert          `json:"alerts"`
-		Recommendations []string         `json:"recommendations"`
-	}{
-		Status: "critical", Timestamp: ts, HealthScore: 0,
+	f := false
+	doc := health.Check{
+		Status: "critical", Timestamp: health.Time{Time: now}, HealthScore: new(float64), // nothing works: 0
 		// Only what is known without the daemon: its workers are not
-		// responding. The rest is unknown (null), not guessed.
-		Checks: map[string]*bool{"threads_responsive": new(bool), "memory_stable": nil, "no_recent_crashes": nil,
-			"disk_space_ok": nil, "network_reachable": nil},
-		Alerts: []alert{{Level: "critical", Code: "daemon_down", Since: ts, Message: why.Error()}},
+		// responding. The rest is unknown (null), not guessed; the
+		// daemon's uptime too (it is not running).
+		Checks: &health.Checks{ThreadsResponsive: &f},
+		Alerts: []health.Notice{{Level: "critical", Code: "daemon_down", Since: health.Time{Time: now}, Message: why.Error()}},
 		Recommendations: []string{"Start it: /etc/init.d/phonebook start; read why it stopped: logread -e phonebook; " +
 			"if procd gave up on it, ubus call service list '{\"name\":\"phonebook\"}' shows it."},
 	}

@@ -6,6 +6,7 @@ package page
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"html"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -47,14 +49,15 @@ func value(v ubus.Value) any {
 	return nil
 }
 
-// Data is what the page shows.
+// Data is what the page shows: the daemon's own documents, as their Go
+// types, and the status document (directory, SIP) as decoded values.
 type Data struct {
 	Running bool
 	Error   string
-	Check   map[string]any
-	Health  map[string]any
+	Check   health.Check
+	Health  health.SoftwareHealth
 	Status  map[string]any
-	Crashes []any
+	Crashes []health.CrashRecord
 	Workers []Worker
 	Now     string
 }
@@ -62,7 +65,13 @@ type Data struct {
 // Worker is one row of the workers table.
 type Worker struct {
 	Name string
-	Info map[string]any
+	*health.Thread
+}
+
+// decode reads a reply into a document type, through the JSON the ubus
+// CLI would print.
+func decode(vs []ubus.Value, doc any) error {
+	return json.Unmarshal([]byte(ubus.FormatJSON(vs, false, -1)), doc)
 }
 
 // Collect asks the daemon for its documents over ubus.
@@ -74,36 +83,33 @@ func Collect(ctx context.Context, socket string) Data {
 		return d
 	}
 	defer c.Close()
-	get := func(obj, method string) (map[string]any, error) {
-		r, err := c.Call(ctx, obj, method, nil)
+	get := func(obj, method string, args []ubus.Value, doc any) error {
+		r, err := c.Call(ctx, obj, method, args)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if len(r) == 0 {
-			return map[string]any{}, nil
+			return fmt.Errorf("%s %s: no document", obj, method)
 		}
-		return ToGo(r[0]), nil
+		return decode(r[0], doc)
 	}
-	if d.Check, err = get("phonebook.health", "check"); err != nil {
+	if err := get("phonebook.health", "check", nil, &d.Check); err != nil {
 		d.Error = "phonebookd is not running (" + err.Error() + ")"
 		return d
 	}
 	d.Running = true
-	d.Health, _ = get("phonebook.health", "status")
-	d.Status, _ = get("phonebook", "status")
-	if cr, err := get("phonebook.health", "crashes"); err == nil {
-		d.Crashes, _ = cr["crashes"].([]any)
-		if len(d.Crashes) > 5 {
-			d.Crashes = d.Crashes[:5]
-		}
+	get("phonebook.health", "status", nil, &d.Health)
+	if r, err := c.Call(ctx, "phonebook", "status", nil); err == nil && len(r) > 0 {
+		d.Status = ToGo(r[0])
 	}
-	if th, ok := d.Health["threads"].(map[string]any); ok {
-		for name, info := range th {
-			m, _ := info.(map[string]any)
-			d.Workers = append(d.Workers, Worker{Name: name, Info: m})
-		}
-		sort.Slice(d.Workers, func(i, j int) bool { return d.Workers[i].Name < d.Workers[j].Name })
+	var cr health.Crashes
+	if get("phonebook.health", "crashes", []ubus.Value{ubus.I32("limit", 5)}, &cr) == nil {
+		d.Crashes = cr.Crashes
 	}
+	for name, th := range d.Health.Threads {
+		d.Workers = append(d.Workers, Worker{Name: name, Thread: th})
+	}
+	sort.Slice(d.Workers, func(i, j int) bool { return d.Workers[i].Name < d.Workers[j].Name })
 	return d
 }
 
@@ -119,7 +125,7 @@ func color(s any) string {
 	return "#616161"
 }
 
-// text renders any document value for a table cell.
+// text renders a document value for a table cell: a dash for null.
 func text(v any) string {
 	switch x := v.(type) {
 	case nil:
@@ -128,9 +134,37 @@ func text(v any) string {
 		return fmt.Sprintf("%.1f", x)
 	case string:
 		return x
+	case health.Time:
+		if x.IsZero() {
+			return "–"
+		}
+		return x.UTC().Format(time.RFC3339)
+	case *float64:
+		if x == nil {
+			return "–"
+		}
+		return text(*x)
+	case *int32:
+		if x == nil {
+			return "–"
+		}
+		return fmt.Sprint(*x)
+	case *int64:
+		if x == nil {
+			return "–"
+		}
+		return fmt.Sprint(*x)
+	case *string:
+		if x == nil {
+			return "–"
+		}
+		return *x
 	}
 	return fmt.Sprint(v)
 }
+
+// isNull reports a null document value (a nil pointer, an unknown time).
+func isNull(v any) bool { return text(v) == "–" }
 
 // At walks a decoded document: At(doc, "threads", "main", "status").
 func At(m any, path ...string) any {
@@ -156,7 +190,7 @@ func (w *writer) badge(s any) {
 func (w *writer) cell(label string, v any, unit string) {
 	w.raw(`<div><div class="muted">` + html.EscapeString(label) + `</div><div class="big">`)
 	w.esc(v)
-	if v != nil {
+	if !isNull(v) {
 		w.raw(unit)
 	}
 	w.raw("</div></div>")
@@ -203,24 +237,23 @@ func HTML(d Data) string {
 		w.raw("</p>")
 	} else {
 		w.raw(`<div class="grid"><div><div class="muted">Status</div><div class="big">`)
-		w.badge(d.Check["status"])
+		w.badge(d.Check.Status)
 		w.raw("</div></div>")
-		w.cell("Health score", d.Check["health_score"], "")
-		w.cell("Up", d.Check["uptime_seconds"], " s")
-		w.cell("Restarts (this boot)", d.Health["restart_count"], "")
-		w.cell("Crashes (24 h)", d.Health["crash_count_24h"], "")
+		w.cell("Health score", d.Check.HealthScore, "")
+		w.cell("Up", d.Check.UptimeSeconds, " s")
+		w.cell("Restarts (this boot)", d.Health.RestartCount, "")
+		w.cell("Crashes (24 h)", d.Health.CrashCount24h, "")
 		w.raw("</div>\n<h2>Alerts</h2>\n")
-		alerts, _ := d.Check["alerts"].([]any)
-		if len(alerts) == 0 {
+		if len(d.Check.Alerts) == 0 {
 			w.raw(`<p class="muted">None.</p>`)
 		} else {
 			var rows [][]any
-			for _, a := range alerts {
-				rows = append(rows, []any{At(a, "level"), At(a, "message"), At(a, "since")})
+			for _, a := range d.Check.Alerts {
+				rows = append(rows, []any{a.Level, a.Message, a.Since})
 			}
 			w.table([]string{"Level", "Message", "Since"}, rows, 0)
 		}
-		if recs, _ := d.Check["recommendations"].([]any); len(recs) > 0 {
+		if recs := d.Check.Recommendations; len(recs) > 0 {
 			w.raw("<h2>Recommendations</h2><ul>")
 			for _, r := range recs {
 				w.raw("<li>")
@@ -232,20 +265,23 @@ func HTML(d Data) string {
 		w.raw("<h2>Workers</h2>\n")
 		var rows [][]any
 		for _, wk := range d.Workers {
-			i := wk.Info
-			rows = append(rows, []any{wk.Name, i["status"], i["last_heartbeat"], i["restart_count"], i["cpu_pct"], i["goroutines"], i["last_error"]})
+			rows = append(rows, []any{wk.Name, wk.Status, wk.LastHeartbeat, wk.RestartCount, wk.CPUPct, wk.Goroutines, wk.LastError})
 		}
 		w.table([]string{"Worker", "Status", "Last heartbeat", "Restarts", "CPU %", "Goroutines", "Last error"}, rows, 1)
 		w.raw(`<h2>Memory and descriptors</h2><div class="grid">`)
-		w.cell("RSS", At(d.Health, "memory", "rss_mb"), " MB")
-		w.cell("Private", At(d.Health, "memory", "rss_anon_mb"), " MB")
-		if live := At(d.Health, "memory", "heap_mb"); live != nil {
-			w.cell("Live heap", live, " MB")
-		} else { // no garbage collection yet
-			w.cell("Heap objects", At(d.Health, "memory", "heap_objects_mb"), " MB")
+		if m := d.Health.Memory; m != nil {
+			w.cell("RSS", m.RSSMB, " MB")
+			w.cell("Private", m.RSSAnonMB, " MB")
+			if m.HeapMB != nil {
+				w.cell("Live heap", m.HeapMB, " MB")
+			} else { // no garbage collection yet
+				w.cell("Heap objects", m.HeapObjectsMB, " MB")
+			}
+			w.cell("Leak detected", m.LeakDetected, "")
 		}
-		w.cell("Leak detected", At(d.Health, "memory", "leak_detected"), "")
-		w.cell("Open files", At(d.Health, "file_descriptors", "open"), fmt.Sprintf(" / %v", text(At(d.Health, "file_descriptors", "max"))))
+		if fd := d.Health.FileDescriptors; fd != nil {
+			w.cell("Open files", fd.Open, fmt.Sprintf(" / %d", fd.Max))
+		}
 		w.raw("</div>\n")
 		if sip, ok := d.Status["sip"].(map[string]any); ok {
 			w.raw(`<h2>SIP</h2><div class="grid">`)
@@ -269,7 +305,7 @@ func HTML(d Data) string {
 		} else {
 			var rows [][]any
 			for _, c := range d.Crashes {
-				rows = append(rows, []any{At(c, "time"), At(c, "kind"), At(c, "worker"), At(c, "reason"), At(c, "count")})
+				rows = append(rows, []any{c.Time, c.Kind, c.Worker, c.Reason, c.Count})
 			}
 			w.table([]string{"Time", "Kind", "Worker", "Reason", "Count"}, rows, -1)
 		}

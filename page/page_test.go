@@ -3,13 +3,16 @@ package page
 import (
 	"strings"
 	"testing"
+
+	"github.com/aredn/phonebookd/health"
 )
 
 func TestHTMLEscapesDaemonText(t *testing.T) {
+	score, lastErr := 95.0, `"><img src=x>`
 	d := Data{Running: true, Now: "now",
-		Check:   map[string]any{"status": "degraded", "health_score": 95.0, "alerts": []any{map[string]any{"level": "warning", "message": "<script>alert(1)</script>", "since": "t"}}},
-		Health:  map[string]any{"restart_count": int64(1)},
-		Workers: []Worker{{Name: "fetcher", Info: map[string]any{"status": "healthy", "last_error": `"><img src=x>`}}},
+		Check:   health.Check{Status: "degraded", HealthScore: &score, Alerts: []health.Notice{{Level: "warning", Message: "<script>alert(1)</script>"}}},
+		Health:  health.SoftwareHealth{RestartCount: 1},
+		Workers: []Worker{{Name: "fetcher", Thread: &health.Thread{Status: "healthy", LastError: &lastErr}}},
 	}
 	h := HTML(d)
 	if strings.Contains(h, "<script>alert") || strings.Contains(h, `"><img`) {

@@ -211,3 +211,42 @@ func TestFieldPayload(t *testing.T) {
 		t.Error("a cut body was read")
 	}
 }
+
+type when string
+
+func (w when) UbusValue(name string) Value {
+	if w == "" {
+		return Null(name)
+	}
+	return Str(name, string(w))
+}
+
+func TestValuesOf(t *testing.T) {
+	f := 1.5
+	doc := struct {
+		A string           `json:"a"`
+		B bool             `json:"b"`
+		C int32            `json:"c"`
+		D int64            `json:"d"`
+		E *float64         `json:"e"`
+		F *float64         `json:"f"`
+		G *int32           `json:"g,omitempty"`
+		H map[string]int32 `json:"h"`
+		I []string         `json:"i"`
+		J struct {
+			K when `json:"k"`
+		} `json:"j"`
+		X     []Value `json:"-" ubus:",inline"`
+		skip  int
+		Skip2 int `json:"-"`
+	}{A: "x", B: true, C: 3, D: 1 << 40, E: &f, H: map[string]int32{"z": 1, "a": 2}, X: []Value{Str("extra", "y")}}
+	got := FormatJSON(ValuesOf(&doc), false, -1)
+	want := `{"a":"x","b":true,"c":3,"d":1099511627776,"e":1.500000,"f":null,"h":{"a":2,"z":1},"i":[],"j":{"k":null},"extra":"y"}`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	vs := ValuesOf(doc)
+	if vs[2].Kind != Int32 || vs[3].Kind != Int64 || vs[1].Kind != Int8 {
+		t.Errorf("kinds %v %v %v", vs[1].Kind, vs[2].Kind, vs[3].Kind)
+	}
+}
