@@ -554,4 +554,3 @@ func (h *System) SoftwareHealth(snap *Snapshot, now time.Time) []ubus.Value {
 	doc.UptimeSeconds = int64(max(now.Sub(h.started)/time.Second, 0))
 	return ubus.ValuesOf(&doc)
 }
-
