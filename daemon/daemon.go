@@ -208,7 +208,7 @@ func (d *Daemon) reportConfigErrors(errs []error) {
 	}
 	d.mu.Unlock()
 	for _, code := range old {
-		d.sys.ClearCondition(code)
+		d.sys.SetHealthy(code)
 	}
 	for _, err := range errs {
 		code := "config:" + err.Error()
@@ -216,9 +216,7 @@ func (d *Daemon) reportConfigErrors(errs []error) {
 		if errors.As(err, &fe) {
 			code = "config:" + fe.Path
 		}
-		d.sys.SetCondition(health.Condition{Code: code, Level: health.LevelWarning, Penalty: 5,
-			Message:        "Setting rejected, previous value kept: " + err.Error(),
-			Recommendation: "Correct the setting with uci set and uci commit phonebook."})
+		d.sys.SetUnhealthy(code, health.Args{health.ArgError: err.Error()})
 		d.mu.Lock()
 		d.cfgCodes = append(d.cfgCodes, code)
 		d.mu.Unlock()

@@ -27,6 +27,43 @@ type Descriptor struct {
 	// alert without penalty (0: DefaultMaxShown).
 	MaxShown int
 	When     string // documentation: when it is raised
+	// Text writes the alert from the instance's arguments, Recommend
+	// what the operator should do about it: the words are the
+	// descriptor's, the figures the owner's.
+	Text      func(Args) string
+	Recommend func(Args) string
+}
+
+// Arg names an argument of a condition instance.
+type Arg string
+
+// Args are a condition instance's arguments: its key and the figures its
+// text is written from.
+type Args map[Arg]string
+
+// The arguments the descriptors' texts use.
+const (
+	ArgKey    Arg = "key"    // the instance: a worker, a target (filled in by SetUnhealthy)
+	ArgError  Arg = "error"  // what went wrong, as the owner saw it
+	ArgCount  Arg = "count"  // how many
+	ArgLimit  Arg = "limit"  // the setting it is compared with
+	ArgTotal  Arg = "total"  // out of how many
+	ArgWhat   Arg = "what"   // which quantity, filesystem or kind
+	ArgPath   Arg = "path"   // a file or directory
+	ArgFrom   Arg = "from"   // a figure before
+	ArgTo     Arg = "to"     // and after
+	ArgDetail Arg = "detail" // further figures
+)
+
+// sprintf writes a text from arguments: each %s takes the named argument.
+func sprintf(format string, names ...Arg) func(Args) string {
+	return func(a Args) string {
+		vals := make([]any, len(names))
+		for i, n := range names {
+			vals[i] = a[n]
+		}
+		return fmt.Sprintf(format, vals...)
+	}
 }
 
 // LevelEssential: critical for an essential worker, else a warning.
@@ -44,37 +81,74 @@ var meshEchoes = []string{"network_unreachable"}
 
 // descriptors is the registry: every condition the daemon raises.
 var descriptors = []Descriptor{
-	{Code: "worker_unresponsive", Level: LevelEssential, Penalty: 25, When: "no heartbeat for 3 periods of that worker"},
-	{Code: "worker_restarting", Level: LevelWarning, Penalty: 10, When: "waiting for a restart after a panic or error"},
-	{Code: "worker_blocked", Level: LevelEssential, Penalty: 40, When: "cannot run for an outside cause (a listen address in use); retried with backoff, never an exit"},
-	{Code: "worker_failed", Level: LevelEssential, Penalty: 40, When: "more than `max_restart_attempts` restarts in `restart_window`"},
-	{Code: "worker_goroutines", Level: LevelWarning, Penalty: 5, When: "a worker runs `worker_goroutine_warn` goroutines"},
-	{Code: "abandoned", Level: LevelWarning, Penalty: 10, When: "a cancelled worker goroutine never returned"},
-	{Code: "memory_leak_heap", Level: LevelWarning, Penalty: 20, When: "the live heap's trend rises (see Leak detection)"},
-	{Code: "memory_leak_rss", Level: LevelWarning, Penalty: 20, When: "private resident memory's trend rises (see Leak detection)"},
-	{Code: "fd_leak", Level: LevelWarning, Penalty: 15, When: "descriptors `fd_leak_min` above the baseline and rising"},
-	{Code: "fd_near_limit", Level: LevelCritical, Penalty: 30, When: "80 % of the descriptor limit in use"},
-	{Code: "recent_crashes", Level: LevelWarning, Penalty: 10, When: "crashes in the last 24 h (10 per crash, at most 30)"},
-	{Code: "crash_history_corrupt", Level: LevelWarning, Penalty: 5, When: "the history on flash was unreadable or too large; kept aside"},
-	{Code: "crash_history_invalid", Level: LevelWarning, Penalty: 5, When: "records with impossible times or counts were set aside at load"},
-	{Code: "state_dir_unwritable", Level: LevelWarning, Penalty: 15, When: "`state_dir` cannot be written (access W_OK, read-only overlay, or a failed write)"},
-	{Code: "disk_unknown", Level: LevelWarning, Penalty: 5, When: "free space of the state or run filesystem cannot be read"},
-	{Code: "disk_low", Level: LevelWarning, Penalty: 15, When: "free space below `disk_min_free_kb`"},
-	{Code: "network_unreachable", Level: LevelWarning, Penalty: 10, When: "fetches and probes only failed for 2 h"},
-	{Code: "sip_errors", Level: LevelWarning, Penalty: 5, When: "SIP errors per hour at `sip_errors_warn`"},
-	{Code: "probe_failures", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "probe failures per hour at `probe_failures_warn`"},
-	{Code: "fetch_failures", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "fetch failures per hour at `fetch_failures_warn`"},
-	{Code: "goroutines_high", Level: LevelWarning, Penalty: 5, When: "`goroutine_warn` goroutines"},
-	{Code: "stack_high", Level: LevelWarning, Penalty: 5, When: "goroutine stacks at `stack_warn_kb`"},
-	{Code: "config", Level: LevelWarning, Penalty: 5, When: "a setting rejected (the previous value kept)"},
-	{Code: "overload", Level: LevelWarning, Penalty: 10, When: "SIP shed work in the last 2 s (503s, refused connections; `phonebook status` sip.shed)"},
-	{Code: "sip_capacity", Level: LevelWarning, Penalty: 10, When: "registrations at `sip.max_bindings`"},
-	{Code: "sip_accept_errors", Level: LevelWarning, Penalty: 10, When: "SIP over TCP cannot accept connections (EMFILE); backing off"},
-	{Code: "probe_failed", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "a configured mesh target did not answer its last OPTIONS"},
-	{Code: "jitter", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, VisibleAfter: 2 * time.Minute, When: "jitter to a mesh target over `jitter_threshold_ms`"},
-	{Code: "phones_unreachable", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, MaxShown: 1, When: "registered phones do not answer OPTIONS (one condition for all)"},
-	{Code: "daemon_down", Level: LevelCritical, Penalty: 100, When: "raised by /cgi-bin/healthcheck: the daemon cannot be asked"},
+	{Code: "worker_unresponsive", Level: LevelEssential, Penalty: 25, When: "no heartbeat for 3 periods of that worker",
+		Text: sprintf("Worker %s is unresponsive: %s", ArgKey, ArgError), Recommend: sprintf("Worker %s missed its heartbeat deadline and is being restarted; if this recurs, check 'logread -e phonebookd' around the time.", ArgKey)},
+	{Code: "worker_restarting", Level: LevelWarning, Penalty: 10, When: "waiting for a restart after a panic or error",
+		Text: sprintf("Worker %s is restarting after: %s", ArgKey, ArgError), Recommend: sprintf("Worker %s restarts with backoff; if it keeps failing it will be marked failed.", ArgKey)},
+	{Code: "worker_blocked", Level: LevelEssential, Penalty: 40, When: "cannot run for an outside cause (a listen address in use); retried with backoff, never an exit",
+		Text: sprintf("Worker %s cannot run: %s", ArgKey, ArgError), Recommend: sprintf("Worker %s retries by itself with backoff; fix the cause (for a listen address: uci show phonebook.sip; a port in use: netstat -lnp) and it starts.", ArgKey)},
+	{Code: "worker_failed", Level: LevelEssential, Penalty: 40, When: "more than `max_restart_attempts` restarts in `restart_window`",
+		Text: sprintf("Worker %s has failed: %s", ArgKey, ArgError), Recommend: sprintf("Fix the cause, then restart worker %s: ubus call phonebook.threads restart '{\"name\":\"%[1]s\"}'.", ArgKey)},
+	{Code: "worker_goroutines", Level: LevelWarning, Penalty: 5, When: "a worker runs `worker_goroutine_warn` goroutines",
+		Text: sprintf("Worker %s runs %s goroutines (warning at %s)", ArgKey, ArgCount, ArgLimit), Recommend: sprintf("Worker %s keeps starting goroutines; restart it (phonebook.threads restart) and report it.", ArgKey)},
+	{Code: "abandoned", Level: LevelWarning, Penalty: 10, When: "a cancelled worker goroutine never returned",
+		Text: sprintf("Worker %s left %s goroutine(s) stuck after cancellation", ArgKey, ArgCount), Recommend: sprintf("Stuck goroutines hold memory until the daemon restarts: /etc/init.d/phonebook restart.")},
+	{Code: "memory_leak_heap", Level: LevelWarning, Penalty: 20, When: "the live heap's trend rises (see Leak detection)",
+		Text: sprintf("Possible memory leak: %s grew from %s MB to %s MB (%s)", ArgWhat, ArgFrom, ArgTo, ArgDetail), Recommend: leakRecommendation},
+	{Code: "memory_leak_rss", Level: LevelWarning, Penalty: 20, When: "private resident memory's trend rises (see Leak detection)",
+		Text: sprintf("Possible memory leak: %s grew from %s MB to %s MB (%s)", ArgWhat, ArgFrom, ArgTo, ArgDetail), Recommend: leakRecommendation},
+	{Code: "fd_leak", Level: LevelWarning, Penalty: 15, When: "descriptors `fd_leak_min` above the baseline and rising",
+		Text: sprintf("File descriptors leaking: %s open, %s above the baseline and rising", ArgTotal, ArgCount), Recommend: sprintf("Descriptors keep rising; restart the daemon before it reaches the limit and report the crash history.")},
+	{Code: "fd_near_limit", Level: LevelCritical, Penalty: 30, When: "80 % of the descriptor limit in use",
+		Text: sprintf("%s of %s file descriptors in use", ArgCount, ArgLimit), Recommend: sprintf("The daemon is near its descriptor limit and will fail to accept connections; restart it.")},
+	{Code: "recent_crashes", Level: LevelWarning, Penalty: 10, When: "crashes in the last 24 h (10 per crash, at most 30)",
+		Text: sprintf("%s crash(es) in the last 24 h, last: %s", ArgCount, ArgError), Recommend: sprintf("Read the crash records (ubus call phonebook.health crashes) and report them; clear them with clear_crashes once handled.")},
+	{Code: "crash_history_corrupt", Level: LevelWarning, Penalty: 5, When: "the history on flash was unreadable or too large; kept aside",
+		Text: sprintf("The crash history on flash was unreadable and was kept aside at %s", ArgPath), Recommend: sprintf("The old file is kept for inspection; clear_crashes starts a new history.")},
+	{Code: "crash_history_invalid", Level: LevelWarning, Penalty: 5, When: "records with impossible times or counts were set aside at load",
+		Text: sprintf("%s crash record(s) with impossible times or counts were set aside when the history was read", ArgCount), Recommend: sprintf("The clock may have been wrong when they were written; clear_crashes starts a new history.")},
+	{Code: "state_dir_unwritable", Level: LevelWarning, Penalty: 15, When: "`state_dir` cannot be written (access W_OK, read-only overlay, or a failed write)",
+		Text: sprintf("Crash records cannot be kept on flash: %s", ArgError), Recommend: sprintf("Check that %s exists, is writable by the daemon and that the overlay is not full or read-only (mount, df).", ArgPath)},
+	{Code: "disk_unknown", Level: LevelWarning, Penalty: 5, When: "free space of the state or run filesystem cannot be read",
+		Text: sprintf("Free space of the %s filesystem cannot be read: %s", ArgWhat, ArgError), Recommend: sprintf("Check that the directory exists and is readable.")},
+	{Code: "disk_low", Level: LevelWarning, Penalty: 15, When: "free space below `disk_min_free_kb`",
+		Text: sprintf("The %s filesystem (%s) has %s KB free, below %s KB", ArgWhat, ArgPath, ArgCount, ArgLimit), Recommend: sprintf("Free space on the filesystem holding %s.", ArgPath)},
+	{Code: "network_unreachable", Level: LevelWarning, Penalty: 10, When: "fetches and probes only failed for 2 h",
+		Text: sprintf("No phonebook server or mesh target answered in the last 2 hours"), Recommend: sprintf("Check the mesh link and the fetcher's servers (uci show phonebook.fetcher).")},
+	{Code: "sip_errors", Level: LevelWarning, Penalty: 5, When: "SIP errors per hour at `sip_errors_warn`",
+		Text: rateText, Recommend: rateRecommendation},
+	{Code: "probe_failures", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "probe failures per hour at `probe_failures_warn`",
+		Text: rateText, Recommend: rateRecommendation},
+	{Code: "fetch_failures", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "fetch failures per hour at `fetch_failures_warn`",
+		Text: rateText, Recommend: rateRecommendation},
+	{Code: "goroutines_high", Level: LevelWarning, Penalty: 5, When: "`goroutine_warn` goroutines",
+		Text: sprintf("%s goroutines running (warning at %s)", ArgCount, ArgLimit), Recommend: sprintf("Goroutines keep piling up; restart the daemon and report it.")},
+	{Code: "stack_high", Level: LevelWarning, Penalty: 5, When: "goroutine stacks at `stack_warn_kb`",
+		Text: sprintf("Goroutine stacks use %s KB (warning at %s KB)", ArgCount, ArgLimit), Recommend: sprintf("Deep recursion or many goroutines; restart the daemon and report it.")},
+	{Code: "config", Level: LevelWarning, Penalty: 5, When: "a setting rejected (the previous value kept)",
+		Text: sprintf("Setting rejected, previous value kept: %s", ArgError), Recommend: sprintf("Correct the setting with uci set and uci commit phonebook.")},
+	{Code: "overload", Level: LevelWarning, Penalty: 10, When: "SIP shed work in the last 2 s (503s, refused connections; `phonebook status` sip.shed)",
+		Text: sprintf("SIP is shedding load (in the last %s: %s); see phonebook status sip.shed", ArgDetail, ArgError), Recommend: sprintf("A phone or host is flooding the node, or the limits in uci show phonebook.sip are too small for the phones here.")},
+	{Code: "sip_capacity", Level: LevelWarning, Penalty: 10, When: "registrations at `sip.max_bindings`",
+		Text: sprintf("Registrations at capacity (%s): new phones are refused with 503", ArgLimit), Recommend: sprintf("Raise phonebook.sip.max_bindings if the router has the memory, or move phones to another node.")},
+	{Code: "sip_accept_errors", Level: LevelWarning, Penalty: 10, When: "SIP over TCP cannot accept connections (EMFILE); backing off",
+		Text: sprintf("SIP over TCP cannot accept connections: %s", ArgError), Recommend: sprintf("The daemon is out of file descriptors or memory; lower phonebook.sip.tcp_max_connections or find what holds descriptors (phonebook.health status file_descriptors).")},
+	{Code: "probe_failed", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "a configured mesh target did not answer its last OPTIONS",
+		Text: sprintf("Mesh target %s not answering SIP OPTIONS (%s of the last %s probes lost): %s", ArgKey, ArgCount, ArgTotal, ArgError), Recommend: sprintf("Check the mesh path to %s (AREDN node status, link quality).", ArgKey)},
+	{Code: "jitter", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, VisibleAfter: 2 * time.Minute, When: "jitter to a mesh target over `jitter_threshold_ms`",
+		Text: sprintf("High mesh jitter detected to %s: %s ms (threshold %s ms)", ArgKey, ArgCount, ArgLimit), Recommend: sprintf("Voice to %s may break up; check the RF links on the path or lower the load on it.", ArgKey)},
+	{Code: "phones_unreachable", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, MaxShown: 1, When: "registered phones do not answer OPTIONS (one condition for all)",
+		Text: sprintf("%s of %s registered phones do not answer SIP OPTIONS", ArgCount, ArgTotal), Recommend: sprintf("Phones that registered and went silent (switched off, unplugged, a mesh link down) are called in vain until their registration expires; see phonebook status monitor.")},
+	{Code: "daemon_down", Level: LevelCritical, Penalty: 100, When: "raised by /cgi-bin/healthcheck: the daemon cannot be asked",
+		Text: sprintf("phonebookd is not running: %s", ArgError), Recommend: sprintf("Start it: /etc/init.d/phonebook start; read why it stopped: logread -e phonebook.")},
 }
+
+// Texts shared by families of the same kind.
+var (
+	leakRecommendation = sprintf("Memory keeps growing; restart the daemon (/etc/init.d/phonebook restart) before the router runs short, and report the crash history.")
+	rateText           = sprintf("%s %s in the last hour (warning at %s)", ArgCount, ArgWhat, ArgLimit)
+	rateRecommendation = sprintf("Many %s: look at logread for their causes.", ArgWhat)
+)
 
 // Descriptors lists the registry.
 func Descriptors() []Descriptor { return append([]Descriptor(nil), descriptors...) }
@@ -200,4 +274,32 @@ func ConditionTable() string {
 		fmt.Fprintf(&b, "| `%s` | %s | %d | %s | %s | %d | %s |\n", d.Code, d.Level, d.Penalty, dep, after, most, d.When)
 	}
 	return b.String()
+}
+
+// ConditionOf is the condition an owner raises: its code ("family" or
+// "family:key") and arguments, its level, penalty and words from the
+// family's descriptor. An unregistered code (a fault test's) keeps the
+// code as its text.
+func ConditionOf(code string, args Args) Condition {
+	_, key, _ := strings.Cut(code, ":")
+	a := Args{ArgKey: key}
+	for k, v := range args {
+		a[k] = v
+	}
+	c := Condition{Code: code, Level: LevelWarning, Message: code}
+	d, ok := descriptorOf(code)
+	if !ok {
+		return c
+	}
+	if d.Level != LevelEssential {
+		c.Level = d.Level
+	}
+	c.Penalty = d.Penalty
+	if d.Text != nil {
+		c.Message = d.Text(a)
+	}
+	if d.Recommend != nil {
+		c.Recommendation = d.Recommend(a)
+	}
+	return c
 }

@@ -39,7 +39,7 @@ func TestHealthDocTable(t *testing.T) {
 // TestEveryConditionRegistered: every condition code the daemon's source
 // raises has a descriptor.
 func TestEveryConditionRegistered(t *testing.T) {
-	re := regexp.MustCompile(`(?:Code: |workerCond\(|leakCond\(|Code = |code := |Code: fmt\.Sprintf\()"([a-z_]+)`)
+	re := regexp.MustCompile(`(?:Code: |workerCond\(|leakCond\(|Code = |code := |ConditionOf\(|SetUnhealthy\()"([a-z_]+)`)
 	files, _ := filepath.Glob("../*/*.go")
 	seen := 0
 	for _, f := range files {

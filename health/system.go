@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,8 +167,16 @@ func (h *System) config() config.Health {
 	return h.cfg
 }
 
-// SetCondition raises (or updates) a condition owned by another part of
-// the daemon: a rejected setting, a jittery mesh link, SIP at capacity.
+// SetUnhealthy raises (or updates) a condition owned by another part of
+// the daemon (a rejected setting, a jittery mesh link, SIP at capacity):
+// its code and arguments; its descriptor writes the words.
+func (h *System) SetUnhealthy(code string, args Args) { h.SetCondition(ConditionOf(code, args)) }
+
+// SetHealthy ends a condition raised with SetUnhealthy.
+func (h *System) SetHealthy(code string) { h.ClearCondition(code) }
+
+// SetCondition raises a condition given whole (fault injection's, whose
+// codes are not in the registry).
 func (h *System) SetCondition(c Condition) {
 	h.mu.Lock()
 	if _, ok := h.external[c.Code]; !ok && len(h.external) >= maxExternal {
@@ -271,28 +280,19 @@ func (h *System) Sample() *Snapshot {
 	for _, w := range snap.Workers {
 		switch w.Status {
 		case supervisor.StatusUnresponsive:
-			add(workerCond("worker_unresponsive:"+w.Name, w, 25, "Worker %s is unresponsive: %s",
-				"Worker %s missed its heartbeat deadline and is being restarted; if this recurs, check 'logread -e phonebookd' around the time."))
+			add(workerCond("worker_unresponsive:", w))
 		case supervisor.StatusRestarting:
-			add(Condition{Code: "worker_restarting:" + w.Name, Level: LevelWarning, Penalty: 10,
-				Message:        fmt.Sprintf("Worker %s is restarting after: %s", w.Name, w.LastError),
-				Recommendation: fmt.Sprintf("Worker %s restarts with backoff; if it keeps failing it will be marked failed.", w.Name)})
+			add(ConditionOf("worker_restarting:"+w.Name, Args{ArgError: w.LastError}))
 		case supervisor.StatusBlocked:
-			add(workerCond("worker_blocked:"+w.Name, w, 40, "Worker %s cannot run: %s",
-				"Worker %s retries by itself with backoff; fix the cause (for a listen address: uci show phonebook.sip; a port in use: netstat -lnp) and it starts."))
+			add(workerCond("worker_blocked:", w))
 		case supervisor.StatusFailed:
-			add(workerCond("worker_failed:"+w.Name, w, 40, "Worker %s has failed: %s",
-				"Fix the cause, then restart worker %s: ubus call phonebook.threads restart '{\"name\":\"%[1]s\"}'."))
+			add(workerCond("worker_failed:", w))
 		}
 		if w.Goroutines >= cfg.WorkerGoroutineWarn {
-			add(Condition{Code: "worker_goroutines:" + w.Name, Level: LevelWarning, Penalty: 5,
-				Message:        fmt.Sprintf("Worker %s runs %d goroutines (warning at %d)", w.Name, w.Goroutines, cfg.WorkerGoroutineWarn),
-				Recommendation: fmt.Sprintf("Worker %s keeps starting goroutines; restart it (phonebook.threads restart) and report it.", w.Name)})
+			add(ConditionOf("worker_goroutines:"+w.Name, Args{ArgCount: itoa(w.Goroutines), ArgLimit: itoa(cfg.WorkerGoroutineWarn)}))
 		}
 		if w.Abandoned > 0 {
-			add(Condition{Code: "abandoned:" + w.Name, Level: LevelWarning, Penalty: 10,
-				Message:        fmt.Sprintf("Worker %s left %d goroutine(s) stuck after cancellation", w.Name, w.Abandoned),
-				Recommendation: "Stuck goroutines hold memory until the daemon restarts: /etc/init.d/phonebook restart."})
+			add(ConditionOf("abandoned:"+w.Name, Args{ArgCount: itoa(w.Abandoned)}))
 		}
 	}
 	if cfg.MemoryLeakDetection {
@@ -305,57 +305,42 @@ func (h *System) Sample() *Snapshot {
 	}
 	leaked := h.fdLeaked(fds, cfg)
 	if leaked > 0 {
-		add(Condition{Code: "fd_leak", Level: LevelWarning, Penalty: 15,
-			Message:        fmt.Sprintf("File descriptors leaking: %d open, %d above the baseline and rising", fds.Open, leaked),
-			Recommendation: "Descriptors keep rising; restart the daemon before it reaches the limit and report the crash history."})
+		add(ConditionOf("fd_leak", Args{ArgTotal: itoa(fds.Open), ArgCount: itoa(leaked)}))
 	}
 	if fds.Known && fds.Max > 0 && fds.Open*5 >= fds.Max*4 {
-		add(Condition{Code: "fd_near_limit", Level: LevelCritical, Penalty: 30,
-			Message:        fmt.Sprintf("%d of %d file descriptors in use", fds.Open, fds.Max),
-			Recommendation: "The daemon is near its descriptor limit and will fail to accept connections; restart it."})
+		add(ConditionOf("fd_near_limit", Args{ArgCount: itoa(fds.Open), ArgLimit: itoa(fds.Max)}))
 	}
 	if n := snap.Crashes.CrashCount24h; n > 0 {
 		last := snap.Crashes.LastCrash
-		add(Condition{Code: "recent_crashes", Level: LevelWarning, Penalty: min(10*n, 30),
-			Message:        fmt.Sprintf("%d crash(es) in the last 24 h, last: %s", n, last.Reason),
-			Recommendation: "Read the crash records (ubus call phonebook.health crashes) and report them; clear them with clear_crashes once handled."})
+		c := ConditionOf("recent_crashes", Args{ArgCount: itoa(n), ArgError: last.Reason})
+		c.Penalty = min(10*n, 30) // grows with the count
+		add(c)
 	}
 	if n := snap.Crashes.SetAside; n > 0 {
-		add(Condition{Code: "crash_history_invalid", Level: LevelWarning, Penalty: 5,
-			Message:        fmt.Sprintf("%d crash record(s) with impossible times or counts were set aside when the history was read", n),
-			Recommendation: "The clock may have been wrong when they were written; clear_crashes starts a new history."})
+		add(ConditionOf("crash_history_invalid", Args{ArgCount: itoa(n)}))
 	}
 	if err := procfs.Writable(h.opt.StateDir); err != nil || snap.Crashes.WriteError != "" {
 		why := snap.Crashes.WriteError
 		if err != nil {
 			why = err.Error()
 		}
-		add(Condition{Code: "state_dir_unwritable", Level: LevelWarning, Penalty: 15,
-			Message:        "Crash records cannot be kept on flash: " + why,
-			Recommendation: "Check that " + h.opt.StateDir + " exists, is writable by the daemon and that the overlay is not full or read-only (mount, df)."})
+		add(ConditionOf("state_dir_unwritable", Args{ArgError: why, ArgPath: h.opt.StateDir}))
 	}
 	if snap.Crashes.CorruptHistory != "" {
-		add(Condition{Code: "crash_history_corrupt", Level: LevelWarning, Penalty: 5,
-			Message:        "The crash history on flash was unreadable and was kept aside at " + snap.Crashes.CorruptHistory,
-			Recommendation: "The old file is kept for inspection; clear_crashes starts a new history."})
+		add(ConditionOf("crash_history_corrupt", Args{ArgPath: snap.Crashes.CorruptHistory}))
 	}
 	for i, d := range disks {
 		name := []string{"flash state", "RAM run"}[i]
 		switch {
 		case !d.Known:
-			add(Condition{Code: fmt.Sprintf("disk_unknown:%d", i), Level: LevelWarning, Penalty: 5,
-				Message: fmt.Sprintf("Free space of the %s filesystem cannot be read: %s", name, d.Err), Recommendation: "Check that the directory exists and is readable."})
+			add(ConditionOf("disk_unknown:"+itoa(i), Args{ArgWhat: name, ArgError: d.Err}))
 		case d.FreeBytes < uint64(cfg.DiskMinFreeKB)*1024:
-			add(Condition{Code: fmt.Sprintf("disk_low:%d", i), Level: LevelWarning, Penalty: 15,
-				Message:        fmt.Sprintf("The %s filesystem (%s) has %d KB free, below %d KB", name, d.Path, d.FreeBytes/1024, cfg.DiskMinFreeKB),
-				Recommendation: fmt.Sprintf("Free space on the filesystem holding %s.", d.Path)})
+			add(ConditionOf("disk_low:"+itoa(i), Args{ArgWhat: name, ArgPath: d.Path, ArgCount: itoa(int(d.FreeBytes / 1024)), ArgLimit: itoa(cfg.DiskMinFreeKB)}))
 		}
 	}
 	reachable := h.reachable(now)
 	if reachable != nil && !*reachable {
-		add(Condition{Code: "network_unreachable", Level: LevelWarning, Penalty: 10,
-			Message:        "No phonebook server or mesh target answered in the last 2 hours",
-			Recommendation: "Check the mesh link and the fetcher's servers (uci show phonebook.fetcher)."})
+		add(ConditionOf("network_unreachable", nil))
 	}
 	rates := []struct {
 		code, cat, what string
@@ -367,18 +352,14 @@ func (h *System) Sample() *Snapshot {
 	}
 	for _, r := range rates {
 		if n := h.opt.Rates.PerHour(r.cat); n >= r.warn {
-			add(Condition{Code: r.code, Level: LevelWarning, Penalty: 5,
-				Message:        fmt.Sprintf("%d %s in the last hour (warning at %d)", n, r.what, r.warn),
-				Recommendation: fmt.Sprintf("Many %s: look at logread for their causes.", r.what)})
+			add(ConditionOf(r.code, Args{ArgCount: itoa(n), ArgWhat: r.what, ArgLimit: itoa(r.warn)}))
 		}
 	}
 	if m.Goroutines >= cfg.GoroutineWarn {
-		add(Condition{Code: "goroutines_high", Level: LevelWarning, Penalty: 5,
-			Message: fmt.Sprintf("%d goroutines running (warning at %d)", m.Goroutines, cfg.GoroutineWarn), Recommendation: "Goroutines keep piling up; restart the daemon and report it."})
+		add(ConditionOf("goroutines_high", Args{ArgCount: itoa(m.Goroutines), ArgLimit: itoa(cfg.GoroutineWarn)}))
 	}
 	if m.Stacks >= uint64(cfg.StackWarnKB)*1024 {
-		add(Condition{Code: "stack_high", Level: LevelWarning, Penalty: 5,
-			Message: fmt.Sprintf("Goroutine stacks use %d KB (warning at %d KB)", m.Stacks/1024, cfg.StackWarnKB), Recommendation: "Deep recursion or many goroutines; restart the daemon and report it."})
+		add(ConditionOf("stack_high", Args{ArgCount: itoa(int(m.Stacks / 1024)), ArgLimit: itoa(cfg.StackWarnKB)}))
 	}
 	for _, c := range h.external {
 		add(c)
@@ -415,14 +396,16 @@ func Score(conds []Condition) (int, string) {
 	return score, status
 }
 
-func workerCond(code string, w supervisor.WorkerStatus, penalty int, msg, rec string) Condition {
-	level := LevelWarning
+// workerCond is a worker's condition: critical for an essential worker.
+func workerCond(family string, w supervisor.WorkerStatus) Condition {
+	c := ConditionOf(family+w.Name, Args{ArgError: w.LastError})
 	if w.Essential {
-		level = LevelCritical
+		c.Level = LevelCritical
 	}
-	return Condition{Code: code, Level: level, Penalty: penalty,
-		Message: fmt.Sprintf(msg, w.Name, w.LastError), Recommendation: fmt.Sprintf(rec, w.Name)}
+	return c
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }
 
 func leakCond(code, what string, l *Leak, now float64) (Condition, bool) {
 	if ok, _ := l.Detected(); !ok {
@@ -430,10 +413,8 @@ func leakCond(code, what string, l *Leak, now float64) (Condition, bool) {
 	}
 	base, _ := l.Baseline()
 	slope, fit := l.Slope()
-	return Condition{Code: code, Level: LevelWarning, Penalty: 20,
-		Message: fmt.Sprintf("Possible memory leak: %s grew from %.1f MB to %.1f MB (%+.0f KB/h, fit %.2f)",
-			what, base/(1<<20), now/(1<<20), slope/1024, fit),
-		Recommendation: "Memory keeps growing; restart the daemon (/etc/init.d/phonebook restart) before the router runs short, and report the crash history."}, true
+	return ConditionOf(code, Args{ArgWhat: what, ArgFrom: fmt.Sprintf("%.1f", base/(1<<20)), ArgTo: fmt.Sprintf("%.1f", now/(1<<20)),
+		ArgDetail: fmt.Sprintf("%+.0f KB/h, fit %.2f", slope/1024, fit)}), true
 }
 
 // fdLeaked is the rise over the baseline while the descriptor trend

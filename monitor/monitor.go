@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -170,8 +171,8 @@ func (m *Monitor) prune(names []string, phones map[string]bool) {
 	}
 	m.mu.Unlock()
 	for _, n := range gone {
-		m.alerts.ClearCondition("probe_failed:" + n)
-		m.alerts.ClearCondition("jitter:" + n)
+		m.alerts.SetHealthy("probe_failed:" + n)
+		m.alerts.SetHealthy("jitter:" + n)
 	}
 	m.phonesCondition()
 }
@@ -196,11 +197,9 @@ func (m *Monitor) phonesCondition() {
 	switch {
 	case !changed:
 	case down == 0:
-		m.alerts.ClearCondition(phonesCode)
+		m.alerts.SetHealthy(phonesCode)
 	default:
-		m.alerts.SetCondition(health.Condition{Code: phonesCode, Level: health.LevelWarning, Penalty: 5,
-			Message:        fmt.Sprintf("%d of %d registered phones do not answer SIP OPTIONS", down, all),
-			Recommendation: "Phones that registered and went silent (switched off, unplugged, a mesh link down) are called in vain until their registration expires; see phonebook status monitor."})
+		m.alerts.SetUnhealthy(phonesCode, health.Args{health.ArgCount: strconv.Itoa(down), health.ArgTotal: strconv.Itoa(all)})
 	}
 }
 
@@ -240,19 +239,15 @@ func (m *Monitor) record(name string, rtt time.Duration, err error, cfg config.M
 		return
 	}
 	if err != nil {
-		m.alerts.SetCondition(health.Condition{Code: "probe_failed:" + name, Level: health.LevelWarning, Penalty: 5,
-			Message:        fmt.Sprintf("Mesh target %s not answering SIP OPTIONS (%d of the last %d probes lost): %v", name, lost, len(t.results), err),
-			Recommendation: fmt.Sprintf("Check the mesh path to %s (AREDN node status, link quality).", name)})
+		m.alerts.SetUnhealthy("probe_failed:"+name, health.Args{health.ArgCount: strconv.Itoa(lost), health.ArgTotal: strconv.Itoa(len(t.results)), health.ArgError: err.Error()})
 	} else {
-		m.alerts.ClearCondition("probe_failed:" + name)
+		m.alerts.SetHealthy("probe_failed:" + name)
 	}
 	code := "jitter:" + name
 	if jitter != nil && *jitter > float64(cfg.JitterThresholdMS) {
-		m.alerts.SetCondition(health.Condition{Code: code, Level: health.LevelWarning, Penalty: 5,
-			Message:        fmt.Sprintf("High mesh jitter detected to %s: %.0f ms (threshold %d ms)", name, *jitter, cfg.JitterThresholdMS),
-			Recommendation: fmt.Sprintf("Voice to %s may break up; check the RF links on the path or lower the load on it.", name)})
+		m.alerts.SetUnhealthy(code, health.Args{health.ArgCount: fmt.Sprintf("%.0f", *jitter), health.ArgLimit: strconv.Itoa(cfg.JitterThresholdMS)})
 	} else {
-		m.alerts.ClearCondition(code)
+		m.alerts.SetHealthy(code)
 	}
 }
 

@@ -41,8 +41,12 @@ type alerts struct {
 	set map[string]health.Condition
 }
 
-func (a *alerts) SetCondition(c health.Condition) { a.mu.Lock(); a.set[c.Code] = c; a.mu.Unlock() }
-func (a *alerts) ClearCondition(code string)      { a.mu.Lock(); delete(a.set, code); a.mu.Unlock() }
+func (a *alerts) SetUnhealthy(code string, args health.Args) {
+	a.mu.Lock()
+	a.set[code] = health.ConditionOf(code, args)
+	a.mu.Unlock()
+}
+func (a *alerts) SetHealthy(code string) { a.mu.Lock(); delete(a.set, code); a.mu.Unlock() }
 func (a *alerts) has(code string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()

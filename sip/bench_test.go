@@ -17,8 +17,8 @@ import (
 
 type noAlerts struct{}
 
-func (noAlerts) SetCondition(health.Condition) {}
-func (noAlerts) ClearCondition(string)         {}
+func (noAlerts) SetUnhealthy(string, health.Args) {}
+func (noAlerts) SetHealthy(string)                {}
 
 // startServer runs the registrar under a supervisor on a loopback port.
 func startServer(tb testing.TB, maxBindings int) (*Server, string) {

@@ -36,10 +36,11 @@ import (
 	"github.com/aredn/phonebookd/ubus"
 )
 
-// Alerts receives conditions for the health system.
+// Alerts receives conditions for the health system: a code and its
+// arguments; the health registry writes the words.
 type Alerts interface {
-	SetCondition(health.Condition)
-	ClearCondition(code string)
+	SetUnhealthy(code string, args health.Args)
+	SetHealthy(code string)
 }
 
 // Causes of shed work, as counted in "phonebook status" sip.shed.
@@ -370,12 +371,10 @@ func (s *Server) checkOverload(last *[numShed]int64, overloaded, atCapacity bool
 		}
 	}
 	if len(grew) > 0 {
-		s.alerts.SetCondition(health.Condition{Code: "overload", Level: health.LevelWarning, Penalty: 10,
-			Message:        "SIP is shedding load (in the last " + Period.String() + ": " + strings.Join(grew, ", ") + "); see phonebook status sip.shed",
-			Recommendation: "A phone or host is flooding the node, or the limits in uci show phonebook.sip are too small for the phones here."})
+		s.alerts.SetUnhealthy("overload", health.Args{health.ArgDetail: Period.String(), health.ArgError: strings.Join(grew, ", ")})
 		overloaded = true
 	} else if overloaded {
-		s.alerts.ClearCondition("overload")
+		s.alerts.SetHealthy("overload")
 		overloaded = false
 	}
 	cfg := s.config()
@@ -384,11 +383,9 @@ func (s *Server) checkOverload(last *[numShed]int64, overloaded, atCapacity bool
 	s.mu.Unlock()
 	switch {
 	case full && !atCapacity:
-		s.alerts.SetCondition(health.Condition{Code: "sip_capacity", Level: health.LevelWarning, Penalty: 10,
-			Message:        fmt.Sprintf("Registrations at capacity (%d): new phones are refused with 503", cfg.MaxBindings),
-			Recommendation: "Raise phonebook.sip.max_bindings if the router has the memory, or move phones to another node."})
+		s.alerts.SetUnhealthy("sip_capacity", health.Args{health.ArgLimit: strconv.Itoa(cfg.MaxBindings)})
 	case !full && atCapacity:
-		s.alerts.ClearCondition("sip_capacity")
+		s.alerts.SetHealthy("sip_capacity")
 	}
 	return overloaded, full
 }

@@ -69,9 +69,7 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 			s.logs.Log(slog.LevelWarn, "accept", "sip: tcp accept failed; backing off", "err", err.Error())
 			if !failing {
 				failing = true
-				s.alerts.SetCondition(health.Condition{Code: "sip_accept_errors", Level: health.LevelWarning, Penalty: 10,
-					Message:        "SIP over TCP cannot accept connections: " + err.Error(),
-					Recommendation: "The daemon is out of file descriptors or memory; lower phonebook.sip.tcp_max_connections or find what holds descriptors (phonebook.health status file_descriptors)."})
+				s.alerts.SetUnhealthy("sip_accept_errors", health.Args{health.ArgError: err.Error()})
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			select {
@@ -84,7 +82,7 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		delay = 0
 		if failing {
 			failing = false
-			s.alerts.ClearCondition("sip_accept_errors")
+			s.alerts.SetHealthy("sip_accept_errors")
 		}
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
