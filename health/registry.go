@@ -140,7 +140,7 @@ var descriptors = []Descriptor{
 	{Code: "phones_unreachable", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, MaxShown: 1, When: "registered phones do not answer OPTIONS (one condition for all)",
 		Text: sprintf("%s of %s registered phones do not answer SIP OPTIONS", ArgCount, ArgTotal), Recommend: sprintf("Phones that registered and went silent (switched off, unplugged, a mesh link down) are called in vain until their registration expires; see phonebook status monitor.")},
 	{Code: "daemon_down", Level: LevelCritical, Penalty: 100, When: "raised by /cgi-bin/healthcheck: the daemon cannot be asked",
-		Text: sprintf("phonebookd is not running: %s", ArgError), Recommend: sprintf("Start it: /etc/init.d/phonebook start; read why it stopped: logread -e phonebook.")},
+		Text: sprintf("%s", ArgError), Recommend: sprintf("Start it: /etc/init.d/phonebook start; read why it stopped: logread -e phonebook; if procd gave up on it, ubus call service list '{\"name\":\"phonebook\"}' shows it.")},
 }
 
 // Texts shared by families of the same kind.

@@ -79,16 +79,19 @@ func askCheck(ctx context.Context, socket string) ([]byte, error) {
 // asked: every field of the specification, with null where nothing can
 // be known without the daemon.
 func DownDocument(now time.Time, why error) []byte {
-	f := false
+	// The registry's daemon_down writes the alert; the score and status
+	// follow from it by the formula of docs/HEALTH.md.
+	c := health.ConditionOf("daemon_down", health.Args{health.ArgError: why.Error()})
+	score, status := health.Score([]health.Condition{c})
+	f, s := false, float64(score)
 	doc := health.Check{
-		Status: "critical", Timestamp: health.Time{Time: now}, HealthScore: new(float64), // nothing works: 0
+		Status: status, Timestamp: health.Time{Time: now}, HealthScore: &s,
 		// Only what is known without the daemon: its workers are not
 		// responding. The rest is unknown (null), not guessed; the
 		// daemon's uptime too (it is not running).
-		Checks: &health.Checks{ThreadsResponsive: &f},
-		Alerts: []health.Notice{{Level: "critical", Code: "daemon_down", Since: health.Time{Time: now}, Message: why.Error()}},
-		Recommendations: []string{"Start it: /etc/init.d/phonebook start; read why it stopped: logread -e phonebook; " +
-			"if procd gave up on it, ubus call service list '{\"name\":\"phonebook\"}' shows it."},
+		Checks:          &health.Checks{ThreadsResponsive: &f},
+		Alerts:          []health.Notice{{Level: c.Level, Code: c.Code, Since: health.Time{Time: now}, Message: c.Message}},
+		Recommendations: []string{c.Recommendation},
 	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
