@@ -58,14 +58,7 @@ func TestMainCPUFollowsSIPWork(t *testing.T) {
 // restarts that cannot cure it, until the supervisor escalates.
 func TestStuckSIPHandlerStopsWatchdog(t *testing.T) {
 	e := newFaultEnv(t, map[string]string{"health.health_check_interval": "1", "health.max_restart_attempts": "10"})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// procd's side: count service watchdog calls.
-	var arms atomic.Int64
-	procd := ubus.NewBus(e.sock, nil)
-	procd.Register(ctx, &ubus.Object{Path: "service", Methods: []ubus.Method{{Name: "watchdog",
-		Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) { arms.Add(1); return nil, nil }}}})
-	go procd.Run(ctx)
+	arms := fakeProcd(t, e.sock)
 	e.start()
 	waitFor(t, 15*time.Second, "the watchdog re-armed while healthy", func() bool { return arms.Load() > 0 })
 	e.inject("main", "sip_stuck")
@@ -83,4 +76,17 @@ func TestStuckSIPHandlerStopsWatchdog(t *testing.T) {
 	if th := e.thread("main"); th == nil || num(th["restart_count"]) == 0 {
 		t.Errorf("main not restarted: %v", th)
 	}
+}
+
+// fakeProcd plays procd's service object on the broker and counts the
+// daemon's watchdog re-arms (ubus call service watchdog).
+func fakeProcd(t *testing.T, sock string) *atomic.Int64 {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var arms atomic.Int64
+	procd := ubus.NewBus(sock, nil)
+	procd.Register(ctx, &ubus.Object{Path: "service", Methods: []ubus.Method{{Name: "watchdog",
+		Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) { arms.Add(1); return nil, nil }}}})
+	go procd.Run(ctx)
+	return &arms
 }

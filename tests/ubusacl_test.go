@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,11 +51,7 @@ func TestUbusdACLNamesWhatTheDaemonUses(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// procd's side, and a listener for every event.
-	var watchdogCalls atomic.Int64
-	procd := ubus.NewBus(e.sock, nil)
-	procd.Register(ctx, &ubus.Object{Path: "service", Methods: []ubus.Method{{Name: "watchdog",
-		Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) { watchdogCalls.Add(1); return nil, nil }}}})
-	go procd.Run(ctx)
+	watchdogCalls := fakeProcd(t, e.sock)
 	var mu sync.Mutex
 	events := map[string]bool{}
 	conn, err := ubus.Dial(ctx, e.sock, nil)
