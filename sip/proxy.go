@@ -394,18 +394,13 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 	cs, _ := m.CSeq()
 	tx.cseq = cs.Num
 	var rl []byte
-	if !rt.dropRoute {
-		m.Each("route", func(v string) bool { rl = append(append(append(rl, "Route: "...), v...), "\r\n"...); return true })
-	} else {
-		skip := true
-		m.Each("route", func(v string) bool {
-			if skip {
-				skip = false
-				return true
-			}
-			rl = append(append(append(rl, "Route: "...), v...), "\r\n"...)
-			return true
-		})
+	skip := rt.dropRoute // our own Route is not forwarded
+	for it := m.iter("route"); it.next(); {
+		if skip {
+			skip = false
+			continue
+		}
+		rl = append(append(append(rl, "Route: "...), it.val...), "\r\n"...)
 	}
 	tx.route = string(rl)
 	if !s.addTx(tx, cfg.MaxTransactions) {
