@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/aredn/phonebookd/supervisor"
@@ -23,8 +22,7 @@ const orphanAge = time.Minute
 // (every health_check_interval and on events) and the hygiene (orphaned
 // temporary files of interrupted writes removed).
 type safety struct {
-	d       *Daemon
-	cleaned atomic.Int64 // orphaned files removed, expired bindings and stale calls swept
+	d *Daemon
 }
 
 func (s *safety) run(ctx context.Context, w *supervisor.Worker) error {
@@ -72,7 +70,6 @@ const minEventGap = time.Second
 // files that an interrupted atomic write left.
 func (s *safety) hygiene(now time.Time) {
 	if b, c := s.d.sip.Sweep(now); b+c > 0 {
-		s.cleaned.Add(int64(b + c))
 		s.d.log.Info("swept", "expired_bindings", b, "stale_calls", c)
 	}
 	cfg := s.d.config()
@@ -91,7 +88,6 @@ func (s *safety) hygiene(now time.Time) {
 				continue
 			}
 			if os.Remove(filepath.Join(dir, e.Name())) == nil {
-				s.cleaned.Add(1)
 				s.d.log.Info("removed an orphaned temporary file", "path", filepath.Join(dir, e.Name()))
 			}
 		}
