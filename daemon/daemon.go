@@ -132,12 +132,14 @@ func (d *Daemon) setup() error {
 		{"run directory (RAM)", cfg.Main.RunDir, "run_dir", true},
 		{"state directory (flash)", cfg.Main.StateDir, "state_dir", false},
 	} {
+		var err error
 		if dir.create {
-			if err := os.MkdirAll(dir.path, 0o755); err != nil {
-				return fmt.Errorf("%s %s cannot be created by uid %d: %w (phonebook.main.%s; /etc/init.d/phonebook creates it for the phonebook user)", dir.what, dir.path, os.Getuid(), err, dir.option)
-			}
+			err = os.MkdirAll(dir.path, 0o755)
 		}
-		if err := procfs.Writable(dir.path); err != nil {
+		if err == nil {
+			err = procfs.Writable(dir.path)
+		}
+		if err != nil {
 			return fmt.Errorf("%s %s is not writable by uid %d: %w (phonebook.main.%s; /etc/init.d/phonebook creates it for the phonebook user)", dir.what, dir.path, os.Getuid(), err, dir.option)
 		}
 	}
