@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aredn/phonebookd/internal/poll"
 	"github.com/aredn/phonebookd/page"
 	"github.com/aredn/phonebookd/uci"
 )
@@ -149,16 +150,8 @@ func startBroker(t *testing.T, sock string) *proc {
 	return p
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitFor waits up to timeout for cond (a daemon's state, a process).
+var waitFor = poll.Within
 
 // tree is a daemon's whole file system: configuration, save directory,
 // flash state, RAM run directory and web root, all under one directory.
