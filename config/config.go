@@ -27,8 +27,10 @@ type Config struct {
 	Main    Main
 	SIP     SIP
 	Health  Health
-	Fetcher Fetcher
-	Monitor Monitor
+	Fetcher  Fetcher
+	Monitor  Monitor
+	Metrics  Metrics
+	Reporter Reporter
 }
 
 // Main holds the paths (section "main", type "phonebook"). Every file the
@@ -38,6 +40,27 @@ type Main struct {
 	RunDir   string // RAM: run marker, crash output, restart count
 	WWWDir   string // web root: published directory, CGI data
 	AppsDir  string // RAM: the AREDN app launcher's badge
+	// Buses the daemon publishes on: "auto" (ubus where ubusd's socket
+	// exists, D-Bus where a system bus does), "1" or "0". Applied at start.
+	Ubus        string
+	DBus        string
+	DBusAddress string // "" is the system bus; a D-Bus address otherwise (tests)
+}
+
+// Metrics holds the optional Prometheus listener (section "metrics").
+type Metrics struct {
+	Listen         string // "" is off; IP:port otherwise
+	MaxConnections int    // scrapes served at once; past it refused
+}
+
+// Reporter holds the collector reports (section "reporter", the
+// specification's health_reporter).
+type Reporter struct {
+	URL      string // "" is off
+	Interval int    // seconds between reports
+	Queue    int    // reports kept in RAM while the collector is unreachable
+	Timeout  int    // seconds per POST
+	Node     string // node name in the report; "" is the host name
 }
 
 // SIP holds the registrar/proxy settings (section "sip").
@@ -67,6 +90,8 @@ type Health struct {
 	MemoryLeakDetection bool
 	HealthEndpoint      bool
 	HealthCheckInterval int // seconds
+	HistoryStep         int // seconds between history points
+	HistoryPoints       int // points the history ring keeps
 	CrashHistoryDays    int
 	CrashHistoryMax     int
 	MaxRestartAttempts  int
@@ -131,6 +156,7 @@ type field struct {
 // Sections maps each section name to its UCI type.
 var Sections = map[string]string{
 	"main": "phonebook", "sip": "sip", "health": "software_health", "fetcher": "fetcher", "monitor": "monitor",
+	"metrics": "metrics", "reporter": "reporter",
 }
 
 func fields() []field {
@@ -139,6 +165,9 @@ func fields() []field {
 		{"main", "run_dir", kString, "/tmp/phonebook", 0, 0, func(c *Config) any { return &c.Main.RunDir }, "RAM directory for the run marker, crash output and restart count", nil},
 		{"main", "www_dir", kString, "/www", 0, 0, func(c *Config) any { return &c.Main.WWWDir }, "web root", nil},
 		{"main", "apps_dir", kString, "/tmp/apps/phonebook", 0, 0, func(c *Config) any { return &c.Main.AppsDir }, "RAM directory of the app launcher badge", nil},
+		{"main", "ubus", kString, "auto", 0, 0, func(c *Config) any { return &c.Main.Ubus }, "publish on ubus: auto (when ubusd is there), 1 or 0", checkAuto},
+		{"main", "dbus", kString, "auto", 0, 0, func(c *Config) any { return &c.Main.DBus }, "publish on D-Bus as org.aredn.Phonebook1: auto (when a system bus is there), 1 or 0", checkAuto},
+		{"main", "dbus_address", kString, "", 0, 0, func(c *Config) any { return &c.Main.DBusAddress }, "D-Bus address; empty is the system bus", nil},
 
 		{"sip", "listen", kString, "0.0.0.0:5060", 0, 0, func(c *Config) any { return &c.SIP.Listen }, "UDP/TCP address of the registrar/proxy (IP:port; 0.0.0.0 every interface)", checkListen},
 		{"sip", "max_bindings", kInt, "256", 1, 100000, func(c *Config) any { return &c.SIP.MaxBindings }, "registered users kept at most; past it a new phone's REGISTER gets 503", nil},
@@ -161,6 +190,8 @@ func fields() []field {
 		{"health", "memory_leak_detection", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.MemoryLeakDetection }, "memory and descriptor leak detection", nil},
 		{"health", "health_endpoint", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.HealthEndpoint }, "serve /cgi-bin/healthcheck", nil},
 		{"health", "health_check_interval", kInt, "60", 1, 86400, func(c *Config) any { return &c.Health.HealthCheckInterval }, "seconds between health evaluations", nil},
+		{"health", "history_step", kInt, "60", 10, 3600, func(c *Config) any { return &c.Health.HistoryStep }, "seconds between points of the in-RAM history (phonebook.health history)", nil},
+		{"health", "history_points", kInt, "1440", 10, 10080, func(c *Config) any { return &c.Health.HistoryPoints }, "history points kept in RAM (1440 at 60 s is 24 h, about 60 KB)", nil},
 		{"health", "crash_history_days", kInt, "7", 1, 3650, func(c *Config) any { return &c.Health.CrashHistoryDays }, "days of crash records kept", nil},
 		{"health", "crash_history_max", kInt, "50", 1, 1000, func(c *Config) any { return &c.Health.CrashHistoryMax }, "crash records kept at most", nil},
 		{"health", "max_restart_attempts", kInt, "3", 0, 1000, func(c *Config) any { return &c.Health.MaxRestartAttempts }, "worker restarts inside restart_window before it is failed", nil},
@@ -192,6 +223,15 @@ func fields() []field {
 		{"monitor", "interval", kInt, "60", 5, 86400, func(c *Config) any { return &c.Monitor.Interval }, "seconds between probe rounds", nil},
 		{"monitor", "probe_timeout_ms", kInt, "2000", 10, 60000, func(c *Config) any { return &c.Monitor.ProbeTimeoutMS }, "milliseconds a probe may take", nil},
 		{"monitor", "jitter_threshold_ms", kInt, "50", 1, 60000, func(c *Config) any { return &c.Monitor.JitterThresholdMS }, "jitter that raises an alert", nil},
+		{"metrics", "listen", kString, "", 0, 0, func(c *Config) any { return &c.Metrics.Listen }, "Prometheus /metrics listener (IP:port); empty is off (AREDN serves /metrics itself)", checkListen},
+		{"metrics", "max_connections", kInt, "4", 1, 64, func(c *Config) any { return &c.Metrics.MaxConnections }, "scrapes served at once; past it the connection is refused", nil},
+
+		{"reporter", "url", kString, "", 0, 0, func(c *Config) any { return &c.Reporter.URL }, "collector URL the agent health report is POSTed to (http://); empty is off", checkHTTPURL},
+		{"reporter", "interval", kInt, "300", 10, 86400, func(c *Config) any { return &c.Reporter.Interval }, "seconds between reports (and one at once on a change of status)", nil},
+		{"reporter", "queue", kInt, "32", 1, 1024, func(c *Config) any { return &c.Reporter.Queue }, "reports kept in RAM while the collector is unreachable; past it the oldest is dropped and counted", nil},
+		{"reporter", "timeout", kInt, "10", 1, 300, func(c *Config) any { return &c.Reporter.Timeout }, "seconds a POST may take", nil},
+		{"reporter", "node", kString, "", 0, 0, func(c *Config) any { return &c.Reporter.Node }, "node name in the report; empty is the host name", nil},
+
 		{"monitor", "probe_phones", kBool, "1", 0, 0, func(c *Config) any { return &c.Monitor.ProbePhones }, "probe registered phones too", nil},
 	}
 }
@@ -244,6 +284,10 @@ func (f field) set(c *Config, text string) error {
 		}
 		*p = x
 	case *string:
+		if text == "" && f.def == "" { // optional: empty is off
+			*p = ""
+			return nil
+		}
 		if text == "" {
 			return errors.New("a non-empty string")
 		}
@@ -275,6 +319,15 @@ func checkListen(v string) error {
 		return errors.New("an IP address and port, such as 0.0.0.0:5060")
 	}
 	return nil
+}
+
+// checkAuto accepts the tri-state of a bus choice.
+func checkAuto(v string) error {
+	switch v {
+	case "auto", "1", "0":
+		return nil
+	}
+	return errors.New("auto, 1 or 0")
 }
 
 // checkHostName accepts a DNS name (letters, digits, '-', '.').

@@ -79,6 +79,8 @@ type Options struct {
 	WorkerExtra func(worker string, all []supervisor.WorkerStatus) []ubus.Value
 	// OnStatus is told of every change of status.
 	OnStatus func(old, new string, snap *Snapshot)
+	// Phones counts the registered phones, for the history.
+	Phones func() int
 }
 
 // System samples the process, evaluates its health and keeps the snapshot.
@@ -101,6 +103,8 @@ type System struct {
 	reach    map[string]reachState
 	cpu      procfs.CPUWindow // process CPU, sampled each second by SampleCPU
 	clkTck   float64
+
+	history *History
 
 	snap    atomic.Pointer[Snapshot]
 	trigger chan struct{}
@@ -135,6 +139,15 @@ func (h *System) Configure(cfg config.Health) {
 	old := h.cfg
 	h.cfg = cfg
 	h.cfgMu.Unlock()
+	step, points := time.Duration(cfg.HistoryStep)*time.Second, cfg.HistoryPoints
+	if step <= 0 || points <= 0 { // settings built in code, not from UCI
+		step, points = time.Minute, 1440
+	}
+	if h.history == nil {
+		h.history = NewHistory(step, points)
+	} else {
+		h.history.Resize(step, points)
+	}
 	if cfg.MemoryLimitMB > 0 {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimitMB) << 20)
 	} else if old.MemoryLimitMB > 0 {
@@ -228,6 +241,9 @@ func (h *System) Triggered() <-chan struct{} { return h.trigger }
 
 // Evaluations counts the evaluations run since start.
 func (h *System) Evaluations() int64 { return h.evals.Load() }
+
+// History is the in-RAM ring of the last day (phonebook.health history).
+func (h *System) History() *History { return h.history }
 
 // Snapshot returns the latest evaluation (nil before the first).
 func (h *System) Snapshot() *Snapshot { return h.snap.Load() }
@@ -481,6 +497,12 @@ func (h *System) publish(snap *Snapshot, cfg config.Health, m procfs.MemSample, 
 		threads = h.threads(snap)
 	}
 	snap.ThreadsBody = ubus.AppendValues(nil, ubus.ValuesOf(&Threads{Threads: threads}))
+
+	phones := 0
+	if h.opt.Phones != nil {
+		phones = h.opt.Phones()
+	}
+	h.history.record(snap, phones)
 
 	old := h.snap.Swap(snap)
 	oldStatus := ""

@@ -1,0 +1,213 @@
+package health
+
+import (
+	"sync"
+	"time"
+
+	"github.com/aredn/phonebookd/crash"
+)
+
+// History is the last day of health at a glance: a fixed ring of points,
+// one every step, kept in RAM only (never on flash), so that an operator
+// can ask "was it leaking last night?" or "when did phones drop?". Its
+// size is set once (history_points); a longer run overwrites the oldest
+// point, so the ring never grows.
+type History struct {
+	mu       sync.Mutex
+	step     time.Duration
+	points   []point // ring storage, len == capacity
+	next     int     // where the next point goes
+	n        int     // points held
+	marks    []HistoryMark
+	last     time.Time      // time of the newest point
+	restarts map[string]int // restart count per worker at the last point
+}
+
+// point is one sample, compact (about 40 bytes): -1 is "not measured".
+type point struct {
+	t                          int64 // unix seconds
+	status                     uint8
+	score                      int16 // -1: monitoring disabled
+	rssKB, privKB              int32
+	fds                        int32
+	phones                     int32
+	sipErr, probeErr, fetchErr int32
+}
+
+// maxMarks bounds the crash and restart marks kept.
+const maxMarks = 64
+
+var statusCodes = []string{Healthy, Degraded, Critical, Disabled}
+
+func statusCode(s string) uint8 {
+	for i, v := range statusCodes {
+		if v == s {
+			return uint8(i)
+		}
+	}
+	return uint8(len(statusCodes) - 1)
+}
+
+// NewHistory makes a ring of capacity points, one every step.
+func NewHistory(step time.Duration, capacity int) *History {
+	return &History{step: step, points: make([]point, max(capacity, 1)), restarts: map[string]int{}}
+}
+
+// Resize applies new settings; the points kept are the newest that fit.
+func (h *History) Resize(step time.Duration, capacity int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	capacity = max(capacity, 1)
+	h.step = step
+	if capacity == len(h.points) {
+		return
+	}
+	old := h.ordered()
+	if len(old) > capacity {
+		old = old[len(old)-capacity:]
+	}
+	h.points = make([]point, capacity)
+	copy(h.points, old)
+	h.n = len(old)
+	h.next = h.n % capacity
+}
+
+// ordered returns the points oldest first; h.mu is held.
+func (h *History) ordered() []point {
+	out := make([]point, 0, h.n)
+	start := (h.next - h.n + len(h.points)) % len(h.points)
+	for i := 0; i < h.n; i++ {
+		out = append(out, h.points[(start+i)%len(h.points)])
+	}
+	return out
+}
+
+// Len is how many points are held; Cap how many can be.
+func (h *History) Len() int { h.mu.Lock(); defer h.mu.Unlock(); return h.n }
+
+// Cap is the ring's capacity.
+func (h *History) Cap() int { h.mu.Lock(); defer h.mu.Unlock(); return len(h.points) }
+
+// record adds snap as a point if a step has passed since the last one,
+// and marks the workers restarted since then.
+func (h *History) record(snap *Snapshot, phones int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, w := range snap.Workers {
+		if prev, ok := h.restarts[w.Name]; ok && w.Restarts > prev {
+			h.mark(HistoryMark{Time: Time{snap.Time}, Kind: "restart", Worker: w.Name})
+		}
+		h.restarts[w.Name] = w.Restarts
+	}
+	if !h.last.IsZero() && snap.Time.Sub(h.last) < h.step {
+		return
+	}
+	h.last = snap.Time
+	p := point{t: snap.Time.Unix(), status: statusCode(snap.Status), score: -1, rssKB: -1, privKB: -1, fds: -1, phones: int32(phones)}
+	if snap.Status != Disabled {
+		p.score = int16(snap.Score)
+	}
+	sh := &snap.Health
+	if m := sh.Memory; m != nil {
+		if m.RSSMB != nil {
+			p.rssKB = int32(*m.RSSMB * 1024)
+		}
+		if m.RSSAnonMB != nil {
+			p.privKB = int32(*m.RSSAnonMB * 1024)
+		}
+	}
+	if f := sh.FileDescriptors; f != nil && f.Open != nil {
+		p.fds = *f.Open
+	}
+	if e := sh.ErrorRates; e != nil {
+		p.sipErr, p.probeErr, p.fetchErr = e.SIPErrorsPerHour, e.ProbeFailuresPerHour, e.FetchFailuresPerHour
+	}
+	h.points[h.next] = p
+	h.next = (h.next + 1) % len(h.points)
+	h.n = min(h.n+1, len(h.points))
+}
+
+func (h *History) mark(m HistoryMark) {
+	if len(h.marks) == maxMarks {
+		h.marks = append(h.marks[:0], h.marks[1:]...)
+	}
+	h.marks = append(h.marks, m)
+}
+
+// HistoryDoc is the phonebook.health history document: columns of equal
+// length, oldest first (columns keep the message small: 1,440 points are
+// about 150 KB of blobmsg), and the crash and restart marks that fall in
+// the window. limit > 0 returns only the newest limit points.
+type HistoryDoc struct {
+	StepSeconds          int32         `json:"step_seconds"`
+	Capacity             int32         `json:"capacity"`
+	Time                 []int64       `json:"time"` // unix seconds
+	Status               []string      `json:"status"`
+	Score                []*int32      `json:"score"`
+	RSSMB                []*float64    `json:"rss_mb"`
+	PrivateMB            []*float64    `json:"private_mb"`
+	FDs                  []*int32      `json:"fds"`
+	Phones               []int32       `json:"phones"`
+	SIPErrorsPerHour     []int32       `json:"sip_errors_per_hour"`
+	ProbeFailuresPerHour []int32       `json:"probe_failures_per_hour"`
+	FetchFailuresPerHour []int32       `json:"fetch_failures_per_hour"`
+	Marks                []HistoryMark `json:"marks"`
+}
+
+// HistoryMark is a crash or a worker restart on the time axis.
+type HistoryMark struct {
+	Time   Time   `json:"time"`
+	Kind   string `json:"kind"` // crash, restart
+	Worker string `json:"worker"`
+	Reason string `json:"reason"`
+}
+
+// Doc returns the history document, with the crash records of crashes
+// among the marks.
+func (h *History) Doc(crashes []crash.Record, limit int) HistoryDoc {
+	h.mu.Lock()
+	pts := h.ordered()
+	marks := append([]HistoryMark(nil), h.marks...)
+	d := HistoryDoc{StepSeconds: int32(h.step / time.Second), Capacity: int32(len(h.points))}
+	h.mu.Unlock()
+	if limit > 0 && len(pts) > limit {
+		pts = pts[len(pts)-limit:]
+	}
+	n := len(pts)
+	d.Time, d.Status, d.Score = make([]int64, n), make([]string, n), make([]*int32, n)
+	d.RSSMB, d.PrivateMB, d.FDs = make([]*float64, n), make([]*float64, n), make([]*int32, n)
+	d.Phones, d.SIPErrorsPerHour, d.ProbeFailuresPerHour, d.FetchFailuresPerHour = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
+	kb := func(v int32) *float64 {
+		if v < 0 {
+			return nil
+		}
+		return ptr(float64(v) / 1024)
+	}
+	opt := func(v int32) *int32 {
+		if v < 0 {
+			return nil
+		}
+		return ptr(v)
+	}
+	for i, p := range pts {
+		d.Time[i], d.Status[i] = p.t, statusCodes[p.status]
+		d.Score[i], d.RSSMB[i], d.PrivateMB[i], d.FDs[i] = opt(int32(p.score)), kb(p.rssKB), kb(p.privKB), opt(p.fds)
+		d.Phones[i], d.SIPErrorsPerHour[i], d.ProbeFailuresPerHour[i], d.FetchFailuresPerHour[i] = p.phones, p.sipErr, p.probeErr, p.fetchErr
+	}
+	var from int64
+	if n > 0 {
+		from = pts[0].t
+	}
+	d.Marks = []HistoryMark{}
+	for _, r := range crashes {
+		if r.Time.Unix() >= from {
+			d.Marks = append(d.Marks, HistoryMark{Time: Time{r.Time}, Kind: "crash", Worker: r.Worker, Reason: r.Reason})
+		}
+	}
+	for _, m := range marks {
+		if m.Time.Unix() >= from {
+			d.Marks = append(d.Marks, m)
+		}
+	}
+	return d
+}
