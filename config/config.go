@@ -24,9 +24,9 @@ const Package = "phonebook"
 
 // Config is the daemon's complete configuration.
 type Config struct {
-	Main    Main
-	SIP     SIP
-	Health  Health
+	Main     Main
+	SIP      SIP
+	Health   Health
 	Fetcher  Fetcher
 	Monitor  Monitor
 	Metrics  Metrics
