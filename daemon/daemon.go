@@ -333,22 +333,8 @@ func (d *Daemon) watchdog(ctx context.Context) {
 	if !d.config().Health.Watchdog || !d.bus.Connected() {
 		return
 	}
-	now := d.clock.Now()
-	for _, w := range d.sup.Snapshot() {
-		if !w.Essential {
-			continue
-		}
-		switch {
-		case w.Status == supervisor.StatusBlocked:
-			// Retried in process (a listen address that cannot be
-			// bound); a procd restart would not fix it.
-		case w.Status != supervisor.StatusHealthy:
-			return
-		case w.LastHeartbeat.IsZero() || now.Sub(w.LastHeartbeat) > 2*w.Period:
-			// Healthy only on paper: a restarted instance that has not
-			// beaten yet, or one going quiet before its deadline.
-			return
-		}
+	if !supervisor.EssentialAlive(d.sup.Snapshot(), d.clock.Now()) {
+		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()

@@ -630,3 +630,24 @@ func (s *Supervisor) sampleCPU(inst *instance) {
 	}
 	inst.cpu.Add(at, total)
 }
+
+// EssentialAlive is the watchdog rule, the same for procd and systemd:
+// every essential worker is healthy and has beaten within two periods. A
+// blocked worker (retrying in process, such as a listen address that
+// cannot be bound) counts as alive, because a restart would not fix it;
+// a restarted instance that has not beaten yet does not.
+func EssentialAlive(workers []WorkerStatus, now time.Time) bool {
+	for _, w := range workers {
+		if !w.Essential {
+			continue
+		}
+		switch {
+		case w.Status == StatusBlocked:
+		case w.Status != StatusHealthy:
+			return false
+		case w.LastHeartbeat.IsZero() || now.Sub(w.LastHeartbeat) > 2*w.Period:
+			return false
+		}
+	}
+	return true
+}

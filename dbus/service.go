@@ -1,0 +1,274 @@
+// Package dbus publishes the health system on D-Bus as org.aredn.Phonebook1,
+// for Debian and Raspberry Pi OS hosts where the bus is D-Bus rather than
+// ubus. Its objects mirror the ubus ones (phonebook.health,
+// phonebook.threads): the same documents, from the same snapshot, as
+// JSON strings, plus typed properties and a StatusChanged signal. Who may
+// call the write methods is the bus policy's decision
+// (files/usr/share/dbus-1/system.d/org.aredn.Phonebook1.conf).
+package dbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+	"github.com/godbus/dbus/v5/introspect"
+	"github.com/godbus/dbus/v5/prop"
+)
+
+// Names on the bus.
+const (
+	Name         = "org.aredn.Phonebook1"
+	HealthPath   = godbus.ObjectPath("/org/aredn/Phonebook1/Health")
+	ThreadsPath  = godbus.ObjectPath("/org/aredn/Phonebook1/Threads")
+	HealthIface  = "org.aredn.Phonebook1.Health"
+	ThreadsIface = "org.aredn.Phonebook1.Threads"
+	// ErrInvalidArgs is the error name of a bad argument (an unknown
+	// worker, a negative limit).
+	ErrInvalidArgs = "org.freedesktop.DBus.Error.InvalidArgs"
+)
+
+// ErrInvalid marks an API error caused by the caller's arguments.
+var ErrInvalid = errors.New("invalid argument")
+
+// API answers the methods: the daemon's documents as JSON text, the same
+// as "ubus call" prints them.
+type API interface {
+	Status() string
+	Check() string
+	Crashes(limit, offset int) (string, error)
+	ClearCrashes() error
+	History(limit int) string
+	Threads() string
+	Restart(name string) error
+}
+
+// State is what the typed properties of the Health object show.
+type State struct {
+	Status        string
+	HealthScore   int32 // -1: monitoring disabled, there is no score
+	Alerts        int32
+	CrashCount24h int32
+	RestartCount  int32
+	LeakDetected  bool
+}
+
+// Service keeps the objects published, reconnecting when the bus goes
+// away (a dbus-daemon restart) and re-applying the last state.
+type Service struct {
+	// Address is a D-Bus address; "" is the system bus.
+	Address string
+	API     API
+	Log     *slog.Logger
+
+	mu    sync.Mutex
+	conn  *godbus.Conn
+	props *prop.Properties
+	state State
+	// Registrations counts successful publications (1 plus reconnects).
+	registrations int
+}
+
+// Registrations counts how often the name was acquired: 1 plus the
+// reconnects after a bus restart.
+func (s *Service) Registrations() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.registrations
+}
+
+// Run publishes the objects and keeps them published until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+	backoff := 500 * time.Millisecond
+	logged := false
+	for ctx.Err() == nil {
+		conn, err := s.publish(ctx)
+		if err != nil {
+			if !logged { // once per outage, not once per attempt
+				s.Log.Warn("D-Bus not available; retrying", "err", err)
+				logged = true
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+			continue
+		}
+		s.Log.Info("published on D-Bus", "name", Name)
+		logged, backoff = false, 500*time.Millisecond
+		select {
+		case <-ctx.Done():
+			conn.Close()
+		case <-conn.Context().Done():
+			s.Log.Warn("D-Bus connection lost; reconnecting")
+		}
+		s.mu.Lock()
+		s.conn, s.props = nil, nil
+		s.mu.Unlock()
+	}
+}
+
+func (s *Service) connect(ctx context.Context) (*godbus.Conn, error) {
+	if s.Address == "" {
+		return godbus.ConnectSystemBus(godbus.WithContext(ctx))
+	}
+	return godbus.Connect(s.Address, godbus.WithContext(ctx))
+}
+
+func (s *Service) publish(ctx context.Context) (*godbus.Conn, error) {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*godbus.Conn, error) {
+		conn.Close()
+		return nil, err
+	}
+	h, th := &healthMethods{s}, &threadsMethods{s}
+	if err := conn.Export(h, HealthPath, HealthIface); err != nil {
+		return fail(err)
+	}
+	if err := conn.Export(th, ThreadsPath, ThreadsIface); err != nil {
+		return fail(err)
+	}
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	props, err := prop.Export(conn, HealthPath, prop.Map{HealthIface: propMap(st)})
+	if err != nil {
+		return fail(err)
+	}
+	healthNode := &introspect.Node{Name: string(HealthPath), Interfaces: []introspect.Interface{
+		introspect.IntrospectData, prop.IntrospectData,
+		{Name: HealthIface, Methods: introspect.Methods(h), Properties: props.Introspection(HealthIface),
+			Signals: []introspect.Signal{{Name: "StatusChanged", Args: []introspect.Arg{
+				{Name: "old", Type: "s"}, {Name: "new", Type: "s"}, {Name: "health_score", Type: "i"}}}}},
+	}}
+	threadsNode := &introspect.Node{Name: string(ThreadsPath), Interfaces: []introspect.Interface{
+		introspect.IntrospectData, {Name: ThreadsIface, Methods: introspect.Methods(th)},
+	}}
+	if err := conn.Export(introspect.NewIntrospectable(healthNode), HealthPath, "org.freedesktop.DBus.Introspectable"); err != nil {
+		return fail(err)
+	}
+	if err := conn.Export(introspect.NewIntrospectable(threadsNode), ThreadsPath, "org.freedesktop.DBus.Introspectable"); err != nil {
+		return fail(err)
+	}
+	reply, err := conn.RequestName(Name, godbus.NameFlagDoNotQueue)
+	if err != nil {
+		return fail(fmt.Errorf("request name %s: %w", Name, err))
+	}
+	if reply != godbus.RequestNameReplyPrimaryOwner {
+		return fail(fmt.Errorf("request name %s: already owned by another process", Name))
+	}
+	s.mu.Lock()
+	s.conn, s.props = conn, props
+	s.registrations++
+	s.mu.Unlock()
+	return conn, nil
+}
+
+func propMap(st State) map[string]*prop.Prop {
+	p := func(v any) *prop.Prop { return &prop.Prop{Value: v, Emit: prop.EmitTrue} }
+	return map[string]*prop.Prop{
+		"Status": p(st.Status), "HealthScore": p(st.HealthScore), "Alerts": p(st.Alerts),
+		"CrashCount24h": p(st.CrashCount24h), "RestartCount": p(st.RestartCount), "LeakDetected": p(st.LeakDetected),
+	}
+}
+
+// Update shows a new evaluation: each property that changed is set
+// (PropertiesChanged), and a change of status also sends StatusChanged.
+func (s *Service) Update(st State) {
+	s.mu.Lock()
+	old := s.state
+	s.state = st
+	conn, props := s.conn, s.props
+	s.mu.Unlock()
+	if props == nil {
+		return // published with this state at the next connection
+	}
+	set := func(name string, changed bool, v any) {
+		if changed {
+			props.SetMust(HealthIface, name, v)
+		}
+	}
+	set("Status", old.Status != st.Status, st.Status)
+	set("HealthScore", old.HealthScore != st.HealthScore, st.HealthScore)
+	set("Alerts", old.Alerts != st.Alerts, st.Alerts)
+	set("CrashCount24h", old.CrashCount24h != st.CrashCount24h, st.CrashCount24h)
+	set("RestartCount", old.RestartCount != st.RestartCount, st.RestartCount)
+	set("LeakDetected", old.LeakDetected != st.LeakDetected, st.LeakDetected)
+	if old.Status != st.Status {
+		if err := conn.Emit(HealthPath, HealthIface+".StatusChanged", old.Status, st.Status, st.HealthScore); err != nil {
+			s.Log.Debug("emit StatusChanged", "err", err)
+		}
+	}
+}
+
+func dbusErr(err error) *godbus.Error {
+	if errors.Is(err, ErrInvalid) {
+		return godbus.NewError(ErrInvalidArgs, []any{err.Error()})
+	}
+	return godbus.MakeFailedError(err)
+}
+
+// healthMethods are the Health interface's methods (exported names only:
+// introspection lists every exported method of this type).
+type healthMethods struct{ s *Service }
+
+// Status is phonebook.health status.
+func (h *healthMethods) Status() (string, *godbus.Error) { return h.s.API.Status(), nil }
+
+// Check is phonebook.health check.
+func (h *healthMethods) Check() (string, *godbus.Error) { return h.s.API.Check(), nil }
+
+// Crashes is phonebook.health crashes {limit, offset}; 0 is no limit.
+func (h *healthMethods) Crashes(limit, offset int32) (string, *godbus.Error) {
+	if limit < 0 || offset < 0 {
+		return "", dbusErr(fmt.Errorf("%w: limit and offset must not be negative", ErrInvalid))
+	}
+	doc, err := h.s.API.Crashes(int(limit), int(offset))
+	if err != nil {
+		return "", dbusErr(err)
+	}
+	return doc, nil
+}
+
+// ClearCrashes is phonebook.health clear_crashes (write: the policy
+// allows it to root and the phonebook group only).
+func (h *healthMethods) ClearCrashes() (bool, *godbus.Error) {
+	if err := h.s.API.ClearCrashes(); err != nil {
+		return false, dbusErr(err)
+	}
+	return true, nil
+}
+
+// History is phonebook.health history {limit}; 0 is every point.
+func (h *healthMethods) History(limit int32) (string, *godbus.Error) {
+	if limit < 0 {
+		return "", dbusErr(fmt.Errorf("%w: limit must not be negative", ErrInvalid))
+	}
+	return h.s.API.History(int(limit)), nil
+}
+
+// threadsMethods are the Threads interface's methods.
+type threadsMethods struct{ s *Service }
+
+// List is phonebook.threads list.
+func (t *threadsMethods) List() (string, *godbus.Error) { return t.s.API.Threads(), nil }
+
+// Restart is phonebook.threads restart {name} (write).
+func (t *threadsMethods) Restart(name string) (string, *godbus.Error) {
+	if err := t.s.API.Restart(name); err != nil {
+		return "", dbusErr(err)
+	}
+	return name, nil
+}
