@@ -1,7 +1,6 @@
 package directory
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"flag"
@@ -226,24 +225,4 @@ func TestConditionalFetch(t *testing.T) {
 		t.Errorf("hits %d, not modified %d, writes %d", hits, notModified, e.f.Writes())
 	}
 	golden(t, "phonebook-awkward.xml", e.xml(t))
-}
-
-func TestHTTPSRefused(t *testing.T) {
-	_, err := httpGet(context.Background(), "https://example.invalid/x.csv", time.Second, 1024, validators{})
-	if err == nil || !strings.Contains(err.Error(), "only http://") {
-		t.Errorf("https: %v", err)
-	}
-}
-
-func FuzzReadResponse(f *testing.F) {
-	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
-	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
-	f.Add([]byte("HTTP/1.0 304 Not Modified\r\nETag: \"x\"\r\n\r\n"))
-	f.Add([]byte("HTTP/1.1 200 OK\r\n\r\nFirst,Name,Callsign,Telephone\r\nA,B,C,1\r\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		resp, err := readResponse(bufio.NewReader(bytes.NewReader(data)), 1024)
-		if err == nil && int64(len(resp.Body)) > 1024 {
-			t.Fatal("cap exceeded")
-		}
-	})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/aredn/phonebookd/httpc"
 	"github.com/aredn/phonebookd/internal/atomicfile"
 	"io/fs"
 	"log/slog"
@@ -162,8 +163,15 @@ func (f *Fetcher) fetchOne(ctx context.Context, url string, timeout time.Duratio
 	f.mu.Lock()
 	v := f.cond[url]
 	f.mu.Unlock()
-	resp, err := httpGet(ctx, url, timeout, maxBytes, v)
-	if errors.Is(err, errTooLarge) {
+	req := httpc.Request{Method: "GET", URL: url, Header: []string{"Accept: text/csv, text/plain, */*"}}
+	if v.etag != "" {
+		req.Header = append(req.Header, "If-None-Match: "+v.etag)
+	}
+	if v.modified != "" {
+		req.Header = append(req.Header, "If-Modified-Since: "+v.modified)
+	}
+	resp, err := httpc.Do(ctx, req, timeout, maxBytes)
+	if errors.Is(err, httpc.ErrTooLarge) {
 		return fmt.Errorf("larger than %d KiB (max_kb)", maxBytes/1024)
 	}
 	if err != nil {

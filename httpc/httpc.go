@@ -1,4 +1,11 @@
-package directory
+// Package httpc is a small HTTP/1.1 client: a GET with conditional
+// headers for the directory fetcher and a POST for the collector reports.
+// Phonebook servers and collectors on the mesh speak plain HTTP
+// (encryption is not permitted on amateur-radio links), and Go's net/http
+// would bring TLS, x509 and HTTP/2 into a router's flash for nothing:
+// over 2 MB of the mips binary. Every read is bounded: the whole exchange
+// by a deadline, the headers by 64 KiB, the body by the caller's cap.
+package httpc
 
 import (
 	"bufio"
@@ -19,29 +26,39 @@ import (
 // net/http would bring TLS, x509 and HTTP/2 into a router's flash for
 // nothing: over 2 MB of the mips binary.
 
-// response is what a fetch returned.
-type response struct {
+// Response is what a request returned.
+type Response struct {
 	Status   int
 	ETag     string
 	Modified string
 	Body     []byte
 }
 
-// errTooLarge: the body exceeds the cap.
-var errTooLarge = errors.New("body too large")
+// ErrTooLarge: the body exceeds the cap.
+var ErrTooLarge = errors.New("body too large")
 
 // maxHeader bounds the status line and headers together.
 const maxHeader = 64 << 10
 
-// httpGet fetches rawURL with a deadline covering connect, request and
-// the whole body, sending the conditional headers of v.
-func httpGet(ctx context.Context, rawURL string, timeout time.Duration, maxBytes int64, v validators) (*response, error) {
-	u, err := url.Parse(rawURL)
+// Request is one exchange: Method GET or POST, extra Header lines
+// ("Name: value"), and Body with its ContentType for a POST.
+type Request struct {
+	Method      string
+	URL         string
+	Header      []string
+	ContentType string
+	Body        []byte
+}
+
+// Do sends req with a deadline covering connect, request and the whole
+// response, reading at most maxBytes of body.
+func Do(ctx context.Context, req Request, timeout time.Duration, maxBytes int64) (*Response, error) {
+	u, err := url.Parse(req.URL)
 	if err != nil {
-		return nil, fmt.Errorf("server %q: %w", rawURL, err)
+		return nil, fmt.Errorf("server %q: %w", req.URL, err)
 	}
 	if u.Scheme != "http" {
-		return nil, fmt.Errorf("server %q: only http:// is supported (no encryption on amateur-radio links)", rawURL)
+		return nil, fmt.Errorf("server %q: only http:// is supported (no encryption on amateur-radio links)", req.URL)
 	}
 	host := u.Host
 	if u.Port() == "" {
@@ -57,25 +74,26 @@ func httpGet(ctx context.Context, rawURL string, timeout time.Duration, maxBytes
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	var req bytes.Buffer
-	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: phonebookd\r\nAccept: text/csv, text/plain, */*\r\nConnection: close\r\n", u.RequestURI(), u.Host)
-	if v.etag != "" {
-		fmt.Fprintf(&req, "If-None-Match: %s\r\n", v.etag)
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: phonebookd\r\nConnection: close\r\n", req.Method, u.RequestURI(), u.Host)
+	for _, h := range req.Header {
+		b.WriteString(h + "\r\n")
 	}
-	if v.modified != "" {
-		fmt.Fprintf(&req, "If-Modified-Since: %s\r\n", v.modified)
+	if req.Method == "POST" {
+		fmt.Fprintf(&b, "Content-Type: %s\r\nContent-Length: %d\r\n", req.ContentType, len(req.Body))
 	}
-	req.WriteString("\r\n")
-	if _, err := conn.Write(req.Bytes()); err != nil {
+	b.WriteString("\r\n")
+	b.Write(req.Body)
+	if _, err := conn.Write(b.Bytes()); err != nil {
 		return nil, err
 	}
-	return readResponse(bufio.NewReader(conn), maxBytes)
+	return ReadResponse(bufio.NewReader(conn), maxBytes)
 }
 
-// readResponse parses an HTTP/1.x response: status line, headers, and a
+// ReadResponse parses an HTTP/1.x response: status line, headers, and a
 // body sized by Content-Length, chunked, or read to the end, never more
 // than maxBytes.
-func readResponse(r *bufio.Reader, maxBytes int64) (*response, error) {
+func ReadResponse(r *bufio.Reader, maxBytes int64) (*Response, error) {
 	lr := &limitedLines{r: r, left: maxHeader}
 	line, err := lr.line()
 	if err != nil {
@@ -89,7 +107,7 @@ func readResponse(r *bufio.Reader, maxBytes int64) (*response, error) {
 	if err != nil || code < 100 || code > 999 {
 		return nil, fmt.Errorf("bad status %q", truncate(f[1]))
 	}
-	resp := &response{Status: code}
+	resp := &Response{Status: code}
 	length := int64(-1)
 	chunked := false
 	for {
@@ -129,7 +147,7 @@ func readResponse(r *bufio.Reader, maxBytes int64) (*response, error) {
 		body = &chunkReader{r: r}
 	case length >= 0:
 		if length > maxBytes {
-			return nil, fmt.Errorf("%d bytes announced: %w", length, errTooLarge)
+			return nil, fmt.Errorf("%d bytes announced: %w", length, ErrTooLarge)
 		}
 		body = io.LimitReader(r, length)
 	}
@@ -138,7 +156,7 @@ func readResponse(r *bufio.Reader, maxBytes int64) (*response, error) {
 		return nil, fmt.Errorf("body: %w", err)
 	}
 	if int64(len(data)) > maxBytes {
-		return nil, errTooLarge
+		return nil, ErrTooLarge
 	}
 	if length >= 0 && !chunked && int64(len(data)) != length {
 		return nil, fmt.Errorf("body: %d of %d bytes: %w", len(data), length, io.ErrUnexpectedEOF)
