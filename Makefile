@@ -8,6 +8,11 @@ PKG     := github.com/aredn/phonebookd
 VERSION ?= 0.1.0
 RELEASE ?= 1
 DIST    := dist
+# Routers have ubus and no D-Bus; Debian hosts D-Bus and no ubus daemon.
+ROUTER_TAGS ?= nodbus
+DEBIAN_TAGS ?= noubus
+PREFIX  ?= /usr
+DESTDIR ?=
 # Router targets: opkg architecture and Go settings.
 TARGETS := mips_24kc:mips:GOMIPS=softfloat \
            mipsel_24kc:mipsle:GOMIPS=softfloat \
@@ -15,7 +20,7 @@ TARGETS := mips_24kc:mips:GOMIPS=softfloat \
            aarch64_cortex-a53:arm64: \
            x86_64:amd64:
 
-.PHONY: all build test vet fmt-check run cross ipk apk packages bench fuzz clean setup
+.PHONY: all build test vet fmt-check run cross ipk apk packages bench fuzz clean setup install-debian uninstall-debian sizes
 
 all: build
 
@@ -64,7 +69,7 @@ cross:
 	@mkdir -p $(DIST)
 	@for t in $(TARGETS); do \
 		arch=$${t%%:*}; rest=$${t#*:}; goarch=$${rest%%:*}; extra=$${rest#*:}; \
-		env CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch $$extra $(GO) build -trimpath -ldflags '-s -w' \
+		env CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch $$extra $(GO) build -trimpath -ldflags '-s -w' -tags '$(ROUTER_TAGS)' \
 			-o $(DIST)/phonebookd_$$arch ./cmd/phonebookd || exit 1; \
 		printf '%-28s %9d bytes\n' phonebookd_$$arch $$(stat -c %s $(DIST)/phonebookd_$$arch); \
 	done
@@ -90,8 +95,62 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzMessage -fuzztime 30s ./ubus
 	$(GO) test -run XXX -fuzz FuzzBlobmsg -fuzztime 30s ./ubus
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./directory
-	$(GO) test -run XXX -fuzz FuzzReadResponse -fuzztime 30s ./directory
+	$(GO) test -run XXX -fuzz FuzzReadResponse -fuzztime 30s ./httpc
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./sip
+
+# Debian and Raspberry Pi OS: the daemon (without the ubus front), its
+# systemd unit, the D-Bus policy, and /etc/config/phonebook with Debian's
+# directories (kept if it exists), plus the phonebook system user. Then:
+#   sudo systemctl enable --now phonebookd
+# DESTDIR installs into a staging root (no user, no systemctl).
+install-debian:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '-s -w' -tags '$(DEBIAN_TAGS)' -o $(BIN)/phonebookd-debian ./cmd/phonebookd
+	install -D -m 0755 $(BIN)/phonebookd-debian $(DESTDIR)$(PREFIX)/sbin/phonebookd
+	install -D -m 0644 contrib/systemd/phonebookd.service $(DESTDIR)/lib/systemd/system/phonebookd.service
+	install -D -m 0644 contrib/dbus/org.aredn.Phonebook1.conf $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.aredn.Phonebook1.conf
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/phonebookd/README.md
+	install -D -m 0644 contrib/prometheus/phonebook.rules.yml $(DESTDIR)$(PREFIX)/share/doc/phonebookd/phonebook.rules.yml
+	install -D -m 0644 contrib/grafana/phonebook-dashboard.json $(DESTDIR)$(PREFIX)/share/doc/phonebookd/phonebook-dashboard.json
+	@if [ ! -f $(DESTDIR)/etc/config/phonebook ]; then \
+		install -D -m 0644 files/etc/config/phonebook $(DESTDIR)/etc/config/phonebook; \
+		t=$$(mktemp -d); u="$(BIN)/phonebookd-debian uci -c $(DESTDIR)/etc/config -t $$t"; \
+		$$u set phonebook.main.state_dir=/var/lib/phonebook && \
+		$$u set phonebook.main.run_dir=/run/phonebook && \
+		$$u set phonebook.main.www_dir=/var/lib/phonebook/www && \
+		$$u set phonebook.main.apps_dir=/run/phonebook/apps && \
+		$$u set phonebook.main.ubus=0 && \
+		$$u commit phonebook; rc=$$?; rm -rf $$t; exit $$rc; \
+	else echo "kept $(DESTDIR)/etc/config/phonebook"; fi
+	@if [ -z "$(DESTDIR)" ]; then \
+		getent passwd phonebook >/dev/null || useradd --system --user-group --no-create-home \
+			--home-dir /var/lib/phonebook --shell /usr/sbin/nologin phonebook; \
+		if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+		if [ -S /run/dbus/system_bus_socket ] && command -v dbus-send >/dev/null; then \
+			dbus-send --system --type=method_call --dest=org.freedesktop.DBus / org.freedesktop.DBus.ReloadConfig || true; fi; \
+		echo "installed; start it: systemctl enable --now phonebookd"; \
+	fi
+
+# Removes what install-debian installed; keeps /etc/config/phonebook,
+# /var/lib/phonebook (crash history) and the phonebook user, as a Debian
+# package's remove (not purge) would.
+uninstall-debian:
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then \
+		systemctl disable --now phonebookd || true; fi
+	rm -f $(DESTDIR)$(PREFIX)/sbin/phonebookd $(DESTDIR)/lib/systemd/system/phonebookd.service \
+		$(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.aredn.Phonebook1.conf
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/phonebookd
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "kept /etc/config/phonebook, /var/lib/phonebook and the phonebook user"
+
+# What each front costs: the mips binary with both, without D-Bus (the
+# router build), without ubus, and without both (docs/BENCHMARKS.md).
+sizes:
+	@for tags in "" nodbus noubus "nodbus noubus"; do \
+		env CGO_ENABLED=0 GOOS=linux GOARCH=mips GOMIPS=softfloat $(GO) build -trimpath -ldflags '-s -w' -tags "$$tags" \
+			-o $(BIN)/size-probe ./cmd/phonebookd || exit 1; \
+		printf 'mips, tags %-14s %9d bytes\n' "'$$tags'" $$(stat -c %s $(BIN)/size-probe); \
+	done; rm -f $(BIN)/size-probe
 
 clean:
 	rm -rf $(BIN) dist

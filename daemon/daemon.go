@@ -21,11 +21,13 @@ import (
 	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/directory"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/metrics"
 	"github.com/aredn/phonebookd/monitor"
 	"github.com/aredn/phonebookd/procfs"
+	"github.com/aredn/phonebookd/reporter"
 	"github.com/aredn/phonebookd/sip"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
+	"github.com/aredn/phonebookd/systemd"
 	"github.com/aredn/phonebookd/uci"
 )
 
@@ -35,7 +37,10 @@ type Options struct {
 	ConfDir string // /etc/config
 	SaveDir string // /tmp/.uci
 	Socket  string // ubusd's socket
-	Log     *slog.Logger
+	// SocketGiven: the socket was named on the command line, so ubus is
+	// wanted even where main.ubus "auto" would not find it yet.
+	SocketGiven bool
+	Log         *slog.Logger
 	// Stderr is the original standard error, duplicated away from
 	// descriptor 2 (which then receives the runtime's crash text).
 	Stderr *os.File
@@ -76,7 +81,6 @@ type Daemon struct {
 	cfgErrs  []string // rejected settings, for "phonebook status"
 	cfgCodes []string // their health conditions
 
-	bus     *ubus.Bus
 	rates   *health.Rates
 	crashes *crash.Store
 	sup     *supervisor.Supervisor
@@ -86,9 +90,29 @@ type Daemon struct {
 	monitor *monitor.Monitor
 	safety  *safety
 
-	healthObj *ubus.Object
-	fatal     chan crash.Record
-	reload    chan struct{}
+	// fronts publish the daemon on its buses (ubus, D-Bus).
+	fronts     []front
+	notifier   *systemd.Notifier
+	metricsSrv *metrics.Server
+	reporter   *reporter.Reporter
+	// metricsKick restarts the metrics listener after a reload.
+	metricsKick chan struct{}
+
+	fatal  chan crash.Record
+	reload chan struct{}
+}
+
+// A front publishes the daemon on one bus: ubus on OpenWrt, D-Bus on
+// Debian; each is compiled in unless its build tag (noubus, nodbus)
+// leaves it out, and chosen at start by main.ubus and main.dbus.
+type front interface {
+	name() string
+	// run publishes and keeps publishing until ctx ends.
+	run(ctx context.Context)
+	// evaluated is told of each evaluation and the status before it.
+	evaluated(old string, snap *health.Snapshot)
+	// tick runs every second on the main loop (procd's watchdog).
+	tick(ctx context.Context, now time.Time)
 }
 
 // Run runs the daemon until ctx ends or a signal stops it. It returns nil
@@ -100,7 +124,7 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	d := &Daemon{
 		opt: opt, log: opt.Log, store: uci.Store{ConfDir: opt.ConfDir, SaveDir: opt.SaveDir},
-		clock: health.SystemClock{}, fatal: make(chan crash.Record, 1), reload: make(chan struct{}, 1),
+		clock: health.SystemClock{}, fatal: make(chan crash.Record, 1), reload: make(chan struct{}, 1), metricsKick: make(chan struct{}, 1),
 	}
 	cfg, errs := config.LoadStore(d.store, nil)
 	d.cfg = cfg
@@ -184,6 +208,14 @@ func (d *Daemon) setup() error {
 		StateDir: cfg.Main.StateDir, RunDir: cfg.Main.RunDir,
 		WorkerExtra: d.workerExtra,
 		OnStatus:    d.statusChanged,
+		OnEvaluated: d.evaluated,
+		Phones: func() int {
+			if d.sip == nil {
+				return 0
+			}
+			reg, _ := d.sip.Counts()
+			return reg
+		},
 	}, cfg.Health)
 	d.fetcher = directory.NewFetcher(d.log, d.rates, func(ok bool) { d.sys.Reach("fetcher", ok) })
 	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
@@ -197,7 +229,14 @@ func (d *Daemon) setup() error {
 	for _, s := range d.faultWorkers() {
 		d.sup.Add(s)
 	}
-	d.bus = ubus.NewBus(d.opt.Socket, d.log)
+	d.reporter = reporter.New(cfg.Reporter, d.report, d.log)
+	d.metricsSrv = &metrics.Server{Log: d.log, Render: func(int64) []byte { return d.metricsText() }}
+	for _, f := range []front{newUbusFront(d), newDBusFront(d)} {
+		if f != nil {
+			d.fronts = append(d.fronts, f)
+		}
+	}
+	d.notifier = systemd.FromEnv()
 	return nil
 }
 
@@ -236,15 +275,28 @@ func (d *Daemon) run(ctx context.Context) error {
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
 	d.sup.Start(workCtx)
-	d.registerObjects(ctx)
-	busDone := make(chan struct{})
 	busCtx, stopBus := context.WithCancel(context.Background())
-	go func() { d.bus.Run(busCtx); close(busDone) }()
-	d.log.Info("phonebookd started", "pid", os.Getpid(), "conf", d.opt.ConfDir, "ubus", d.opt.Socket)
+	var side sync.WaitGroup // the fronts, the reporter, the metrics listener
+	buses := make([]string, 0, len(d.fronts))
+	for _, f := range d.fronts {
+		buses = append(buses, f.name())
+		side.Go(func() { f.run(busCtx) })
+	}
+	side.Go(func() { d.reporter.Run(busCtx) })
+	side.Go(func() { d.serveMetrics(busCtx) })
+	d.log.Info("phonebookd started", "pid", os.Getpid(), "conf", d.opt.ConfDir, "buses", strings.Join(buses, ", "))
+	wdEvery, err := systemd.WatchdogInterval()
+	if err != nil {
+		d.log.Warn("systemd watchdog", "err", err)
+	}
+	d.notify("READY=1\nSTATUS=workers started")
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastWatchdog time.Time
+	if wdEvery > 0 && wdEvery/2 < time.Second { // a short WatchdogSec=: beat at half of it
+		tick.Reset(wdEvery / 2)
+	}
 	var result error
 loop:
 	for {
@@ -271,12 +323,19 @@ loop:
 		case now := <-tick.C:
 			d.sup.Check()
 			d.sys.SampleCPU()
-			if now.Sub(lastWatchdog) >= watchdogEvery {
+			for _, f := range d.fronts {
+				f.tick(ctx, now)
+			}
+			// systemd's watchdog: the same rule as procd's, at half
+			// of WatchdogSec=.
+			if wdEvery > 0 && now.Sub(lastWatchdog) >= wdEvery/2 && d.config().Health.Watchdog &&
+				supervisor.EssentialAlive(d.sup.Snapshot(), d.clock.Now()) {
 				lastWatchdog = now
-				d.watchdog(ctx)
+				d.notify("WATCHDOG=1")
 			}
 		}
 	}
+	d.notify("STOPPING=1")
 	// Clean stop within ShutdownTimeout: workers cancelled, objects
 	// withdrawn, run marker removed.
 	stopWork()
@@ -286,8 +345,10 @@ loop:
 	}
 	wcancel()
 	stopBus()
+	sideDone := make(chan struct{})
+	go func() { side.Wait(); close(sideDone) }()
 	select {
-	case <-busDone:
+	case <-sideDone:
 	case <-time.After(500 * time.Millisecond):
 	}
 	d.crashes.Shutdown()
@@ -317,48 +378,36 @@ func (d *Daemon) Reload() {
 	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
 	d.sip.Configure(cfg.SIP)
 	d.monitor.Configure(cfg.Monitor)
+	d.reporter.Configure(cfg.Reporter)
+	if cfg.Metrics != prev.Metrics {
+		d.kickMetrics()
+	}
 	d.reportConfigErrors(errs)
 	d.fetcher.FetchNow()
 	d.sys.Trigger()
 	d.log.Info("configuration reloaded", "errors", len(errs))
 }
 
-// watchdogEvery is how often procd's watchdog is re-armed; the init
-// script gives it 30 s.
-const watchdogEvery = 5 * time.Second
+// statusChanged rewrites the app badge (RAM only), sends a collector
+// report at once and tells systemd the new status.
+func (d *Daemon) statusChanged(old, new string, snap *health.Snapshot) {
+	d.writeBadge(new)
+	d.reporter.StatusChanged()
+	d.notify(fmt.Sprintf("STATUS=health %s, score %d", new, snap.Score))
+}
 
-// watchdog re-arms procd's watchdog while the essential workers are
-// healthy; a daemon whose essential workers are stuck stops re-arming it.
-func (d *Daemon) watchdog(ctx context.Context) {
-	if !d.config().Health.Watchdog || !d.bus.Connected() {
-		return
-	}
-	if !supervisor.EssentialAlive(d.sup.Snapshot(), d.clock.Now()) {
-		return
-	}
-	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	_, err := d.bus.Call(cctx, "service", "watchdog", []ubus.Value{ubus.Str("name", "phonebook"), ubus.Str("instance", "instance1")})
-	if err != nil && !errors.Is(err, ubus.StatusNotFound) {
-		d.log.Debug("procd watchdog", "err", err)
+// evaluated passes each evaluation to the buses.
+func (d *Daemon) evaluated(old string, snap *health.Snapshot) {
+	for _, f := range d.fronts {
+		f.evaluated(old, snap)
 	}
 }
 
-// statusChanged notifies subscribers of phonebook.health, sends the ubus
-// event phonebook.health, and rewrites the app badge (RAM only).
-func (d *Daemon) statusChanged(old, new string, snap *health.Snapshot) {
-	data := []ubus.Value{ubus.Str("old", old), ubus.Str("new", new), ubus.I32("health_score", int32(snap.Score))}
-	if d.healthObj != nil {
-		if err := d.bus.Notify(d.healthObj, "status", data); err != nil && !errors.Is(err, ubus.ErrNotConnected) {
-			d.log.Warn("notify", "err", err)
-		}
+// notify sends a state to systemd when it started the daemon.
+func (d *Daemon) notify(state string) {
+	if err := d.notifier.Send(state); err != nil {
+		d.log.Debug("systemd notify", "err", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := d.bus.Send(ctx, "phonebook.health", data); err != nil && !errors.Is(err, ubus.ErrNotConnected) {
-		d.log.Warn("send event", "err", err)
-	}
-	d.writeBadge(new)
 }
 
 // writeBadge shows the status in the AREDN app launcher: /tmp/apps/... is

@@ -1,3 +1,5 @@
+//go:build !noubus
+
 package daemon
 
 import (
@@ -50,22 +52,23 @@ func TestWatchdogStopsWhileEssentialWorkerStuck(t *testing.T) {
 		}
 	}})
 	sup.Start(ctx)
-	d := &Daemon{cfg: config.Defaults(), log: slog.New(slog.DiscardHandler), sup: sup, bus: ubus.NewBus(br.Path(), nil), clock: health.SystemClock{}}
-	go d.bus.Run(ctx)
-	for end := time.Now().Add(5 * time.Second); !d.bus.Connected() || !procd.Connected(); time.Sleep(5 * time.Millisecond) {
+	d := &Daemon{cfg: config.Defaults(), log: slog.New(slog.DiscardHandler), sup: sup, clock: health.SystemClock{}}
+	u := &ubusFront{d: d, bus: ubus.NewBus(br.Path(), nil)}
+	go u.bus.Run(ctx)
+	for end := time.Now().Add(5 * time.Second); !u.bus.Connected() || !procd.Connected(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatal("buses not connected")
 		}
 	}
-	d.watchdog(ctx)
+	u.watchdog(ctx)
 	if arms.Load() != 1 {
 		t.Fatalf("healthy: %d re-arms, want 1", arms.Load())
 	}
 	close(stuck)
 	time.Sleep(50 * time.Millisecond) // past the 30 ms deadline
 	sup.Check()
-	d.watchdog(ctx)
-	d.watchdog(ctx)
+	u.watchdog(ctx)
+	u.watchdog(ctx)
 	if arms.Load() != 1 {
 		t.Errorf("re-armed while the essential worker is stuck: %d", arms.Load())
 	}

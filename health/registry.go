@@ -139,6 +139,10 @@ var descriptors = []Descriptor{
 		Text: sprintf("High mesh jitter detected to %s: %s ms (threshold %s ms)", ArgKey, ArgCount, ArgLimit), Recommend: sprintf("Voice to %s may break up; check the RF links on the path or lower the load on it.", ArgKey)},
 	{Code: "phones_unreachable", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, MaxShown: 1, When: "registered phones do not answer OPTIONS (one condition for all)",
 		Text: sprintf("%s of %s registered phones do not answer SIP OPTIONS", ArgCount, ArgTotal), Recommend: sprintf("Phones that registered and went silent (switched off, unplugged, a mesh link down) are called in vain until their registration expires; see phonebook status monitor.")},
+	{Code: "metrics_listen", Level: LevelWarning, Penalty: 5, When: "the optional `metrics.listen` address cannot be bound; retried",
+		Text: sprintf("The Prometheus listener cannot run: %s", ArgError), Recommend: sprintf("Check phonebook.metrics.listen (an IP:port nothing else uses); empty turns the listener off.")},
+	{Code: "reports_undelivered", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, VisibleAfter: 10 * time.Minute, When: "the collector at `reporter.url` has not accepted a report for 10 minutes; reports wait in RAM",
+		Text: sprintf("Health reports are not delivered to %s (%s queued, %s dropped): %s", ArgPath, ArgCount, ArgTotal, ArgError), Recommend: sprintf("Check that the collector at %s is up and reachable over the mesh; the oldest reports are dropped past phonebook.reporter.queue.", ArgPath)},
 	{Code: "daemon_down", Level: LevelCritical, Penalty: 100, When: "raised by /cgi-bin/healthcheck: the daemon cannot be asked",
 		Text: sprintf("%s", ArgError), Recommend: sprintf("Start it: /etc/init.d/phonebook start; read why it stopped: logread -e phonebook; if procd gave up on it, ubus call service list '{\"name\":\"phonebook\"}' shows it.")},
 }

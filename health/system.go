@@ -79,6 +79,9 @@ type Options struct {
 	WorkerExtra func(worker string, all []supervisor.WorkerStatus) []ubus.Value
 	// OnStatus is told of every change of status.
 	OnStatus func(old, new string, snap *Snapshot)
+	// OnEvaluated is told of every evaluation, with the status before it
+	// (the D-Bus properties follow each one).
+	OnEvaluated func(old string, snap *Snapshot)
 	// Phones counts the registered phones, for the history.
 	Phones func() int
 }
@@ -508,6 +511,9 @@ func (h *System) publish(snap *Snapshot, cfg config.Health, m procfs.MemSample, 
 	oldStatus := ""
 	if old != nil {
 		oldStatus = old.Status
+	}
+	if h.opt.OnEvaluated != nil {
+		h.opt.OnEvaluated(oldStatus, snap)
 	}
 	if snap.Status != oldStatus {
 		h.log.Info("health status changed", "from", oldStatus, "to", snap.Status, "score", snap.Score)

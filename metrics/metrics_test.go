@@ -117,13 +117,15 @@ func get(t *testing.T, addr, req string) (string, error) {
 // connection is closed at once and counted; an oversized request is cut
 // off; other paths get 404.
 func TestServerBounded(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	addr := ln.Addr().String()
-	ln.Close()
 	s := &Server{Render: func(refused int64) []byte { return []byte(fmt.Sprintf("phonebook_x %d\n", refused)) }, Log: nil}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, addr, 2) }()
+	go func() { done <- s.Serve(ctx, ln, 2) }()
 	var resp string
 	for i := 0; i < 100; i++ {
 		var err error

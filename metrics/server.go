@@ -33,16 +33,11 @@ const (
 	requestTimeout = 5 * time.Second
 )
 
-// Serve listens on addr until ctx ends. maxConns bounds the scrapes
-// served at once.
-func (s *Server) Serve(ctx context.Context, addr string, maxConns int) error {
+// Serve answers on ln until ctx ends, and closes it. maxConns bounds the
+// scrapes served at once.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, maxConns int) error {
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
-	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics listen %s: %w", addr, err)
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()

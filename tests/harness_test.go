@@ -176,7 +176,7 @@ func newTree(t *testing.T, sock string, opts map[string]string) *tree {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := map[string]string{"main.state_dir": tr.stateDir, "main.run_dir": tr.runDir, "main.www_dir": tr.www, "sip.listen": "127.0.0.1:0"}
+	all := map[string]string{"main.dbus": "0", "main.state_dir": tr.stateDir, "main.run_dir": tr.runDir, "main.www_dir": tr.www, "sip.listen": "127.0.0.1:0"}
 	for k, v := range opts {
 		all[k] = v
 	}

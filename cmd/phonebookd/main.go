@@ -61,6 +61,8 @@ func main() {
 	socket := fs.String("s", ubus.DefaultSocket, "ubusd socket")
 	verbose := fs.Bool("v", false, "log debug messages")
 	fs.Parse(os.Args[1:])
+	socketGiven := false
+	fs.Visit(func(f *flag.Flag) { socketGiven = socketGiven || f.Name == "s" })
 
 	level := slog.LevelInfo
 	if *verbose {
@@ -75,7 +77,7 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	stdlog.SetOutput(stderr) // any library's log package output goes to syslog too
-	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, Log: log, Stderr: stderr, Signals: sigs})
+	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, SocketGiven: socketGiven, Log: log, Stderr: stderr, Signals: sigs})
 	var fatal *daemon.FatalError
 	switch {
 	case errors.As(err, &fatal):

@@ -1,0 +1,207 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/metrics"
+	"github.com/aredn/phonebookd/supervisor"
+	"github.com/aredn/phonebookd/ubus"
+)
+
+// The documents every bus answers with, from one snapshot: ubus sends
+// the blobmsg bodies as they are, D-Bus and the reporter their JSON. A
+// reader finds each answer here once, whatever carries it.
+
+// snapshot returns the latest health evaluation, evaluating once if none
+// exists yet.
+func (d *Daemon) snapshot() *health.Snapshot {
+	if s := d.sys.Snapshot(); s != nil {
+		return s
+	}
+	return d.sys.Sample()
+}
+
+// now is when a document is sent: its timestamp and uptime are computed
+// then, not when the snapshot was taken.
+func (d *Daemon) now() time.Time { return d.clock.Now() }
+
+// errInvalid: the caller's arguments were wrong.
+var errInvalid = errors.New("invalid argument")
+
+func (d *Daemon) statusBody() []byte  { return d.sys.StatusDoc(d.snapshot(), d.now()) }
+func (d *Daemon) checkBody() []byte   { return d.sys.CheckDoc(d.snapshot(), d.now()) }
+func (d *Daemon) threadsBody() []byte { return d.snapshot().ThreadsBody }
+
+func (d *Daemon) crashesDoc(limit, offset int) (health.Crashes, error) {
+	if limit < 0 || offset < 0 {
+		return health.Crashes{}, fmt.Errorf("%w: limit and offset must not be negative", errInvalid)
+	}
+	return health.CrashesDoc(d.snapshot().Crashes, offset, limit), nil
+}
+
+func (d *Daemon) clearCrashes() error {
+	if err := d.crashes.Clear(d.clock.Now()); err != nil {
+		d.log.Error("clear crashes", "err", err)
+		return err
+	}
+	d.sys.Sample()
+	return nil
+}
+
+func (d *Daemon) restartWorker(name, via string) error {
+	if err := d.sup.Restart(name); err != nil {
+		if errors.Is(err, supervisor.ErrUnknownWorker) {
+			return fmt.Errorf("%w: %w", errInvalid, err)
+		}
+		return err
+	}
+	d.log.Info("worker restart requested", "worker", name, "via", via)
+	return nil
+}
+
+func (d *Daemon) historyDoc(limit int) (health.HistoryDoc, error) {
+	if limit < 0 {
+		return health.HistoryDoc{}, fmt.Errorf("%w: limit must not be negative", errInvalid)
+	}
+	return d.sys.History().Doc(d.snapshot().Crashes.Records, limit), nil
+}
+
+// metricsText is the Prometheus exposition of the latest evaluation.
+func (d *Daemon) metricsText() []byte {
+	var refused int64
+	if d.metricsSrv != nil {
+		refused = d.metricsSrv.Refused()
+	}
+	return metrics.Render(metrics.Input{Snap: d.snapshot(), Status: d.status(), Now: d.now(), Refused: refused})
+}
+
+// status is the showphonebook document: directory, settings problems and
+// the software_health section.
+func (d *Daemon) status() []ubus.Value {
+	snap := d.snapshot()
+	d.mu.Lock()
+	errs := ubus.Arr("config_errors")
+	for _, e := range d.cfgErrs {
+		errs.List = append(errs.List, ubus.Str("", e))
+	}
+	d.mu.Unlock()
+	rs := d.reporter.Stats()
+	rep := ubus.Tbl("reporter", ubus.Bool("enabled", d.config().Reporter.URL != ""), ubus.I32("queued", int32(rs.Queued)),
+		ubus.I64("sent", rs.Sent), ubus.I64("failed", rs.Failed), ubus.I64("dropped", rs.Dropped), timeValue("last_success", rs.LastSuccess))
+	if rs.LastError != "" {
+		rep.List = append(rep.List, ubus.Str("last_error", rs.LastError))
+	}
+	return []ubus.Value{
+		d.sip.Status(),
+		d.fetcher.Status(),
+		d.monitor.Status(),
+		rep,
+		errs,
+		ubus.Tbl("software_health", d.sys.SoftwareHealth(snap, d.now())...),
+		ubus.Str("health_status", snap.Status),
+	}
+}
+
+func timeValue(name string, t time.Time) ubus.Value {
+	if t.IsZero() {
+		return ubus.Null(name)
+	}
+	return ubus.Str(name, t.UTC().Format(time.RFC3339))
+}
+
+// report is the agent health report for the collector (docs/REPORTER.md):
+// the specification's section 5.1 sip_status and its software_health.
+func (d *Daemon) report(reason string) ([]byte, error) {
+	snap, now := d.snapshot(), d.now()
+	node := d.config().Reporter.Node
+	if node == "" {
+		var err error
+		if node, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("report: host name: %w", err)
+		}
+	}
+	sh := d.sys.SoftwareHealth(snap, now)
+	uptime, _ := ubus.Get(sh, "uptime_seconds")
+	reg, active := d.sip.Counts()
+	score := ubus.Null("health_score")
+	if s := snap.Check.HealthScore; s != nil {
+		score = ubus.Dbl("health_score", *s)
+	}
+	doc := []ubus.Value{
+		ubus.Str("node", node),
+		ubus.Str("timestamp", now.UTC().Format(time.RFC3339)),
+		ubus.Str("reason", reason),
+		ubus.Tbl("sip_status", ubus.I32("registered_users", int32(reg)), ubus.I32("active_calls", int32(active)), ubus.I64("uptime_seconds", uptime.Int)),
+		ubus.Str("health_status", snap.Status),
+		score,
+		ubus.Tbl("software_health", sh...),
+	}
+	return []byte(ubus.FormatJSON(doc, false, -1)), nil
+}
+
+// jsonOf renders a blobmsg table body as the JSON "ubus call" prints.
+func jsonOf(body []byte) string {
+	vs, err := ubus.DecodeValues(body)
+	if err != nil { // our own encoding: cannot happen short of a bug
+		return fmt.Sprintf(`{"error":%q}`, err.Error())
+	}
+	return ubus.FormatJSON(vs, false, -1)
+}
+
+// serveMetrics runs the optional Prometheus listener (metrics.listen) and
+// restarts it when the setting changes. An address that cannot be bound
+// is a health condition, retried every 10 s, never an exit.
+func (d *Daemon) serveMetrics(ctx context.Context) {
+	for ctx.Err() == nil {
+		cfg := d.config().Metrics
+		if cfg.Listen == "" {
+			d.sys.SetHealthy("metrics_listen")
+			select {
+			case <-ctx.Done():
+			case <-d.metricsKick:
+			}
+			continue
+		}
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
+		if err != nil {
+			d.sys.SetUnhealthy("metrics_listen", health.Args{health.ArgError: err.Error()})
+			select {
+			case <-ctx.Done():
+			case <-d.metricsKick:
+			case <-time.After(10 * time.Second):
+			}
+			continue
+		}
+		d.sys.SetHealthy("metrics_listen")
+		d.log.Info("serving Prometheus metrics", "listen", ln.Addr().String())
+		lctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- d.metricsSrv.Serve(lctx, ln, cfg.MaxConnections) }()
+		select {
+		case <-d.metricsKick:
+		case <-ctx.Done():
+		case err := <-done:
+			d.log.Warn("metrics listener stopped", "err", err)
+			done <- nil
+		}
+		cancel()
+		<-done
+	}
+}
+
+// kickMetrics restarts the listener with the current settings.
+func (d *Daemon) kickMetrics() {
+	select {
+	case d.metricsKick <- struct{}{}:
+	default:
+	}
+}
+
+func exists(path string) bool { _, err := os.Stat(path); return err == nil }

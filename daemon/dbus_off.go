@@ -1,0 +1,6 @@
+//go:build nodbus
+
+package daemon
+
+// newDBusFront: this build has no D-Bus (an OpenWrt build tagged nodbus).
+func newDBusFront(*Daemon) front { return nil }

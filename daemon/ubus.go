@@ -1,0 +1,173 @@
+//go:build !noubus
+
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
+	"github.com/aredn/phonebookd/ubus"
+)
+
+// ubusFront publishes the daemon on ubus (OpenWrt): phonebook,
+// phonebook.health and phonebook.threads, the phonebook.health event, and
+// procd's watchdog. Left out of builds tagged noubus.
+type ubusFront struct {
+	d            *Daemon
+	bus          *ubus.Bus
+	healthObj    *ubus.Object
+	lastWatchdog time.Time
+}
+
+// newUbusFront returns the ubus front if main.ubus asks for it: 1, or auto
+// on OpenWrt (ubusd's socket or /etc/openwrt_release is there) or when the
+// socket was named on the command line.
+func newUbusFront(d *Daemon) front {
+	on := false
+	switch d.cfg.Main.Ubus {
+	case "1":
+		on = true
+	case "auto":
+		on = d.opt.SocketGiven || exists(d.opt.Socket) || exists("/etc/openwrt_release")
+	}
+	if !on {
+		return nil
+	}
+	return &ubusFront{d: d, bus: ubus.NewBus(d.opt.Socket, d.log)}
+}
+
+func (u *ubusFront) name() string { return "ubus " + u.d.opt.Socket }
+
+func (u *ubusFront) run(ctx context.Context) {
+	u.registerObjects(ctx)
+	u.bus.Run(ctx)
+}
+
+func encoded(body func() []byte) func(context.Context, *ubus.Request) ([]byte, error) {
+	return func(context.Context, *ubus.Request) ([]byte, error) { return body(), nil }
+}
+
+func ubusErr(err error) error {
+	if errors.Is(err, errInvalid) {
+		return ubus.StatusInvalidArgument
+	}
+	return ubus.StatusUnknownError
+}
+
+// registerObjects publishes the objects: each method's policy sits beside
+// its handler and also forms the signature `ubus -v list` shows.
+func (u *ubusFront) registerObjects(ctx context.Context) {
+	d := u.d
+	u.healthObj = &ubus.Object{Path: "phonebook.health", Methods: []ubus.Method{
+		{Name: "status", Encoded: encoded(d.statusBody)},
+		{Name: "check", Encoded: encoded(d.checkBody)},
+		{Name: "crashes", Params: []ubus.Param{{Name: "limit", Kind: ubus.Int32}, {Name: "offset", Kind: ubus.Int32}},
+			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
+				doc, err := d.crashesDoc(int(req.Args["limit"].Int), int(req.Args["offset"].Int))
+				if err != nil {
+					return nil, ubusErr(err)
+				}
+				return ubus.ValuesOf(&doc), nil
+			}},
+		{Name: "clear_crashes", Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) {
+			if err := d.clearCrashes(); err != nil {
+				return nil, ubusErr(err)
+			}
+			return []ubus.Value{ubus.Bool("cleared", true)}, nil
+		}},
+		{Name: "history", Params: []ubus.Param{{Name: "limit", Kind: ubus.Int32}},
+			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
+				doc, err := d.historyDoc(int(req.Args["limit"].Int))
+				if err != nil {
+					return nil, ubusErr(err)
+				}
+				return ubus.ValuesOf(&doc), nil
+			}},
+		{Name: "metrics", Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) {
+			return []ubus.Value{ubus.Str("text", string(d.metricsText()))}, nil
+		}},
+	}}
+	threads := &ubus.Object{Path: "phonebook.threads", Methods: []ubus.Method{
+		{Name: "list", Encoded: encoded(d.threadsBody)},
+		{Name: "restart", Params: []ubus.Param{{Name: "name", Kind: ubus.String, Required: true}},
+			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
+				name, _ := req.String("name")
+				if err := d.restartWorker(name, "ubus"); err != nil {
+					return nil, ubusErr(err)
+				}
+				return []ubus.Value{ubus.Str("restarted", name)}, nil
+			}},
+	}}
+	main := &ubus.Object{Path: "phonebook", Methods: []ubus.Method{
+		{Name: "status", Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) {
+			return d.status(), nil
+		}},
+		{Name: "reload", Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) {
+			select {
+			case d.reload <- struct{}{}:
+			default:
+			}
+			return []ubus.Value{ubus.Bool("reloading", true)}, nil
+		}},
+	}}
+	objs := []*ubus.Object{main, u.healthObj, threads}
+	objs = append(objs, d.faultObjects()...)
+	for _, o := range objs {
+		if err := u.bus.Register(ctx, o); err != nil {
+			d.log.Warn("register object", "object", o.Path, "err", fmt.Sprint(err))
+		}
+	}
+}
+
+// evaluated notifies subscribers of phonebook.health and sends the ubus
+// event phonebook.health on a change of status.
+func (u *ubusFront) evaluated(old string, snap *health.Snapshot) {
+	if old == snap.Status {
+		return
+	}
+	data := []ubus.Value{ubus.Str("old", old), ubus.Str("new", snap.Status), ubus.I32("health_score", int32(snap.Score))}
+	if u.healthObj != nil {
+		if err := u.bus.Notify(u.healthObj, "status", data); err != nil && !errors.Is(err, ubus.ErrNotConnected) {
+			u.d.log.Warn("notify", "err", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := u.bus.Send(ctx, "phonebook.health", data); err != nil && !errors.Is(err, ubus.ErrNotConnected) {
+		u.d.log.Warn("send event", "err", err)
+	}
+}
+
+// watchdogEvery is how often procd's watchdog is re-armed; the init
+// script gives it 30 s.
+const watchdogEvery = 5 * time.Second
+
+func (u *ubusFront) tick(ctx context.Context, now time.Time) {
+	if now.Sub(u.lastWatchdog) >= watchdogEvery {
+		u.lastWatchdog = now
+		u.watchdog(ctx)
+	}
+}
+
+// watchdog re-arms procd's watchdog while the essential workers are
+// alive (supervisor.EssentialAlive, the rule systemd's watchdog follows
+// too), so that procd restarts a daemon that cannot recover itself.
+func (u *ubusFront) watchdog(ctx context.Context) {
+	d := u.d
+	if !d.config().Health.Watchdog || !u.bus.Connected() {
+		return
+	}
+	if !supervisor.EssentialAlive(d.sup.Snapshot(), d.clock.Now()) {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	_, err := u.bus.Call(cctx, "service", "watchdog", []ubus.Value{ubus.Str("name", "phonebook"), ubus.Str("instance", "instance1")})
+	if err != nil && !errors.Is(err, ubus.StatusNotFound) {
+		d.log.Debug("procd watchdog", "err", err)
+	}
+}
