@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
@@ -23,6 +26,9 @@ const orphanAge = time.Minute
 // temporary files of interrupted writes removed).
 type safety struct {
 	d *Daemon
+	// reports is the last reports_undelivered state raised ("" none),
+	// so that an unchanged state does not trigger an evaluation.
+	reports string
 }
 
 func (s *safety) run(ctx context.Context, w *supervisor.Worker) error {
@@ -33,6 +39,7 @@ func (s *safety) run(ctx context.Context, w *supervisor.Worker) error {
 		w.Beat()
 		now := clk.Now()
 		if !now.Before(next) {
+			s.reportDelivery()
 			s.d.sys.Sample()
 			s.hygiene(now)
 			last, pending = now, false
@@ -65,6 +72,25 @@ func (s *safety) run(ctx context.Context, w *supervisor.Worker) error {
 // minEventGap is the least time between two evaluations asked for by
 // events.
 const minEventGap = time.Second
+
+// reportDelivery raises reports_undelivered while the collector refuses
+// or cannot be reached (the descriptor shows it after 10 minutes).
+func (s *safety) reportDelivery() {
+	url := s.d.config().Reporter.URL
+	st := s.d.reporter.Stats()
+	if url == "" || st.LastError == "" {
+		if s.reports != "" {
+			s.d.sys.SetHealthy("reports_undelivered")
+			s.reports = ""
+		}
+		return
+	}
+	args := health.Args{health.ArgPath: url, health.ArgCount: strconv.Itoa(st.Queued), health.ArgTotal: strconv.FormatInt(st.Dropped, 10), health.ArgError: st.LastError}
+	if key := fmt.Sprint(args); key != s.reports {
+		s.d.sys.SetUnhealthy("reports_undelivered", args)
+		s.reports = key
+	}
+}
 
 // hygiene sweeps expired bindings and stale calls, and removes temporary
 // files that an interrupted atomic write left.

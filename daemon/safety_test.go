@@ -8,6 +8,7 @@ import (
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/reporter"
 	"github.com/aredn/phonebookd/sip"
 	"github.com/aredn/phonebookd/supervisor"
 )
@@ -23,6 +24,7 @@ func TestEventsEvaluateAtMostOncePerSecond(t *testing.T) {
 	d := &Daemon{cfg: cfg, log: slog.New(slog.DiscardHandler), clock: health.SystemClock{}}
 	d.sys = health.NewSystem(health.Options{StateDir: dir, RunDir: dir}, cfg.Health)
 	d.sip = sip.New(cfg.SIP, nil, nil, nil)
+	d.reporter = reporter.New(cfg.Reporter, nil, nil)
 	d.safety = &safety{d: d}
 	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
 	sup.Add(supervisor.Spec{Name: "safety", Period: safetyPeriod, Run: d.safety.run})
