@@ -59,6 +59,7 @@ type Data struct {
 	Status  map[string]any
 	Crashes []health.CrashRecord
 	Workers []Worker
+	History health.HistoryDoc
 	Now     string
 }
 
@@ -106,6 +107,7 @@ func Collect(ctx context.Context, socket string) Data {
 	if get("phonebook.health", "crashes", []ubus.Value{ubus.I32("limit", 5)}, &cr) == nil {
 		d.Crashes = cr.Crashes
 	}
+	get("phonebook.health", "history", nil, &d.History)
 	for name, th := range d.Health.Threads {
 		d.Workers = append(d.Workers, Worker{Name: name, Thread: th})
 	}
@@ -223,7 +225,10 @@ h1{font-size:1.4em;margin:0 0 .4em}h2{font-size:1.1em;margin:1.2em 0 .4em}
 .badge{display:inline-block;padding:.15em .7em;border-radius:1em;color:#fff;font-weight:600}
 table{border-collapse:collapse;width:100%}td,th{padding:.25em .5em;border-bottom:1px solid #e0e0e0;text-align:left;font-size:.92em}
 th{background:#f5f5f5}.muted{color:#757575;font-size:.85em}.big{font-size:1.6em;font-weight:700}
-.grid{display:flex;gap:2em;flex-wrap:wrap}.grid div{min-width:8em}`
+.grid{display:flex;gap:2em;flex-wrap:wrap}.grid div{min-width:8em}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(22em,1fr));gap:.6em 1.5em}
+.chart{margin:0}.chart figcaption{font-size:.85em;font-weight:600}.chart figcaption span{font-weight:400;margin-left:.6em}.chart svg{width:100%;height:auto;display:block}
+@media (prefers-color-scheme:dark){body{background:#121212;color:#e0e0e0}th{background:#1e1e1e}td,th{border-color:#333}.muted{color:#9e9e9e}}`
 
 // HTML renders the page. Every value from the daemon is escaped.
 func HTML(d Data) string {
@@ -299,6 +304,8 @@ func HTML(d Data) string {
 			w.esc(dir["source"])
 			w.raw("</div></div></div>\n")
 		}
+		w.raw("<h2>Last 24 hours</h2>\n")
+		w.raw(History(d.History))
 		w.raw("<h2>Recent crashes</h2>\n")
 		if len(d.Crashes) == 0 {
 			w.raw(`<p class="muted">None recorded.</p>`)

@@ -1,0 +1,163 @@
+package page
+
+import (
+	"fmt"
+	"html"
+	"strings"
+	"time"
+
+	"github.com/aredn/phonebookd/health"
+)
+
+// The last day as small inline SVG charts: no script, no framework, one
+// request. Lines use fixed mid-tone colours readable on a light and a
+// dark background; axes and labels use currentColor, so they follow the
+// page's (and the AREDN UI's) text colour. Crashes (red) and worker
+// restarts (orange) are marked on every chart's time axis.
+
+// Chart geometry, in SVG user units.
+const (
+	chartW, chartH = 600.0, 80.0
+	padL, padR     = 44.0, 6.0
+	padT, padB     = 6.0, 16.0
+)
+
+type series struct {
+	label, color string
+	values       []*float64
+}
+
+// chart draws one chart of series over times (unix seconds).
+func chart(title, unit string, times []int64, marks []health.HistoryMark, ss ...series) string {
+	var b strings.Builder
+	n := len(times)
+	lo, hi := 0.0, 0.0
+	first := true
+	for _, s := range ss {
+		for _, v := range s.values {
+			if v == nil {
+				continue
+			}
+			if first || *v < lo {
+				lo = min(*v, lo)
+			}
+			if first || *v > hi {
+				hi = *v
+			}
+			first = false
+		}
+	}
+	if lo > 0 {
+		lo = 0
+	}
+	if hi <= lo {
+		hi = lo + 1
+	}
+	t0, t1 := int64(0), int64(1)
+	if n > 0 {
+		t0, t1 = times[0], times[n-1]
+		if t1 <= t0 {
+			t1 = t0 + 1
+		}
+	}
+	x := func(t int64) float64 { return padL + (chartW-padL-padR)*float64(t-t0)/float64(t1-t0) }
+	y := func(v float64) float64 { return padT + (chartH-padT-padB)*(1-(v-lo)/(hi-lo)) }
+
+	fmt.Fprintf(&b, `<figure class="chart"><figcaption>%s`, html.EscapeString(title))
+	for _, s := range ss {
+		fmt.Fprintf(&b, ` <span style="color:%s">&#9644; %s</span>`, s.color, html.EscapeString(s.label))
+	}
+	fmt.Fprintf(&b, `</figcaption><svg viewBox="0 0 %g %g" role="img" aria-label="%s" data-points="%d">`, chartW, chartH, html.EscapeString(title), n)
+	// Axes and the value range, in the text colour.
+	fmt.Fprintf(&b, `<g stroke="currentColor" stroke-opacity=".35" stroke-width="1"><line x1="%g" y1="%g" x2="%g" y2="%g"/><line x1="%g" y1="%g" x2="%g" y2="%g"/></g>`,
+		padL, padT, padL, chartH-padB, padL, chartH-padB, chartW-padR, chartH-padB)
+	fmt.Fprintf(&b, `<g fill="currentColor" font-size="10"><text x="%g" y="%g" text-anchor="end">%s</text><text x="%g" y="%g" text-anchor="end">%s</text>`,
+		padL-3, padT+8, short(hi)+unit, padL-3, chartH-padB, short(lo)+unit)
+	if n > 0 {
+		fmt.Fprintf(&b, `<text x="%g" y="%g">%s</text><text x="%g" y="%g" text-anchor="end">%s</text>`,
+			padL, chartH-3, hhmm(t0), chartW-padR, chartH-3, hhmm(t1))
+	}
+	b.WriteString(`</g>`)
+	for _, m := range marks {
+		t := m.Time.Unix()
+		if n == 0 || t < t0 || t > t1 {
+			continue
+		}
+		color := "#e65100"
+		if m.Kind == "crash" {
+			color = "#c62828"
+		}
+		fmt.Fprintf(&b, `<line class="mark %s" x1="%.1f" y1="%g" x2="%.1f" y2="%g" stroke="%s" stroke-dasharray="2 2"><title>%s</title></line>`,
+			html.EscapeString(m.Kind), x(t), padT, x(t), chartH-padB, color,
+			html.EscapeString(fmt.Sprintf("%s %s %s %s", m.Kind, m.Worker, m.Time.UTC().Format(time.RFC3339), m.Reason)))
+	}
+	for _, s := range ss {
+		// A null (not measured) breaks the line rather than draw a 0.
+		var pts []string
+		flush := func() {
+			if len(pts) > 0 {
+				fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, s.color, strings.Join(pts, " "))
+			}
+			pts = pts[:0]
+		}
+		for i, v := range s.values {
+			if v == nil || i >= n {
+				flush()
+				continue
+			}
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(times[i]), y(*v)))
+		}
+		flush()
+	}
+	b.WriteString("</svg></figure>\n")
+	return b.String()
+}
+
+func short(v float64) string {
+	if v == float64(int64(v)) {
+		return fmt.Sprint(int64(v))
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
+func hhmm(t int64) string { return time.Unix(t, 0).UTC().Format("Jan 2 15:04") }
+
+func ints[T int32 | int64](vs []T) []*float64 {
+	out := make([]*float64, len(vs))
+	for i, v := range vs {
+		f := float64(v)
+		out[i] = &f
+	}
+	return out
+}
+
+func optInts(vs []*int32) []*float64 {
+	out := make([]*float64, len(vs))
+	for i, v := range vs {
+		if v != nil {
+			f := float64(*v)
+			out[i] = &f
+		}
+	}
+	return out
+}
+
+// History renders the charts of a history document.
+func History(h health.HistoryDoc) string {
+	if len(h.Time) == 0 {
+		return `<p class="muted">No history yet: the first point comes with the first evaluation.</p>`
+	}
+	var b strings.Builder
+	span := time.Duration(h.Time[len(h.Time)-1]-h.Time[0]) * time.Second
+	fmt.Fprintf(&b, `<p class="muted">%d points, one every %d s (%s of at most %d points, kept in RAM). Marks: <span style="color:#c62828">crash</span>, <span style="color:#e65100">worker restart</span>.</p>`,
+		len(h.Time), h.StepSeconds, span.Round(time.Minute), h.Capacity)
+	b.WriteString(`<div class="charts">`)
+	b.WriteString(chart("Health score", "", h.Time, h.Marks, series{"score", "#1e88e5", optInts(h.Score)}))
+	b.WriteString(chart("Memory", " MB", h.Time, h.Marks, series{"RSS", "#8e24aa", h.RSSMB}, series{"private", "#00897b", h.PrivateMB}))
+	b.WriteString(chart("Registered phones", "", h.Time, h.Marks, series{"phones", "#43a047", ints(h.Phones)}))
+	b.WriteString(chart("Open files", "", h.Time, h.Marks, series{"descriptors", "#a1887f", optInts(h.FDs)}))
+	b.WriteString(chart("Errors per hour", "", h.Time, h.Marks,
+		series{"SIP", "#e53935", ints(h.SIPErrorsPerHour)}, series{"probes", "#fb8c00", ints(h.ProbeFailuresPerHour)}, series{"fetches", "#5c6bc0", ints(h.FetchFailuresPerHour)}))
+	b.WriteString(`</div>`)
+	return b.String()
+}
