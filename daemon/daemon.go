@@ -293,9 +293,11 @@ func (d *Daemon) run(ctx context.Context) error {
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var lastWatchdog time.Time
-	if wdEvery > 0 && wdEvery/2 < time.Second { // a short WatchdogSec=: beat at half of it
-		tick.Reset(wdEvery / 2)
+	var wdTick <-chan time.Time // systemd's watchdog, at half of WatchdogSec=
+	if wdEvery > 0 {
+		t := time.NewTicker(wdEvery / 2)
+		defer t.Stop()
+		wdTick = t.C
 	}
 	var result error
 loop:
@@ -326,11 +328,9 @@ loop:
 			for _, f := range d.fronts {
 				f.tick(ctx, now)
 			}
-			// systemd's watchdog: the same rule as procd's, at half
-			// of WatchdogSec=.
-			if wdEvery > 0 && now.Sub(lastWatchdog) >= wdEvery/2 && d.config().Health.Watchdog &&
-				supervisor.EssentialAlive(d.sup.Snapshot(), d.clock.Now()) {
-				lastWatchdog = now
+		case <-wdTick:
+			// The same rule as procd's watchdog.
+			if d.config().Health.Watchdog && supervisor.EssentialAlive(d.sup.Snapshot(), d.clock.Now()) {
 				d.notify("WATCHDOG=1")
 			}
 		}

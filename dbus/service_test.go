@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
 
+	"github.com/aredn/phonebookd/internal/dbustest"
 	"github.com/aredn/phonebookd/internal/poll"
 )
 
@@ -50,89 +50,7 @@ func (f *fakeAPI) Restart(name string) error {
 	return nil
 }
 
-// Bus is a private dbus-daemon (Debian package dbus-daemon) with the
-// system bus's default-deny policy and the shipped policy file, on a
-// socket any user can reach.
-type Bus struct {
-	t       *testing.T
-	dir     string
-	Address string
-	cmd     *exec.Cmd
-}
-
-// StartBus starts a private system-like bus; the test fails without
-// dbus-daemon.
-func StartBus(t *testing.T, policy string) *Bus {
-	t.Helper()
-	if _, err := exec.LookPath("dbus-daemon"); err != nil {
-		t.Fatalf("dbus-daemon not found (Debian package dbus-daemon; scripts/setup.sh installs it): %v", err)
-	}
-	dir, err := os.MkdirTemp("", "pbdbus")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	abs, _ := filepath.Abs(policy)
-	conf := `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=` + dir + `/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>` + abs + `</include>
-</busconfig>
-`
-	if err := os.WriteFile(filepath.Join(dir, "bus.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	b := &Bus{t: t, dir: dir, Address: "unix:path=" + dir + "/bus"}
-	b.Start()
-	t.Cleanup(b.Stop)
-	return b
-}
-
-// Start (re)starts the daemon on the same address.
-func (b *Bus) Start() {
-	b.t.Helper()
-	os.Remove(filepath.Join(b.dir, "bus"))
-	b.cmd = exec.Command("dbus-daemon", "--nofork", "--nopidfile", "--config-file="+filepath.Join(b.dir, "bus.conf"))
-	// Its complaints (no phonebook user on a test machine, the fd limit)
-	// are expected here; they go to the test log.
-	b.cmd.Stderr = &testLog{b.t}
-	if err := b.cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
-	poll.Within(b.t, 10*time.Second, "dbus-daemon's socket", func() bool {
-		_, err := os.Stat(filepath.Join(b.dir, "bus"))
-		return err == nil
-	})
-}
-
-// Stop kills the daemon.
-func (b *Bus) Stop() {
-	if b.cmd != nil && b.cmd.Process != nil {
-		b.cmd.Process.Kill()
-		b.cmd.Wait()
-		b.cmd = nil
-	}
-}
-
-func startService(t *testing.T, bus *Bus, api API) (*Service, context.CancelFunc) {
+func startService(t *testing.T, bus *dbustest.Bus, api API) (*Service, context.CancelFunc) {
 	s := &Service{Address: bus.Address, API: api}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -142,7 +60,7 @@ func startService(t *testing.T, bus *Bus, api API) (*Service, context.CancelFunc
 	return s, cancel
 }
 
-func client(t *testing.T, bus *Bus) *godbus.Conn {
+func client(t *testing.T, bus *dbustest.Bus) *godbus.Conn {
 	c, err := godbus.Connect(bus.Address)
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +75,7 @@ const policy = "../contrib/dbus/org.aredn.Phonebook1.conf"
 // policy; every method answers, the properties read and change with
 // PropertiesChanged, and a change of status sends StatusChanged.
 func TestEveryMethodPropertyAndSignal(t *testing.T) {
-	bus := StartBus(t, policy)
+	bus := dbustest.Start(t, policy)
 	api := &fakeAPI{}
 	s, _ := startService(t, bus, api)
 	s.Update(State{Status: "healthy", HealthScore: 100})
@@ -267,7 +185,7 @@ func TestPolicyRefusesWritesToOthers(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Fatal("this test calls as another user: run it as root (CI does)")
 	}
-	bus := StartBus(t, policy)
+	bus := dbustest.Start(t, policy)
 	api := &fakeAPI{}
 	startService(t, bus, api)
 	send := func(member string, args ...string) (string, error) {
@@ -298,7 +216,7 @@ func TestPolicyRefusesWritesToOthers(t *testing.T) {
 // TestSurvivesBusRestart: the bus goes away and comes back; the service
 // re-registers its name and answers again, with the state it had.
 func TestSurvivesBusRestart(t *testing.T) {
-	bus := StartBus(t, policy)
+	bus := dbustest.Start(t, policy)
 	s, _ := startService(t, bus, &fakeAPI{})
 	s.Update(State{Status: "critical", HealthScore: 20})
 	bus.Stop()
@@ -314,11 +232,4 @@ func TestSurvivesBusRestart(t *testing.T) {
 	if err != nil || v.Value() != "degraded" {
 		t.Fatalf("Status property after restart %v %v, want the state set while the bus was down", v, err)
 	}
-}
-
-type testLog struct{ t *testing.T }
-
-func (l *testLog) Write(p []byte) (int, error) {
-	l.t.Logf("dbus-daemon: %s", strings.TrimSpace(string(p)))
-	return len(p), nil
 }
