@@ -53,7 +53,9 @@ func TestReporterThroughCollectorOutage(t *testing.T) {
 	exec.Command(bins.daemon, "uci", "-c", e.tr.confDir, "-t", e.tr.saveDir, "set", "phonebook.health.sip_errors_warn=lots").Run()
 	exec.Command(bins.daemon, "uci", "-c", e.tr.confDir, "-t", e.tr.saveDir, "commit", "phonebook").Run()
 	p.cmd.Process.Signal(syscallHUP())
-	rep := func() map[string]any { return get(call(t, e.sock, "phonebook", "status", ""), "reporter").(map[string]any) }
+	rep := func() map[string]any {
+		return get(call(t, e.sock, "phonebook", "status", ""), "reporter").(map[string]any)
+	}
 	waitFor(t, 15*time.Second, "failed attempts while the collector is down", func() bool {
 		r := rep()
 		return num(r["queued"]) >= 1 && num(r["failed"]) >= 2
