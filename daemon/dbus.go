@@ -86,7 +86,7 @@ func (a dbusAPI) ClearCrashes() error { return a.d.clearCrashes() }
 
 func (a dbusAPI) History(limit int) string {
 	doc, _ := a.d.historyDoc(max(limit, 0))
-	return ubus.FormatJSON(ubus.ValuesOf(&doc), false, -1)
+	return jsonOf(doc.AppendBlob(nil))
 }
 
 func (a dbusAPI) Restart(name string) error { return dbusErr(a.d.restartWorker(name, "D-Bus")) }

@@ -80,12 +80,12 @@ func (u *ubusFront) registerObjects(ctx context.Context) {
 			return []ubus.Value{ubus.Bool("cleared", true)}, nil
 		}},
 		{Name: "history", Params: []ubus.Param{{Name: "limit", Kind: ubus.Int32}},
-			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
+			Encoded: func(_ context.Context, req *ubus.Request) ([]byte, error) {
 				doc, err := d.historyDoc(int(req.Args["limit"].Int))
 				if err != nil {
 					return nil, ubusErr(err)
 				}
-				return ubus.ValuesOf(&doc), nil
+				return doc.AppendBlob(nil), nil
 			}},
 		{Name: "metrics", Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) {
 			return []ubus.Value{ubus.Str("text", string(d.metricsText()))}, nil

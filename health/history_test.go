@@ -49,6 +49,10 @@ func TestHistoryBoundedOverADay(t *testing.T) {
 		t.Fatalf("phones %d at the newest point", got)
 	}
 	body := ubus.AppendValues(nil, ubus.ValuesOf(&doc))
+	doc.Marks = []HistoryMark{{Time: Time{start}, Kind: "crash", Worker: "fetcher", Reason: "x"}}
+	if a, b := doc.AppendBlob(nil), ubus.AppendValues(nil, ubus.ValuesOf(&doc)); string(a) != string(b) {
+		t.Fatalf("AppendBlob differs from the ValuesOf encoding (%d vs %d bytes)", len(a), len(b))
+	}
 	if len(body) > ubus.MaxMessageLen/4 {
 		t.Fatalf("history document %d bytes, want under a quarter of a ubus message", len(body))
 	}
@@ -90,4 +94,24 @@ func TestHistoryMarksAndResize(t *testing.T) {
 	if hist.Len() != 10 {
 		t.Fatalf("len %d after a sample, want 10", hist.Len())
 	}
+}
+
+// BenchmarkHistoryDoc is one phonebook.health history answer over a full
+// ring of 1,440 points, encoded for ubus (docs/BENCHMARKS.md).
+func BenchmarkHistoryDoc(b *testing.B) {
+	clock := newFakeClock()
+	h := NewHistory(time.Minute, 1440)
+	snap := &Snapshot{Status: Healthy, Score: 100}
+	for i := 0; i < 1440; i++ {
+		snap.Time = clock.Now()
+		h.record(snap, i%20)
+		clock.Advance(time.Minute)
+	}
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		doc := h.Doc(nil, 0)
+		n = len(doc.AppendBlob(nil))
+	}
+	b.ReportMetric(float64(n), "bytes/doc")
 }

@@ -173,3 +173,15 @@ func TestServerBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkRender is one scrape's rendering (docs/BENCHMARKS.md).
+func BenchmarkRender(b *testing.B) {
+	t := &testing.T{}
+	in := sampleInput(t)
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		n = len(Render(in))
+	}
+	b.ReportMetric(float64(n), "bytes/doc")
+}

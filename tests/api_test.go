@@ -207,3 +207,30 @@ func TestTimesComputedWhenAnswering(t *testing.T) {
 		t.Errorf("timestamp %v (%v), now %s", ck["timestamp"], err, time.Now().UTC().Format(time.RFC3339))
 	}
 }
+
+// TestHistoryOverUbus: phonebook.health history answers the ring as
+// equal-length columns, limit returns the newest points, and a negative
+// limit is INVALID_ARGUMENT (the ubus CLI exits 254, as the real one).
+func TestHistoryOverUbus(t *testing.T) {
+	e := newFaultEnv(t, map[string]string{"health.history_step": "10"})
+	e.start()
+	h := call(t, e.sock, "phonebook.health", "history", "")
+	n := len(h["time"].([]any))
+	if n < 1 || num(h["step_seconds"]) != 10 || num(h["capacity"]) != 1440 {
+		t.Fatalf("history: %d points, step %v, capacity %v", n, h["step_seconds"], h["capacity"])
+	}
+	for _, col := range []string{"status", "score", "rss_mb", "private_mb", "fds", "phones", "sip_errors_per_hour"} {
+		if got := len(h[col].([]any)); got != n {
+			t.Errorf("column %s has %d points, time has %d", col, got, n)
+		}
+	}
+	if num(h["rss_mb"].([]any)[0]) <= 0 {
+		t.Errorf("rss_mb %v: not a measurement", h["rss_mb"])
+	}
+	if l := call(t, e.sock, "phonebook.health", "history", `{"limit":1}`); len(l["time"].([]any)) != 1 {
+		t.Errorf("limit 1: %v", l["time"])
+	}
+	if _, rc := callRaw(e.sock, "phonebook.health", "history", `{"limit":-1}`); rc != 254 {
+		t.Errorf("limit -1: exit %d, want 254 (INVALID_ARGUMENT)", rc)
+	}
+}

@@ -99,9 +99,40 @@ const MaxDepth = 64
 // ErrBlobmsg marks malformed blobmsg data.
 var ErrBlobmsg = errors.New("ubus: malformed blobmsg")
 
-// AppendValue encodes one value as a blobmsg attribute.
+// AppendValue encodes one value as a blobmsg attribute, in place: the
+// header is written first and its length patched at the end, so that a
+// document of any depth costs no allocation beyond dst's growth.
 func AppendValue(dst []byte, v Value) []byte {
-	return AppendAttr(dst, Attr{ID: uint8(v.Kind), Ext: true, Data: valuePayload(v)})
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0) // the attribute header, patched below
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(v.Name)))
+	dst = append(dst, v.Name...)
+	dst = append(dst, 0)
+	for (len(dst)-start-attrHdrLen)%4 != 0 { // the name header is padded
+		dst = append(dst, 0)
+	}
+	switch v.Kind {
+	case String:
+		dst = append(append(dst, v.Str...), 0)
+	case Int64:
+		dst = binary.BigEndian.AppendUint64(dst, uint64(v.Int))
+	case Int32:
+		dst = binary.BigEndian.AppendUint32(dst, uint32(v.Int))
+	case Int16:
+		dst = binary.BigEndian.AppendUint16(dst, uint16(v.Int))
+	case Int8:
+		dst = append(dst, uint8(v.Int))
+	case Double:
+		dst = binary.BigEndian.AppendUint64(dst, math.Float64bits(v.Float))
+	case Array, Table:
+		dst = AppendValues(dst, v.List)
+	}
+	h := uint32(uint8(v.Kind)&attrIDMask)<<attrIDShift | uint32(len(dst)-start) | attrExtended
+	binary.BigEndian.PutUint32(dst[start:], h)
+	for (len(dst)-start)%4 != 0 {
+		dst = append(dst, 0)
+	}
+	return dst
 }
 
 // AppendValues encodes a table or array body.
@@ -110,31 +141,6 @@ func AppendValues(dst []byte, vs []Value) []byte {
 		dst = AppendValue(dst, v)
 	}
 	return dst
-}
-
-func valuePayload(v Value) []byte {
-	name := v.Name
-	hl := pad4(2 + len(name) + 1)
-	p := make([]byte, hl, hl+16)
-	binary.BigEndian.PutUint16(p, uint16(len(name)))
-	copy(p[2:], name)
-	switch v.Kind {
-	case String:
-		p = append(append(p, v.Str...), 0)
-	case Int64:
-		p = binary.BigEndian.AppendUint64(p, uint64(v.Int))
-	case Int32:
-		p = binary.BigEndian.AppendUint32(p, uint32(v.Int))
-	case Int16:
-		p = binary.BigEndian.AppendUint16(p, uint16(v.Int))
-	case Int8:
-		p = append(p, uint8(v.Int))
-	case Double:
-		p = binary.BigEndian.AppendUint64(p, math.Float64bits(v.Float))
-	case Array, Table:
-		p = AppendValues(p, v.List)
-	}
-	return p
 }
 
 // DecodeValues decodes a blobmsg table or array body. Untrusted input gets
