@@ -210,35 +210,26 @@ func number(vs []ubus.Value, path ...string) (float64, bool) {
 }
 
 func service(w *writer, st []ubus.Value, now time.Time) {
-	gauges := []struct {
-		name, help string
-		path       []string
+	// Figures read from the status document: the family, its type and
+	// the member's path.
+	for _, f := range []struct {
+		name, typ, help string
+		path            []string
 	}{
-		{"phonebook_sip_registered_users", "Users with at least one binding.", []string{"sip", "registered_users"}},
-		{"phonebook_sip_bindings", "Registered contacts.", []string{"sip", "bindings"}},
-		{"phonebook_sip_max_bindings", "Bound on registered users (sip.max_bindings).", []string{"sip", "max_bindings"}},
-		{"phonebook_sip_active_calls", "Calls in progress through the proxy.", []string{"sip", "active_calls"}},
-		{"phonebook_sip_transactions", "Proxied INVITE transactions open.", []string{"sip", "transactions"}},
-		{"phonebook_sip_tcp_connections", "SIP over TCP connections open.", []string{"sip", "tcp_connections"}},
-		{"phonebook_directory_entries", "Entries in the published phone directory.", []string{"directory", "entries"}},
-	}
-	for _, g := range gauges {
-		if v, ok := number(st, g.path...); ok {
-			w.one(g.name, "gauge", g.help, v)
-		}
-	}
-	counters := []struct {
-		name, help string
-		path       []string
-	}{
-		{"phonebook_sip_registrations_total", "REGISTER requests accepted.", []string{"sip", "registrations_total"}},
-		{"phonebook_sip_malformed_total", "Malformed SIP messages answered 400 or dropped.", []string{"sip", "malformed_total"}},
-		{"phonebook_sip_calls_total", "Calls set up through the proxy.", []string{"sip", "calls_total"}},
-		{"phonebook_sip_tcp_accept_errors_total", "Failed TCP accepts (descriptor exhaustion and the like).", []string{"sip", "tcp_accept_errors"}},
-	}
-	for _, c := range counters {
-		if v, ok := number(st, c.path...); ok {
-			w.one(c.name, "counter", c.help, v)
+		{"phonebook_sip_registered_users", "gauge", "Users with at least one binding.", []string{"sip", "registered_users"}},
+		{"phonebook_sip_bindings", "gauge", "Registered contacts.", []string{"sip", "bindings"}},
+		{"phonebook_sip_max_bindings", "gauge", "Bound on registered users (sip.max_bindings).", []string{"sip", "max_bindings"}},
+		{"phonebook_sip_active_calls", "gauge", "Calls in progress through the proxy.", []string{"sip", "active_calls"}},
+		{"phonebook_sip_transactions", "gauge", "Proxied INVITE transactions open.", []string{"sip", "transactions"}},
+		{"phonebook_sip_tcp_connections", "gauge", "SIP over TCP connections open.", []string{"sip", "tcp_connections"}},
+		{"phonebook_directory_entries", "gauge", "Entries in the published phone directory.", []string{"directory", "entries"}},
+		{"phonebook_sip_registrations_total", "counter", "REGISTER requests accepted.", []string{"sip", "registrations_total"}},
+		{"phonebook_sip_malformed_total", "counter", "Malformed SIP messages answered 400 or dropped.", []string{"sip", "malformed_total"}},
+		{"phonebook_sip_calls_total", "counter", "Calls set up through the proxy.", []string{"sip", "calls_total"}},
+		{"phonebook_sip_tcp_accept_errors_total", "counter", "Failed TCP accepts (descriptor exhaustion and the like).", []string{"sip", "tcp_accept_errors"}},
+	} {
+		if v, ok := number(st, f.path...); ok {
+			w.one(f.name, f.typ, f.help, v)
 		}
 	}
 	if sip, ok := ubus.Get(st, "sip"); ok {

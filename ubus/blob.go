@@ -64,13 +64,21 @@ func ParseAttrs(b []byte) ([]Attr, error) {
 
 // AppendAttr appends one attribute with its header and zero padding.
 func AppendAttr(dst []byte, a Attr) []byte {
-	h := uint32(a.ID&attrIDMask)<<attrIDShift | uint32(attrHdrLen+len(a.Data))
-	if a.Ext {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0) // the header, written by finishAttr
+	return finishAttr(append(dst, a.Data...), start, a.ID, a.Ext)
+}
+
+// finishAttr completes the attribute that starts at start, whose data
+// follows a 4-byte placeholder: it writes the header (id, extended flag,
+// length) and pads to 4 bytes. Encoders append data in place with it.
+func finishAttr(dst []byte, start int, id uint8, ext bool) []byte {
+	h := uint32(id&attrIDMask)<<attrIDShift | uint32(len(dst)-start)
+	if ext {
 		h |= attrExtended
 	}
-	dst = binary.BigEndian.AppendUint32(dst, h)
-	dst = append(dst, a.Data...)
-	for i := len(a.Data) + attrHdrLen; i%4 != 0; i++ {
+	binary.BigEndian.PutUint32(dst[start:], h)
+	for (len(dst)-start)%4 != 0 {
 		dst = append(dst, 0)
 	}
 	return dst

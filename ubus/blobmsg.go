@@ -104,7 +104,7 @@ var ErrBlobmsg = errors.New("ubus: malformed blobmsg")
 // document of any depth costs no allocation beyond dst's growth.
 func AppendValue(dst []byte, v Value) []byte {
 	start := len(dst)
-	dst = append(dst, 0, 0, 0, 0) // the attribute header, patched below
+	dst = append(dst, 0, 0, 0, 0) // the attribute header, written by finishAttr
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(v.Name)))
 	dst = append(dst, v.Name...)
 	dst = append(dst, 0)
@@ -127,12 +127,7 @@ func AppendValue(dst []byte, v Value) []byte {
 	case Array, Table:
 		dst = AppendValues(dst, v.List)
 	}
-	h := uint32(uint8(v.Kind)&attrIDMask)<<attrIDShift | uint32(len(dst)-start) | attrExtended
-	binary.BigEndian.PutUint32(dst[start:], h)
-	for (len(dst)-start)%4 != 0 {
-		dst = append(dst, 0)
-	}
-	return dst
+	return finishAttr(dst, start, uint8(v.Kind), true)
 }
 
 // AppendValues encodes a table or array body.
