@@ -68,7 +68,9 @@ type Service struct {
 	mu    sync.Mutex
 	conn  *godbus.Conn
 	props *prop.Properties
-	state State
+	state State // the latest evaluation's
+	shown State // what the properties show on the current connection
+	kick  chan struct{}
 	// Registrations counts successful publications (1 plus reconnects).
 	registrations int
 }
@@ -86,6 +88,11 @@ func (s *Service) Run(ctx context.Context) {
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
 	}
+	s.mu.Lock()
+	if s.kick == nil {
+		s.kick = make(chan struct{}, 1)
+	}
+	s.mu.Unlock()
 	backoff := 500 * time.Millisecond
 	logged := false
 	for ctx.Err() == nil {
@@ -105,11 +112,18 @@ func (s *Service) Run(ctx context.Context) {
 		}
 		s.Log.Info("published on D-Bus", "name", Name)
 		logged, backoff = false, 500*time.Millisecond
-		select {
-		case <-ctx.Done():
-			conn.Close()
-		case <-conn.Context().Done():
-			s.Log.Warn("D-Bus connection lost; reconnecting")
+	connected:
+		for {
+			select {
+			case <-ctx.Done():
+				conn.Close()
+				break connected
+			case <-conn.Context().Done():
+				s.Log.Warn("D-Bus connection lost; reconnecting")
+				break connected
+			case <-s.kick:
+				s.show()
+			}
 		}
 		s.mu.Lock()
 		s.conn, s.props = nil, nil
@@ -170,9 +184,10 @@ func (s *Service) publish(ctx context.Context) (*godbus.Conn, error) {
 		return fail(fmt.Errorf("request name %s: already owned by another process", Name))
 	}
 	s.mu.Lock()
-	s.conn, s.props = conn, props
+	s.conn, s.props, s.shown = conn, props, st
 	s.registrations++
 	s.mu.Unlock()
+	s.signal() // an evaluation may have come while publishing
 	return conn, nil
 }
 
@@ -184,20 +199,46 @@ func propMap(st State) map[string]*prop.Prop {
 	}
 }
 
-// Update shows a new evaluation: each property that changed is set
-// (PropertiesChanged), and a change of status also sends StatusChanged.
+// Update takes a new evaluation. It only records it: the properties and
+// signals go out from Run's goroutine, so that a slow or hung bus never
+// holds up the health evaluation that calls this.
 func (s *Service) Update(st State) {
 	s.mu.Lock()
-	old := s.state
 	s.state = st
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *Service) signal() {
+	s.mu.Lock()
+	kick := s.kick
+	s.mu.Unlock()
+	if kick == nil {
+		return // not running yet: published with this state at the start
+	}
+	select {
+	case kick <- struct{}{}:
+	default:
+	}
+}
+
+// show brings the properties up to the latest state: each property that
+// changed is set (PropertiesChanged), and a change of status also sends
+// StatusChanged.
+func (s *Service) show() {
+	s.mu.Lock()
+	old, st := s.shown, s.state
+	s.shown = st
 	conn, props := s.conn, s.props
 	s.mu.Unlock()
 	if props == nil {
-		return // published with this state at the next connection
+		return
 	}
 	set := func(name string, changed bool, v any) {
 		if changed {
-			props.SetMust(HealthIface, name, v)
+			if err := setProp(props, name, v); err != nil {
+				s.Log.Debug("D-Bus property", "name", name, "err", err)
+			}
 		}
 	}
 	set("Status", old.Status != st.Status, st.Status)
@@ -211,6 +252,20 @@ func (s *Service) Update(st State) {
 			s.Log.Debug("emit StatusChanged", "err", err)
 		}
 	}
+}
+
+// setProp sets a property and sends PropertiesChanged. The prop package
+// panics when that signal cannot be written (the bus just went away);
+// that is the bus's failure, not the daemon's, so it becomes an error and
+// Run reconnects.
+func setProp(props *prop.Properties, name string, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("set %s: %v", name, r)
+		}
+	}()
+	props.SetMust(HealthIface, name, v)
+	return nil
 }
 
 func dbusErr(err error) *godbus.Error {
