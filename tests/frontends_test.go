@@ -100,6 +100,15 @@ func TestDBusAnswersLikeUbus(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "fetcher restarted", func() bool { return num(e.thread("fetcher")["restart_count"]) > before })
 
+	// A fault changes the status: the D-Bus property follows the check.
+	e.inject("fetcher", "panic")
+	waitFor(t, 15*time.Second, "the Status property to follow the crash", func() bool {
+		out, err := exec.Command("busctl", "--address="+bus.Address, "get-property", "org.aredn.Phonebook1", health,
+			"org.aredn.Phonebook1.Health", "Status").CombinedOutput()
+		st := call(t, e.sock, "phonebook.health", "check", "")["status"]
+		return err == nil && st != "healthy" && strings.TrimSpace(string(out)) == fmt.Sprintf("s %q", st)
+	})
+
 	bus.Stop()
 	time.Sleep(300 * time.Millisecond)
 	bus.Start()
