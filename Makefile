@@ -96,6 +96,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzBlobmsg -fuzztime 30s ./ubus
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./directory
 	$(GO) test -run XXX -fuzz FuzzReadResponse -fuzztime 30s ./httpc
+	$(GO) test -run XXX -fuzz FuzzReadRequest -fuzztime 30s ./metrics
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./sip
 
 # Debian and Raspberry Pi OS: the daemon (without the ubus front), its

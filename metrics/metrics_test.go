@@ -185,3 +185,23 @@ func BenchmarkRender(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "bytes/doc")
 }
+
+// FuzzReadRequest: whatever a client sends, the request reader returns
+// an error or a request, within its byte limit, never a panic.
+func FuzzReadRequest(f *testing.F) {
+	f.Add([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n"))
+	f.Add([]byte("HEAD /metrics?x=1 HTTP/1.0\n\n"))
+	f.Add([]byte("GET /metrics\r\n\r\n"))
+	f.Add([]byte("\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nX: " + strings.Repeat("a", 9000) + "\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l := &limited{r: bytes.NewReader(data), n: maxRequest}
+		method, target, err := readRequest(bufio.NewReaderSize(l, 1024))
+		if err == nil && (method == "" || strings.ContainsAny(target, " \r\n")) {
+			t.Fatalf("accepted %q %q", method, target)
+		}
+		if l.n < 0 {
+			t.Fatal("read past the limit")
+		}
+	})
+}

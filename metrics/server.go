@@ -85,22 +85,10 @@ func isTemporary(err error) bool {
 func (s *Server) serve(conn net.Conn) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(requestTimeout))
-	r := bufio.NewReaderSize(&limited{r: conn, n: maxRequest}, 1024)
-	line, err := r.ReadString('\n')
+	method, target, err := readRequest(bufio.NewReaderSize(&limited{r: conn, n: maxRequest}, 1024))
 	if err != nil {
 		return
 	}
-	for { // the headers: read and ignored, within the limit
-		h, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		if h == "\r\n" || h == "\n" {
-			break
-		}
-	}
-	method, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
-	target, _, _ := strings.Cut(rest, " ")
 	status, ctype, body := "200 OK", ContentType, []byte(nil)
 	switch {
 	case method != "GET" && method != "HEAD":
@@ -114,6 +102,31 @@ func (s *Server) serve(conn net.Conn) {
 	if method != "HEAD" {
 		conn.Write(body)
 	}
+}
+
+// readRequest reads a request line and its headers (ignored) from a
+// client on the network: a malformed or oversized request is an error,
+// never a panic.
+func readRequest(r *bufio.Reader) (method, target string, err error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", "", err
+	}
+	for { // the headers, read and ignored within the reader's limit
+		h, err := r.ReadString('\n')
+		if err != nil {
+			return "", "", err
+		}
+		if h == "\r\n" || h == "\n" {
+			break
+		}
+	}
+	method, rest, ok := strings.Cut(strings.TrimSpace(line), " ")
+	target, proto, ok2 := strings.Cut(rest, " ")
+	if !ok || !ok2 || !strings.HasPrefix(proto, "HTTP/1.") {
+		return "", "", errors.New("not an HTTP/1 request line")
+	}
+	return method, target, nil
 }
 
 // limited stops reading after n bytes.

@@ -133,3 +133,87 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 	})
 	t.Logf("Prometheus query phonebook_health_score = %v (daemon: %v)", got, want)
 }
+
+// TestMetricsListenerSlowClientsAndFlood: 300 clients that connect and
+// send nothing, then a flood of 2,000 scrapes: the listener holds at most
+// max_connections at once, refuses and counts the rest, frees a slot on
+// the 5 s request timeout, and the daemon's goroutines, RSS and log stay
+// bounded; its health does not suffer.
+func TestMetricsListenerSlowClientsAndFlood(t *testing.T) {
+	addr := freeAddr(t)
+	e := newFaultEnv(t, map[string]string{"metrics.listen": addr, "metrics.max_connections": "4", "health.health_check_interval": "1"})
+	p := e.start()
+	pid := p.cmd.Process.Pid
+	waitFor(t, 10*time.Second, "the metrics listener", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	time.Sleep(time.Second)
+	rssBefore, logBefore := rssKB(t, pid), len(p.out.String())
+	goBefore := num(get(e.health(), "memory", "goroutines"))
+	peak := rssWatch(t, pid)
+
+	var slow []net.Conn
+	for i := 0; i < 300; i++ {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			t.Fatalf("slow client %d: %v", i, err)
+		}
+		slow = append(slow, c)
+	}
+	defer func() {
+		for _, c := range slow {
+			c.Close()
+		}
+	}()
+	scrape := func() bool {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+		b, _ := io.ReadAll(c)
+		return bytes.HasPrefix(b, []byte("HTTP/1.1 200 OK"))
+	}
+	answered := 0
+	for i := 0; i < 2000; i++ {
+		if scrape() {
+			answered++
+		}
+	}
+	goDuring := num(get(e.health(), "memory", "goroutines"))
+	t.Logf("2,000 scrapes with 300 idle clients: %d answered; goroutines %v -> %v", answered, goBefore, goDuring)
+	if goDuring > goBefore+10 {
+		t.Errorf("goroutines %v -> %v: the listener is not bounded", goBefore, goDuring)
+	}
+	// The idle clients time out after 5 s: the listener serves again.
+	waitFor(t, 15*time.Second, "a scrape answered after the idle clients' timeout", scrape)
+	resp, _ := http.Get("http://" + addr + "/metrics")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`(?m)^phonebook_metrics_scrapes_refused_total (\d+)$`).FindSubmatch(body)
+	if m == nil {
+		t.Fatal("no refused counter")
+	}
+	refused, _ := strconv.Atoi(string(m[1]))
+	if refused < 300-4 {
+		t.Errorf("refused %d connections, want at least the idle clients past the bound (296)", refused)
+	}
+	if pk := peak(); pk > rssBefore+8*1024 {
+		t.Errorf("RSS %d KB before, peak %d KB", rssBefore, pk)
+	}
+	if grew := len(p.out.String()) - logBefore; grew > 2048 {
+		t.Errorf("log grew %d bytes", grew)
+	}
+	if st := call(t, e.sock, "phonebook.health", "check", "")["status"]; st != "healthy" {
+		t.Errorf("status %v after the flood", st)
+	}
+	if p.exited() {
+		t.Fatal("daemon exited")
+	}
+}
