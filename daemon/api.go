@@ -184,15 +184,26 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- d.metricsSrv.Serve(lctx, ln, cfg.MaxConnections) }()
+		stopped := false
 		select {
 		case <-d.metricsKick:
 		case <-ctx.Done():
 		case err := <-done:
-			d.log.Warn("metrics listener stopped", "err", err)
+			// Accept failed in a way backing off did not cure: a
+			// condition, and a pause before the next try, not a loop.
+			d.sys.SetUnhealthy("metrics_listen", health.Args{health.ArgError: err.Error()})
 			done <- nil
+			stopped = true
 		}
 		cancel()
 		<-done
+		if stopped {
+			select {
+			case <-ctx.Done():
+			case <-d.metricsKick:
+			case <-time.After(10 * time.Second):
+			}
+		}
 	}
 }
 
