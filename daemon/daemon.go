@@ -393,7 +393,11 @@ func (d *Daemon) Reload() {
 func (d *Daemon) statusChanged(old, new string, snap *health.Snapshot) {
 	d.writeBadge(new)
 	d.reporter.StatusChanged()
-	d.notify(fmt.Sprintf("STATUS=health %s, score %d", new, snap.Score))
+	if new == health.Disabled {
+		d.notify("STATUS=health monitoring disabled")
+	} else {
+		d.notify(fmt.Sprintf("STATUS=health %s, score %d", new, snap.Score))
+	}
 }
 
 // evaluated passes each evaluation to the buses.

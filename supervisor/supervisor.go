@@ -578,7 +578,8 @@ type WorkerStatus struct {
 	AutoRestarts int
 }
 
-// Snapshot reports every worker, sampling CPU since the last call.
+// Snapshot reports every worker. Its CPU figure is over a fixed window
+// (sampleCPU), so how often Snapshot is called does not change it.
 func (s *Supervisor) Snapshot() []WorkerStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
