@@ -111,7 +111,8 @@ func (s *Service) Run(ctx context.Context) {
 			continue
 		}
 		s.Log.Info("published on D-Bus", "name", Name)
-		logged, backoff = false, 500*time.Millisecond
+		logged = false
+		since := time.Now()
 	connected:
 		for {
 			select {
@@ -128,6 +129,17 @@ func (s *Service) Run(ctx context.Context) {
 		s.mu.Lock()
 		s.conn, s.props = nil, nil
 		s.mu.Unlock()
+		if time.Since(since) > time.Minute { // a bus that stayed: come back at once
+			backoff = 500 * time.Millisecond
+			continue
+		}
+		// A bus that drops us as soon as we are on it: back off, so that
+		// it cannot make a loop of connections and log lines.
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 
