@@ -1,16 +1,20 @@
 package tests
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aredn/phonebookd/internal/dbustest"
 )
 
 // TestInstalledPackagesUnderQemu builds the stripped router binaries for
-// mips (softfloat) and arm (GOARM=7), packs them (.ipk for mips, .apk for
+// mips (softfloat) and arm (GOARM=7), tagged nodbus as packaged, packs them (.ipk for mips, .apk for
 // arm), installs each with the real opkg or apk into a scratch root, and
 // runs the installed binary under qemu-user-static with the installed
 // configuration against the broker, asking it for phonebook.health
@@ -30,7 +34,7 @@ func TestInstalledPackagesUnderQemu(t *testing.T) {
 				t.Fatalf("%s not installed (Debian package qemu-user-static; make setup installs it)", tg.qemu)
 			}
 			bin := filepath.Join(shortDir(t), "phonebookd")
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/phonebookd")
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-tags", "nodbus", "-o", bin, "./cmd/phonebookd")
 			cmd.Dir = ".."
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+tg.goarch, tg.env)
 			if out, err := cmd.CombinedOutput(); err != nil {
@@ -86,5 +90,60 @@ func TestInstalledPackagesUnderQemu(t *testing.T) {
 			}
 			t.Logf("%s, installed by %s, under qemu: rss %.1f MB (the emulator's)", tg.arch, tg.format, num(get(h, "memory", "rss_mb")))
 		})
+	}
+}
+
+// TestRaspberryPiBuildUnderQemu builds the Debian binary (-tags noubus)
+// for a Raspberry Pi (arm64) and runs it under qemu-aarch64-static with
+// D-Bus on a private dbus-daemon and the metrics listener: dbus-send gets
+// the healthcheck document and /metrics the health score.
+func TestRaspberryPiBuildUnderQemu(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cross builds take a while; not in -short")
+	}
+	q, err := exec.LookPath("qemu-aarch64-static")
+	if err != nil {
+		t.Fatalf("qemu-aarch64-static not installed (Debian package qemu-user-static): %v", err)
+	}
+	bin := filepath.Join(shortDir(t), "phonebookd")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-tags", "noubus", "-o", bin, "./cmd/phonebookd")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	bus := dbustest.Start(t, dbusPolicy)
+	metricsAddr := freeAddr(t)
+	tr := newTree(t, filepath.Join(shortDir(t), "no-ubus.sock"), map[string]string{
+		"main.ubus": "0", "main.dbus": "1", "main.dbus_address": bus.Address, "metrics.listen": metricsAddr})
+	p := start(t, q, bin, "-c", tr.confDir, "-t", tr.saveDir)
+	var out string
+	waitFor(t, 60*time.Second, "the emulated daemon on D-Bus", func() bool {
+		if p.exited() {
+			t.Fatalf("exited with %d", p.code)
+		}
+		var err error
+		out, err = dbusCall(bus.Address, "/org/aredn/Phonebook1/Health", "org.aredn.Phonebook1.Health.Check")
+		return err == nil
+	})
+	if !strings.Contains(out, `"status":"healthy"`) {
+		t.Errorf("Check over D-Bus from the arm64 build: %s", out)
+	}
+	var body string
+	waitFor(t, 30*time.Second, "/metrics from the arm64 build", func() bool {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == 200
+	})
+	if !strings.Contains(body, "phonebook_health_score 100") {
+		t.Errorf("metrics from the arm64 build lack the score:\n%s", body)
+	}
+	if strings.Contains(p.out.String(), "ubus") {
+		t.Errorf("the noubus build mentions ubus in its log:\n%s", p.out.String())
 	}
 }
