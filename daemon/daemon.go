@@ -40,7 +40,10 @@ type Options struct {
 	// SocketGiven: the socket was named on the command line, so ubus is
 	// wanted even where main.ubus "auto" would not find it yet.
 	SocketGiven bool
-	Log         *slog.Logger
+	// Ubus and DBus, when set ("auto", "1", "0"), override main.ubus and
+	// main.dbus for this run (the -ubus and -dbus flags).
+	Ubus, DBus string
+	Log        *slog.Logger
 	// Stderr is the original standard error, duplicated away from
 	// descriptor 2 (which then receives the runtime's crash text).
 	Stderr *os.File
@@ -127,6 +130,12 @@ func Run(ctx context.Context, opt Options) error {
 		clock: health.SystemClock{}, fatal: make(chan crash.Record, 1), reload: make(chan struct{}, 1), metricsKick: make(chan struct{}, 1),
 	}
 	cfg, errs := config.LoadStore(d.store, nil)
+	for _, f := range []struct{ flag, value string }{{"-ubus", opt.Ubus}, {"-dbus", opt.DBus}} {
+		if f.value != "" && f.value != "auto" && f.value != "1" && f.value != "0" {
+			return fmt.Errorf("%s %q: want auto, 1 or 0", f.flag, f.value)
+		}
+	}
+	d.busFlags(&cfg.Main)
 	d.cfg = cfg
 	for _, err := range errs {
 		d.log.Error("setting rejected; default kept", "err", err)
@@ -136,6 +145,16 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	d.reportConfigErrors(errs)
 	return d.run(ctx)
+}
+
+// busFlags applies -ubus and -dbus over the UCI settings.
+func (d *Daemon) busFlags(m *config.Main) {
+	if d.opt.Ubus != "" {
+		m.Ubus = d.opt.Ubus
+	}
+	if d.opt.DBus != "" {
+		m.DBus = d.opt.DBus
+	}
 }
 
 func (d *Daemon) config() config.Config {
@@ -361,7 +380,8 @@ loop:
 func (d *Daemon) Reload() {
 	prev := d.config()
 	cfg, errs := config.LoadStore(d.store, &prev)
-	// Paths and the listen address need a restart; keep them.
+	d.busFlags(&cfg.Main)
+	// Paths and the buses need a restart; keep them.
 	if cfg.Main != prev.Main {
 		d.log.Warn("paths changed; they apply at the next restart")
 		cfg.Main = prev.Main

@@ -234,3 +234,14 @@ func TestHistoryOverUbus(t *testing.T) {
 		t.Errorf("limit -1: exit %d, want 254 (INVALID_ARGUMENT)", rc)
 	}
 }
+
+// TestBusFlagRejected: a -dbus value other than auto, 1 or 0 stops the
+// daemon at once with a message naming the flag.
+func TestBusFlagRejected(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "ubus.sock")
+	tr := newTree(t, sock, nil)
+	p := start(t, bins.daemon, "-c", tr.confDir, "-t", tr.saveDir, "-s", sock, "-dbus", "maybe")
+	if code := p.wait(10 * time.Second); code != 1 || !strings.Contains(p.out.String(), `-dbus "maybe": want auto, 1 or 0`) {
+		t.Fatalf("exit %d:\n%s", code, p.out.String())
+	}
+}

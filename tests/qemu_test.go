@@ -114,9 +114,10 @@ func TestRaspberryPiBuildUnderQemu(t *testing.T) {
 	}
 	bus := dbustest.Start(t, dbusPolicy)
 	metricsAddr := freeAddr(t)
+	// The buses chosen on the command line, over the tree's main.dbus 0.
 	tr := newTree(t, filepath.Join(shortDir(t), "no-ubus.sock"), map[string]string{
-		"main.ubus": "0", "main.dbus": "1", "main.dbus_address": bus.Address, "metrics.listen": metricsAddr})
-	p := start(t, q, bin, "-c", tr.confDir, "-t", tr.saveDir)
+		"main.dbus_address": bus.Address, "metrics.listen": metricsAddr})
+	p := start(t, q, bin, "-c", tr.confDir, "-t", tr.saveDir, "-ubus", "0", "-dbus", "1")
 	var out string
 	waitFor(t, 60*time.Second, "the emulated daemon on D-Bus", func() bool {
 		if p.exited() {

@@ -3,7 +3,7 @@
 // own software-health system. It also carries small uci- and
 // ubus-compatible subcommands for hosts without those tools.
 //
-//	phonebookd [-c CONFDIR] [-t UCI_SAVEDIR] [-s UBUS_SOCKET]
+//	phonebookd [-c CONFDIR] [-t UCI_SAVEDIR] [-s UBUS_SOCKET] [-ubus auto|1|0] [-dbus auto|1|0]
 //	phonebookd uci [-c confdir] [-t savedir] <command> ...
 //	phonebookd call [-s SOCKET] [-t TIMEOUT] OBJECT METHOD [JSON]
 //	phonebookd list [-s SOCKET] [-v] [PATTERN]
@@ -60,6 +60,8 @@ func main() {
 	saveDir := fs.String("t", "/tmp/.uci", "UCI save directory (uncommitted changes)")
 	socket := fs.String("s", ubus.DefaultSocket, "ubusd socket")
 	verbose := fs.Bool("v", false, "log debug messages")
+	ubusFlag := fs.String("ubus", "", "publish on ubus: auto, 1 or 0 (overrides phonebook.main.ubus)")
+	dbusFlag := fs.String("dbus", "", "publish on D-Bus: auto, 1 or 0 (overrides phonebook.main.dbus)")
 	fs.Parse(os.Args[1:])
 	socketGiven := false
 	fs.Visit(func(f *flag.Flag) { socketGiven = socketGiven || f.Name == "s" })
@@ -77,7 +79,7 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	stdlog.SetOutput(stderr) // any library's log package output goes to syslog too
-	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, SocketGiven: socketGiven, Log: log, Stderr: stderr, Signals: sigs})
+	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, SocketGiven: socketGiven, Ubus: *ubusFlag, DBus: *dbusFlag, Log: log, Stderr: stderr, Signals: sigs})
 	var fatal *daemon.FatalError
 	switch {
 	case errors.As(err, &fatal):
