@@ -199,8 +199,12 @@ func (r *Reporter) sendOldest(ctx context.Context) (ok, empty bool) {
 		r.stats.LastError = err.Error()
 		return false, false
 	}
-	if len(r.queue) > 0 && len(doc) > 0 && &r.queue[0][0] == &doc[0] { // not pushed out meanwhile
+	if len(r.queue) > 0 && len(doc) > 0 && &r.queue[0][0] == &doc[0] {
 		r.queue = r.queue[1:]
+	} else {
+		// A full queue pushed it out during the POST, and it was
+		// counted dropped; it arrived after all.
+		r.stats.Dropped--
 	}
 	r.stats.Sent++
 	r.stats.LastSuccess = time.Now()
