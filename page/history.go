@@ -31,24 +31,13 @@ type series struct {
 func chart(title, unit string, times []int64, marks []health.HistoryMark, ss ...series) string {
 	var b strings.Builder
 	n := len(times)
-	lo, hi := 0.0, 0.0
-	first := true
+	lo, hi := 0.0, 0.0 // the axis starts at 0 (or below, for a negative figure)
 	for _, s := range ss {
 		for _, v := range s.values {
-			if v == nil {
-				continue
+			if v != nil {
+				lo, hi = min(lo, *v), max(hi, *v)
 			}
-			if first || *v < lo {
-				lo = min(*v, lo)
-			}
-			if first || *v > hi {
-				hi = *v
-			}
-			first = false
 		}
-	}
-	if lo > 0 {
-		lo = 0
 	}
 	if hi <= lo {
 		hi = lo + 1
