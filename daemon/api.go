@@ -78,7 +78,13 @@ func (d *Daemon) metricsText() []byte {
 	if d.metricsSrv != nil {
 		refused = d.metricsSrv.Refused()
 	}
-	return metrics.Render(metrics.Input{Snap: d.snapshot(), Status: d.status(), Now: d.now(), Refused: refused})
+	return metrics.Render(metrics.Input{Snap: d.snapshot(), Status: d.services(), Now: d.now(), Refused: refused})
+}
+
+// services are the status document's service tables (sip, directory,
+// monitor): all that the metrics read of it.
+func (d *Daemon) services() []ubus.Value {
+	return []ubus.Value{d.sip.Status(), d.fetcher.Status(), d.monitor.Status()}
 }
 
 // status is the showphonebook document: directory, settings problems and
@@ -93,26 +99,13 @@ func (d *Daemon) status() []ubus.Value {
 	d.mu.Unlock()
 	rs := d.reporter.Stats()
 	rep := ubus.Tbl("reporter", ubus.Bool("enabled", d.config().Reporter.URL != ""), ubus.I32("queued", int32(rs.Queued)),
-		ubus.I64("sent", rs.Sent), ubus.I64("failed", rs.Failed), ubus.I64("dropped", rs.Dropped), timeValue("last_success", rs.LastSuccess))
+		ubus.I64("sent", rs.Sent), ubus.I64("failed", rs.Failed), ubus.I64("dropped", rs.Dropped), health.Time{Time: rs.LastSuccess}.UbusValue("last_success"))
 	if rs.LastError != "" {
 		rep.List = append(rep.List, ubus.Str("last_error", rs.LastError))
 	}
-	return []ubus.Value{
-		d.sip.Status(),
-		d.fetcher.Status(),
-		d.monitor.Status(),
-		rep,
-		errs,
+	return append(d.services(), rep, errs,
 		ubus.Tbl("software_health", d.sys.SoftwareHealth(snap, d.now())...),
-		ubus.Str("health_status", snap.Status),
-	}
-}
-
-func timeValue(name string, t time.Time) ubus.Value {
-	if t.IsZero() {
-		return ubus.Null(name)
-	}
-	return ubus.Str(name, t.UTC().Format(time.RFC3339))
+		ubus.Str("health_status", snap.Status))
 }
 
 // report is the agent health report for the collector (docs/REPORTER.md):
