@@ -165,8 +165,8 @@ func fields() []field {
 		{"main", "run_dir", kString, "/tmp/phonebook", 0, 0, func(c *Config) any { return &c.Main.RunDir }, "RAM directory for the run marker, crash output and restart count", nil},
 		{"main", "www_dir", kString, "/www", 0, 0, func(c *Config) any { return &c.Main.WWWDir }, "web root", nil},
 		{"main", "apps_dir", kString, "/tmp/apps/phonebook", 0, 0, func(c *Config) any { return &c.Main.AppsDir }, "RAM directory of the app launcher badge", nil},
-		{"main", "ubus", kString, "auto", 0, 0, func(c *Config) any { return &c.Main.Ubus }, "publish on ubus: auto (when ubusd is there), 1 or 0", checkAuto},
-		{"main", "dbus", kString, "auto", 0, 0, func(c *Config) any { return &c.Main.DBus }, "publish on D-Bus as org.aredn.Phonebook1: auto (when a system bus is there), 1 or 0", checkAuto},
+		{"main", "ubus", kString, "auto", 0, 0, func(c *Config) any { return &c.Main.Ubus }, "publish on ubus: auto (when ubusd is there), 1 or 0", CheckBus},
+		{"main", "dbus", kString, "auto", 0, 0, func(c *Config) any { return &c.Main.DBus }, "publish on D-Bus as org.aredn.Phonebook1: auto (when a system bus is there), 1 or 0", CheckBus},
 		{"main", "dbus_address", kString, "", 0, 0, func(c *Config) any { return &c.Main.DBusAddress }, "D-Bus address; empty is the system bus", nil},
 
 		{"sip", "listen", kString, "0.0.0.0:5060", 0, 0, func(c *Config) any { return &c.SIP.Listen }, "UDP/TCP address of the registrar/proxy (IP:port; 0.0.0.0 every interface)", checkListen},
@@ -321,8 +321,9 @@ func checkListen(v string) error {
 	return nil
 }
 
-// checkAuto accepts the tri-state of a bus choice.
-func checkAuto(v string) error {
+// CheckBus accepts the tri-state of a bus choice (main.ubus, main.dbus,
+// and the daemon's -ubus and -dbus flags).
+func CheckBus(v string) error {
 	switch v {
 	case "auto", "1", "0":
 		return nil

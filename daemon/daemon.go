@@ -131,8 +131,11 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	cfg, errs := config.LoadStore(d.store, nil)
 	for _, f := range []struct{ flag, value string }{{"-ubus", opt.Ubus}, {"-dbus", opt.DBus}} {
-		if f.value != "" && f.value != "auto" && f.value != "1" && f.value != "0" {
-			return fmt.Errorf("%s %q: want auto, 1 or 0", f.flag, f.value)
+		if f.value == "" {
+			continue
+		}
+		if err := config.CheckBus(f.value); err != nil {
+			return fmt.Errorf("%s %q: want %w", f.flag, f.value, err)
 		}
 	}
 	d.busFlags(&cfg.Main)
