@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -78,8 +79,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, maxConns int) error
 	}
 }
 
+// isTemporary: out of descriptors, which frees itself as connections end.
 func isTemporary(err error) bool {
-	return strings.Contains(err.Error(), "too many open files")
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 func (s *Server) serve(conn net.Conn) {
