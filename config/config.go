@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/aredn/phonebookd/httpc"
 	"github.com/aredn/phonebookd/uci"
 )
 
@@ -244,8 +245,11 @@ type FieldError struct {
 	Want  string
 }
 
+// Error names the setting and its value, with the credentials of a URL
+// (user:password@) redacted: the text goes to the log, config_errors and
+// a health condition.
 func (e *FieldError) Error() string {
-	return fmt.Sprintf("%s: invalid value %q: want %s", e.Path, e.Value, e.Want)
+	return fmt.Sprintf("%s: invalid value %q: want %s", e.Path, httpc.Redact(e.Value), e.Want)
 }
 
 // Defaults returns the configuration with every default applied.

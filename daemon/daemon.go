@@ -240,6 +240,7 @@ func (d *Daemon) setup() error {
 		},
 	}, cfg.Health)
 	d.fetcher = directory.NewFetcher(d.log, d.rates, func(ok bool) { d.sys.Reach("fetcher", ok) })
+	d.fetcher.SetAlerts(d.sys)
 	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
 	d.sip = sip.New(cfg.SIP, d.log, d.rates, d.sys)
 	d.monitor = monitor.New(cfg.Monitor, d.log, d.sip, d.rates, d.sys, func(ok bool) { d.sys.Reach("monitor", ok) })

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/httpc"
 	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
@@ -76,7 +77,7 @@ const minEventGap = time.Second
 // reportDelivery raises reports_undelivered while the collector refuses
 // or cannot be reached (the descriptor shows it after 10 minutes).
 func (s *safety) reportDelivery() {
-	url := s.d.config().Reporter.URL
+	url := httpc.Redact(s.d.config().Reporter.URL) // shown in the alert: no password
 	st := s.d.reporter.Stats()
 	if url == "" || st.LastError == "" {
 		if s.reports != "" {

@@ -141,16 +141,45 @@ func isHeader(rec []string) bool {
 	return true
 }
 
-// clean trims a field and turns control characters (tabs, stray CR) into
-// spaces.
+// clean trims a field, turns control characters (tabs, stray CR) into
+// spaces and drops the characters XML 1.0 does not allow (xmlChar), so
+// that an entry reads the same in memory and in the published XML.
 func clean(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
 			return ' '
 		}
+		if !xmlChar(r) {
+			return -1
+		}
 		return r
 	}, s)
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// xmlChar reports whether r may appear in an XML 1.0 document that every
+// parser on a phone accepts: the Char production (tab, LF, CR,
+// U+0020-U+D7FF, U+E000-U+FFFD, U+10000-U+10FFFF) without the
+// noncharacters (U+FDD0-U+FDEF, and U+xFFFE and U+xFFFF in every plane),
+// which XML 1.0 discourages and expat rejects (U+FFFE, U+FFFF: "invalid
+// token"). Invalid UTF-8 and lone surrogates never get here: Parse turns
+// them into U+FFFD, and ranging over a string yields U+FFFD for them.
+func xmlChar(r rune) bool {
+	switch {
+	case r == '\t' || r == '\n' || r == '\r':
+		return true
+	case r < 0x20:
+		return false
+	case r >= 0xD800 && r <= 0xDFFF:
+		return false
+	case r >= 0xFDD0 && r <= 0xFDEF:
+		return false
+	case r&0xFFFE == 0xFFFE: // U+xFFFE, U+xFFFF
+		return false
+	case r > unicode.MaxRune:
+		return false
+	}
+	return true
 }
 
 func digits(s string) bool {
@@ -208,8 +237,14 @@ func YealinkXML(es []Entry) []byte {
 	return b.Bytes()
 }
 
+// xmlEscape writes s as XML character data: markup escaped, characters
+// XML does not allow dropped (entries from Parse have none; YealinkXML
+// takes entries from anywhere).
 func xmlEscape(b *bytes.Buffer, s string) {
 	for _, r := range s {
+		if !xmlChar(r) {
+			continue
+		}
 		switch r {
 		case '&':
 			b.WriteString("&amp;")

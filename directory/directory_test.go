@@ -3,7 +3,9 @@ package directory
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"flag"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
@@ -79,10 +82,15 @@ func TestLargeCSV(t *testing.T) {
 	}
 }
 
+// FuzzParse: whatever the CSV, the XML published from it is a document
+// an XML parser reads to its end without error, and every entry reads
+// back as it is in memory.
 func FuzzParse(f *testing.F) {
 	f.Add(fixture(f, "phonebook-awkward.csv"))
 	f.Add(fixture(f, "phonebook-600.csv")[:2000])
 	f.Add([]byte("\"a\n"))
+	f.Add([]byte("A\uFFFEb,C\uFFFF,HB9\uFDD0X,123\nD\U0001FFFE,\U0010FFFF,\x01\x7f,456\n"))
+	f.Add([]byte("Bad\xed\xa0\x80Surrogate,\xff\xfe,X,789\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		es, st, err := Parse(data)
 		if err != nil {
@@ -95,7 +103,115 @@ func FuzzParse(f *testing.F) {
 		if bytes.Contains(x, []byte("<script>")) {
 			t.Fatal("markup not escaped")
 		}
+		got := decodeDirectory(t, x)
+		want := append([]Entry(nil), es...)
+		Sort(want)
+		if len(got) != len(want) {
+			t.Fatalf("%d entries read back, %d published", len(got), len(want))
+		}
+		for i, e := range want {
+			if got[i].Name != e.DisplayName() || got[i].Telephone != e.Telephone {
+				t.Fatalf("entry %d reads back as %q %q, want %q %q", i, got[i].Name, got[i].Telephone, e.DisplayName(), e.Telephone)
+			}
+		}
 	})
+}
+
+// FuzzYealinkXML: entries from anywhere (not only Parse) give a document
+// an XML parser accepts, with the forbidden characters dropped and the
+// rest kept.
+func FuzzYealinkXML(f *testing.F) {
+	f.Add("Anna", "Muster", "HB9AAA", "441001")
+	f.Add("A\uFFFE", "\uFFFF<&>", "\uFDD0\uFDEF", "\U0001FFFF\U0010FFFE1")
+	f.Add("\x00\x01\x1f", "\xed\xa0\x80", "\xff", "\t\r\n")
+	f.Fuzz(func(t *testing.T, first, last, call, tel string) {
+		e := Entry{First: first, Last: last, Callsign: call, Telephone: tel}
+		got := decodeDirectory(t, YealinkXML([]Entry{e}))
+		if len(got) != 1 {
+			t.Fatalf("%d entries read back", len(got))
+		}
+		if w := xmlReadBack(e.DisplayName()); got[0].Name != w {
+			t.Fatalf("name reads back as %q, want %q", got[0].Name, w)
+		}
+		if w := xmlReadBack(tel); got[0].Telephone != w {
+			t.Fatalf("telephone reads back as %q, want %q", got[0].Telephone, w)
+		}
+	})
+}
+
+// xmlReadBack is s as an XML parser gives it back: the characters XML
+// does not allow dropped, line ends normalised.
+func xmlReadBack(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if xmlChar(r) {
+			b.WriteRune(r)
+		}
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(b.String(), "\r\n", "\n"), "\r", "\n")
+}
+
+type readBack struct {
+	Name      string `xml:"Name"`
+	Telephone string `xml:"Telephone"`
+}
+
+// decodeDirectory is the oracle: encoding/xml reads the whole document
+// token by token without error, no character XML forbids or discourages
+// is in it, and its entries are returned.
+func decodeDirectory(t *testing.T, doc []byte) []readBack {
+	t.Helper()
+	if !utf8.Valid(doc) {
+		t.Fatalf("not UTF-8: %q", doc)
+	}
+	for _, r := range string(doc) {
+		if !xmlChar(r) {
+			t.Fatalf("character %U in the XML", r)
+		}
+	}
+	d := xml.NewDecoder(bytes.NewReader(doc))
+	for {
+		_, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("XML does not parse: %v\n%q", err, doc)
+		}
+	}
+	var dir struct {
+		XMLName xml.Name   `xml:"YealinkIPPhoneDirectory"`
+		Entries []readBack `xml:"DirectoryEntry"`
+	}
+	if err := xml.Unmarshal(doc, &dir); err != nil {
+		t.Fatalf("XML does not decode: %v", err)
+	}
+	return dir.Entries
+}
+
+// TestXMLForbiddenCharacters: noncharacters, controls and bad UTF-8 in a
+// phonebook never reach the XML, which parses; the rest of each name
+// stays.
+func TestXMLForbiddenCharacters(t *testing.T) {
+	csv := "First,Name,Callsign,Telephone\n" +
+		"Anna\uFFFE,Muster\uFFFF,HB9AAA,441001\n" +
+		"Beat\uFDD0,Bär\uFDEF,HB9BBB,441002\n" +
+		"Carl\U0001FFFE,Zoë\U0010FFFF,HB9CCC,441003\n" +
+		"Dora\x01\x08,X\xed\xa0\x80Y,HB9DDD,441004\n"
+	es, _, err := Parse([]byte(csv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := decodeDirectory(t, YealinkXML(es))
+	want := []string{"Anna Muster (HB9AAA)", "Beat Bär (HB9BBB)", "Carl Zoë (HB9CCC)", "Dora X\uFFFDY (HB9DDD)"}
+	if len(got) != len(want) {
+		t.Fatalf("%d entries: %+v", len(got), got)
+	}
+	for i, w := range want {
+		if got[i].Name != w {
+			t.Errorf("entry %d: %q, want %q", i, got[i].Name, w)
+		}
+	}
 }
 
 type env struct {
@@ -142,7 +258,9 @@ func TestFetchPublishAndCutoffs(t *testing.T) {
 		t.Errorf("unchanged fetch wrote: %d writes", e.f.Writes())
 	}
 	body = fixture(t, "phonebook-awkward.csv")
-	e.f.Fetch(ctx, nil)
+	e.f.Fetch(ctx, nil) // 8 entries against about 600: held back
+	golden(t, "phonebook-600.xml", e.xml(t))
+	e.f.Fetch(ctx, nil) // confirmed by a second fetch
 	golden(t, "phonebook-awkward.xml", e.xml(t))
 	good := e.xml(t)
 

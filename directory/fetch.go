@@ -23,27 +23,72 @@ import (
 // CSVFile is the last good phonebook, kept on flash in the state directory.
 const CSVFile = "phonebook.csv"
 
+// RetryMin is the wait after a failed fetch (every server refused, timed
+// out or answered badly); it doubles with each failure in a row up to
+// fetcher.interval. A node that booted before the mesh was up gets its
+// phonebook within a minute of the network, not an hour later.
+const RetryMin = 30 * time.Second
+
+// ShrinkCode is the condition raised while a phonebook that shrank by
+// more than half is held back (health/registry.go describes it).
+const ShrinkCode = "directory_shrunk"
+
+// Alerts raises and clears health conditions (the health system).
+type Alerts interface {
+	SetUnhealthy(code string, args health.Args)
+	SetHealthy(code string)
+}
+
+type noAlerts struct{}
+
+func (noAlerts) SetUnhealthy(string, health.Args) {}
+func (noAlerts) SetHealthy(string)                {}
+
 // Fetcher keeps the directory: it loads the last good phonebook at start,
 // fetches from the configured servers in order, and publishes the XML.
 type Fetcher struct {
-	log     *slog.Logger
-	rates   *health.Rates
-	reach   func(ok bool)
-	wake    chan struct{}
-	mu      sync.Mutex
-	cfg     config.Fetcher
-	main    config.Main
-	entries []Entry
-	stats   Stats
-	source  string
-	lastTry time.Time
-	lastOK  time.Time
-	lastErr string
-	writes  int
-	cond    map[string]validators
+	log      *slog.Logger
+	rates    *health.Rates
+	reach    func(ok bool)
+	alerts   Alerts
+	wake     chan struct{}
+	mu       sync.Mutex
+	cfg      config.Fetcher
+	main     config.Main
+	entries  []Entry
+	stats    Stats
+	source   string
+	lastTry  time.Time
+	lastOK   time.Time
+	lastErr  string
+	writes   int
+	cond     map[string]validators
+	round    int   // fetch rounds started, to tell a confirming fetch from the first
+	held     *held // a phonebook that shrank by more than half, awaiting confirmation
+	failures int   // failed rounds in a row, for the retry backoff
 }
 
 type validators struct{ etag, modified string }
+
+// held is a fetched phonebook kept back because it has less than half
+// the entries of the directory: a cut-off body or a broken server must
+// not empty the phones' directory. A fetch in a later round that is
+// still that small confirms it.
+type held struct {
+	server  string // redacted URL
+	entries int
+	against int
+	round   int
+}
+
+// errHeld: the server answered with a phonebook that is held back.
+var errHeld = errors.New("phonebook held back")
+
+// publishError is a failure to write the directory (not the server's).
+type publishError struct{ err error }
+
+func (e *publishError) Error() string { return "publish: " + e.err.Error() }
+func (e *publishError) Unwrap() error { return e.err }
 
 // NewFetcher prepares a fetcher; reach reports each fetch's outcome to
 // the health system's reachability check.
@@ -54,7 +99,18 @@ func NewFetcher(log *slog.Logger, rates *health.Rates, reach func(ok bool)) *Fet
 	if reach == nil {
 		reach = func(bool) {}
 	}
-	return &Fetcher{log: log, rates: rates, reach: reach, wake: make(chan struct{}, 1), cond: map[string]validators{}}
+	return &Fetcher{log: log, rates: rates, reach: reach, alerts: noAlerts{}, wake: make(chan struct{}, 1), cond: map[string]validators{}}
+}
+
+// SetAlerts sets where the fetcher raises its conditions (a phonebook
+// held back); call it before Run.
+func (f *Fetcher) SetAlerts(a Alerts) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if a == nil {
+		a = noAlerts{}
+	}
+	f.alerts = a
 }
 
 // Configure applies settings.
@@ -80,18 +136,35 @@ func (f *Fetcher) xmlPath() string {
 	return filepath.Join(f.main.WWWDir, f.cfg.XMLPath)
 }
 
-// Run is the "fetcher" worker.
+// Run is the "fetcher" worker: a fetch every fetcher.interval, and after
+// a failed one a retry with backoff (RetryDelay).
 func (f *Fetcher) Run(ctx context.Context, w *supervisor.Worker) error {
 	f.LoadLastGood()
 	for {
-		f.Fetch(ctx, w)
+		err := f.Fetch(ctx, w)
 		f.mu.Lock()
 		iv := time.Duration(f.cfg.Interval) * time.Second
+		if err != nil && ctx.Err() == nil {
+			f.failures++
+			iv = RetryDelay(f.failures, iv)
+		} else {
+			f.failures = 0
+		}
 		f.mu.Unlock()
 		if err := w.WaitOrWake(ctx, iv, f.wake); err != nil {
 			return nil
 		}
 	}
+}
+
+// RetryDelay is the wait after the n-th failed fetch in a row: RetryMin,
+// doubling, never more than the interval.
+func RetryDelay(n int, interval time.Duration) time.Duration {
+	d := RetryMin << min(max(n-1, 0), 20)
+	if d > interval || d <= 0 {
+		d = interval
+	}
+	return d
 }
 
 // LoadLastGood publishes the phonebook kept on flash, so phones get a
@@ -120,23 +193,27 @@ func (f *Fetcher) LoadLastGood() {
 	f.mu.Lock()
 	f.entries, f.stats, f.source = es, st, "flash:"+path
 	f.mu.Unlock()
-	if err := f.publish(es, nil); err != nil {
+	if _, err := f.publish(es, nil); err != nil {
 		f.log.Error("publish directory", "err", err)
 	}
 }
 
 // Fetch tries each server in order until one delivers a usable phonebook.
-func (f *Fetcher) Fetch(ctx context.Context, w *supervisor.Worker) {
+// It fails when none did (nor delivered one that is held back), or when
+// the directory could not be written.
+func (f *Fetcher) Fetch(ctx context.Context, w *supervisor.Worker) error {
 	f.mu.Lock()
 	servers := append([]string(nil), f.cfg.Servers...)
 	timeout := time.Duration(f.cfg.Timeout) * time.Second
 	maxBytes := int64(f.cfg.MaxKB) * 1024
 	f.lastTry = time.Now()
+	f.round++
 	f.mu.Unlock()
 	if len(servers) == 0 {
-		return
+		return nil
 	}
 	var errs []string
+	answered, heldBack := false, false
 	for _, srv := range servers {
 		if w != nil {
 			w.Beat()
@@ -144,19 +221,44 @@ func (f *Fetcher) Fetch(ctx context.Context, w *supervisor.Worker) {
 		err := f.fetchOne(ctx, srv, timeout, maxBytes)
 		if err == nil {
 			f.reach(true)
-			return
+			return nil
 		}
 		if ctx.Err() != nil {
-			return
+			return ctx.Err()
+		}
+		if errors.Is(err, errHeld) {
+			answered, heldBack = true, true
+			continue // a later server may have the whole phonebook
 		}
 		f.rates.Add(health.CategoryFetch, 1)
-		errs = append(errs, fmt.Sprintf("%s: %v", srv, err))
-		f.log.Warn("phonebook fetch failed", "server", srv, "err", err)
+		errs = append(errs, fmt.Sprintf("%s: %v", httpc.Redact(srv), err))
+		f.log.Warn("phonebook fetch failed", "server", httpc.Redact(srv), "err", err)
+		var pe *publishError
+		if errors.As(err, &pe) {
+			answered = true
+			break // the next server's phonebook would not be written either
+		}
 	}
-	f.reach(false)
+	f.reach(answered)
 	f.mu.Lock()
-	f.lastErr = fmt.Sprint(errs)
+	f.lastErr = ""
+	if len(errs) > 0 {
+		f.lastErr = fmt.Sprint(errs)
+	}
 	f.mu.Unlock()
+	if heldBack || len(errs) == 0 {
+		// A server answered: no quick retry, so that the next regular
+		// fetch (or a reload) is the one that confirms.
+		return nil
+	}
+	return errors.New(errs[len(errs)-1])
+}
+
+// endsCleanly reports whether a body whose length was not announced ends
+// with a complete row: a server that closes the connection at the end
+// of its data sends one, a transfer cut off mid-row does not.
+func endsCleanly(body []byte) bool {
+	return len(body) > 0 && body[len(body)-1] == '\n'
 }
 
 func (f *Fetcher) fetchOne(ctx context.Context, url string, timeout time.Duration, maxBytes int64) error {
@@ -178,13 +280,27 @@ func (f *Fetcher) fetchOne(ctx context.Context, url string, timeout time.Duratio
 		return err
 	}
 	if resp.Status == 304 {
+		// Validators are stored only for a published phonebook: the
+		// directory is current. Write it again should it be missing.
+		f.mu.Lock()
+		es := f.entries
+		f.mu.Unlock()
+		if es != nil {
+			if _, err := f.publish(es, nil); err != nil {
+				return &publishError{err}
+			}
+		}
 		f.mu.Lock()
 		f.lastOK, f.lastErr = time.Now(), ""
 		f.mu.Unlock()
+		f.release()
 		return nil
 	}
 	if resp.Status != 200 {
 		return fmt.Errorf("HTTP status %d", resp.Status)
+	}
+	if !resp.Delimited && !endsCleanly(resp.Body) {
+		return fmt.Errorf("body without a length ended mid-row after %d bytes (connection closed early?)", len(resp.Body))
 	}
 	es, st, err := Parse(resp.Body)
 	if err != nil {
@@ -194,28 +310,83 @@ func (f *Fetcher) fetchOne(ctx context.Context, url string, timeout time.Duratio
 		return fmt.Errorf("no usable entries (%d rows, %d bad)", st.Rows, st.Bad)
 	}
 	if st.Bad > 0 || st.Duplicates > 0 {
-		f.log.Info("phonebook rows skipped", "server", url, "bad", st.Bad, "duplicates", st.Duplicates, "first", st.Reasons)
+		f.log.Info("phonebook rows skipped", "server", httpc.Redact(url), "bad", st.Bad, "duplicates", st.Duplicates, "first", st.Reasons)
 	}
+	if f.holdBack(url, len(es)) {
+		return errHeld
+	}
+	xmlDone, err := f.publish(es, resp.Body)
 	f.mu.Lock()
-	f.entries, f.stats, f.source = es, st, url
-	f.lastOK, f.lastErr = time.Now(), ""
-	f.cond[url] = validators{etag: resp.ETag, modified: resp.Modified}
+	if xmlDone {
+		// The phones see it: memory follows what was published.
+		f.entries, f.stats, f.source = es, st, httpc.Redact(url)
+	}
+	if err == nil {
+		// Only now: a validator stored before a failed write would
+		// answer the next fetch with 304 and leave the directory stale.
+		f.cond = map[string]validators{url: {etag: resp.ETag, modified: resp.Modified}}
+		f.lastOK, f.lastErr = time.Now(), ""
+	}
 	f.mu.Unlock()
-	return f.publish(es, resp.Body)
+	if err != nil {
+		return &publishError{err}
+	}
+	f.release()
+	return nil
 }
 
-// publish writes the XML and (when given) the CSV, each only if changed.
-func (f *Fetcher) publish(es []Entry, csv []byte) error {
+// holdBack decides whether a fetched phonebook of n entries is held
+// back: it has less than half the entries of the directory, and no
+// earlier round already saw one that small.
+func (f *Fetcher) holdBack(url string, n int) bool {
+	f.mu.Lock()
+	against := len(f.entries)
+	if against == 0 || n*2 >= against {
+		f.mu.Unlock()
+		return false
+	}
+	if f.held != nil && f.held.round < f.round {
+		f.mu.Unlock()
+		f.log.Warn("a smaller phonebook confirmed by a second fetch; publishing it", "server", httpc.Redact(url), "entries", n, "was", against)
+		return false
+	}
+	first := f.held == nil
+	if first {
+		f.held = &held{server: httpc.Redact(url), entries: n, against: against, round: f.round}
+	}
+	h, alerts := *f.held, f.alerts
+	f.mu.Unlock()
+	if first {
+		f.log.Warn("phonebook held back: less than half the entries of the directory; the next fetch confirms it", "server", h.server, "entries", n, "directory", against)
+		alerts.SetUnhealthy(ShrinkCode, health.Args{health.ArgPath: h.server, health.ArgCount: fmt.Sprint(h.entries), health.ArgTotal: fmt.Sprint(h.against)})
+	}
+	return true
+}
+
+// release ends a hold: a phonebook was published or found current.
+func (f *Fetcher) release() {
+	f.mu.Lock()
+	had, alerts := f.held != nil, f.alerts
+	f.held = nil
+	f.mu.Unlock()
+	if had {
+		alerts.SetHealthy(ShrinkCode)
+	}
+}
+
+// publish writes the XML and (when given) the CSV, each only if changed;
+// xmlDone tells whether the XML now holds es.
+func (f *Fetcher) publish(es []Entry, csv []byte) (xmlDone bool, err error) {
 	f.mu.Lock()
 	xmlPath, csvPath := f.xmlPath(), filepath.Join(f.main.StateDir, CSVFile)
 	f.mu.Unlock()
 	if err := f.writeIfChanged(xmlPath, YealinkXML(es)); err != nil {
-		return err
+		return false, err
 	}
 	if csv != nil {
-		return f.writeIfChanged(csvPath, csv)
+		return true, f.writeIfChanged(csvPath, csv)
 	}
-	return nil
+	return true, nil
 }
 
 func (f *Fetcher) writeIfChanged(path string, data []byte) error {
@@ -270,6 +441,12 @@ func (f *Fetcher) Status() ubus.Value {
 		v.List = append(v.List, ubus.Str("last_error", f.lastErr))
 	} else {
 		v.List = append(v.List, ubus.Null("last_error"))
+	}
+	// A phonebook held back: its entries, until a second fetch confirms it.
+	if f.held != nil {
+		v.List = append(v.List, ubus.I32("held_entries", int32(f.held.entries)))
+	} else {
+		v.List = append(v.List, ubus.Null("held_entries"))
 	}
 	return v
 }

@@ -121,6 +121,8 @@ var descriptors = []Descriptor{
 		Text: rateText, Recommend: rateRecommendation},
 	{Code: "fetch_failures", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "fetch failures per hour at `fetch_failures_warn`",
 		Text: rateText, Recommend: rateRecommendation},
+	{Code: "directory_shrunk", Level: LevelWarning, Penalty: 5, When: "a fetched phonebook has less than half the entries of the directory; held back until a later fetch confirms it",
+		Text: sprintf("A phonebook from %s with %s entries was held back; the directory keeps its %s", ArgPath, ArgCount, ArgTotal), Recommend: sprintf("If the phonebook at %s did shrink, confirm it with ubus call phonebook reload (or wait for the next fetch); otherwise check that server.", ArgPath)},
 	{Code: "goroutines_high", Level: LevelWarning, Penalty: 5, When: "`goroutine_warn` goroutines",
 		Text: sprintf("%s goroutines running (warning at %s)", ArgCount, ArgLimit), Recommend: sprintf("Goroutines keep piling up; restart the daemon and report it.")},
 	{Code: "stack_high", Level: LevelWarning, Penalty: 5, When: "goroutine stacks at `stack_warn_kb`",

@@ -35,6 +35,10 @@ type Stats struct {
 	LastError   string
 }
 
+// maxAnswer bounds what is read of a collector's answer body (then
+// dropped): the connection is closed after it.
+const maxAnswer = 64 << 10
+
 // Reporter queues and sends reports.
 type Reporter struct {
 	// Build returns the report JSON for a reason, at the moment of the call.
@@ -184,17 +188,21 @@ func (r *Reporter) sendOldest(ctx context.Context) (ok, empty bool) {
 	}
 	doc, cfg := r.queue[0], r.cfg
 	r.mu.Unlock()
-	resp, err := httpc.Do(ctx, httpc.Request{Method: "POST", URL: cfg.URL, ContentType: "application/json", Body: doc},
-		time.Duration(cfg.Timeout)*time.Second, 64<<10)
+	// The final status line decides: interim 1xx answers are skipped,
+	// and the body of the answer, whatever its size, is read up to
+	// maxAnswer and dropped. A 2xx is an accepted report.
+	resp, err := httpc.Do(ctx, httpc.Request{Method: "POST", URL: cfg.URL, ContentType: "application/json", Body: doc, DiscardBody: true},
+		time.Duration(cfg.Timeout)*time.Second, maxAnswer)
 	if err == nil && (resp.Status < 200 || resp.Status > 299) {
 		err = fmt.Errorf("collector answered HTTP %d", resp.Status)
 	}
+	url := httpc.Redact(cfg.URL)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {
 		r.stats.Failed++
 		if r.stats.LastError == "" {
-			r.Log.Warn("health report not delivered; kept in RAM for a retry", "url", cfg.URL, "err", err)
+			r.Log.Warn("health report not delivered; kept in RAM for a retry", "url", url, "err", err)
 		}
 		r.stats.LastError = err.Error()
 		return false, false
@@ -209,9 +217,9 @@ func (r *Reporter) sendOldest(ctx context.Context) (ok, empty bool) {
 	r.stats.Sent++
 	r.stats.LastSuccess = time.Now()
 	if r.stats.LastError != "" {
-		r.Log.Info("health reports delivered again", "url", cfg.URL)
+		r.Log.Info("health reports delivered again", "url", url)
 	}
 	r.stats.LastError = ""
-	r.Log.Debug("health report sent", "url", cfg.URL, "status", resp.Status)
+	r.Log.Debug("health report sent", "url", url, "status", resp.Status)
 	return true, false
 }

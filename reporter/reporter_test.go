@@ -1,12 +1,18 @@
 package reporter
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -130,3 +136,133 @@ func TestBackoffBoundedWithJitter(t *testing.T) {
 		t.Fatalf("no jitter: %d distinct waits", len(seen))
 	}
 }
+
+// runReporter runs r until the test ends.
+func runReporter(t *testing.T, r *Reporter) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// sendOne makes one report and waits until it is counted sent, or has
+// failed; the collector must have received it exactly once, counted
+// once as sent.
+func sendOne(t *testing.T, r *Reporter, received func() int) {
+	t.Helper()
+	r.StatusChanged()
+	poll.Within(t, 10*time.Second, "the report counted", func() bool { st := r.Stats(); return st.Sent+st.Failed > 0 })
+	st := r.Stats()
+	if st.Sent != 1 || st.Failed != 0 || st.Queued != 0 || st.LastError != "" {
+		t.Fatalf("after one accepted report: %+v", st)
+	}
+	if n := received(); n != 1 {
+		t.Fatalf("collector received %d POSTs", n)
+	}
+}
+
+// TestLargeAnswerCountsSent: a collector that accepts with 200 and a
+// body over 64 KB accepted the report: it is counted sent, not resent.
+func TestLargeAnswerCountsSent(t *testing.T) {
+	var posts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		posts.Add(1)
+		w.Header().Set("Content-Type", "text/html")
+		w.Write(bytes.Repeat([]byte("<p>thank you</p>\n"), 20000)) // 340 KB, chunked
+	}))
+	defer srv.Close()
+	r := New(config.Reporter{URL: srv.URL + "/report", Interval: 3600, Queue: 4, Timeout: 5}, func(string) ([]byte, error) { return []byte(`{"seq":1}`), nil }, nil)
+	r.MinBackoff, r.MaxBackoff = 10*time.Millisecond, 20*time.Millisecond
+	runReporter(t, r)
+	sendOne(t, r, func() int { return int(posts.Load()) })
+}
+
+// TestContinueThenOK: a collector that sends 100 Continue before its 200
+// (a raw listener: net/http sends 100 only on Expect) accepted the report.
+func TestContinueThenOK(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var posts atomic.Int32
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			br := bufio.NewReader(c)
+			length := 0
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil || l == "\r\n" {
+					break
+				}
+				if v, ok := strings.CutPrefix(strings.ToLower(l), "content-length:"); ok {
+					length, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+			}
+			c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
+			if _, err := io.ReadFull(br, make([]byte, length)); err == nil {
+				posts.Add(1)
+			}
+			c.Write([]byte("HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+			c.Close()
+		}
+	})
+	defer func() { ln.Close(); wg.Wait() }()
+	r := New(config.Reporter{URL: "http://" + ln.Addr().String() + "/report", Interval: 3600, Queue: 4, Timeout: 5}, func(string) ([]byte, error) { return []byte(`{"seq":1}`), nil }, nil)
+	r.MinBackoff, r.MaxBackoff = 10*time.Millisecond, 20*time.Millisecond
+	runReporter(t, r)
+	sendOne(t, r, func() int { return int(posts.Load()) })
+}
+
+// TestPasswordNotShown: a URL with credentials never shows its password
+// in the log or the counters, while the collector refuses and after.
+func TestPasswordNotShown(t *testing.T) {
+	var fail atomic.Bool
+	fail.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		if fail.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	var logBuf syncBuffer
+	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	url := strings.Replace(srv.URL, "http://", "http://agent:s3cret-pw@", 1) + "/report"
+	r := New(config.Reporter{URL: url, Interval: 3600, Queue: 4, Timeout: 5}, func(string) ([]byte, error) { return []byte(`{}`), nil }, log)
+	r.MinBackoff, r.MaxBackoff = 10*time.Millisecond, 20*time.Millisecond
+	runReporter(t, r)
+	r.StatusChanged()
+	poll.Within(t, 10*time.Second, "a failed attempt", func() bool { return r.Stats().Failed > 0 })
+	fail.Store(false)
+	poll.Within(t, 10*time.Second, "the report delivered", func() bool { return r.Stats().Sent == 1 })
+	out := logBuf.String()
+	if !strings.Contains(out, "not delivered") || !strings.Contains(out, "delivered again") {
+		t.Fatalf("log lacks the delivery lines:\n%s", out)
+	}
+	if strings.Contains(out, "s3cret-pw") {
+		t.Errorf("the log shows the password:\n%s", out)
+	}
+	if st := r.Stats(); strings.Contains(fmt.Sprintf("%+v", st), "s3cret-pw") {
+		t.Errorf("the counters show the password: %+v", st)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
