@@ -94,6 +94,7 @@ bench:
 # Short fuzzing of every parser of outside input.
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./uci
+	$(GO) test -run XXX -fuzz FuzzValue -fuzztime 30s ./uci
 	$(GO) test -run XXX -fuzz FuzzMessage -fuzztime 30s ./ubus
 	$(GO) test -run XXX -fuzz FuzzBlobmsg -fuzztime 30s ./ubus
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./directory

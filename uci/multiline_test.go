@@ -11,8 +11,9 @@ import (
 // (uci_validate_text: every byte but the control characters other than
 // tab, newline and carriage return) with what the real uci writes and
 // prints for them: a value goes between single quotes as it is, a quote
-// as '\”, a newline as a newline; `uci show` and `uci changes` quote
-// the same way (uci_print_value), `uci get` prints the bare value.
+// closes, escapes and reopens them, a newline stays a newline; `uci show`
+// and `uci changes` quote the same way (uci_print_value), `uci get`
+// prints the bare value.
 var multiLineValues = []struct {
 	name, value string
 	quoted      string // as written in the file, the delta and show
