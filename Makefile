@@ -20,7 +20,7 @@ TARGETS := mips_24kc:mips:GOMIPS=softfloat \
            aarch64_cortex-a53:arm64: \
            x86_64:amd64:
 
-.PHONY: all build test vet fmt-check run cross ipk apk packages bench fuzz clean setup install-debian uninstall-debian sizes
+.PHONY: all build test test-unit test-system vet fmt-check run cross ipk apk packages bench fuzz clean setup install-debian uninstall-debian sizes
 
 all: build
 
@@ -47,6 +47,16 @@ setup:
 # in tests/ (which build their own binaries, with and without the faults tag).
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# The package tests alone, in seconds: -short skips the slow ones (load,
+# bounds over many iterations) and the whole-daemon tests in tests/.
+test-unit:
+	$(GO) test -short -count=1 -timeout 5m ./...
+
+# The whole-daemon tests in tests/ (they build their own binaries; some
+# need root: privileges, network namespaces).
+test-system:
+	$(GO) test -race -count=1 -timeout 15m ./tests/
 
 # Runs the daemon against the development broker with every path under
 # ./run: no root, nothing written outside the checkout. Ctrl-C stops both.
@@ -94,6 +104,7 @@ bench:
 # Short fuzzing of every parser of outside input.
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./uci
+	$(GO) test -run XXX -fuzz FuzzValue -fuzztime 30s ./uci
 	$(GO) test -run XXX -fuzz FuzzMessage -fuzztime 30s ./ubus
 	$(GO) test -run XXX -fuzz FuzzBlobmsg -fuzztime 30s ./ubus
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./directory

@@ -162,13 +162,13 @@ var Sections = map[string]string{
 
 func fields() []field {
 	return []field{
-		{"main", "state_dir", kString, "/etc/phonebook", 0, 0, func(c *Config) any { return &c.Main.StateDir }, "flash directory for the crash history and the last good phonebook", nil},
-		{"main", "run_dir", kString, "/tmp/phonebook", 0, 0, func(c *Config) any { return &c.Main.RunDir }, "RAM directory for the run marker, crash output and restart count", nil},
-		{"main", "www_dir", kString, "/www", 0, 0, func(c *Config) any { return &c.Main.WWWDir }, "web root", nil},
-		{"main", "apps_dir", kString, "/tmp/apps/phonebook", 0, 0, func(c *Config) any { return &c.Main.AppsDir }, "RAM directory of the app launcher badge", nil},
+		{"main", "state_dir", kString, "/etc/phonebook", 0, 0, func(c *Config) any { return &c.Main.StateDir }, "flash directory for the crash history and the last good phonebook", checkAbsPath},
+		{"main", "run_dir", kString, "/tmp/phonebook", 0, 0, func(c *Config) any { return &c.Main.RunDir }, "RAM directory for the run marker, crash output and restart count", checkAbsPath},
+		{"main", "www_dir", kString, "/www", 0, 0, func(c *Config) any { return &c.Main.WWWDir }, "web root", checkAbsPath},
+		{"main", "apps_dir", kString, "/tmp/apps/phonebook", 0, 0, func(c *Config) any { return &c.Main.AppsDir }, "RAM directory of the app launcher badge", checkAbsPath},
 		{"main", "ubus", kString, "auto", 0, 0, func(c *Config) any { return &c.Main.Ubus }, "publish on ubus: auto (when ubusd is there), 1 or 0", CheckBus},
 		{"main", "dbus", kString, "auto", 0, 0, func(c *Config) any { return &c.Main.DBus }, "publish on D-Bus as org.aredn.Phonebook1: auto (when a system bus is there), 1 or 0", CheckBus},
-		{"main", "dbus_address", kString, "", 0, 0, func(c *Config) any { return &c.Main.DBusAddress }, "D-Bus address; empty is the system bus", nil},
+		{"main", "dbus_address", kString, "", 0, 0, func(c *Config) any { return &c.Main.DBusAddress }, "D-Bus address; empty is the system bus", checkDBusAddress},
 
 		{"sip", "listen", kString, "0.0.0.0:5060", 0, 0, func(c *Config) any { return &c.SIP.Listen }, "UDP/TCP address of the registrar/proxy (IP:port; 0.0.0.0 every interface)", checkListen},
 		{"sip", "max_bindings", kInt, "256", 1, 100000, func(c *Config) any { return &c.SIP.MaxBindings }, "registered users kept at most; past it a new phone's REGISTER gets 503", nil},
@@ -218,7 +218,7 @@ func fields() []field {
 		{"fetcher", "interval", kInt, "3600", 300, 604800, func(c *Config) any { return &c.Fetcher.Interval }, "seconds between fetches", nil},
 		{"fetcher", "timeout", kInt, "20", 1, 600, func(c *Config) any { return &c.Fetcher.Timeout }, "seconds to connect and to read", nil},
 		{"fetcher", "max_kb", kInt, "1024", 1, 65536, func(c *Config) any { return &c.Fetcher.MaxKB }, "largest CSV accepted", nil},
-		{"fetcher", "xml_path", kString, "arednstack/phonebook_generic_direct.xml", 0, 0, func(c *Config) any { return &c.Fetcher.XMLPath }, "published directory, under www_dir", nil},
+		{"fetcher", "xml_path", kString, "arednstack/phonebook_generic_direct.xml", 0, 0, func(c *Config) any { return &c.Fetcher.XMLPath }, "published directory, under www_dir", checkWebPath},
 
 		{"monitor", "target", kList, "", 0, 0, func(c *Config) any { return &c.Monitor.Targets }, "mesh hosts probed with SIP OPTIONS (host or host:port)", checkHostPort},
 		{"monitor", "interval", kInt, "60", 5, 86400, func(c *Config) any { return &c.Monitor.Interval }, "seconds between probe rounds", nil},
@@ -231,7 +231,7 @@ func fields() []field {
 		{"reporter", "interval", kInt, "300", 10, 86400, func(c *Config) any { return &c.Reporter.Interval }, "seconds between reports (and one at once on a change of status)", nil},
 		{"reporter", "queue", kInt, "32", 1, 1024, func(c *Config) any { return &c.Reporter.Queue }, "reports kept in RAM while the collector is unreachable; past it the oldest is dropped and counted", nil},
 		{"reporter", "timeout", kInt, "10", 1, 300, func(c *Config) any { return &c.Reporter.Timeout }, "seconds a POST may take", nil},
-		{"reporter", "node", kString, "", 0, 0, func(c *Config) any { return &c.Reporter.Node }, "node name in the report; empty is the host name", nil},
+		{"reporter", "node", kString, "", 0, 0, func(c *Config) any { return &c.Reporter.Node }, "node name in the report; empty is the host name", checkHostName},
 
 		{"monitor", "probe_phones", kBool, "1", 0, 0, func(c *Config) any { return &c.Monitor.ProbePhones }, "probe registered phones too", nil},
 	}
@@ -263,7 +263,9 @@ func Defaults() Config {
 	return c
 }
 
-// set parses text into the field's place in c.
+// set parses text into the field's place in c. A value that fails its
+// type or its check leaves c unchanged: nothing is written before every
+// check has passed.
 func (f field) set(c *Config, text string) error {
 	switch p := f.ptr(c).(type) {
 	case *bool:
@@ -295,11 +297,22 @@ func (f field) set(c *Config, text string) error {
 		if text == "" {
 			return errors.New("a non-empty string")
 		}
+		if err := checkPrintable(text); err != nil {
+			return err
+		}
+		if f.check != nil {
+			if err := f.check(text); err != nil {
+				return err
+			}
+		}
 		*p = text
 	case *[]string:
 		if text == "" {
 			*p = nil
 			return nil
+		}
+		if err := checkPrintable(text); err != nil {
+			return err
 		}
 		if f.check != nil {
 			if err := f.check(text); err != nil {
@@ -307,10 +320,71 @@ func (f field) set(c *Config, text string) error {
 			}
 		}
 		*p = append(*p, text)
+	}
+	return nil
+}
+
+// checkPrintable refuses control characters (newline, tab, carriage
+// return, NUL...) in a string setting. UCI carries them (a quoted value
+// may span lines), but no path, address or name the daemon uses has
+// one: such a value is a mistake in the file.
+func checkPrintable(v string) error {
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("text without control characters (found %q)", r)
+		}
+	}
+	return nil
+}
+
+// checkAbsPath accepts an absolute path: the daemon's directories must
+// not depend on the directory it was started from.
+func checkAbsPath(v string) error {
+	if !strings.HasPrefix(v, "/") {
+		return errors.New("an absolute path such as /tmp/phonebook")
+	}
+	return nil
+}
+
+// checkWebPath accepts an absolute path or one relative to www_dir that
+// stays under it.
+func checkWebPath(v string) error {
+	if strings.HasPrefix(v, "/") {
 		return nil
 	}
-	if f.check != nil {
-		return f.check(text)
+	for _, part := range strings.Split(v, "/") {
+		if part == ".." {
+			return errors.New("a path under www_dir (no ..) or an absolute path")
+		}
+	}
+	return nil
+}
+
+// checkDBusAddress accepts a D-Bus server address list as the D-Bus
+// specification writes it: transport:key=value,... separated by ';'.
+func checkDBusAddress(v string) error {
+	bad := errors.New("a D-Bus address such as unix:path=/run/dbus/system_bus_socket")
+	for _, a := range strings.Split(v, ";") {
+		if a == "" {
+			continue
+		}
+		transport, params, ok := strings.Cut(a, ":")
+		if !ok || transport == "" {
+			return bad
+		}
+		for _, r := range transport {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return bad
+			}
+		}
+		if params == "" {
+			continue
+		}
+		for _, kv := range strings.Split(params, ",") {
+			if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+				return bad
+			}
+		}
 	}
 	return nil
 }
@@ -381,13 +455,19 @@ func checkHTTPURL(v string) error {
 }
 
 // Load reads settings from a parsed package. A missing option takes its
-// default; a bad one keeps its value in prev (the previous good
-// configuration on reload, nil at start: the default) and is reported.
+// default. A rejected one is reported and leaves the value that was in
+// force before: the previous good configuration on reload (prev), the
+// default at start (prev nil). The rule is per option: a list with one
+// rejected value keeps its whole previous value, never a part of the new.
 func Load(pkg *uci.Package, prev *Config) (Config, []error) {
 	c := Defaults()
 	var errs []error
 	if pkg == nil {
 		return c, nil
+	}
+	base := Defaults()
+	if prev != nil {
+		base = *prev
 	}
 	for name, typ := range Sections {
 		if s := pkg.Section(name); s != nil && s.Type != typ {
@@ -407,19 +487,27 @@ func Load(pkg *uci.Package, prev *Config) (Config, []error) {
 		if o.IsList {
 			values = o.Values
 		}
-		if f.kind == kList {
-			*(f.ptr(&c).(*[]string)) = nil
-		} else if len(values) > 1 {
+		if f.kind != kList && len(values) > 1 {
 			values = values[len(values)-1:]
 		}
+		// Parse into a scratch copy; only a wholly accepted option
+		// reaches c.
+		scratch := c
+		if f.kind == kList {
+			*(f.ptr(&scratch).(*[]string)) = nil
+		}
+		rejected := false
 		for _, v := range values {
-			if err := f.set(&c, v); err != nil {
+			if err := f.set(&scratch, v); err != nil {
 				path := fmt.Sprintf("%s.%s.%s", Package, f.section, f.option)
 				errs = append(errs, &FieldError{Path: path, Value: v, Want: err.Error()})
-				if prev != nil {
-					copyField(f, &c, prev)
-				}
+				rejected = true
 			}
+		}
+		if rejected {
+			copyField(f, &c, &base)
+		} else {
+			copyField(f, &c, &scratch)
 		}
 	}
 	return c, errs

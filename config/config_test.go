@@ -92,3 +92,133 @@ func TestWrongSectionType(t *testing.T) {
 		t.Errorf("errors %v", errs)
 	}
 }
+
+// garbage holds, for every string and list option of the schema, a value
+// its check rejects. TestStringOptionGarbage fails when an option is
+// added without one, so no string option goes unchecked.
+var garbage = map[string]string{
+	"main.state_dir":    "garbage",
+	"main.run_dir":      "garbage",
+	"main.www_dir":      "garbage",
+	"main.apps_dir":     "garbage",
+	"main.ubus":         "garbage",
+	"main.dbus":         "garbage",
+	"main.dbus_address": "garbage",
+	"sip.listen":        "garbage",
+	"sip.dns_suffix":    "gar bage",
+	"fetcher.server":    "garbage",
+	"fetcher.xml_path":  "../garbage",
+	"monitor.target":    "gar bage",
+	"metrics.listen":    "garbage",
+	"reporter.url":      "garbage",
+	"reporter.node":     "gar bage",
+}
+
+// pkgWith is a package whose section holds one option (a list for list
+// options) with the given values.
+func pkgWith(f field, values ...string) *uci.Package {
+	p := &uci.Package{Name: Package}
+	s := p.SetSection(f.section, Sections[f.section])
+	for _, v := range values {
+		if f.kind == kList {
+			s.AddList(f.option, v)
+		} else {
+			s.Set(f.option, v)
+		}
+	}
+	return p
+}
+
+// TestStringOptionGarbage: every string and list option set to a value
+// its check rejects, at start, leaves the default in force and reports
+// the rejection by path and value; on reload it leaves the previous good
+// value. A control character (UCI carries newlines in quoted values) is
+// rejected by every one of them. Before: the value was written before
+// its check and reverted only on reload, so sip.listen=garbage at start
+// stayed in force.
+func TestStringOptionGarbage(t *testing.T) {
+	def := Defaults()
+	seen := 0
+	for _, f := range fields() {
+		if f.kind != kString && f.kind != kList {
+			continue
+		}
+		seen++
+		key := f.section + "." + f.option
+		bad, ok := garbage[key]
+		if !ok {
+			t.Errorf("%s: no garbage value in the test's table", key)
+			continue
+		}
+		path := Package + "." + key
+		for _, v := range []string{bad, "line1\nline2", "tab\there", "cr\rhere"} {
+			var c Config
+			var errs []error
+			if f.kind == kList {
+				// One good value beside the bad one: the option as a
+				// whole keeps the default.
+				good := map[string]string{"fetcher.server": "http://a.local.mesh/x.csv", "monitor.target": "node.local.mesh"}[key]
+				c, errs = Load(pkgWith(f, good, v), nil)
+			} else {
+				c, errs = Load(pkgWith(f, v), nil)
+			}
+			if got, want := f.ptr(&c), f.ptr(&def); !reflect.DeepEqual(got, want) {
+				t.Errorf("%s=%q at start: in force %v, want the default %v", key, v, reflect.ValueOf(got).Elem(), reflect.ValueOf(want).Elem())
+			}
+			var fe *FieldError
+			if len(errs) != 1 || !errors.As(errs[0], &fe) || fe.Path != path || fe.Value != v {
+				t.Errorf("%s=%q at start: errors %v, want one naming %s", key, v, errs, path)
+			}
+		}
+		// Reload: the previous good value stays.
+		prev := Defaults()
+		good := map[kind]string{kString: "", kList: ""}[f.kind]
+		switch key {
+		case "main.state_dir", "main.run_dir", "main.www_dir", "main.apps_dir":
+			good = "/srv/pb"
+		case "main.ubus", "main.dbus":
+			good = "0"
+		case "main.dbus_address":
+			good = "unix:path=/tmp/bus"
+		case "sip.listen", "metrics.listen":
+			good = "127.0.0.1:5999"
+		case "sip.dns_suffix", "reporter.node":
+			good = "node-1"
+		case "fetcher.server", "reporter.url":
+			good = "http://a.local.mesh/x.csv"
+		case "fetcher.xml_path":
+			good = "x/y.xml"
+		case "monitor.target":
+			good = "node.local.mesh:5060"
+		}
+		if err := f.set(&prev, good); err != nil {
+			t.Fatalf("%s: good value %q rejected: %v", key, good, err)
+		}
+		c, errs := Load(pkgWith(f, bad), &prev)
+		if got, want := f.ptr(&c), f.ptr(&prev); !reflect.DeepEqual(got, want) || len(errs) != 1 {
+			t.Errorf("%s=%q on reload: in force %v, want the previous %v (errors %v)", key, bad, reflect.ValueOf(got).Elem(), reflect.ValueOf(want).Elem(), errs)
+		}
+	}
+	if seen != len(garbage) {
+		t.Errorf("%d string options in the schema, %d in the test's table", seen, len(garbage))
+	}
+}
+
+// TestSetChecksBeforeWriting: a rejected value never reaches the
+// configuration it was parsed into.
+func TestSetChecksBeforeWriting(t *testing.T) {
+	for _, f := range fields() {
+		key := f.section + "." + f.option
+		bad, ok := garbage[key]
+		if !ok {
+			continue
+		}
+		c := Defaults()
+		if err := f.set(&c, bad); err == nil {
+			t.Errorf("%s=%q accepted", key, bad)
+		}
+		if !reflect.DeepEqual(c, Defaults()) {
+			t.Errorf("%s=%q: written before its check", key, bad)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
@@ -174,6 +175,9 @@ func Render(in Input) []byte {
 	w.one("phonebook_process_restarts", "gauge", "Process restarts in this boot.", float64(c.RestartCount))
 	w.one("phonebook_process_restarts_lifetime_total", "counter", "Process restarts over the node's lifetime (kept on flash).", float64(c.TotalRestarts))
 	w.one("phonebook_crashes_24h", "gauge", "Crash events in the last 24 hours.", float64(c.CrashCount24h))
+	w.one("phonebook_process_unclean_exits_recorded", "gauge",
+		"Unclean process exits in the crash history (flash, and RAM until coalesced): crashes that ended the process, merged counts included; a clean stop never counts, a restart keeps it, pruning old records lowers it.",
+		float64(uncleanExits(c.Records)))
 	w.one("phonebook_flash_writes_total", "counter", "Successful writes to flash since the process started.", float64(c.FlashWrites))
 	if e := h.ErrorRates; e != nil {
 		w.family("phonebook_errors_per_hour", "gauge", "Errors counted in the last 60 minutes, by source.")
@@ -186,6 +190,21 @@ func Render(in Input) []byte {
 	}
 	w.one("phonebook_metrics_scrapes_refused_total", "counter", "Scrapes refused because max_connections were being served.", float64(in.Refused))
 	return w.b.Bytes()
+}
+
+// uncleanExits counts the recorded crashes that ended the process: every
+// kind but a worker panic, which the supervisor recovered with the
+// process still running. A clean stop (SIGTERM) leaves no record. The
+// history is bounded (crash_history_days, crash_history_max), so the
+// figure is not a counter: PhonebookCrashLoop reads only its rises.
+func uncleanExits(records []crash.Record) int {
+	n := 0
+	for _, r := range records {
+		if r.Kind != crash.KindWorkerPanic {
+			n += max(r.Count, 1)
+		}
+	}
+	return n
 }
 
 // number reads a numeric member at path in a status document.

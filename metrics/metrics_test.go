@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/ubus"
 )
@@ -84,6 +85,27 @@ func TestRenderPassesPromtool(t *testing.T) {
 	}
 	if bytes.Contains(text, []byte("phonebook_directory_last_fetch_age_seconds")) {
 		t.Error("a null last_fetch became a figure")
+	}
+}
+
+// TestUncleanExitsRecorded: phonebook_process_unclean_exits_recorded
+// counts the recorded crashes that ended the process (merged counts
+// included), not recovered worker panics; clean stops leave no record.
+// PhonebookCrashLoop reads it (before: the rule read
+// restarts_lifetime_total, which a clean SIGTERM raises).
+func TestUncleanExitsRecorded(t *testing.T) {
+	in := sampleInput(t)
+	in.Snap.Crashes.Records = []crash.Record{
+		{Kind: crash.KindUncleanExit, Count: 3},
+		{Kind: crash.KindWorkerPanic, Count: 5},
+		{Kind: crash.KindSignal, Count: 1},
+		{Kind: crash.KindFatalError}, // an old record without a count is one event
+	}
+	in.Snap.Crashes.TotalRestarts = 40 // clean restarts included: not read
+	text := Render(in)
+	promtool(t, text)
+	if want := "phonebook_process_unclean_exits_recorded 5\n"; !bytes.Contains(text, []byte(want)) {
+		t.Errorf("missing %q in\n%s", want, text)
 	}
 }
 

@@ -70,6 +70,9 @@ func simulatedDay(t *testing.T) Data {
 // holds its bound and every chart draws all of it, with the crash mark;
 // PAGE_HTML=file writes the page for scripts/app-page-screenshot.sh.
 func TestHistoryChartsAfterASimulatedDay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow (a simulated day of evaluations): make test runs it")
+	}
 	d := simulatedDay(t)
 	if n := len(d.History.Time); n != 1440 || d.History.Capacity != 1440 {
 		t.Fatalf("history holds %d of %d points, want 1440 of 1440", n, d.History.Capacity)

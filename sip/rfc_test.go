@@ -302,6 +302,9 @@ func TestRFC3261_17_1_1_3_NonInviteACKHopByHop(t *testing.T) {
 // answers: the transaction table holds its cap, the excess gets 503 with
 // Retry-After, and every accepted one ends with 408 on Timer B.
 func TestProxyFloodBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow (5,000 INVITEs through Timer B): make test runs it")
+	}
 	const limit, n = 64, 5000
 	s, addr := serve(t, func(c *config.SIP) { c.MaxTransactions, c.MaxCalls, c.TimerT1MS = limit, 10, 20 })
 	caller, callee := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")

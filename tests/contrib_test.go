@@ -28,11 +28,25 @@ func TestPrometheusRulesAndDashboard(t *testing.T) {
 	if !strings.Contains(out, "SUCCESS") {
 		t.Fatalf("promtool test rules:\n%s", out)
 	}
-	for _, alert := range []string{"PhonebookHealthCritical", "PhonebookCrashLoop", "PhonebookMemoryLeak", "PhonebookPhonesDropping"} {
-		tests, _ := os.ReadFile(filepath.Join(dir, "phonebook.rules.test.yml"))
+	tests, _ := os.ReadFile(filepath.Join(dir, "phonebook.rules.test.yml"))
+	for _, alert := range []string{"PhonebookHealthCritical", "PhonebookDown", "PhonebookCrashLoop", "PhonebookOverload", "PhonebookMemoryLeak", "PhonebookPhonesDropping"} {
 		if strings.Count(string(tests), "alertname: "+alert) < 3 { // before, firing, cleared
 			t.Errorf("alert %s is not tested firing and clearing", alert)
 		}
+	}
+	// The rules that must hold over restarts are tested with restarts in
+	// their series: a missed scrape writes a staleness marker.
+	for _, series := range []string{"phonebook_process_unclean_exits_recorded", "phonebook_health_evaluation_timestamp_seconds", "phonebook_sip_shed_total"} {
+		re := regexp.MustCompile(`(?m)series: '` + series + `\{[^']*'\n\s*values: '[^']*stale`)
+		if !re.MatchString(string(tests)) {
+			t.Errorf("no series of %s with a restart (stale) in the rule tests", series)
+		}
+	}
+	// PhonebookCrashLoop reads the unclean exits, never the lifetime
+	// restarts that a clean SIGTERM raises.
+	ruleFile, _ := os.ReadFile(filepath.Join(dir, "phonebook.rules.yml"))
+	if i := strings.Index(string(ruleFile), "alert: PhonebookCrashLoop"); i < 0 || strings.Contains(strings.SplitN(string(ruleFile)[i:], "- alert:", 2)[0], "restarts_lifetime") {
+		t.Errorf("PhonebookCrashLoop missing or reading restarts_lifetime_total")
 	}
 
 	var dash struct {

@@ -43,18 +43,28 @@ func forNobody(t *testing.T, bin string) string {
 	return out
 }
 
+// privPort is below 1024: binding it needs CAP_NET_BIND_SERVICE, which is
+// what the test proves the daemon keeps. It is bound in a network
+// namespace of the daemon's own, so nothing on the machine can hold it.
+const privPort = 1023
+
 // TestUnprivilegedDaemon: as an unprivileged user with only
-// CAP_NET_BIND_SERVICE the daemon binds 127.0.0.1:5060, writes its state
-// (run marker, crash records) and answers on ubus; with its state
-// directory not writable for it, it refuses to start and says why.
+// CAP_NET_BIND_SERVICE the daemon binds a port below 1024 (in a network
+// namespace of its own: no fixed port of the machine is taken) and
+// answers SIP there, writes its state (run marker, crash records) and
+// answers on ubus; with its state directory not writable for it, it
+// refuses to start and says why. Before: it bound 127.0.0.1:5060 of the
+// machine, and failed wherever another process held that port.
 func TestUnprivilegedDaemon(t *testing.T) {
+	netns := privateNet(t)
 	// Everything the daemon needs must be reachable for nobody.
 	bin := forNobody(t, bins.faults)
 	sock := filepath.Join(shortDir(t), "ubus.sock")
 	os.Chmod(filepath.Dir(sock), 0o755)
 	startBroker(t, sock)
 	os.Chmod(sock, 0o666)
-	tr := newTree(t, sock, map[string]string{"sip.listen": "127.0.0.1:5060", "health.crash_coalesce": "0"})
+	listen := "127.0.0.1:" + strconv.Itoa(privPort)
+	tr := newTree(t, sock, map[string]string{"sip.listen": listen, "health.crash_coalesce": "0"})
 	os.Chmod(tr.dir, 0o755)
 	for _, d := range []string{filepath.Join(tr.dir, "etc"), tr.confDir, filepath.Join(tr.dir, "tmp"), tr.www} {
 		os.MkdirAll(d, 0o755)
@@ -68,7 +78,8 @@ func TestUnprivilegedDaemon(t *testing.T) {
 	}
 	os.Chmod(filepath.Join(tr.confDir, "phonebook"), 0o644)
 
-	p := tr.startWith(t, setprivArgs, bin)
+	// unshare and setpriv each exec the next: the pid is the daemon's.
+	p := tr.startWith(t, append(netns, setprivArgs...), bin)
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	var uid, capEff string
 	for _, l := range strings.Split(string(status), "\n") {
@@ -82,8 +93,11 @@ func TestUnprivilegedDaemon(t *testing.T) {
 	if uid != strconv.Itoa(nobody) || capEff != "0000000000000400" {
 		t.Errorf("daemon runs as uid %s with capabilities %s, want %d and only CAP_NET_BIND_SERVICE (0x400)", uid, capEff, nobody)
 	}
-	if host, port := sipAddr(t, tr.sock); host != "127.0.0.1" || port != 5060 {
-		t.Errorf("SIP bound to %s:%d", host, port)
+	if host, port := sipAddr(t, tr.sock); host != "127.0.0.1" || port != privPort {
+		t.Errorf("SIP bound to %s:%d, want %s", host, port, listen)
+	}
+	if ans := optionsIn(t, p.cmd.Process.Pid, listen); ans != "SIP/2.0 200 OK" {
+		t.Errorf("OPTIONS to %s: %q", listen, ans)
 	}
 	// It writes its state: the run marker (RAM) and, after a crash, the
 	// crash history (flash), as its own user.

@@ -1,7 +1,6 @@
 package uci
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"github.com/aredn/phonebookd/internal/atomicfile"
@@ -111,14 +110,19 @@ func (p *Package) lookupSection(ref string) (*Section, error) {
 }
 
 // ParseDeltas reads a delta file of package pkg. Lines that do not parse or
-// name another package are skipped, as libuci skips them.
+// name another package are skipped, as libuci skips them. A quoted value
+// may span lines (uci set accepts newlines and writes them as they are),
+// so the file is read as one stream, as uci_parse_delta reads it.
 func ParseDeltas(pkg string, data []byte) []Delta {
 	var out []Delta
-	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
-		if len(bytes.TrimSpace(line)) == 0 {
+	p := &parser{in: data}
+	for !p.eof {
+		p.pos = 0
+		p.getln(0)
+		if p.ch(0) == 0 {
 			continue
 		}
-		arg, err := parseArgument(line)
+		arg, err := p.argument()
 		if err != nil || arg == "" {
 			continue
 		}
@@ -129,13 +133,32 @@ func ParseDeltas(pkg string, data []byte) []Delta {
 			arg = arg[1:]
 		}
 		ptr, err := ParsePtr(arg)
-		if err != nil || ptr.Package != pkg || ptr.Section == "" {
+		if err != nil || ptr.Package != pkg || ptr.Section == "" || !deltaTupleValid(d.Cmd, ptr) {
 			continue
 		}
 		d.Section, d.Option, d.Value, d.HasValue = ptr.Section, ptr.Option, ptr.Value, ptr.HasValue
 		out = append(out, d)
 	}
 	return out
+}
+
+// deltaTupleValid applies uci_parse_delta_tuple's rules: no extended
+// section reference; a value for every command but a removal; a reorder
+// names a section only, a rename a valid new name, a list change an
+// option.
+func deltaTupleValid(c Cmd, ptr Ptr) bool {
+	if !validName(ptr.Section, false) || (c != CmdRemove && !ptr.HasValue) {
+		return false
+	}
+	switch c {
+	case CmdReorder:
+		return ptr.Option == ""
+	case CmdRename:
+		return validName(ptr.Value, false)
+	case CmdListAdd, CmdListDel:
+		return ptr.Option != ""
+	}
+	return true
 }
 
 // Line renders a delta as uci_save writes it into the delta file.

@@ -326,10 +326,11 @@ func (p *parser) parseQuoted(target *int, quote byte) {
 	}
 }
 
-// parseArgument reads one uci-quoted word from a line (the form of a line in
-// a delta file), as uci_parse_argument does.
-func parseArgument(line []byte) (arg string, err error) {
-	p := &parser{in: line}
+// argument reads one uci-quoted word from the statement in the buffer
+// (the form of a line in a delta file; a quoted word may read on into the
+// next lines), as uci_parse_argument does. Anything after the word is an
+// error.
+func (p *parser) argument() (arg string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			pe, ok := r.(*ParseError)
@@ -339,7 +340,6 @@ func parseArgument(line []byte) (arg string, err error) {
 			arg, err = "", pe
 		}
 	}()
-	p.getln(0)
 	arg = p.nextArg(false, false, false)
 	if rest := p.cstr(p.pos); rest != "" {
 		return "", errors.New("trailing characters after argument")

@@ -212,12 +212,15 @@ func validType(str string) bool {
 	return true
 }
 
-// validText reports whether a value may be stored (no newline, no control
-// characters but tab), as libuci checks values given on the command line.
+// validText reports whether a value may be stored, as libuci's
+// uci_validate_text judges values given on the command line: any byte but
+// the control characters other than tab, newline and carriage return.
+// A value with a newline is written quoted over several lines, and read
+// back whole.
 func validText(str string) bool {
 	for i := 0; i < len(str); i++ {
 		c := str[i]
-		if c == '\r' || c == '\n' || (c < 32 && c != '\t') {
+		if c < 32 && c != '\t' && c != '\n' && c != '\r' {
 			return false
 		}
 	}

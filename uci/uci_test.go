@@ -264,6 +264,10 @@ func FuzzParse(f *testing.F) {
 		}
 	}
 	f.Add([]byte("config a b; option c 'd'\\\ne\n"))
+	// Values uci set accepts with newlines, tabs and carriage returns.
+	for _, c := range multiLineValues {
+		f.Add([]byte("config t 's'\n\toption m " + c.quoted + "\n\tlist l " + c.quoted + "\n"))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse("fuzz", data)
 		if err != nil {

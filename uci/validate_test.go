@@ -34,9 +34,12 @@ func TestLibuciValidationRules(t *testing.T) {
 		{"text: tab", "text", "a\tb", true},
 		{"text: empty", "text", "", true},
 		{"text: UTF-8", "text", "Zürich", true},
-		{"text: newline", "text", "a\nb", false},
-		{"text: carriage return", "text", "a\rb", false},
+		{"text: newline", "text", "a\nb", true},
+		{"text: carriage return", "text", "a\rb", true},
+		{"text: CRLF and a trailing newline", "text", "a\r\nb\n", true},
+		{"text: DEL (127)", "text", "a\x7fb", true},
 		{"text: other control", "text", "a\x01b", false},
+		{"text: unit separator (31)", "text", "a\x1fb", false},
 	} {
 		var got bool
 		switch c.what {
@@ -68,7 +71,8 @@ func TestLibuciPointerRules(t *testing.T) {
 		{"phonebook.@sip[-1].listen", true},
 		{"phone-book.sip", true},
 		{"phonebook.sip.max-bindings=1", false},
-		{"phonebook.sip.listen=a\nb", false},
+		{"phonebook.sip.listen=a\nb", true},
+		{"phonebook.sip.listen=a\x01b", false},
 		{"phonebook.sip.listen.extra", false},
 		{"phone book.sip", false},
 	} {
