@@ -43,6 +43,12 @@ type Binding struct {
 	Contact string
 	Addr    string // host:port requests are sent to
 	Expires time.Time
+	// Transport is how the phone registered, "UDP" or "TCP": the monitor
+	// probes it the same way.
+	Transport string
+	// Source is where its REGISTER came from: for TCP, the far end of
+	// the connection it registered on (its flow while that is open).
+	Source netip.AddrPort
 }
 
 // regResult is the outcome of a REGISTER: the answer's code and reason and
@@ -351,7 +357,7 @@ func (s *Server) Bindings() []Binding {
 			if c.target.IsValid() {
 				addr = c.target.String()
 			}
-			out = append(out, Binding{User: user, Contact: c.uri, Addr: addr, Expires: c.expires})
+			out = append(out, Binding{User: user, Contact: c.uri, Addr: addr, Expires: c.expires, Transport: c.transport, Source: c.source})
 		}
 	}
 	s.mu.Unlock()
