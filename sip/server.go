@@ -77,6 +77,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	aors     map[string]*aor
+	persist  persistState // the binding table's save state (persist.go)
 	calls    map[uint64]time.Time
 	names    map[string]bool
 	ownAddrs map[netip.Addr]bool
