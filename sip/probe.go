@@ -51,7 +51,11 @@ func (s *Server) ProbeBinding(ctx context.Context, b Binding) (time.Duration, er
 		return s.probe(ctx, dst, b.Contact, nil)
 	}
 	if tc := s.tcpConnTo(b.Source); tc != nil {
-		return s.probe(ctx, dst, b.Contact, tc)
+		rtt, err := s.probe(ctx, dst, b.Contact, tc)
+		if err == nil || ctx.Err() != nil || errors.Is(err, errProbesFull) {
+			return rtt, err
+		}
+		// The flow broke as it was written to: its contact still may answer.
 	}
 	return s.probeNewTCP(ctx, dst, b.Contact)
 }
@@ -93,6 +97,9 @@ func (s *Server) probeMessage(uri, transport string, local netip.Addr, branch st
 		">\r\nCall-ID: " + branch + "\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
 }
 
+// errProbesFull: maxProbes are waiting for an answer already.
+var errProbesFull = errors.New("too many probes in flight")
+
 // errNoAnswer wraps the end of a probe's time.
 func errNoAnswer(err error) error { return fmt.Errorf("no answer to OPTIONS: %w", err) }
 
@@ -105,7 +112,7 @@ func (s *Server) probe(ctx context.Context, dst netip.AddrPort, uri string, tc *
 	s.probeMu.Lock()
 	if len(s.probes) >= maxProbes {
 		s.probeMu.Unlock()
-		return 0, errors.New("too many probes in flight")
+		return 0, errProbesFull
 	}
 	s.probes[branch] = ch
 	s.probeMu.Unlock()
