@@ -243,6 +243,7 @@ func (d *Daemon) setup() error {
 	d.fetcher.SetAlerts(d.sys)
 	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
 	d.sip = sip.New(cfg.SIP, d.log, d.rates, d.sys)
+	d.loadRunState(cfg)
 	d.monitor = monitor.New(cfg.Monitor, d.log, d.sip, d.rates, d.sys, func(ok bool) { d.sys.Reach("monitor", ok) })
 
 	d.sup.Add(supervisor.Spec{Name: "main", Period: sip.Period, Essential: true, Run: d.sip.Run})
@@ -307,6 +308,7 @@ func (d *Daemon) run(ctx context.Context) error {
 	}
 	side.Go(func() { d.reporter.Run(busCtx) })
 	side.Go(func() { d.serveMetrics(busCtx) })
+	d.keepRunState(busCtx, &side)
 	d.log.Info("phonebookd started", "pid", os.Getpid(), "conf", d.opt.ConfDir, "buses", strings.Join(buses, ", "))
 	wdEvery, err := systemd.WatchdogInterval()
 	if err != nil {

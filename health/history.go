@@ -22,6 +22,10 @@ type History struct {
 	marks    []HistoryMark
 	last     time.Time      // time of the newest point
 	restarts map[string]int // restart count per worker at the last point
+	// gen counts the points and marks added; changed is signalled with
+	// it, for the writer of the copy in run_dir (history_persist.go).
+	gen     uint64
+	changed chan struct{}
 }
 
 // point is one sample, compact (about 40 bytes): -1 is "not measured".
@@ -51,7 +55,7 @@ func statusCode(s string) uint8 {
 
 // NewHistory makes a ring of capacity points, one every step.
 func NewHistory(step time.Duration, capacity int) *History {
-	return &History{step: step, points: make([]point, max(capacity, 1)), restarts: map[string]int{}}
+	return &History{step: step, points: make([]point, max(capacity, 1)), restarts: map[string]int{}, changed: make(chan struct{}, 1)}
 }
 
 // Resize applies new settings; the points kept are the newest that fit.
@@ -126,6 +130,7 @@ func (h *History) record(snap *Snapshot, phones int) {
 	h.points[h.next] = p
 	h.next = (h.next + 1) % len(h.points)
 	h.n = min(h.n+1, len(h.points))
+	h.touch()
 }
 
 func (h *History) mark(m HistoryMark) {
@@ -133,6 +138,7 @@ func (h *History) mark(m HistoryMark) {
 		h.marks = append(h.marks[:0], h.marks[1:]...)
 	}
 	h.marks = append(h.marks, m)
+	h.touch()
 }
 
 // HistoryDoc is the phonebook.health history document: columns of equal

@@ -140,7 +140,7 @@ var descriptors = []Descriptor{
 	{Code: "jitter", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, VisibleAfter: 2 * time.Minute, When: "jitter to a mesh target over `jitter_threshold_ms`",
 		Text: sprintf("High mesh jitter detected to %s: %s ms (threshold %s ms)", ArgKey, ArgCount, ArgLimit), Recommend: sprintf("Voice to %s may break up; check the RF links on the path or lower the load on it.", ArgKey)},
 	{Code: "phones_unreachable", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, MaxShown: 1, When: "registered phones do not answer OPTIONS (one condition for all)",
-		Text: sprintf("%s of %s registered phones do not answer SIP OPTIONS", ArgCount, ArgTotal), Recommend: sprintf("Phones that registered and went silent (switched off, unplugged, a mesh link down) are called in vain until their registration expires; see phonebook status monitor.")},
+		Text: sprintf("%s of %s registered phones do not answer SIP OPTIONS: %s", ArgCount, ArgTotal, ArgDetail), Recommend: sprintf("Phones that registered and went silent (switched off, unplugged, a mesh link down) are called in vain until their registration expires; see phonebook status monitor.")},
 	{Code: "metrics_listen", Level: LevelWarning, Penalty: 5, When: "the optional `metrics.listen` address cannot be bound; retried",
 		Text: sprintf("The Prometheus listener cannot run: %s", ArgError), Recommend: sprintf("Check phonebook.metrics.listen (an IP:port nothing else uses); empty turns the listener off.")},
 	{Code: "reports_undelivered", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, VisibleAfter: 10 * time.Minute, When: "the collector at `reporter.url` has not accepted a report for 10 minutes; reports wait in RAM",

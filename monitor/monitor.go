@@ -13,6 +13,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,7 +32,12 @@ const Parallel = 16
 
 // Prober sends one probe.
 type Prober interface {
+	// Probe sends OPTIONS to a configured target, host:port.
 	Probe(ctx context.Context, target string) (time.Duration, error)
+	// ProbeBinding sends OPTIONS to a registered phone as it registered
+	// (its Contact URI, its transport, its flow).
+	ProbeBinding(ctx context.Context, b sip.Binding) (time.Duration, error)
+	// Bindings lists the live bindings.
 	Bindings() []sip.Binding
 }
 
@@ -40,12 +46,19 @@ type target struct {
 	results []bool          // newest last
 	lastOK  time.Time
 	lastErr string
-	phone   bool // a registered phone's address, not a configured target
+	phone   bool   // a registered phone, not a configured target
+	user    string // the phone's number (user part of its address of record)
 }
 
 // phonesCode is the one condition for registered phones that do not
 // answer: phones come and go, so each gets no alert or penalty of its own.
 const phonesCode = "phones_unreachable"
+
+// MaxListed bounds the numbers of silent phones "phonebook status" lists.
+const MaxListed = 16
+
+// namedInCondition is how many numbers the phones condition's text names.
+const namedInCondition = 3
 
 // Monitor probes and keeps the figures.
 type Monitor struct {
@@ -58,9 +71,9 @@ type Monitor struct {
 	mu      sync.Mutex
 	cfg     config.Monitor
 	targets map[string]*target
-	// phonesDown is the count of the phones condition last raised (0:
-	// none raised).
-	phonesDown int
+	// phonesKey identifies the phones condition last raised ("": none
+	// raised): it is raised again only when it would read differently.
+	phonesKey string
 }
 
 // New prepares the monitor.
@@ -91,31 +104,50 @@ func (m *Monitor) Run(ctx context.Context, w *supervisor.Worker) error {
 	}
 }
 
-// Round probes every target once.
+// job is one probe of a round: a configured target, or a phone's binding.
+type job struct {
+	key   string
+	phone *sip.Binding
+}
+
+// phoneKey names a phone's binding among the targets: its number and
+// contact (one number may have several phones).
+func phoneKey(b sip.Binding) string { return "phone " + b.User + " " + b.Contact }
+
+// Round probes every target once. The phones probed are the binding
+// table of now: a phone that unregistered or expired is no longer probed
+// nor counted from this round on.
 func (m *Monitor) Round(ctx context.Context, w *supervisor.Worker) {
 	m.mu.Lock()
 	cfg := m.cfg
 	m.mu.Unlock()
-	names := append([]string(nil), cfg.Targets...)
-	phones := map[string]bool{}
+	jobs := make([]job, 0, len(cfg.Targets))
+	seen := map[string]bool{}
+	for _, t := range cfg.Targets {
+		if !seen[t] {
+			seen[t] = true
+			jobs = append(jobs, job{key: t})
+		}
+	}
 	if cfg.ProbePhones {
 		for _, b := range m.prober.Bindings() {
-			if !phones[b.Addr] {
-				phones[b.Addr] = true
-				names = append(names, b.Addr)
+			k := phoneKey(b)
+			if !seen[k] {
+				seen[k] = true
+				jobs = append(jobs, job{key: k, phone: &b})
 			}
 		}
 	}
 	// Targets that left the probe set (a phone unregistered or moved to
 	// another port, a target removed from UCI) are forgotten, with their
 	// conditions: the monitor's memory and alerts follow the set.
-	m.prune(names, phones)
+	m.prune(jobs)
 	timeout := time.Duration(cfg.ProbeTimeoutMS) * time.Millisecond
 	var mu sync.Mutex
 	anyOK, any, stopped := false, false, false
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, Parallel)
-	for _, name := range names {
+	for _, j := range jobs {
 		if w != nil {
 			w.Beat()
 		}
@@ -130,7 +162,13 @@ func (m *Monitor) Round(ctx context.Context, w *supervisor.Worker) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			pctx, cancel := context.WithTimeout(ctx, timeout)
-			rtt, err := m.prober.Probe(pctx, name)
+			var rtt time.Duration
+			var err error
+			if j.phone != nil {
+				rtt, err = m.prober.ProbeBinding(pctx, *j.phone)
+			} else {
+				rtt, err = m.prober.Probe(pctx, j.key)
+			}
 			cancel()
 			mu.Lock()
 			defer mu.Unlock()
@@ -138,9 +176,14 @@ func (m *Monitor) Round(ctx context.Context, w *supervisor.Worker) {
 				stopped = true // nothing was sent: not a result about the mesh
 				return
 			}
-			any = true
-			anyOK = anyOK || err == nil
-			m.record(name, rtt, err, cfg, phones[name])
+			// A silent phone says nothing about the mesh (it was switched
+			// off): only configured targets, or a phone that answered,
+			// tell whether the network is reachable.
+			if j.phone == nil || err == nil {
+				any = true
+				anyOK = anyOK || err == nil
+			}
+			m.record(j, rtt, err, cfg)
 		}()
 	}
 	wg.Wait()
@@ -153,16 +196,16 @@ func (m *Monitor) Round(ctx context.Context, w *supervisor.Worker) {
 	}
 }
 
-// prune drops targets not in names and clears their conditions.
-func (m *Monitor) prune(names []string, phones map[string]bool) {
-	keep := make(map[string]bool, len(names))
-	for _, n := range names {
-		keep[n] = true
+// prune drops targets not among jobs and clears their conditions.
+func (m *Monitor) prune(jobs []job) {
+	keep := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		keep[j.key] = true
 	}
 	var gone []string
 	m.mu.Lock()
 	for n, t := range m.targets {
-		if !keep[n] || t.phone != phones[n] {
+		if !keep[n] {
 			delete(m.targets, n)
 			if !t.phone {
 				gone = append(gone, n)
@@ -177,11 +220,11 @@ func (m *Monitor) prune(names []string, phones map[string]bool) {
 	m.phonesCondition()
 }
 
-// phonesCondition raises (or clears) the one condition for phones whose
-// last probe failed, only when their count changes.
-func (m *Monitor) phonesCondition() {
-	m.mu.Lock()
-	down, all := 0, 0
+// silentPhones returns the phones whose last probe failed, how many
+// were probed, and the numbers of the silent ones, sorted and without
+// repeats (m.mu held).
+func (m *Monitor) silentPhones() (down, all int, numbers []string) {
+	seen := map[string]bool{}
 	for _, t := range m.targets {
 		if !t.phone || len(t.results) == 0 {
 			continue
@@ -189,25 +232,55 @@ func (m *Monitor) phonesCondition() {
 		all++
 		if !t.results[len(t.results)-1] {
 			down++
+			if !seen[t.user] {
+				seen[t.user] = true
+				numbers = append(numbers, t.user)
+			}
 		}
 	}
-	changed := down != m.phonesDown
-	m.phonesDown = down
+	sort.Strings(numbers)
+	return down, all, numbers
+}
+
+// phonesCondition raises (or clears) the one condition for phones whose
+// last probe failed, only when it would read differently.
+func (m *Monitor) phonesCondition() {
+	m.mu.Lock()
+	down, all, numbers := m.silentPhones()
+	args := health.Args{health.ArgCount: strconv.Itoa(down), health.ArgTotal: strconv.Itoa(all), health.ArgDetail: nameSome(numbers, namedInCondition)}
+	key := ""
+	if down > 0 {
+		key = fmt.Sprint(args)
+	}
+	changed := key != m.phonesKey
+	m.phonesKey = key
 	m.mu.Unlock()
 	switch {
 	case !changed:
 	case down == 0:
 		m.alerts.SetHealthy(phonesCode)
 	default:
-		m.alerts.SetUnhealthy(phonesCode, health.Args{health.ArgCount: strconv.Itoa(down), health.ArgTotal: strconv.Itoa(all)})
+		m.alerts.SetUnhealthy(phonesCode, args)
 	}
 }
 
-func (m *Monitor) record(name string, rtt time.Duration, err error, cfg config.Monitor, phone bool) {
+// nameSome names up to n of numbers: "301, 302, 303 and 4 more".
+func nameSome(numbers []string, n int) string {
+	if len(numbers) <= n {
+		return strings.Join(numbers, ", ")
+	}
+	return strings.Join(numbers[:n], ", ") + " and " + strconv.Itoa(len(numbers)-n) + " more"
+}
+
+func (m *Monitor) record(j job, rtt time.Duration, err error, cfg config.Monitor) {
+	name, phone := j.key, j.phone != nil
 	m.mu.Lock()
 	t := m.targets[name]
 	if t == nil {
 		t = &target{phone: phone}
+		if phone {
+			t.user = j.phone.User
+		}
 		m.targets[name] = t
 	}
 	t.results = append(t.results, err == nil)
@@ -232,11 +305,15 @@ func (m *Monitor) record(name string, rtt time.Duration, err error, cfg config.M
 	}
 	m.mu.Unlock()
 
+	// Phones are summarised in one condition, which follows the binding
+	// table each round; their failures are not added to the hour's probe
+	// failure rate, which would keep a departed phone's penalty for an
+	// hour after it left.
+	if phone {
+		return
+	}
 	if err != nil {
 		m.rates.Add(health.CategoryProbe, 1)
-	}
-	if phone { // phones are summarised in one condition
-		return
 	}
 	if err != nil {
 		m.alerts.SetUnhealthy("probe_failed:"+name, health.Args{health.ArgCount: strconv.Itoa(lost), health.ArgTotal: strconv.Itoa(len(t.results)), health.ArgError: err.Error()})
@@ -293,22 +370,22 @@ func optMS(name string, p *float64) ubus.Value {
 	return ubus.Dbl(name, *p)
 }
 
-// Status is the monitor section of "phonebook status".
+// Status is the monitor section of "phonebook status": the configured
+// targets' figures, and the phones as counts with the numbers of those
+// that did not answer their last probe (sorted, at most MaxListed).
 func (m *Monitor) Status() ubus.Value {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	names := make([]string, 0, len(m.targets))
-	phones, phonesDown := 0, 0
+	phones := 0
 	for n, t := range m.targets {
-		if t.phone { // a bounded document: phones as counts, not a list
+		if t.phone {
 			phones++
-			if len(t.results) > 0 && !t.results[len(t.results)-1] {
-				phonesDown++
-			}
 			continue
 		}
 		names = append(names, n)
 	}
+	phonesDown, _, numbers := m.silentPhones()
 	sort.Strings(names)
 	list := ubus.Arr("targets")
 	for _, n := range names {
@@ -332,7 +409,12 @@ func (m *Monitor) Status() ubus.Value {
 		}
 		list.List = append(list.List, e)
 	}
-	return ubus.Tbl("monitor", list, ubus.Tbl("phones", ubus.I32("probed", int32(phones)), ubus.I32("not_answering", int32(phonesDown))))
+	silent := ubus.Arr("not_answering_numbers")
+	for _, n := range numbers[:min(len(numbers), MaxListed)] {
+		silent.List = append(silent.List, ubus.Str("", n))
+	}
+	return ubus.Tbl("monitor", list, ubus.Tbl("phones", ubus.I32("probed", int32(phones)), ubus.I32("not_answering", int32(phonesDown)),
+		ubus.I32("not_answering_numbers_total", int32(len(numbers))), silent))
 }
 
 // Targets is how many targets the monitor keeps figures for.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,8 @@ import (
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/sip"
+	"github.com/aredn/phonebookd/supervisor"
+	"github.com/aredn/phonebookd/ubus"
 )
 
 type script struct {
@@ -32,6 +35,10 @@ func (s *script) Probe(_ context.Context, target string) (time.Duration, error) 
 		return 0, errors.New("timeout")
 	}
 	return r, nil
+}
+
+func (s *script) ProbeBinding(ctx context.Context, b sip.Binding) (time.Duration, error) {
+	return s.Probe(ctx, b.Addr)
 }
 
 func (s *script) Bindings() []sip.Binding { return nil }
@@ -97,6 +104,10 @@ func (c *churn) Probe(context.Context, string) (time.Duration, error) {
 	return 0, errors.New("timeout") // dead contacts
 }
 
+func (c *churn) ProbeBinding(context.Context, sip.Binding) (time.Duration, error) {
+	return 0, errors.New("timeout")
+}
+
 func (c *churn) Bindings() []sip.Binding {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -135,5 +146,180 @@ func TestPhonesChurnBounded(t *testing.T) {
 	m.Round(context.Background(), nil)
 	if m.Targets() != 0 || len(al.set) != 0 {
 		t.Errorf("after the phones left: %d targets, alerts %v", m.Targets(), al.set)
+	}
+}
+
+// field finds a named member of a table.
+func field(v ubus.Value, path ...string) ubus.Value {
+	for _, name := range path {
+		found := ubus.Value{}
+		for _, e := range v.List {
+			if e.Name == name {
+				found = e
+			}
+		}
+		v = found
+	}
+	return v
+}
+
+func strs(v ubus.Value) []string {
+	out := []string{}
+	for _, e := range v.List {
+		out = append(out, e.Str)
+	}
+	return out
+}
+
+// realServer runs a SIP server on a loopback port.
+func realServer(t *testing.T) (*sip.Server, *net.UDPAddr) {
+	cfg := config.Defaults().SIP
+	cfg.Listen = "127.0.0.1:0"
+	s := sip.New(cfg, nil, health.NewRates(health.SystemClock{}), &alerts{set: map[string]health.Condition{}})
+	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
+	sup.Add(supervisor.Spec{Name: "main", Period: sip.Period, Run: s.Run})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); sup.Wait(context.Background()) })
+	sup.Start(ctx)
+	a, err := net.ResolveUDPAddr("udp4", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, a
+}
+
+// udpPhone is a phone's socket: it registers user at server and, with
+// code > 0, answers every OPTIONS with code (baresip answers 404 to an
+// OPTIONS it does not know the user of); with code 0 it never answers.
+func udpPhone(t *testing.T, server *net.UDPAddr, user string, code int) func(expires int) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	me := c.LocalAddr().String()
+	answers := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			msg := string(buf[:n])
+			if strings.HasPrefix(msg, "SIP/2.0 ") {
+				select {
+				case answers <- msg:
+				default:
+				}
+				continue
+			}
+			if code == 0 || !strings.HasPrefix(msg, "OPTIONS ") {
+				continue
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "SIP/2.0 %d Answer\r\n", code)
+			for _, line := range strings.Split(msg, "\r\n")[1:] {
+				name, _, _ := strings.Cut(line, ":")
+				switch strings.ToLower(name) {
+				case "via", "from", "to", "call-id", "cseq":
+					b.WriteString(line + "\r\n")
+				}
+			}
+			b.WriteString("Content-Length: 0\r\n\r\n")
+			c.WriteToUDP([]byte(b.String()), from)
+		}
+	}()
+	cseq := 0
+	register := func(expires int) {
+		t.Helper()
+		cseq++
+		msg := fmt.Sprintf("REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-%s-%d;rport\r\nFrom: <sip:%s@127.0.0.1>;tag=t%s\r\nTo: <sip:%s@127.0.0.1>\r\nCall-ID: reg-%s\r\nCSeq: %d REGISTER\r\nContact: <sip:%s@%s>\r\nExpires: %d\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+			me, user, cseq, user, user, user, user, cseq, user, me, expires)
+		c.WriteToUDP([]byte(msg), server)
+		select {
+		case a := <-answers:
+			if !strings.HasPrefix(a, "SIP/2.0 200") {
+				t.Fatalf("register %s: %q", user, a)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("register %s: no answer", user)
+		}
+	}
+	register(600)
+	return register
+}
+
+// TestPhonesProbedAsTheyAnswer: with a real server and real phone
+// sockets, phones answering 404 or 200 are alive and the silent ones are
+// listed by number in the status and named in the one condition; when
+// they unregister they stop counting at the next round. Silent phones do
+// not declare the mesh unreachable.
+func TestPhonesProbedAsTheyAnswer(t *testing.T) {
+	s, addr := realServer(t)
+	udpPhone(t, addr, "401", 404)
+	udpPhone(t, addr, "402", 200)
+	leave403 := udpPhone(t, addr, "403", 0)
+	leave406 := udpPhone(t, addr, "406", 0)
+	al := &alerts{set: map[string]health.Condition{}}
+	cfg := config.Defaults().Monitor
+	cfg.ProbePhones, cfg.Targets, cfg.ProbeTimeoutMS = true, nil, 700
+	var reach []bool
+	rates := health.NewRates(health.SystemClock{})
+	m := New(cfg, nil, s, rates, al, func(ok bool) { reach = append(reach, ok) })
+	m.Round(context.Background(), nil)
+
+	st := m.Status()
+	if got := field(st, "phones", "not_answering").Int; got != 2 || field(st, "phones", "probed").Int != 4 {
+		t.Errorf("phones %+v", field(st, "phones"))
+	}
+	if got := strs(field(st, "phones", "not_answering_numbers")); fmt.Sprint(got) != "[403 406]" {
+		t.Errorf("not answering %v, want [403 406]", got)
+	}
+	if msg := al.set[phonesCode].Message; msg != "2 of 4 registered phones do not answer SIP OPTIONS: 403, 406" {
+		t.Errorf("condition %q", msg)
+	}
+	if fmt.Sprint(reach) != "[true]" || rates.PerHour(health.CategoryProbe) != 0 {
+		t.Errorf("reach %v, probe failures %d: live phones answered", reach, rates.PerHour(health.CategoryProbe))
+	}
+
+	leave403(0)
+	m.Round(context.Background(), nil)
+	if got := strs(field(m.Status(), "phones", "not_answering_numbers")); fmt.Sprint(got) != "[406]" {
+		t.Errorf("after 403 left: %v", got)
+	}
+	if msg := al.set[phonesCode].Message; msg != "1 of 3 registered phones do not answer SIP OPTIONS: 406" {
+		t.Errorf("after 403 left: %q", msg)
+	}
+	leave406(0)
+	m.Round(context.Background(), nil)
+	if al.has(phonesCode) || field(m.Status(), "phones", "not_answering").Int != 0 {
+		t.Errorf("after the silent phones left: %v", al.set)
+	}
+}
+
+// TestSilentPhonesListBounded: the status lists at most MaxListed numbers,
+// sorted, with the true count beside them; the condition names three.
+func TestSilentPhonesListBounded(t *testing.T) {
+	c := &churn{}
+	for i := 0; i < 40; i++ {
+		c.bindings = append(c.bindings, sip.Binding{User: fmt.Sprint(500 + i), Contact: fmt.Sprintf("sip:%d@127.0.0.1:%d", 500+i, 20000+i), Addr: fmt.Sprintf("127.0.0.1:%d", 20000+i)})
+	}
+	al := &alerts{set: map[string]health.Condition{}}
+	cfg := config.Defaults().Monitor
+	cfg.ProbePhones, cfg.Targets = true, nil
+	var reach []bool
+	m := New(cfg, nil, c, health.NewRates(health.SystemClock{}), al, func(ok bool) { reach = append(reach, ok) })
+	m.Round(context.Background(), nil)
+	st := m.Status()
+	got := strs(field(st, "phones", "not_answering_numbers"))
+	if len(got) != MaxListed || got[0] != "500" || got[15] != "515" || field(st, "phones", "not_answering_numbers_total").Int != 40 {
+		t.Errorf("listed %v, total %d", got, field(st, "phones", "not_answering_numbers_total").Int)
+	}
+	if msg := al.set[phonesCode].Message; msg != "40 of 40 registered phones do not answer SIP OPTIONS: 500, 501, 502 and 37 more" {
+		t.Errorf("condition %q", msg)
+	}
+	if len(reach) != 0 {
+		t.Errorf("silent phones judged the mesh: %v", reach)
 	}
 }

@@ -43,6 +43,12 @@ type Binding struct {
 	Contact string
 	Addr    string // host:port requests are sent to
 	Expires time.Time
+	// Transport is how the phone registered, "UDP" or "TCP": the monitor
+	// probes it the same way.
+	Transport string
+	// Source is where its REGISTER came from: for TCP, the far end of
+	// the connection it registered on (its flow while that is open).
+	Source netip.AddrPort
 }
 
 // regResult is the outcome of a REGISTER: the answer's code and reason and
@@ -160,6 +166,7 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 	if star {
 		if a != nil {
 			s.dropAOR(user)
+			s.changed()
 		}
 		s.mu.Unlock()
 		return regResult{code: 200, reason: "OK", extra: extra}
@@ -230,15 +237,8 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 		}
 		c := contact{uri: strings.Clone(w.text), transport: transport, source: src, local: local,
 			expires: now.Add(time.Duration(min(w.expires, maxExpires)) * time.Second), updated: now, callID: callID, cseq: cs.Num}
-		if ip, err := netip.ParseAddr(w.uri.Host); err == nil {
-			port := w.uri.Port
-			if port == 0 {
-				port = 5060
-			}
-			c.target = netip.AddrPortFrom(ip.Unmap(), uint16(port))
-		} else {
-			c.host = strings.Clone(w.uri.HostPort())
-		}
+		c.target, c.host = contactDest(w.uri)
+		c.host = strings.Clone(c.host)
 		switch {
 		case idx >= 0:
 			a.contacts[idx] = c
@@ -265,8 +265,22 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 		extra = append(strconv.AppendInt(append(extra, "Expires: "...), int64(min(wants[0].expires, maxExpires)), 10), "\r\n"...)
 	}
 	s.mu.Unlock()
+	s.changed()
 	s.registers.Add(1)
 	return regResult{code: 200, reason: "OK", extra: extra}
+}
+
+// contactDest is where requests for a contact URI go: its IP and port
+// (5060 when absent), or for a host name its host:port.
+func contactDest(u URI) (netip.AddrPort, string) {
+	if ip, err := netip.ParseAddr(u.Host); err == nil {
+		port := u.Port
+		if port == 0 {
+			port = 5060
+		}
+		return netip.AddrPortFrom(ip.Unmap(), uint16(port)), ""
+	}
+	return netip.AddrPort{}, u.HostPort()
 }
 
 // appendContacts lists an AOR's live bindings with their remaining time
@@ -303,7 +317,10 @@ func (s *Server) sweepLocked(now time.Time, limit int) int {
 				kept = append(kept, c)
 			}
 		}
-		dropped += len(a.contacts) - len(kept)
+		if len(kept) < len(a.contacts) {
+			dropped += len(a.contacts) - len(kept)
+			s.changed()
+		}
 		a.contacts = kept
 		if len(kept) == 0 {
 			delete(s.aors, user)
@@ -351,7 +368,7 @@ func (s *Server) Bindings() []Binding {
 			if c.target.IsValid() {
 				addr = c.target.String()
 			}
-			out = append(out, Binding{User: user, Contact: c.uri, Addr: addr, Expires: c.expires})
+			out = append(out, Binding{User: user, Contact: c.uri, Addr: addr, Expires: c.expires, Transport: c.transport, Source: c.source})
 		}
 	}
 	s.mu.Unlock()

@@ -77,6 +77,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	aors     map[string]*aor
+	persist  persistState // the binding table's save state (persist.go)
 	calls    map[uint64]time.Time
 	names    map[string]bool
 	ownAddrs map[netip.Addr]bool
@@ -642,84 +643,3 @@ func (s *Server) Status() ubus.Value {
 
 // ErrNotRunning: the server is not (yet) up, so nothing was sent.
 var ErrNotRunning = errors.New("sip server not running")
-
-// maxProbes bounds the OPTIONS probes waiting for an answer at once.
-const maxProbes = 64
-
-// Probe sends OPTIONS to host:port from the server's own socket and
-// returns the round-trip time.
-func (s *Server) Probe(ctx context.Context, target string) (time.Duration, error) {
-	if s.udp.Load() == nil {
-		return 0, ErrNotRunning
-	}
-	host, port, err := net.SplitHostPort(target)
-	if err != nil {
-		host, port = target, "5060"
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		ap, rerr := resolve(ctx, net.JoinHostPort(host, port))
-		if rerr != nil {
-			return 0, rerr
-		}
-		ip = ap.Addr()
-	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 1 || p > 65535 {
-		return 0, fmt.Errorf("probe %s: bad port", target)
-	}
-	dst := netip.AddrPortFrom(ip.Unmap(), uint16(p))
-	branch := s.viaPrefix() + "p" + strconv.FormatUint(s.probeSeq.Add(1), 10)
-	ch := make(chan int, 1)
-	s.probeMu.Lock()
-	if len(s.probes) >= maxProbes {
-		s.probeMu.Unlock()
-		return 0, errors.New("too many probes in flight")
-	}
-	s.probes[branch] = ch
-	s.probeMu.Unlock()
-	defer func() {
-		s.probeMu.Lock()
-		delete(s.probes, branch)
-		s.probeMu.Unlock()
-	}()
-	via := string(s.selfVia(nil, netip.Addr{}))
-	msg := "OPTIONS sip:" + dst.String() + " SIP/2.0\r\nVia: SIP/2.0/UDP " + via + ";branch=" + branch +
-		";rport\r\nMax-Forwards: 70\r\nFrom: <sip:phonebookd@" + via + ">;tag=" + s.token + "\r\nTo: <sip:" + dst.String() +
-		">\r\nCall-ID: " + branch + "\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-	t0 := time.Now()
-	interval := s.t1()
-	for {
-		if err := s.send(peer{addr: dst}, []byte(msg), nil); err != nil {
-			return 0, err
-		}
-		t := time.NewTimer(interval)
-		select {
-		case code := <-ch:
-			t.Stop()
-			if code >= 300 && code != 405 && code != 501 {
-				return 0, fmt.Errorf("OPTIONS answered %d", code)
-			}
-			return time.Since(t0), nil
-		case <-ctx.Done():
-			t.Stop()
-			return 0, ctx.Err()
-		case <-t.C:
-			interval = min(2*interval, 4*time.Second) // retransmit (Timer E)
-		}
-	}
-}
-
-// probeAnswer delivers the answer to a probe; reports whether it was one.
-func (s *Server) probeAnswer(branch string, m *Msg) bool {
-	s.probeMu.Lock()
-	ch, ok := s.probes[branch]
-	s.probeMu.Unlock()
-	if ok && m.Status >= 200 {
-		select {
-		case ch <- m.Status:
-		default:
-		}
-	}
-	return ok
-}
