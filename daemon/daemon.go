@@ -242,6 +242,7 @@ func (d *Daemon) setup() error {
 	d.fetcher = directory.NewFetcher(d.log, d.rates, func(ok bool) { d.sys.Reach("fetcher", ok) })
 	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
 	d.sip = sip.New(cfg.SIP, d.log, d.rates, d.sys)
+	d.sip.SetCrashes(d.crashes) // recovered handler panics leave a crash record
 	d.monitor = monitor.New(cfg.Monitor, d.log, d.sip, d.rates, d.sys, func(ok bool) { d.sys.Reach("monitor", ok) })
 
 	d.sup.Add(supervisor.Spec{Name: "main", Period: sip.Period, Essential: true, Run: d.sip.Run})

@@ -92,7 +92,9 @@ func (h Header) Is(name string) bool {
 
 // Parse reads one message from raw into m (reusing m's header slice). A
 // body longer than Content-Length is cut to it; a shorter one is an error
-// (RFC 3261 18.3). Errors never panic and never quote the input.
+// (RFC 3261 18.3), as are a Content-Length that is not a number of at
+// most 9 digits and repeated ones that disagree (see bodyLength). Errors
+// never panic and never quote the input.
 func Parse(raw string, m *Msg) error {
 	hdrs := m.Headers[:0]
 	*m = Msg{Raw: raw, Headers: hdrs}
@@ -130,15 +132,19 @@ func Parse(raw string, m *Msg) error {
 		m.Headers = append(m.Headers, Header{Name: name, Value: strings.TrimSpace(value)})
 	}
 	m.Body = rest
-	if cl := m.Get("content-length"); cl != "" {
-		n, err := strconv.Atoi(cl)
-		if err != nil || n < 0 {
-			return perr("bad Content-Length")
+	var cl bodyLength
+	for _, h := range m.Headers {
+		if h.Is("content-length") {
+			if err := cl.add(h.Value); err != nil {
+				return err
+			}
 		}
-		if n > len(rest) {
+	}
+	if cl.seen {
+		if cl.n > len(rest) {
 			return perr("body shorter than Content-Length")
 		}
-		m.Body = rest[:n]
+		m.Body = rest[:cl.n]
 	}
 	return nil
 }

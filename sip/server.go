@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,7 +96,13 @@ type Server struct {
 	tcpMu    sync.Mutex
 	tcpConns map[netip.AddrPort]*tcpConn
 
-	registers    atomic.Int64
+	registers atomic.Int64
+	// messages counts every message a reader delimited (a datagram, a
+	// framed or refused stream message, a stream message cut short);
+	// each ends as exactly one of handled, malformed, shed for its size
+	// or a handler panic, so that the four add up to it.
+	messages     atomic.Int64
+	handled      atomic.Int64
 	malformed    atomic.Int64
 	callsTotal   atomic.Int64
 	evicted      atomic.Int64
@@ -104,6 +111,9 @@ type Server struct {
 
 	readers []*reader
 	ready   chan struct{}
+
+	// panics: recovered handler panics (see recover.go).
+	panics panicState
 	// stuck, in fault builds only, makes the handler hang (see faults_on.go).
 	stuck atomic.Pointer[chan struct{}]
 }
@@ -195,6 +205,8 @@ type reader struct {
 	// busy is when the message being handled arrived (unix ns, 0 idle):
 	// the heartbeat checks that no handler is stuck.
 	busy atomic.Int64
+	// rejected: the message being handled was answered as malformed.
+	rejected bool
 }
 
 func newReader(s *Server, size int) *reader {
@@ -403,6 +415,7 @@ func (r *reader) serveUDP(u *udpSock) {
 		case errors.Is(err, net.ErrClosed):
 			return
 		case err == errTruncated:
+			r.s.messages.Add(1)
 			r.s.shedCount(ShedMessageSize)
 			r.s.logs.Log(slog.LevelWarn, "message-size", "sip: datagram too large; answered 513", "from", from.String())
 			if b := badRequest(r.out[:0], string(r.buf[:n]), 513, "Message Too Large", from); b != nil {
@@ -427,15 +440,20 @@ func isKeepalive(b []byte) bool {
 	return true
 }
 
-// handle parses and answers one message.
+// handle parses and answers one message. It is the one place where a
+// message's outcome is counted (see done), and a panic in handling it is
+// recovered there: the message is dropped and counted, and the reader
+// goes on with the next.
 func (r *reader) handle(data []byte, from peer) {
 	if isKeepalive(data) {
 		return
 	}
 	s := r.s
+	s.messages.Add(1)
 	now := time.Now()
 	r.busy.Store(now.UnixNano())
-	defer r.busy.Store(0)
+	r.rejected = false
+	defer r.done()
 	s.faultHook()
 	// The message's strings alias the reader's buffer, valid while it is
 	// handled: whatever outlives the handler (a binding, a transaction)
@@ -492,6 +510,23 @@ func (r *reader) handle(data []byte, from peer) {
 	}
 }
 
+// done ends the handling of one message: it counts the outcome and, when
+// the handler panicked, recovers, so that no message can end the
+// process or stop the reader (recover works here: done is the deferred
+// function itself).
+func (r *reader) done() {
+	r.busy.Store(0)
+	if v := recover(); v != nil {
+		r.s.handlerPanic(v, debug.Stack())
+		return
+	}
+	if r.rejected {
+		r.s.malformed.Add(1)
+	} else {
+		r.s.handled.Add(1)
+	}
+}
+
 // reply sends this server's answer to a request (never to an ACK).
 func (r *reader) reply(m *Msg, to peer, code int, reason string, extra []byte) {
 	if m.Method == "ACK" {
@@ -511,11 +546,12 @@ func (r *reader) reject(m *Msg, to peer, code int, reason, cause string) {
 	r.reply(m, to, code, reason, nil)
 }
 
-// malformed answers 400 where there is a Via to answer to, counts it,
-// and logs a short line (never the message).
+// malformed answers 400 where there is a Via to answer to, marks the
+// message malformed (counted by done, or by the stream framing that
+// refused it), and logs a short line (never the message).
 func (r *reader) malformed(raw string, from peer, err error) {
 	s := r.s
-	s.malformed.Add(1)
+	r.rejected = true
 	s.sipError()
 	s.logs.Log(slog.LevelWarn, "malformed", "sip: malformed message", "from", from.addr.String(), "err", err.Error(), "bytes", len(raw))
 	if b := badRequest(r.out[:0], raw, 400, "Bad Request", from.addr); b != nil {
@@ -632,7 +668,10 @@ func (s *Server) Status() ubus.Value {
 		ubus.I32("tcp_connections", int32(conns)),
 		ubus.I64("registrations_total", s.registers.Load()),
 		ubus.I64("rejected_at_capacity", s.shed[ShedRegistrations].Load()),
+		ubus.I64("messages_total", s.messages.Load()),
+		ubus.I64("handled_total", s.handled.Load()),
 		ubus.I64("malformed_total", s.malformed.Load()),
+		ubus.I64("handler_panics", s.panics.count.Load()),
 		ubus.I64("calls_total", s.callsTotal.Load()),
 		ubus.I64("evicted_contacts", s.evicted.Load()),
 		ubus.I64("tcp_accept_errors", s.acceptErrors.Load()),

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -102,7 +100,7 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		wg.Add(1)
 		w.Go(func() {
 			defer wg.Done()
-			s.serveTCP(tc)
+			s.serveTCPRecovered(tc)
 			s.tcpMu.Lock()
 			if s.tcpConns[tc.remote] == tc {
 				delete(s.tcpConns, tc.remote)
@@ -113,10 +111,21 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 	}
 }
 
+// serveTCPRecovered serves one connection; a panic in its framing (a
+// handler's own is recovered per message in handle) is recovered and
+// counted, and closes this connection only, whose framing is lost.
+func (s *Server) serveTCPRecovered(tc *tcpConn) {
+	defer s.recoverPanic()
+	s.serveTCP(tc)
+}
+
 // serveTCP frames messages on one connection: a message's header must
 // arrive within sip.tcp_header_timeout of its first byte, a connection
 // without a message for sip.tcp_idle_timeout is closed, and nothing larger
-// than sip.max_message_size is read (513, then closed).
+// than sip.max_message_size is read (513, then closed). A Content-Length
+// that cannot be believed (see bodyLength) is answered 400 and closes the
+// connection, since where the next message starts is unknown. A message
+// cut short by the peer's close or a timeout is counted as malformed.
 func (s *Server) serveTCP(tc *tcpConn) {
 	cfg := s.config()
 	idle := time.Duration(cfg.TCPIdleTimeout) * time.Second
@@ -162,8 +171,8 @@ func (s *Server) serveTCP(tc *tcpConn) {
 			}
 			buf = append(buf, chunk[:n]...)
 			if err != nil {
-				if len(bytes.TrimLeft(buf, "\r\n")) > 0 && isTimeout(err) {
-					s.logs.Log(slog.LevelInfo, "tcp-slow", "sip: tcp header not complete in time; closed", "from", tc.remote.String())
+				if len(bytes.TrimLeft(buf, "\r\n")) > 0 {
+					s.incomplete(tc, err)
 				}
 				return
 			}
@@ -175,12 +184,17 @@ func (s *Server) serveTCP(tc *tcpConn) {
 			continue
 		}
 		head := end + 4
-		cl := contentLength(buf[:head])
-		if cl < 0 {
-			r.malformed(string(buf[:head]), from, perr("bad Content-Length"))
+		cl, err := headerLength(buf[:head])
+		if err != nil {
+			s.messages.Add(1)
+			s.malformed.Add(1)
+			r.malformed(string(buf[:head]), from, err)
 			return
 		}
-		if head+cl > cfg.MaxMessageSize {
+		// cl has at most 9 digits and head is under the size bound: the
+		// comparison is made without adding them.
+		if cl > cfg.MaxMessageSize-head {
+			s.messages.Add(1)
 			s.tooLarge(r, tc, buf[:head])
 			return
 		}
@@ -188,7 +202,8 @@ func (s *Server) serveTCP(tc *tcpConn) {
 			tc.c.SetReadDeadline(msgStart.Add(headerTimeout))
 			n, err := tc.c.Read(chunk)
 			buf = append(buf, chunk[:n]...)
-			if err != nil {
+			if err != nil && len(buf) < head+cl {
+				s.incomplete(tc, err)
 				return
 			}
 		}
@@ -214,22 +229,14 @@ func (s *Server) tooLarge(r *reader, tc *tcpConn, head []byte) {
 	}
 }
 
-// contentLength reads Content-Length from a header section: 0 when
-// absent, -1 when malformed.
-func contentLength(head []byte) int {
-	for _, line := range strings.Split(string(head), "\n") {
-		name, value, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		name = strings.TrimSpace(name)
-		if strings.EqualFold(name, "content-length") || strings.EqualFold(name, "l") {
-			n, err := strconv.Atoi(strings.TrimSpace(value))
-			if err != nil || n < 0 {
-				return -1
-			}
-			return n
-		}
+// incomplete counts a message the peer did not finish (it closed, or a
+// timeout passed) as malformed: it was delimited by the connection's end.
+func (s *Server) incomplete(tc *tcpConn, err error) {
+	s.messages.Add(1)
+	s.malformed.Add(1)
+	if isTimeout(err) {
+		s.logs.Log(slog.LevelInfo, "tcp-slow", "sip: tcp message not complete in time; closed", "from", tc.remote.String())
+	} else {
+		s.logs.Log(slog.LevelInfo, "tcp-cut", "sip: tcp message cut short by the peer; dropped", "from", tc.remote.String())
 	}
-	return 0
 }
