@@ -194,7 +194,6 @@ func (s *Server) serveTCP(tc *tcpConn) {
 		// cl has at most 9 digits and head is under the size bound: the
 		// comparison is made without adding them.
 		if cl > cfg.MaxMessageSize-head {
-			s.messages.Add(1)
 			s.tooLarge(r, tc, buf[:head])
 			return
 		}
@@ -220,8 +219,10 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// tooLarge answers 513 (where a Via can be read) and counts the shed.
+// tooLarge answers 513 (where a Via can be read) and counts the message
+// and the shed.
 func (s *Server) tooLarge(r *reader, tc *tcpConn, head []byte) {
+	s.messages.Add(1)
 	s.shedCount(ShedMessageSize)
 	s.logs.Log(slog.LevelWarn, "message-size", "sip: tcp message too large; closed", "from", tc.remote.String())
 	if b := badRequest(nil, string(head), 513, "Message Too Large", tc.remote); b != nil {
