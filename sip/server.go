@@ -476,16 +476,35 @@ func (r *reader) handle(data []byte, from peer) {
 		return
 	}
 	if err := m.CheckRequest(); err != nil {
+		if err == ErrCSeqMethod && !implemented(m.Method) {
+			// RFC 4475 3.1.2.18: an unknown method is 501 whatever its
+			// CSeq says, the answer that stays right once it is known.
+			r.reject(m, from, 501, "Not Implemented", "method")
+			return
+		}
 		r.malformed(m.Raw, from, err)
 		return
 	}
-	if _, err := ParseURI(m.URI); err != nil {
+	if u, err := ParseURI(m.URI); err != nil {
 		if err == ErrScheme {
 			r.reject(m, from, 416, "Unsupported URI Scheme", "scheme")
 		} else {
 			r.malformed(m.Raw, from, err)
 		}
 		return
+	} else if u.Headers != "" { // RFC 3261 19.1.1, RFC 4475 3.1.2.11
+		r.malformed(m.Raw, from, perr("headers in the Request-URI"))
+		return
+	}
+	switch m.Method {
+	case "REGISTER", "OPTIONS":
+		// This server answers both itself and supports no extension:
+		// any Require (RFC 3261 8.2.2.3) or Proxy-Require (16.3 item 5)
+		// is refused, naming the option tags (RFC 4475 3.3.5).
+		if m.Has("require") || m.Has("proxy-require") {
+			r.reject(m, from, 420, "Bad Extension", "require", r.appendUnsupported(m))
+			return
+		}
 	}
 	switch m.Method {
 	case "REGISTER":
@@ -539,11 +558,42 @@ func (r *reader) reply(m *Msg, to peer, code int, reason string, extra []byte) {
 }
 
 // reject answers an error, counts it, and logs one short rate-limited
-// line for its cause.
-func (r *reader) reject(m *Msg, to peer, code int, reason, cause string) {
+// line for its cause; extra, if any, are header lines of the answer.
+func (r *reader) reject(m *Msg, to peer, code int, reason, cause string, extra ...[]byte) {
 	r.s.sipError()
 	r.s.logs.Log(slog.LevelInfo, cause, "sip: request refused", "code", code, "from", to.addr.String(), "msg", m.Describe())
-	r.reply(m, to, code, reason, nil)
+	var x []byte
+	if len(extra) > 0 {
+		x = extra[0]
+	}
+	r.reply(m, to, code, reason, x)
+}
+
+// appendUnsupported writes the Unsupported header of a 420: every
+// option tag of the request's Require and Proxy-Require lines (RFC 3261
+// 20.40), into the reader's extra buffer.
+func (r *reader) appendUnsupported(m *Msg) []byte {
+	b := append(r.extra[:0], "Unsupported: "...)
+	n := 0
+	for _, name := range [...]string{"require", "proxy-require"} {
+		for it := m.iter(name); it.next(); {
+			if n > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, it.val...)
+			n++
+		}
+	}
+	return append(b, "\r\n"...)
+}
+
+// implemented reports the methods this server handles; others get 501.
+func implemented(method string) bool {
+	switch method {
+	case "REGISTER", "OPTIONS", "INVITE", "ACK", "BYE", "CANCEL":
+		return true
+	}
+	return false
 }
 
 // malformed answers 400 where there is a Via to answer to, marks the
