@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -32,6 +33,27 @@ func (t *tcpConn) write(b []byte) error {
 	t.c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err := t.c.Write(b)
 	return err
+}
+
+// listenTCP listens for SIP over TCP on the UDP listener's bound
+// address. A wildcard IPv6 address ("[::]") listens dual-stack, IPv4
+// clients included, as the UDP socket does; a wildcard or specific IPv4
+// address listens on IPv4 only, a specific IPv6 address on it alone.
+// (The "tcp6" network would make "[::]" IPv6-only.)
+func listenTCP(bound netip.AddrPort) (net.Listener, error) {
+	network := "tcp6"
+	switch a := bound.Addr(); {
+	case a.Unmap().Is4():
+		network = "tcp4"
+		bound = netip.AddrPortFrom(a.Unmap(), bound.Port())
+	case a.IsUnspecified():
+		network = "tcp" // Go listens on an AF_INET6 socket with IPV6_V6ONLY off
+	}
+	ln, err := net.Listen(network, bound.String())
+	if err != nil {
+		return nil, fmt.Errorf("listen tcp %s: %w", bound, err)
+	}
+	return ln, nil
 }
 
 func (s *Server) tcpConnTo(a netip.AddrPort) *tcpConn {
