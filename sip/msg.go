@@ -415,12 +415,14 @@ func balancedQuotes(v string) bool {
 }
 
 // emptyElement reports a comma-separated list with an empty element
-// ("a,,b", a trailing comma) or a parameter list with an empty parameter
-// (";;", a trailing ";"), outside quotes and angle brackets: RFC 3261 25.1
-// allows neither in Via or Contact.
+// ("a,,b", ",a") or a parameter list with an empty parameter (";;"),
+// outside quotes and angle brackets: RFC 3261 25.1 allows neither in Via
+// or Contact (RFC 4475 3.1.2.1). One separator at the very end is let
+// pass: phones that send it mean nothing by it.
 func emptyElement(v string) bool {
 	quoted, angle := false, false
-	empty := true // nothing but white space since the last separator
+	empty := true    // nothing but white space since the last separator
+	content := false // anything but separators and white space at all
 	for i := 0; i < len(v); i++ {
 		c := v[i]
 		switch {
@@ -447,9 +449,9 @@ func emptyElement(v string) bool {
 		case c == ' ' || c == '\t':
 			continue
 		}
-		empty = false
+		empty, content = false, true
 	}
-	return empty
+	return !content
 }
 
 // MaxForwards returns the Max-Forwards value, -1 when absent.

@@ -235,3 +235,24 @@ func TestParseViaWhiteSpace(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyElement: doubled and leading separators in Via and Contact
+// are refused (RFC 4475 3.1.2.1); separators inside quotes and <> are
+// not separators; one trailing separator passes.
+func TestEmptyElement(t *testing.T) {
+	for v, want := range map[string]bool{
+		"SIP/2.0/UDP 192.0.2.15;;,;,,":          true,
+		`"Joe" <sip:joe@example.org>;;;;`:       true,
+		"SIP/2.0/UDP a;branch=1,,SIP/2.0/UDP b": true,
+		";branch=1":                             true,
+		"":                                      true,
+		"SIP/2.0/UDP a;branch=1;rport, SIP/2.0/UDP b;branch=2":             false,
+		`"a;;b,,c" <sip:x@y;;lr,,>;expires=60`:                             false,
+		`<sip:1@h;transport=udp>;+sip.instance="<urn:uuid:1;;2>";reg-id=1`: false,
+		"<sip:1@h>;": false,
+	} {
+		if got := emptyElement(v); got != want {
+			t.Errorf("%q: %v, want %v", v, got, want)
+		}
+	}
+}
