@@ -31,6 +31,7 @@ import (
 // Crash record kinds.
 const (
 	KindWorkerPanic  = "worker_panic"  // a worker panicked; recovered and restarted
+	KindHandlerPanic = "handler_panic" // a message made a SIP handler panic; recovered, the message dropped, serving on
 	KindWorkerFailed = "worker_failed" // an essential worker failed; the process exited
 	KindAbandoned    = "abandoned"     // too many stuck goroutines; the process exited
 	KindFatalError   = "fatal_error"   // the runtime's "fatal error: ..."

@@ -243,6 +243,7 @@ func (d *Daemon) setup() error {
 	d.fetcher.SetAlerts(d.sys)
 	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
 	d.sip = sip.New(cfg.SIP, d.log, d.rates, d.sys)
+	d.sip.SetCrashes(d.crashes) // recovered handler panics leave a crash record
 	d.loadRunState(cfg)
 	d.monitor = monitor.New(cfg.Monitor, d.log, d.sip, d.rates, d.sys, func(ok bool) { d.sys.Reach("monitor", ok) })
 

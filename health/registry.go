@@ -135,6 +135,8 @@ var descriptors = []Descriptor{
 		Text: sprintf("Registrations at capacity (%s): new phones are refused with 503", ArgLimit), Recommend: sprintf("Raise phonebook.sip.max_bindings if the router has the memory, or move phones to another node.")},
 	{Code: "sip_accept_errors", Level: LevelWarning, Penalty: 10, When: "SIP over TCP cannot accept connections (EMFILE); backing off",
 		Text: sprintf("SIP over TCP cannot accept connections: %s", ArgError), Recommend: sprintf("The daemon is out of file descriptors or memory; lower phonebook.sip.tcp_max_connections or find what holds descriptors (phonebook.health status file_descriptors).")},
+	{Code: "handler_panic", Level: LevelWarning, Penalty: 15, When: "a SIP message made a handler panic: dropped, counted (`phonebook status` sip.handler_panics), the handler serves on; cleared 5 minutes after the last",
+		Text: sprintf("%s SIP message(s) made a handler panic and were dropped; last: %s", ArgCount, ArgError), Recommend: sprintf("The daemon survived a message it cannot handle; read the crash record (ubus call phonebook.health crashes) and report it with the sender from logread -e phonebookd.")},
 	{Code: "probe_failed", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "a configured mesh target did not answer its last OPTIONS",
 		Text: sprintf("Mesh target %s not answering SIP OPTIONS (%s of the last %s probes lost): %s", ArgKey, ArgCount, ArgTotal, ArgError), Recommend: sprintf("Check the mesh path to %s (AREDN node status, link quality).", ArgKey)},
 	{Code: "jitter", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, VisibleAfter: 2 * time.Minute, When: "jitter to a mesh target over `jitter_threshold_ms`",

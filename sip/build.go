@@ -160,7 +160,9 @@ func appendResponse(dst []byte, m *Msg, code int, reason string, src netip.AddrP
 func badRequest(dst []byte, raw string, code int, reason string, src netip.AddrPort) []byte {
 	line, rest, ok := cutLine(raw)
 	f := strings.Fields(line)
-	if !ok || len(f) != 3 || strings.HasPrefix(line, "SIP/") || !isToken(f[0]) {
+	// Any request line, however malformed between its method and its
+	// version (white space inside the Request-URI, RFC 4475 3.1.2.8).
+	if !ok || len(f) < 3 || strings.HasPrefix(line, "SIP/") || !isToken(f[0]) || !strings.HasPrefix(f[len(f)-1], "SIP/") {
 		return nil
 	}
 	var m Msg

@@ -92,7 +92,9 @@ func (h Header) Is(name string) bool {
 
 // Parse reads one message from raw into m (reusing m's header slice). A
 // body longer than Content-Length is cut to it; a shorter one is an error
-// (RFC 3261 18.3). Errors never panic and never quote the input.
+// (RFC 3261 18.3), as are a Content-Length that is not a number of at
+// most 9 digits and repeated ones that disagree (see bodyLength). Errors
+// never panic and never quote the input.
 func Parse(raw string, m *Msg) error {
 	hdrs := m.Headers[:0]
 	*m = Msg{Raw: raw, Headers: hdrs}
@@ -130,15 +132,19 @@ func Parse(raw string, m *Msg) error {
 		m.Headers = append(m.Headers, Header{Name: name, Value: strings.TrimSpace(value)})
 	}
 	m.Body = rest
-	if cl := m.Get("content-length"); cl != "" {
-		n, err := strconv.Atoi(cl)
-		if err != nil || n < 0 {
-			return perr("bad Content-Length")
+	var cl bodyLength
+	for _, h := range m.Headers {
+		if h.Is("content-length") {
+			if err := cl.add(h.Value); err != nil {
+				return err
+			}
 		}
-		if n > len(rest) {
+	}
+	if cl.seen {
+		if cl.n > len(rest) {
 			return perr("body shorter than Content-Length")
 		}
-		m.Body = rest[:n]
+		m.Body = rest[:cl.n]
 	}
 	return nil
 }
@@ -331,6 +337,9 @@ func (m *Msg) CSeq() (CSeq, error) {
 	return CSeq{Num: uint32(num), Method: meth}, nil
 }
 
+// ErrCSeqMethod: the CSeq's method is not the request's (RFC 3261 8.1.1.5).
+var ErrCSeqMethod = perr("CSeq method differs from the request method")
+
 // mandatory request headers (RFC 3261 8.1.1); Max-Forwards is added when
 // missing, as lenient proxies do.
 var mandatory = [...]string{"via", "from", "to", "call-id", "cseq"}
@@ -349,17 +358,100 @@ func (m *Msg) CheckRequest() error {
 			return perr("more than one " + name + " header")
 		}
 	}
+	for _, name := range [...]string{"from", "to", "contact"} {
+		for _, h := range m.Headers {
+			if h.Is(name) && !balancedQuotes(h.Value) {
+				return perr("unterminated quoted string in " + name) // RFC 4475 3.1.2.6
+			}
+		}
+	}
+	for _, name := range [...]string{"from", "to", "contact"} {
+		for it := m.iter(name); it.next(); {
+			if addrSpecWithHeaders(it.val) {
+				return perr("URI with headers not in <> in " + name) // RFC 4475 3.1.2.13
+			}
+		}
+	}
+	for _, name := range [...]string{"via", "contact"} {
+		for _, h := range m.Headers {
+			if h.Is(name) && emptyElement(h.Value) {
+				return perr("empty element or parameter in " + name) // RFC 4475 3.1.2.1
+			}
+		}
+	}
 	cs, err := m.CSeq()
 	if err != nil {
 		return err
 	}
 	if cs.Method != m.Method {
-		return perr("CSeq method differs from the request method")
+		return ErrCSeqMethod
 	}
 	if _, err := m.MaxForwards(); err != nil {
 		return err
 	}
 	return nil
+}
+
+// addrSpecWithHeaders reports a URI written without angle brackets that
+// has a "?": RFC 3261 20 requires the brackets then, since without them
+// what belongs to the URI and what to the header is ambiguous.
+func addrSpecWithHeaders(v string) bool {
+	return strings.IndexByte(v, '<') < 0 && strings.IndexByte(v, '?') >= 0
+}
+
+// balancedQuotes reports whether every quoted string in a header value
+// is closed (a backslash escapes the next character inside quotes).
+func balancedQuotes(v string) bool {
+	quoted := false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '\\' && quoted:
+			i++
+		case c == '"':
+			quoted = !quoted
+		}
+	}
+	return !quoted
+}
+
+// emptyElement reports a comma-separated list with an empty element
+// ("a,,b", ",a") or a parameter list with an empty parameter (";;"),
+// outside quotes and angle brackets: RFC 3261 25.1 allows neither in Via
+// or Contact (RFC 4475 3.1.2.1). One separator at the very end is let
+// pass: phones that send it mean nothing by it.
+func emptyElement(v string) bool {
+	quoted, angle := false, false
+	empty := true    // nothing but white space since the last separator
+	content := false // anything but separators and white space at all
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case quoted:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				quoted = false
+			}
+			continue
+		case c == '"':
+			quoted = true
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case angle:
+		case c == ',' || c == ';':
+			if empty {
+				return true
+			}
+			empty = true
+			continue
+		case c == ' ' || c == '\t':
+			continue
+		}
+		empty, content = false, true
+	}
+	return !content
 }
 
 // MaxForwards returns the Max-Forwards value, -1 when absent.
@@ -386,17 +478,23 @@ type Via struct {
 // Branch returns the branch parameter.
 func (v Via) Branch() string { p, _ := param(v.Params, "branch"); return p }
 
-// ParseVia parses "SIP/2.0/UDP host[:port][;params]".
+// ParseVia parses "SIP/2.0/UDP host[:port][;params]", with the linear
+// white space RFC 3261 25.1 allows around each "/" (RFC 4475 3.1.1.1).
 func ParseVia(s string) (Via, error) {
-	proto, rest, ok := strings.Cut(s, " ")
+	name, rest, ok1 := strings.Cut(strings.TrimLeft(s, " \t"), "/")
+	ver, rest, ok2 := strings.Cut(rest, "/")
 	rest = strings.TrimLeft(rest, " \t")
-	name, ver, ok1 := strings.Cut(proto, "/")
-	_, transport, ok2 := strings.Cut(ver, "/")
-	if !ok || !ok1 || !ok2 || !strings.EqualFold(name, "SIP") || transport == "" || strings.IndexByte(transport, '/') >= 0 {
+	i := strings.IndexAny(rest, " \t")
+	if !ok1 || !ok2 || i <= 0 || !strings.EqualFold(strings.TrimRight(name, " \t"), "SIP") || !isToken(strings.Trim(ver, " \t")) {
+		return Via{}, perr("malformed Via")
+	}
+	transport := rest[:i]
+	rest = strings.TrimLeft(rest[i:], " \t")
+	if !isToken(transport) {
 		return Via{}, perr("malformed Via")
 	}
 	var v Via
-	v.Transport = strings.TrimSpace(transport) // compared case-insensitively
+	v.Transport = transport // compared case-insensitively
 	sentBy := rest
 	if i := strings.IndexByte(rest, ';'); i >= 0 {
 		sentBy, v.Params = strings.TrimSpace(rest[:i]), rest[i:]
@@ -490,6 +588,9 @@ type URI struct {
 	Host   string // without brackets
 	Port   int    // 0 when absent
 	Params string // ";transport=udp;lr", raw
+	// Headers is the "?name=value&..." part, raw: never used, and not
+	// allowed in a Request-URI (RFC 3261 19.1.1).
+	Headers string
 }
 
 // ErrScheme is a URI of a scheme other than sip, sips and tel (416).
@@ -518,14 +619,16 @@ func ParseURI(s string) (URI, error) {
 	default:
 		return URI{}, ErrScheme
 	}
-	if i := strings.IndexByte(rest, '?'); i >= 0 { // URI headers are not used
-		rest = rest[:i]
-	}
-	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+	// The user part may hold "?" and ";" but never an "@" (it would be
+	// escaped), so the first "@" ends it (RFC 4475 3.1.1.2).
+	if at := strings.IndexByte(rest, '@'); at >= 0 {
 		u.User, rest = rest[:at], rest[at+1:]
 		if i := strings.IndexByte(u.User, ':'); i >= 0 { // user:password
 			u.User = u.User[:i]
 		}
+	}
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		rest, u.Headers = rest[:i], rest[i:]
 	}
 	hostport := rest
 	if i := strings.IndexByte(rest, ';'); i >= 0 {

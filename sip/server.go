@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,7 +97,13 @@ type Server struct {
 	tcpMu    sync.Mutex
 	tcpConns map[netip.AddrPort]*tcpConn
 
-	registers    atomic.Int64
+	registers atomic.Int64
+	// messages counts every message a reader delimited (a datagram, a
+	// framed or refused stream message, a stream message cut short);
+	// each ends as exactly one of handled, malformed, shed for its size
+	// or a handler panic, so that the four add up to it.
+	messages     atomic.Int64
+	handled      atomic.Int64
 	malformed    atomic.Int64
 	callsTotal   atomic.Int64
 	evicted      atomic.Int64
@@ -105,6 +112,9 @@ type Server struct {
 
 	readers []*reader
 	ready   chan struct{}
+
+	// panics: recovered handler panics (see recover.go).
+	panics panicState
 	// stuck, in fault builds only, makes the handler hang (see faults_on.go).
 	stuck atomic.Pointer[chan struct{}]
 }
@@ -196,6 +206,8 @@ type reader struct {
 	// busy is when the message being handled arrived (unix ns, 0 idle):
 	// the heartbeat checks that no handler is stuck.
 	busy atomic.Int64
+	// rejected: the message being handled was answered as malformed.
+	rejected bool
 }
 
 func newReader(s *Server, size int) *reader {
@@ -404,6 +416,7 @@ func (r *reader) serveUDP(u *udpSock) {
 		case errors.Is(err, net.ErrClosed):
 			return
 		case err == errTruncated:
+			r.s.messages.Add(1)
 			r.s.shedCount(ShedMessageSize)
 			r.s.logs.Log(slog.LevelWarn, "message-size", "sip: datagram too large; answered 513", "from", from.String())
 			if b := badRequest(r.out[:0], string(r.buf[:n]), 513, "Message Too Large", from); b != nil {
@@ -428,15 +441,20 @@ func isKeepalive(b []byte) bool {
 	return true
 }
 
-// handle parses and answers one message.
+// handle parses and answers one message. It is the one place where a
+// message's outcome is counted (see done), and a panic in handling it is
+// recovered there: the message is dropped and counted, and the reader
+// goes on with the next.
 func (r *reader) handle(data []byte, from peer) {
 	if isKeepalive(data) {
 		return
 	}
 	s := r.s
+	s.messages.Add(1)
 	now := time.Now()
 	r.busy.Store(now.UnixNano())
-	defer r.busy.Store(0)
+	r.rejected = false
+	defer r.done()
 	s.faultHook()
 	// The message's strings alias the reader's buffer, valid while it is
 	// handled: whatever outlives the handler (a binding, a transaction)
@@ -459,16 +477,35 @@ func (r *reader) handle(data []byte, from peer) {
 		return
 	}
 	if err := m.CheckRequest(); err != nil {
+		if err == ErrCSeqMethod && !implemented(m.Method) {
+			// RFC 4475 3.1.2.18: an unknown method is 501 whatever its
+			// CSeq says, the answer that stays right once it is known.
+			r.reject(m, from, 501, "Not Implemented", "method")
+			return
+		}
 		r.malformed(m.Raw, from, err)
 		return
 	}
-	if _, err := ParseURI(m.URI); err != nil {
+	if u, err := ParseURI(m.URI); err != nil {
 		if err == ErrScheme {
 			r.reject(m, from, 416, "Unsupported URI Scheme", "scheme")
 		} else {
 			r.malformed(m.Raw, from, err)
 		}
 		return
+	} else if u.Headers != "" { // RFC 3261 19.1.1, RFC 4475 3.1.2.11
+		r.malformed(m.Raw, from, perr("headers in the Request-URI"))
+		return
+	}
+	switch m.Method {
+	case "REGISTER", "OPTIONS":
+		// This server answers both itself and supports no extension:
+		// any Require (RFC 3261 8.2.2.3) or Proxy-Require (16.3 item 5)
+		// is refused, naming the option tags (RFC 4475 3.3.5).
+		if m.Has("require") || m.Has("proxy-require") {
+			r.reject(m, from, 420, "Bad Extension", "require", r.appendUnsupported(m))
+			return
+		}
 	}
 	switch m.Method {
 	case "REGISTER":
@@ -493,6 +530,23 @@ func (r *reader) handle(data []byte, from peer) {
 	}
 }
 
+// done ends the handling of one message: it counts the outcome and, when
+// the handler panicked, recovers, so that no message can end the
+// process or stop the reader (recover works here: done is the deferred
+// function itself).
+func (r *reader) done() {
+	r.busy.Store(0)
+	if v := recover(); v != nil {
+		r.s.handlerPanic(v, debug.Stack())
+		return
+	}
+	if r.rejected {
+		r.s.malformed.Add(1)
+	} else {
+		r.s.handled.Add(1)
+	}
+}
+
 // reply sends this server's answer to a request (never to an ACK).
 func (r *reader) reply(m *Msg, to peer, code int, reason string, extra []byte) {
 	if m.Method == "ACK" {
@@ -505,18 +559,50 @@ func (r *reader) reply(m *Msg, to peer, code int, reason string, extra []byte) {
 }
 
 // reject answers an error, counts it, and logs one short rate-limited
-// line for its cause.
-func (r *reader) reject(m *Msg, to peer, code int, reason, cause string) {
+// line for its cause; extra, if any, are header lines of the answer.
+func (r *reader) reject(m *Msg, to peer, code int, reason, cause string, extra ...[]byte) {
 	r.s.sipError()
 	r.s.logs.Log(slog.LevelInfo, cause, "sip: request refused", "code", code, "from", to.addr.String(), "msg", m.Describe())
-	r.reply(m, to, code, reason, nil)
+	var x []byte
+	if len(extra) > 0 {
+		x = extra[0]
+	}
+	r.reply(m, to, code, reason, x)
 }
 
-// malformed answers 400 where there is a Via to answer to, counts it,
-// and logs a short line (never the message).
+// appendUnsupported writes the Unsupported header of a 420: every
+// option tag of the request's Require and Proxy-Require lines (RFC 3261
+// 20.40), into the reader's extra buffer.
+func (r *reader) appendUnsupported(m *Msg) []byte {
+	b := append(r.extra[:0], "Unsupported: "...)
+	n := 0
+	for _, name := range [...]string{"require", "proxy-require"} {
+		for it := m.iter(name); it.next(); {
+			if n > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, it.val...)
+			n++
+		}
+	}
+	return append(b, "\r\n"...)
+}
+
+// implemented reports the methods this server handles; others get 501.
+func implemented(method string) bool {
+	switch method {
+	case "REGISTER", "OPTIONS", "INVITE", "ACK", "BYE", "CANCEL":
+		return true
+	}
+	return false
+}
+
+// malformed answers 400 where there is a Via to answer to, marks the
+// message malformed (counted by done, or by the stream framing that
+// refused it), and logs a short line (never the message).
 func (r *reader) malformed(raw string, from peer, err error) {
 	s := r.s
-	s.malformed.Add(1)
+	r.rejected = true
 	s.sipError()
 	s.logs.Log(slog.LevelWarn, "malformed", "sip: malformed message", "from", from.addr.String(), "err", err.Error(), "bytes", len(raw))
 	if b := badRequest(r.out[:0], raw, 400, "Bad Request", from.addr); b != nil {
@@ -633,7 +719,10 @@ func (s *Server) Status() ubus.Value {
 		ubus.I32("tcp_connections", int32(conns)),
 		ubus.I64("registrations_total", s.registers.Load()),
 		ubus.I64("rejected_at_capacity", s.shed[ShedRegistrations].Load()),
+		ubus.I64("messages_total", s.messages.Load()),
+		ubus.I64("handled_total", s.handled.Load()),
 		ubus.I64("malformed_total", s.malformed.Load()),
+		ubus.I64("handler_panics", s.panics.count.Load()),
 		ubus.I64("calls_total", s.callsTotal.Load()),
 		ubus.I64("evicted_contacts", s.evicted.Load()),
 		ubus.I64("tcp_accept_errors", s.acceptErrors.Load()),

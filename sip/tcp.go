@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +33,27 @@ func (t *tcpConn) write(b []byte) error {
 	t.c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err := t.c.Write(b)
 	return err
+}
+
+// listenTCP listens for SIP over TCP on the UDP listener's bound
+// address. A wildcard IPv6 address ("[::]") listens dual-stack, IPv4
+// clients included, as the UDP socket does; a wildcard or specific IPv4
+// address listens on IPv4 only, a specific IPv6 address on it alone.
+// (The "tcp6" network would make "[::]" IPv6-only.)
+func listenTCP(bound netip.AddrPort) (net.Listener, error) {
+	network := "tcp6"
+	switch a := bound.Addr(); {
+	case a.Unmap().Is4():
+		network = "tcp4"
+		bound = netip.AddrPortFrom(a.Unmap(), bound.Port())
+	case a.IsUnspecified():
+		network = "tcp" // Go listens on an AF_INET6 socket with IPV6_V6ONLY off
+	}
+	ln, err := net.Listen(network, bound.String())
+	if err != nil {
+		return nil, fmt.Errorf("listen tcp %s: %w", bound, err)
+	}
+	return ln, nil
 }
 
 func (s *Server) tcpConnTo(a netip.AddrPort) *tcpConn {
@@ -102,7 +122,7 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		wg.Add(1)
 		w.Go(func() {
 			defer wg.Done()
-			s.serveTCP(tc)
+			s.serveTCPRecovered(tc)
 			s.tcpMu.Lock()
 			if s.tcpConns[tc.remote] == tc {
 				delete(s.tcpConns, tc.remote)
@@ -113,10 +133,21 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 	}
 }
 
+// serveTCPRecovered serves one connection; a panic in its framing (a
+// handler's own is recovered per message in handle) is recovered and
+// counted, and closes this connection only, whose framing is lost.
+func (s *Server) serveTCPRecovered(tc *tcpConn) {
+	defer s.recoverPanic()
+	s.serveTCP(tc)
+}
+
 // serveTCP frames messages on one connection: a message's header must
 // arrive within sip.tcp_header_timeout of its first byte, a connection
 // without a message for sip.tcp_idle_timeout is closed, and nothing larger
-// than sip.max_message_size is read (513, then closed).
+// than sip.max_message_size is read (513, then closed). A Content-Length
+// that cannot be believed (see bodyLength) is answered 400 and closes the
+// connection, since where the next message starts is unknown. A message
+// cut short by the peer's close or a timeout is counted as malformed.
 func (s *Server) serveTCP(tc *tcpConn) {
 	cfg := s.config()
 	idle := time.Duration(cfg.TCPIdleTimeout) * time.Second
@@ -162,8 +193,8 @@ func (s *Server) serveTCP(tc *tcpConn) {
 			}
 			buf = append(buf, chunk[:n]...)
 			if err != nil {
-				if len(bytes.TrimLeft(buf, "\r\n")) > 0 && isTimeout(err) {
-					s.logs.Log(slog.LevelInfo, "tcp-slow", "sip: tcp header not complete in time; closed", "from", tc.remote.String())
+				if len(bytes.TrimLeft(buf, "\r\n")) > 0 {
+					s.incomplete(tc, err)
 				}
 				return
 			}
@@ -175,12 +206,16 @@ func (s *Server) serveTCP(tc *tcpConn) {
 			continue
 		}
 		head := end + 4
-		cl := contentLength(buf[:head])
-		if cl < 0 {
-			r.malformed(string(buf[:head]), from, perr("bad Content-Length"))
+		cl, err := headerLength(buf[:head])
+		if err != nil {
+			s.messages.Add(1)
+			s.malformed.Add(1)
+			r.malformed(string(buf[:head]), from, err)
 			return
 		}
-		if head+cl > cfg.MaxMessageSize {
+		// cl has at most 9 digits and head is under the size bound: the
+		// comparison is made without adding them.
+		if cl > cfg.MaxMessageSize-head {
 			s.tooLarge(r, tc, buf[:head])
 			return
 		}
@@ -188,7 +223,8 @@ func (s *Server) serveTCP(tc *tcpConn) {
 			tc.c.SetReadDeadline(msgStart.Add(headerTimeout))
 			n, err := tc.c.Read(chunk)
 			buf = append(buf, chunk[:n]...)
-			if err != nil {
+			if err != nil && len(buf) < head+cl {
+				s.incomplete(tc, err)
 				return
 			}
 		}
@@ -205,8 +241,10 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// tooLarge answers 513 (where a Via can be read) and counts the shed.
+// tooLarge answers 513 (where a Via can be read) and counts the message
+// and the shed.
 func (s *Server) tooLarge(r *reader, tc *tcpConn, head []byte) {
+	s.messages.Add(1)
 	s.shedCount(ShedMessageSize)
 	s.logs.Log(slog.LevelWarn, "message-size", "sip: tcp message too large; closed", "from", tc.remote.String())
 	if b := badRequest(nil, string(head), 513, "Message Too Large", tc.remote); b != nil {
@@ -214,22 +252,14 @@ func (s *Server) tooLarge(r *reader, tc *tcpConn, head []byte) {
 	}
 }
 
-// contentLength reads Content-Length from a header section: 0 when
-// absent, -1 when malformed.
-func contentLength(head []byte) int {
-	for _, line := range strings.Split(string(head), "\n") {
-		name, value, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		name = strings.TrimSpace(name)
-		if strings.EqualFold(name, "content-length") || strings.EqualFold(name, "l") {
-			n, err := strconv.Atoi(strings.TrimSpace(value))
-			if err != nil || n < 0 {
-				return -1
-			}
-			return n
-		}
+// incomplete counts a message the peer did not finish (it closed, or a
+// timeout passed) as malformed: it was delimited by the connection's end.
+func (s *Server) incomplete(tc *tcpConn, err error) {
+	s.messages.Add(1)
+	s.malformed.Add(1)
+	if isTimeout(err) {
+		s.logs.Log(slog.LevelInfo, "tcp-slow", "sip: tcp message not complete in time; closed", "from", tc.remote.String())
+	} else {
+		s.logs.Log(slog.LevelInfo, "tcp-cut", "sip: tcp message cut short by the peer; dropped", "from", tc.remote.String())
 	}
-	return 0
 }

@@ -51,6 +51,13 @@ func listenUDP(addr string) (*udpSock, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("listen udp %s: %s: %w", addr, what, err)
 	}
+	if s.v6 && ap.Addr().IsUnspecified() {
+		// "[::]" is dual-stack whatever net.ipv6.bindv6only says, as the
+		// TCP listener (listenTCP) is.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return fail("dual stack", err)
+		}
+	}
 	if s.v6 {
 		err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
 	} else {
