@@ -82,7 +82,7 @@ func (a dbusAPI) Crashes(limit, offset int) (string, error) {
 	return ubus.FormatJSON(ubus.ValuesOf(&doc), false, -1), nil
 }
 
-func (a dbusAPI) ClearCrashes() error { return a.d.clearCrashes() }
+func (a dbusAPI) ClearCrashes() error { return a.d.clearCrashes(context.Background()) }
 
 func (a dbusAPI) History(limit int) string {
 	doc, _ := a.d.historyDoc(max(limit, 0))

@@ -40,7 +40,7 @@ func (d *Daemon) faultObjects() []*ubus.Object {
 			return []ubus.Value{ubus.I64("heap_live_bytes", int64(s[0].Value.Uint64()))}, nil
 		}},
 		{Name: "condition", Params: []ubus.Param{{Name: "code", Kind: ubus.String, Required: true}, {Name: "level", Kind: ubus.String}, {Name: "clear", Kind: ubus.Int8}},
-			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
+			Handler: func(ctx context.Context, req *ubus.Request) ([]ubus.Value, error) {
 				code, _ := req.String("code")
 				if req.Args["clear"].Int != 0 {
 					d.sys.ClearCondition(code)
@@ -51,7 +51,7 @@ func (d *Daemon) faultObjects() []*ubus.Object {
 					}
 					d.sys.SetCondition(health.Condition{Code: code, Level: level, Penalty: 10, Message: "injected condition " + code})
 				}
-				s := d.sys.Sample()
+				s := d.evaluatedAfter(ctx)
 				return []ubus.Value{ubus.Str("status", s.Status)}, nil
 			}},
 	}}}

@@ -73,8 +73,8 @@ func (u *ubusFront) registerObjects(ctx context.Context) {
 				}
 				return ubus.ValuesOf(&doc), nil
 			}},
-		{Name: "clear_crashes", Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) {
-			if err := d.clearCrashes(); err != nil {
+		{Name: "clear_crashes", Handler: func(ctx context.Context, _ *ubus.Request) ([]ubus.Value, error) {
+			if err := d.clearCrashes(ctx); err != nil {
 				return nil, ubusErr(err)
 			}
 			return []ubus.Value{ubus.Bool("cleared", true)}, nil

@@ -50,6 +50,9 @@ type Alert struct {
 
 // Snapshot is one evaluation. Requests only read it.
 type Snapshot struct {
+	// Seq numbers the evaluations from 1, in the order they began;
+	// only a snapshot newer than the one published replaces it.
+	Seq     uint64
 	Time    time.Time
 	Status  string
 	Score   int
@@ -77,11 +80,6 @@ type Options struct {
 	// WorkerExtra adds worker-specific figures to a worker's entry
 	// (probe_success_rate, recoveries_performed).
 	WorkerExtra func(worker string, all []supervisor.WorkerStatus) []ubus.Value
-	// OnStatus is told of every change of status.
-	OnStatus func(old, new string, snap *Snapshot)
-	// OnEvaluated is told of every evaluation, with the status before it
-	// (the D-Bus properties follow each one).
-	OnEvaluated func(old string, snap *Snapshot)
 	// Phones counts the registered phones, for the history.
 	Phones func() int
 }
@@ -109,9 +107,19 @@ type System struct {
 
 	history *History
 
+	// evalMu makes evaluations one at a time: the owner (the safety
+	// worker) is the only caller of Sample, and evalMu guards against a
+	// second one all the same (procfs.MemReader's buffers are shared).
+	evalMu sync.Mutex
+	begun  atomic.Uint64 // evaluations begun: the last Seq handed out
+
 	snap    atomic.Pointer[Snapshot]
 	trigger chan struct{}
 	evals   atomic.Int64 // evaluations run
+
+	pubMu     sync.Mutex
+	published chan struct{} // closed and replaced at each publication
+	subs      []*Subscription
 }
 
 type reachState struct {
@@ -129,7 +137,7 @@ func NewSystem(opt Options, cfg config.Health) *System {
 	h := &System{
 		opt: opt, clock: opt.Clock, log: opt.Log, started: opt.Clock.Now(), mem: procfs.NewMemReader(),
 		since: map[string]time.Time{}, external: map[string]Condition{}, reach: map[string]reachState{},
-		trigger: make(chan struct{}, 1), clkTck: procfs.ClockTicks(),
+		trigger: make(chan struct{}, 1), clkTck: procfs.ClockTicks(), published: make(chan struct{}),
 	}
 	h.Configure(cfg)
 	return h
@@ -258,12 +266,18 @@ const RSSRelSlope = 0.10
 // reachWindow: results older than this do not count for reachability.
 const reachWindow = 2 * time.Hour
 
-// Sample runs one full cycle: measure, detect, evaluate, publish.
+// Sample runs one full cycle: measure, detect, evaluate, publish. Only
+// the evaluation's owner calls it (the daemon's safety worker, a test);
+// everyone else asks with Next and waits for the snapshot. Evaluations
+// are serialised; none does I/O on a bus: status changes go out through
+// subscriptions that each front drains in its own goroutine.
 func (h *System) Sample() *Snapshot {
+	h.evalMu.Lock()
+	defer h.evalMu.Unlock()
 	h.evals.Add(1)
 	now := h.clock.Now()
 	cfg := h.config()
-	snap := &Snapshot{Time: now}
+	snap := &Snapshot{Seq: h.begun.Add(1), Time: now}
 	if h.opt.Supervisor != nil {
 		snap.Workers = h.opt.Supervisor.Snapshot()
 	}
@@ -507,19 +521,25 @@ func (h *System) publish(snap *Snapshot, cfg config.Health, m procfs.MemSample, 
 	}
 	h.history.record(snap, phones)
 
-	old := h.snap.Swap(snap)
-	oldStatus := ""
-	if old != nil {
-		oldStatus = old.Status
+	h.pubMu.Lock()
+	old := h.snap.Load()
+	if old != nil && old.Seq >= snap.Seq { // cannot happen under evalMu; never go back
+		h.pubMu.Unlock()
+		return
 	}
-	if h.opt.OnEvaluated != nil {
-		h.opt.OnEvaluated(oldStatus, snap)
+	h.snap.Store(snap)
+	for _, s := range h.subs {
+		s.push(snap)
 	}
-	if snap.Status != oldStatus {
-		h.log.Info("health status changed", "from", oldStatus, "to", snap.Status, "score", snap.Score)
-		if h.opt.OnStatus != nil {
-			h.opt.OnStatus(oldStatus, snap.Status, snap)
+	close(h.published)
+	h.published = make(chan struct{})
+	h.pubMu.Unlock()
+	if old == nil || snap.Status != old.Status {
+		oldStatus := ""
+		if old != nil {
+			oldStatus = old.Status
 		}
+		h.log.Info("health status changed", "from", oldStatus, "to", snap.Status, "score", snap.Score)
 	}
 }
 
