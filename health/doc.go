@@ -331,7 +331,10 @@ func (h *System) check(snap *Snapshot, cfg config.Health, reachable *bool) Check
 	}
 	doc.HealthScore = ptr(float64(snap.Score))
 	doc.Checks = &Checks{
-		ThreadsResponsive: ptr(!has("worker_unresponsive") && !has("worker_failed") && !has("worker_restarting")),
+		// Also false while a worker's state condition settles: the
+		// check agrees with the alerts and the status.
+		ThreadsResponsive: ptr(threadsResponsive(snap.Workers) && !has("worker_unresponsive") && !has("worker_failed") &&
+			!has("worker_restarting") && !has("worker_blocked")),
 		MemoryStable:      ptr(!has("memory_leak")),
 		NoRecentCrashes:   ptr(snap.Crashes.CrashCount24h == 0),
 		DiskSpaceOK:       ptr(!has("disk_")),
@@ -346,4 +349,21 @@ func (h *System) check(snap *Snapshot, cfg config.Health, reachable *bool) Check
 		}
 	}
 	return doc
+}
+
+// threadsResponsive: no worker is unresponsive, failed or restarting, and
+// every essential worker is running (a blocked one is not).
+func threadsResponsive(workers []supervisor.WorkerStatus) bool {
+	for _, w := range workers {
+		switch w.Status {
+		case supervisor.StatusUnresponsive, supervisor.StatusFailed, supervisor.StatusRestarting:
+			return false
+		case supervisor.StatusHealthy:
+		default:
+			if w.Essential {
+				return false
+			}
+		}
+	}
+	return true
 }

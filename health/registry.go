@@ -26,6 +26,14 @@ type Descriptor struct {
 	// MaxShown instances are shown; the rest become one "and N more"
 	// alert without penalty (0: DefaultMaxShown).
 	MaxShown int
+	// Hold keeps a condition raised from counters (shedding, a full
+	// table) shown this long after it was last raised, so that a scrape
+	// every 15-60 s sees it and its since does not reset at each burst.
+	Hold time.Duration
+	// Settle keeps a condition from a worker's state (blocked, failed,
+	// unresponsive, restarting) raised, with its first since, until the
+	// worker has run well this long: retries do not make it flap.
+	Settle time.Duration
 	When     string // documentation: when it is raised
 	// Text writes the alert from the instance's arguments, Recommend
 	// what the operator should do about it: the words are the
@@ -76,18 +84,26 @@ const DefaultMaxShown = 5
 // raised at once; the family caps bound what is shown of them.
 const maxExternal = 256
 
+// workerSettle is how long a worker must run well before a condition
+// of its state clears.
+const workerSettle = time.Minute
+
+// counterHold is how long a condition raised from counters stays shown
+// after its last event.
+const counterHold = time.Minute
+
 // mesh lists the families that are echoes of an unreachable mesh.
 var meshEchoes = []string{"network_unreachable"}
 
 // descriptors is the registry: every condition the daemon raises.
 var descriptors = []Descriptor{
-	{Code: "worker_unresponsive", Level: LevelEssential, Penalty: 25, When: "no heartbeat for 3 periods of that worker",
+	{Code: "worker_unresponsive", Settle: workerSettle, Level: LevelEssential, Penalty: 25, When: "no heartbeat for 3 periods of that worker",
 		Text: sprintf("Worker %s is unresponsive: %s", ArgKey, ArgError), Recommend: sprintf("Worker %s missed its heartbeat deadline and is being restarted; if this recurs, check 'logread -e phonebookd' around the time.", ArgKey)},
-	{Code: "worker_restarting", Level: LevelWarning, Penalty: 10, When: "waiting for a restart after a panic or error",
+	{Code: "worker_restarting", Settle: workerSettle, Level: LevelWarning, Penalty: 10, When: "waiting for a restart after a panic or error",
 		Text: sprintf("Worker %s is restarting after: %s", ArgKey, ArgError), Recommend: sprintf("Worker %s restarts with backoff; if it keeps failing it will be marked failed.", ArgKey)},
-	{Code: "worker_blocked", Level: LevelEssential, Penalty: 40, When: "cannot run for an outside cause (a listen address in use); retried with backoff, never an exit",
+	{Code: "worker_blocked", Settle: workerSettle, Level: LevelEssential, Penalty: 40, When: "cannot run for an outside cause (a listen address in use); retried with backoff, never an exit",
 		Text: sprintf("Worker %s cannot run: %s", ArgKey, ArgError), Recommend: sprintf("Worker %s retries by itself with backoff; fix the cause (for a listen address: uci show phonebook.sip; a port in use: netstat -lnp) and it starts.", ArgKey)},
-	{Code: "worker_failed", Level: LevelEssential, Penalty: 40, When: "more than `max_restart_attempts` restarts in `restart_window`",
+	{Code: "worker_failed", Settle: workerSettle, Level: LevelEssential, Penalty: 40, When: "more than `max_restart_attempts` restarts in `restart_window`",
 		Text: sprintf("Worker %s has failed: %s", ArgKey, ArgError), Recommend: sprintf("Fix the cause, then restart worker %s: ubus call phonebook.threads restart '{\"name\":\"%[1]s\"}'.", ArgKey)},
 	{Code: "worker_goroutines", Level: LevelWarning, Penalty: 5, When: "a worker runs `worker_goroutine_warn` goroutines",
 		Text: sprintf("Worker %s runs %s goroutines (warning at %s)", ArgKey, ArgCount, ArgLimit), Recommend: sprintf("Worker %s keeps starting goroutines; restart it (phonebook.threads restart) and report it.", ArgKey)},
@@ -113,8 +129,8 @@ var descriptors = []Descriptor{
 		Text: sprintf("Free space of the %s filesystem cannot be read: %s", ArgWhat, ArgError), Recommend: sprintf("Check that the directory exists and is readable.")},
 	{Code: "disk_low", Level: LevelWarning, Penalty: 15, When: "free space below `disk_min_free_kb`",
 		Text: sprintf("The %s filesystem (%s) has %s KB free, below %s KB", ArgWhat, ArgPath, ArgCount, ArgLimit), Recommend: sprintf("Free space on the filesystem holding %s.", ArgPath)},
-	{Code: "network_unreachable", Level: LevelWarning, Penalty: 10, When: "fetches and probes only failed for 2 h",
-		Text: sprintf("No phonebook server or mesh target answered in the last 2 hours"), Recommend: sprintf("Check the mesh link and the fetcher's servers (uci show phonebook.fetcher).")},
+	{Code: "network_unreachable", Level: LevelWarning, Penalty: 10, When: "every source of mesh traffic (the fetcher's servers, the probed targets) failed repeatedly over 10 minutes and none answered",
+		Text: sprintf("No phonebook server or mesh target answered for %s", ArgDetail), Recommend: sprintf("Check the mesh link and the fetcher's servers (uci show phonebook.fetcher).")},
 	{Code: "sip_errors", Level: LevelWarning, Penalty: 5, When: "SIP errors per hour at `sip_errors_warn`",
 		Text: rateText, Recommend: rateRecommendation},
 	{Code: "probe_failures", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "probe failures per hour at `probe_failures_warn`",
@@ -127,11 +143,13 @@ var descriptors = []Descriptor{
 		Text: sprintf("Goroutine stacks use %s KB (warning at %s KB)", ArgCount, ArgLimit), Recommend: sprintf("Deep recursion or many goroutines; restart the daemon and report it.")},
 	{Code: "config", Level: LevelWarning, Penalty: 5, When: "a setting rejected (the previous value kept)",
 		Text: sprintf("Setting rejected, previous value kept: %s", ArgError), Recommend: sprintf("Correct the setting with uci set and uci commit phonebook.")},
-	{Code: "overload", Level: LevelWarning, Penalty: 10, When: "SIP shed work in the last 2 s (503s, refused connections; `phonebook status` sip.shed)",
+	{Code: "overload", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "SIP shed work in the last 2 s (503s, refused connections; `phonebook status` sip.shed)",
 		Text: sprintf("SIP is shedding load (in the last %s: %s); see phonebook status sip.shed", ArgDetail, ArgError), Recommend: sprintf("A phone or host is flooding the node, or the limits in uci show phonebook.sip are too small for the phones here.")},
-	{Code: "sip_capacity", Level: LevelWarning, Penalty: 10, When: "registrations at `sip.max_bindings`",
+	{Code: "sip_table_full", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "active calls at `sip.max_calls`: a new INVITE gets 503",
+		Text: sprintf("Calls table full: %s of %s calls active, new calls are refused with 503", ArgCount, ArgLimit), Recommend: sprintf("Raise phonebook.sip.max_calls if the router has the memory; stale calls are swept after a while without BYE.")},
+	{Code: "sip_capacity", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "registrations at `sip.max_bindings`",
 		Text: sprintf("Registrations at capacity (%s): new phones are refused with 503", ArgLimit), Recommend: sprintf("Raise phonebook.sip.max_bindings if the router has the memory, or move phones to another node.")},
-	{Code: "sip_accept_errors", Level: LevelWarning, Penalty: 10, When: "SIP over TCP cannot accept connections (EMFILE); backing off",
+	{Code: "sip_accept_errors", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "SIP over TCP cannot accept connections (EMFILE); backing off",
 		Text: sprintf("SIP over TCP cannot accept connections: %s", ArgError), Recommend: sprintf("The daemon is out of file descriptors or memory; lower phonebook.sip.tcp_max_connections or find what holds descriptors (phonebook.health status file_descriptors).")},
 	{Code: "probe_failed", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "a configured mesh target did not answer its last OPTIONS",
 		Text: sprintf("Mesh target %s not answering SIP OPTIONS (%s of the last %s probes lost): %s", ArgKey, ArgCount, ArgTotal, ArgError), Recommend: sprintf("Check the mesh path to %s (AREDN node status, link quality).", ArgKey)},
@@ -176,6 +194,21 @@ func descriptorOf(code string) (Descriptor, bool) {
 // echoes of a shown root cause hidden, each family cut to MaxShown with
 // one "and N more" alert (h.mu held).
 func (h *System) evaluate(now time.Time, conds []Condition) []Alert {
+	for _, c := range conds {
+		h.lastSeen[c.Code] = now
+		h.lastCond[c.Code] = c
+	}
+	for code, c := range h.lastCond {
+		d, _ := descriptorOf(code)
+		switch {
+		case now.Sub(h.lastSeen[code]) == 0:
+		case now.Sub(h.lastSeen[code]) < d.Hold:
+			conds = append(conds, c) // held: still shown after its last event
+		default:
+			delete(h.lastCond, code)
+			delete(h.lastSeen, code)
+		}
+	}
 	present := make(map[string]bool, len(conds))
 	type cand struct {
 		c Condition
@@ -263,7 +296,13 @@ func (h *System) evaluate(now time.Time, conds []Condition) []Alert {
 // ConditionTable renders the registry as docs/HEALTH.md's table.
 func ConditionTable() string {
 	var b strings.Builder
-	b.WriteString("| code | level | penalty | hidden while | shown after | shown at most | when |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("| code | level | penalty | hidden while | shown after | held after the last event | clears after running well | shown at most | when |\n|---|---|---|---|---|---|---|---|---|\n")
+	dur := func(d time.Duration) string {
+		if d <= 0 {
+			return ""
+		}
+		return d.String()
+	}
 	for _, d := range descriptors {
 		dep, after, most := "", "", DefaultMaxShown
 		if len(d.DependsOn) > 0 {
@@ -275,7 +314,7 @@ func ConditionTable() string {
 		if d.MaxShown > 0 {
 			most = d.MaxShown
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %d | %s | %s | %d | %s |\n", d.Code, d.Level, d.Penalty, dep, after, most, d.When)
+		fmt.Fprintf(&b, "| `%s` | %s | %d | %s | %s | %s | %s | %d | %s |\n", d.Code, d.Level, d.Penalty, dep, after, dur(d.Hold), dur(d.Settle), most, d.When)
 	}
 	return b.String()
 }

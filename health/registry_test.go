@@ -73,7 +73,7 @@ func TestEchoesHiddenBehindRootCause(t *testing.T) {
 	h.SetCondition(Condition{Code: "probe_failed:node-a", Message: "node-a silent"})
 	h.SetCondition(Condition{Code: "phones_unreachable", Message: "3 of 3 phones"})
 	h.mu.Lock()
-	h.reach["monitor"] = reachState{lastFail: clock.Now()}
+	h.reach["monitor"] = reachState{lastFail: clock.Now(), failingSince: clock.Now().Add(-unreachableWindow), fails: 20}
 	h.mu.Unlock()
 	s := h.Sample()
 	if alert(s, "network_unreachable") == nil || alert(s, "probe_failed:node-a") != nil || alert(s, "phones_unreachable") != nil || s.Score != 90 {

@@ -82,6 +82,9 @@ type Options struct {
 	WorkerExtra func(worker string, all []supervisor.WorkerStatus) []ubus.Value
 	// Phones counts the registered phones, for the history.
 	Phones func() int
+	// Calls reports the active calls and sip.max_calls, for the full
+	// calls table condition.
+	Calls func() (active, limit int)
 }
 
 // System samples the process, evaluates its health and keeps the snapshot.
@@ -100,6 +103,10 @@ type System struct {
 	rssLeak  *Leak
 	fdLeak   *Leak
 	since    map[string]time.Time
+	// lastSeen and lastCond: when each condition was last raised, and
+	// how, for those held or settling after their cause went.
+	lastSeen map[string]time.Time
+	lastCond map[string]Condition
 	external map[string]Condition
 	reach    map[string]reachState
 	cpu      procfs.CPUWindow // process CPU, sampled each second by SampleCPU
@@ -122,8 +129,14 @@ type System struct {
 	subs      []*Subscription
 }
 
+// reachState is what one source of real traffic (the fetcher, the
+// monitor) saw of the mesh.
 type reachState struct {
 	lastOK, lastFail time.Time
+	// failingSince: the first failure since the last success; fails:
+	// how many since.
+	failingSince time.Time
+	fails        int
 }
 
 // NewSystem prepares the health system with settings cfg.
@@ -136,7 +149,7 @@ func NewSystem(opt Options, cfg config.Health) *System {
 	}
 	h := &System{
 		opt: opt, clock: opt.Clock, log: opt.Log, started: opt.Clock.Now(), mem: procfs.NewMemReader(),
-		since: map[string]time.Time{}, external: map[string]Condition{}, reach: map[string]reachState{},
+		since: map[string]time.Time{}, lastSeen: map[string]time.Time{}, lastCond: map[string]Condition{}, external: map[string]Condition{}, reach: map[string]reachState{},
 		trigger: make(chan struct{}, 1), clkTck: procfs.ClockTicks(), published: make(chan struct{}),
 	}
 	h.Configure(cfg)
@@ -231,9 +244,13 @@ func (h *System) Reach(source string, ok bool) {
 	h.mu.Lock()
 	r := h.reach[source]
 	if ok {
-		r.lastOK = now
+		r.lastOK, r.failingSince, r.fails = now, time.Time{}, 0
 	} else {
+		if r.fails == 0 {
+			r.failingSince = now
+		}
 		r.lastFail = now
+		r.fails++
 	}
 	h.reach[source] = r
 	h.mu.Unlock()
@@ -311,6 +328,9 @@ func (h *System) Sample() *Snapshot {
 		}
 	}
 	for _, w := range snap.Workers {
+		if w.Status == supervisor.StatusHealthy {
+			h.settling(now, w, add)
+		}
 		switch w.Status {
 		case supervisor.StatusUnresponsive:
 			add(workerCond("worker_unresponsive:", w))
@@ -373,7 +393,12 @@ func (h *System) Sample() *Snapshot {
 	}
 	reachable := h.reachable(now)
 	if reachable != nil && !*reachable {
-		add(ConditionOf("network_unreachable", nil))
+		add(ConditionOf("network_unreachable", Args{ArgDetail: unreachableWindow.String()}))
+	}
+	if h.opt.Calls != nil {
+		if active, limit := h.opt.Calls(); limit > 0 && active >= limit {
+			add(ConditionOf("sip_table_full", Args{ArgCount: itoa(active), ArgLimit: itoa(limit)}))
+		}
 	}
 	rates := []struct {
 		code, cat, what string
@@ -464,22 +489,51 @@ func (h *System) fdLeaked(fds procfs.FDSample, cfg config.Health) int {
 	return fds.Open - int(base)
 }
 
-// reachable: true with a recent success, false with only recent
-// failures, nil without any recent result (h.mu held).
+// unreachableWindow: the mesh is unreachable once every source has
+// failed, more than once, over this long without a success.
+const unreachableWindow = 10 * time.Minute
+
+// reachable: true with a recent success; false when every source with a
+// recent result has been silent over unreachableWindow (failed more than
+// once, the first failure that long ago); nil otherwise: no recent
+// result, or failures too few or too new to be evidence (h.mu held).
 func (h *System) reachable(now time.Time) *bool {
-	var any, ok bool
+	var recent, silent int
 	for _, r := range h.reach {
 		if now.Sub(r.lastOK) < reachWindow {
-			ok = true
+			return ptr(true)
 		}
-		if now.Sub(r.lastOK) < reachWindow || now.Sub(r.lastFail) < reachWindow {
-			any = true
+		if now.Sub(r.lastFail) >= reachWindow {
+			continue
+		}
+		recent++
+		if r.fails >= 2 && now.Sub(r.failingSince) >= unreachableWindow {
+			silent++
 		}
 	}
-	if !any {
+	if recent == 0 || silent < recent {
 		return nil
 	}
-	return &ok
+	return ptr(false)
+}
+
+// workerFamilies are the conditions of a worker's state.
+var workerFamilies = []string{"worker_unresponsive", "worker_restarting", "worker_blocked", "worker_failed"}
+
+// settling keeps a healthy worker's state conditions raised, as last
+// seen, until it has run for the descriptor's Settle: a worker retried
+// after being blocked is healthy for a moment at every retry (h.mu held).
+func (h *System) settling(now time.Time, w supervisor.WorkerStatus, add func(Condition)) {
+	for _, f := range workerFamilies {
+		code := f + ":" + w.Name
+		c, ok := h.lastCond[code]
+		if !ok {
+			continue
+		}
+		if d, _ := descriptorOf(code); now.Sub(w.Started) < d.Settle {
+			add(c)
+		}
+	}
 }
 
 // SampleCPU records the process's CPU time; the daemon calls it every
