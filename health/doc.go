@@ -335,10 +335,10 @@ func (h *System) check(snap *Snapshot, cfg config.Health, reachable *bool) Check
 		// check agrees with the alerts and the status.
 		ThreadsResponsive: ptr(threadsResponsive(snap.Workers) && !has("worker_unresponsive") && !has("worker_failed") &&
 			!has("worker_restarting") && !has("worker_blocked")),
-		MemoryStable:      ptr(!has("memory_leak")),
-		NoRecentCrashes:   ptr(snap.Crashes.CrashCount24h == 0),
-		DiskSpaceOK:       ptr(!has("disk_")),
-		NetworkReachable:  reachable, // null: no fetch or probe result yet
+		MemoryStable:     ptr(!has("memory_leak")),
+		NoRecentCrashes:  ptr(snap.Crashes.CrashCount24h == 0),
+		DiskSpaceOK:      ptr(!has("disk_")),
+		NetworkReachable: reachable, // null: no fetch or probe result yet
 	}
 	seen := map[string]bool{}
 	for _, a := range snap.Alerts {

@@ -34,7 +34,7 @@ type Descriptor struct {
 	// unresponsive, restarting) raised, with its first since, until the
 	// worker has run well this long: retries do not make it flap.
 	Settle time.Duration
-	When     string // documentation: when it is raised
+	When   string // documentation: when it is raised
 	// Text writes the alert from the instance's arguments, Recommend
 	// what the operator should do about it: the words are the
 	// descriptor's, the figures the owner's.
