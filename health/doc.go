@@ -194,7 +194,10 @@ type Crashes struct {
 	Offset            int32         `json:"offset"`
 	RestartCount      int32         `json:"restart_count"`
 	RestartCountTotal int64         `json:"restart_count_total"`
-	FlashWrites       int64         `json:"flash_writes"`
+	// UncleanExitsTotal: lifetime ends other than a clean stop; a clean
+	// restart raises restart_count_total only.
+	UncleanExitsTotal int64 `json:"unclean_exits_total"`
+	FlashWrites       int64 `json:"flash_writes"`
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -224,7 +227,7 @@ func CrashesDoc(c crash.Summary, offset, limit int) Crashes {
 	}
 	offset = max(offset, 0)
 	doc := Crashes{Crashes: []CrashRecord{}, Total: int32(len(c.Records)), Offset: int32(offset),
-		RestartCount: int32(c.RestartCount), RestartCountTotal: c.TotalRestarts, FlashWrites: c.FlashWrites}
+		RestartCount: int32(c.RestartCount), RestartCountTotal: c.TotalRestarts, UncleanExitsTotal: c.UncleanExits, FlashWrites: c.FlashWrites}
 	for i := len(c.Records) - 1 - offset; i >= 0 && len(doc.Crashes) < limit; i-- { // newest first
 		doc.Crashes = append(doc.Crashes, *crashRecord(c.Records[i], true))
 	}
