@@ -38,7 +38,13 @@ func newDBusFront(d *Daemon) front {
 		return nil
 	}
 	f := &dbusFront{d: d}
-	f.svc = &dbus.Service{Address: cfg.DBusAddress, API: dbusAPI{d}, Log: d.log}
+	f.svc = &dbus.Service{Address: cfg.DBusAddress, API: dbusAPI{d}, Log: d.log, NameTaken: func(err error) {
+		if err != nil {
+			d.sys.SetUnhealthy("dbus_name_taken", health.Args{health.ArgError: err.Error()})
+		} else {
+			d.sys.SetHealthy("dbus_name_taken")
+		}
+	}}
 	return f
 }
 

@@ -159,6 +159,8 @@ var descriptors = []Descriptor{
 		Text: sprintf("%s of %s registered phones do not answer SIP OPTIONS", ArgCount, ArgTotal), Recommend: sprintf("Phones that registered and went silent (switched off, unplugged, a mesh link down) are called in vain until their registration expires; see phonebook status monitor.")},
 	{Code: "metrics_listen", Level: LevelWarning, Penalty: 5, When: "the optional `metrics.listen` address cannot be bound; retried",
 		Text: sprintf("The Prometheus listener cannot run: %s", ArgError), Recommend: sprintf("Check phonebook.metrics.listen (an IP:port nothing else uses); empty turns the listener off.")},
+	{Code: "dbus_name_taken", Level: LevelWarning, Penalty: 20, When: "`org.aredn.Phonebook1` is owned by another process, so the daemon is not published on D-Bus; retried with backoff",
+		Text: sprintf("Not published on D-Bus: %s", ArgError), Recommend: sprintf("Stop the other process that owns org.aredn.Phonebook1 (busctl status org.aredn.Phonebook1 names it; often a second phonebookd); the daemon takes the name by itself once it is free.")},
 	{Code: "reports_undelivered", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, VisibleAfter: 10 * time.Minute, When: "the collector at `reporter.url` has not accepted a report for 10 minutes; reports wait in RAM",
 		Text: sprintf("Health reports are not delivered to %s (%s queued, %s dropped): %s", ArgPath, ArgCount, ArgTotal, ArgError), Recommend: sprintf("Check that the collector at %s is up and reachable over the mesh; the oldest reports are dropped past phonebook.reporter.queue.", ArgPath)},
 	{Code: "daemon_down", Level: LevelCritical, Penalty: 100, When: "raised by /cgi-bin/healthcheck: the daemon cannot be asked",
