@@ -184,7 +184,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 	for ctx.Err() == nil {
 		cfg := d.config().Metrics
 		if cfg.Listen == "" {
-			d.sys.SetHealthy("metrics_listen")
+			d.sys.SetHealthy(health.MetricsListen, "")
 			select {
 			case <-ctx.Done():
 			case <-d.metricsKick:
@@ -194,7 +194,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 		var lc net.ListenConfig
 		ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
 		if err != nil {
-			d.sys.SetUnhealthy("metrics_listen", health.Args{health.ArgError: err.Error()})
+			d.sys.SetUnhealthy(health.MetricsListen, "", health.Args{health.ArgError: err.Error()})
 			select {
 			case <-ctx.Done():
 			case <-d.metricsKick:
@@ -202,7 +202,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 			}
 			continue
 		}
-		d.sys.SetHealthy("metrics_listen")
+		d.sys.SetHealthy(health.MetricsListen, "")
 		d.log.Info("serving Prometheus metrics", "listen", ln.Addr().String())
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -214,7 +214,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 		case err := <-done:
 			// Accept failed in a way backing off did not cure: a
 			// condition, and a pause before the next try, not a loop.
-			d.sys.SetUnhealthy("metrics_listen", health.Args{health.ArgError: err.Error()})
+			d.sys.SetUnhealthy(health.MetricsListen, "", health.Args{health.ArgError: err.Error()})
 			done <- nil
 			stopped = true
 		}

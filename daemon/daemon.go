@@ -82,7 +82,7 @@ type Daemon struct {
 	mu       sync.Mutex
 	cfg      config.Config
 	cfgErrs  []string // rejected settings, for "phonebook status"
-	cfgCodes []string // their health conditions
+	cfgCodes []string // their health conditions' keys
 
 	rates   *health.Rates
 	crashes *crash.Store
@@ -276,18 +276,18 @@ func (d *Daemon) reportConfigErrors(errs []error) {
 		d.cfgErrs = append(d.cfgErrs, err.Error())
 	}
 	d.mu.Unlock()
-	for _, code := range old {
-		d.sys.SetHealthy(code)
+	for _, key := range old {
+		d.sys.SetHealthy(health.Config, key)
 	}
 	for _, err := range errs {
-		code := "config:" + err.Error()
+		key := err.Error()
 		var fe *config.FieldError
 		if errors.As(err, &fe) {
-			code = "config:" + fe.Path
+			key = fe.Path
 		}
-		d.sys.SetUnhealthy(code, health.Args{health.ArgError: err.Error()})
+		d.sys.SetUnhealthy(health.Config, key, health.Args{health.ArgError: err.Error()})
 		d.mu.Lock()
-		d.cfgCodes = append(d.cfgCodes, code)
+		d.cfgCodes = append(d.cfgCodes, key)
 		d.mu.Unlock()
 	}
 }

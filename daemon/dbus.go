@@ -40,9 +40,9 @@ func newDBusFront(d *Daemon) front {
 	f := &dbusFront{d: d}
 	f.svc = &dbus.Service{Address: cfg.DBusAddress, API: dbusAPI{d}, Log: d.log, NameTaken: func(err error) {
 		if err != nil {
-			d.sys.SetUnhealthy("dbus_name_taken", health.Args{health.ArgError: err.Error()})
+			d.sys.SetUnhealthy(health.DBusNameTaken, "", health.Args{health.ArgError: err.Error()})
 		} else {
-			d.sys.SetHealthy("dbus_name_taken")
+			d.sys.SetHealthy(health.DBusNameTaken, "")
 		}
 	}}
 	return f

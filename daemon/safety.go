@@ -80,14 +80,14 @@ func (s *safety) reportDelivery() {
 	st := s.d.reporter.Stats()
 	if url == "" || st.LastError == "" {
 		if s.reports != "" {
-			s.d.sys.SetHealthy("reports_undelivered")
+			s.d.sys.SetHealthy(health.ReportsUndelivered, "")
 			s.reports = ""
 		}
 		return
 	}
 	args := health.Args{health.ArgPath: url, health.ArgCount: strconv.Itoa(st.Queued), health.ArgTotal: strconv.FormatInt(st.Dropped, 10), health.ArgError: st.LastError}
 	if key := fmt.Sprint(args); key != s.reports {
-		s.d.sys.SetUnhealthy("reports_undelivered", args)
+		s.d.sys.SetUnhealthy(health.ReportsUndelivered, "", args)
 		s.reports = key
 	}
 }

@@ -102,10 +102,10 @@ func TestOverloadHeld(t *testing.T) {
 	clock := newFakeClock()
 	h := newSystem(t, clock, testConfig())
 	t0 := clock.Now()
-	h.SetUnhealthy("overload", Args{ArgDetail: "2s", ArgError: "registrations 40"})
+	h.SetUnhealthy(Overload, "", Args{ArgDetail: "2s", ArgError: "registrations 40"})
 	h.Sample()
 	clock.Advance(2 * time.Second)
-	h.SetHealthy("overload") // sip: nothing shed in the last 2 s
+	h.SetHealthy(Overload, "") // sip: nothing shed in the last 2 s
 	clock.Advance(20 * time.Second)
 	s := h.Sample()
 	if a := alert(s, "overload"); a == nil || !a.Since.Equal(t0) || s.Status != Degraded {

@@ -3,7 +3,6 @@ package health
 import (
 	"encoding/json"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/aredn/phonebookd/config"
@@ -324,10 +323,12 @@ func (h *System) check(snap *Snapshot, cfg config.Health, reachable *bool) Check
 	if !cfg.Enabled {
 		return doc
 	}
-	has := func(prefix string) bool {
+	has := func(conds ...*Descriptor) bool {
 		for _, a := range snap.Alerts {
-			if strings.HasPrefix(a.Code, prefix) {
-				return true
+			for _, d := range conds {
+				if a.desc == d {
+					return true
+				}
 			}
 		}
 		return false
@@ -336,12 +337,11 @@ func (h *System) check(snap *Snapshot, cfg config.Health, reachable *bool) Check
 	doc.Checks = &Checks{
 		// Also false while a worker's state condition settles: the
 		// check agrees with the alerts and the status.
-		ThreadsResponsive: ptr(threadsResponsive(snap.Workers) && !has("worker_unresponsive") && !has("worker_failed") &&
-			!has("worker_restarting") && !has("worker_blocked")),
-		MemoryStable:     ptr(!has("memory_leak")),
-		NoRecentCrashes:  ptr(snap.Crashes.CrashCount24h == 0),
-		DiskSpaceOK:      ptr(!has("disk_")),
-		NetworkReachable: reachable, // null: no fetch or probe result yet
+		ThreadsResponsive: ptr(threadsResponsive(snap.Workers) && !has(workerFamilies...)),
+		MemoryStable:      ptr(!has(MemoryLeakHeap, MemoryLeakRSS)),
+		NoRecentCrashes:   ptr(snap.Crashes.CrashCount24h == 0),
+		DiskSpaceOK:       ptr(!has(DiskUnknown, DiskLow)),
+		NetworkReachable:  reachable, // null: no fetch or probe result yet
 	}
 	seen := map[string]bool{}
 	for _, a := range snap.Alerts {

@@ -94,7 +94,7 @@ func TestSlowSubscriberDoesNotStall(t *testing.T) {
 	sub := h.Subscribe(3)
 	for i := 0; i < 50; i++ {
 		if i == 20 {
-			h.SetCondition(Condition{Code: "fault_x", Level: LevelCritical, Penalty: 60, Message: "x"})
+			h.SetUnhealthy(DaemonDown, "", Args{ArgError: "x"}) // critical
 		}
 		h.Sample()
 	}

@@ -35,12 +35,17 @@ const (
 // Condition is something wrong: a registered code with its level, the
 // score it costs, a message and the recommendation that follows from it.
 type Condition struct {
-	Code           string
+	Code           string // the instance: "code" or "code:key"
 	Level          string
 	Penalty        int
 	Message        string
 	Recommendation string
+	desc           *Descriptor // nil only for an "and N more" alert
 }
+
+// Descriptor is the registered condition this is an instance of (nil
+// for an "and N more" alert).
+func (c Condition) Descriptor() *Descriptor { return c.desc }
 
 // Alert is a condition as reported: with when it started.
 type Alert struct {
@@ -204,17 +209,18 @@ func (h *System) config() config.Health {
 	return h.cfg
 }
 
-// SetUnhealthy raises (or updates) a condition owned by another part of
-// the daemon (a rejected setting, a jittery mesh link, SIP at capacity):
-// its code and arguments; its descriptor writes the words.
-func (h *System) SetUnhealthy(code string, args Args) { h.SetCondition(ConditionOf(code, args)) }
+// SetUnhealthy raises (or updates) an instance (key: a worker, a
+// target; "" for the only one) of a registered condition owned by
+// another part of the daemon (a rejected setting, a jittery mesh link,
+// SIP at capacity) with its figures; its descriptor writes the words.
+func (h *System) SetUnhealthy(d *Descriptor, key string, args Args) {
+	h.setCondition(ConditionOf(d, key, args))
+}
 
-// SetHealthy ends a condition raised with SetUnhealthy.
-func (h *System) SetHealthy(code string) { h.ClearCondition(code) }
+// SetHealthy ends an instance raised with SetUnhealthy.
+func (h *System) SetHealthy(d *Descriptor, key string) { h.clearCondition(d.Instance(key)) }
 
-// SetCondition raises a condition given whole (fault injection's, whose
-// codes are not in the registry).
-func (h *System) SetCondition(c Condition) {
+func (h *System) setCondition(c Condition) {
 	h.mu.Lock()
 	if _, ok := h.external[c.Code]; !ok && len(h.external) >= maxExternal {
 		h.mu.Unlock() // bounded: the families shown are capped anyway
@@ -226,8 +232,7 @@ func (h *System) SetCondition(c Condition) {
 	h.Trigger()
 }
 
-// ClearCondition ends a condition raised with SetCondition.
-func (h *System) ClearCondition(code string) {
+func (h *System) clearCondition(code string) {
 	h.mu.Lock()
 	_, had := h.external[code]
 	delete(h.external, code)
@@ -333,91 +338,92 @@ func (h *System) Sample() *Snapshot {
 		}
 		switch w.Status {
 		case supervisor.StatusUnresponsive:
-			add(workerCond("worker_unresponsive:", w))
+			add(workerCond(WorkerUnresponsive, w))
 		case supervisor.StatusRestarting:
-			add(ConditionOf("worker_restarting:"+w.Name, Args{ArgError: w.LastError}))
+			add(ConditionOf(WorkerRestarting, w.Name, Args{ArgError: w.LastError}))
 		case supervisor.StatusBlocked:
-			add(workerCond("worker_blocked:", w))
+			add(workerCond(WorkerBlocked, w))
 		case supervisor.StatusFailed:
-			add(workerCond("worker_failed:", w))
+			add(workerCond(WorkerFailed, w))
 		}
 		if w.Goroutines >= cfg.WorkerGoroutineWarn {
-			add(ConditionOf("worker_goroutines:"+w.Name, Args{ArgCount: itoa(w.Goroutines), ArgLimit: itoa(cfg.WorkerGoroutineWarn)}))
+			add(ConditionOf(WorkerGoroutines, w.Name, Args{ArgCount: itoa(w.Goroutines), ArgLimit: itoa(cfg.WorkerGoroutineWarn)}))
 		}
 		if w.Abandoned > 0 {
-			add(ConditionOf("abandoned:"+w.Name, Args{ArgCount: itoa(w.Abandoned)}))
+			add(ConditionOf(Abandoned, w.Name, Args{ArgCount: itoa(w.Abandoned)}))
 		}
 	}
 	if cfg.MemoryLeakDetection {
-		if c, ok := leakCond("memory_leak_heap", "live heap", h.heapLeak, float64(m.HeapLive)); ok {
+		if c, ok := leakCond(MemoryLeakHeap, "live heap", h.heapLeak, float64(m.HeapLive)); ok {
 			add(c)
 		}
-		if c, ok := leakCond("memory_leak_rss", "private resident memory", h.rssLeak, float64(m.RSSAnon)); ok {
+		if c, ok := leakCond(MemoryLeakRSS, "private resident memory", h.rssLeak, float64(m.RSSAnon)); ok {
 			add(c)
 		}
 	}
 	leaked := h.fdLeaked(fds, cfg)
 	if leaked > 0 {
-		add(ConditionOf("fd_leak", Args{ArgTotal: itoa(fds.Open), ArgCount: itoa(leaked)}))
+		add(ConditionOf(FDLeak, "", Args{ArgTotal: itoa(fds.Open), ArgCount: itoa(leaked)}))
 	}
 	if fds.Known && fds.Max > 0 && fds.Open*5 >= fds.Max*4 {
-		add(ConditionOf("fd_near_limit", Args{ArgCount: itoa(fds.Open), ArgLimit: itoa(fds.Max)}))
+		add(ConditionOf(FDNearLimit, "", Args{ArgCount: itoa(fds.Open), ArgLimit: itoa(fds.Max)}))
 	}
 	if n := snap.Crashes.CrashCount24h; n > 0 {
 		last := snap.Crashes.LastCrash
-		c := ConditionOf("recent_crashes", Args{ArgCount: itoa(n), ArgError: last.Reason})
+		c := ConditionOf(RecentCrashes, "", Args{ArgCount: itoa(n), ArgError: last.Reason})
 		c.Penalty = min(10*n, 30) // grows with the count
 		add(c)
 	}
 	if n := snap.Crashes.SetAside; n > 0 {
-		add(ConditionOf("crash_history_invalid", Args{ArgCount: itoa(n)}))
+		add(ConditionOf(CrashHistoryInvalid, "", Args{ArgCount: itoa(n)}))
 	}
 	if err := procfs.Writable(h.opt.StateDir); err != nil || snap.Crashes.WriteError != "" {
 		why := snap.Crashes.WriteError
 		if err != nil {
 			why = err.Error()
 		}
-		add(ConditionOf("state_dir_unwritable", Args{ArgError: why, ArgPath: h.opt.StateDir}))
+		add(ConditionOf(StateDirUnwritable, "", Args{ArgError: why, ArgPath: h.opt.StateDir}))
 	}
 	if snap.Crashes.CorruptHistory != "" {
-		add(ConditionOf("crash_history_corrupt", Args{ArgPath: snap.Crashes.CorruptHistory}))
+		add(ConditionOf(CrashHistoryCorrupt, "", Args{ArgPath: snap.Crashes.CorruptHistory}))
 	}
 	for i, d := range disks {
 		name := []string{"flash state", "RAM run"}[i]
 		switch {
 		case !d.Known:
-			add(ConditionOf("disk_unknown:"+itoa(i), Args{ArgWhat: name, ArgError: d.Err}))
+			add(ConditionOf(DiskUnknown, itoa(i), Args{ArgWhat: name, ArgError: d.Err}))
 		case d.FreeBytes < uint64(cfg.DiskMinFreeKB)*1024:
-			add(ConditionOf("disk_low:"+itoa(i), Args{ArgWhat: name, ArgPath: d.Path, ArgCount: itoa(int(d.FreeBytes / 1024)), ArgLimit: itoa(cfg.DiskMinFreeKB)}))
+			add(ConditionOf(DiskLow, itoa(i), Args{ArgWhat: name, ArgPath: d.Path, ArgCount: itoa(int(d.FreeBytes / 1024)), ArgLimit: itoa(cfg.DiskMinFreeKB)}))
 		}
 	}
 	reachable := h.reachable(now)
 	if reachable != nil && !*reachable {
-		add(ConditionOf("network_unreachable", Args{ArgDetail: unreachableWindow.String()}))
+		add(ConditionOf(NetworkUnreachable, "", Args{ArgDetail: unreachableWindow.String()}))
 	}
 	if h.opt.Calls != nil {
 		if active, limit := h.opt.Calls(); limit > 0 && active >= limit {
-			add(ConditionOf("sip_table_full", Args{ArgCount: itoa(active), ArgLimit: itoa(limit)}))
+			add(ConditionOf(SIPTableFull, "", Args{ArgCount: itoa(active), ArgLimit: itoa(limit)}))
 		}
 	}
 	rates := []struct {
-		code, cat, what string
-		warn            int
+		cond      *Descriptor
+		cat, what string
+		warn      int
 	}{
-		{"sip_errors", CategorySIP, "SIP errors", cfg.SIPErrorsWarn},
-		{"probe_failures", CategoryProbe, "probe failures", cfg.ProbeFailuresWarn},
-		{"fetch_failures", CategoryFetch, "phonebook fetch failures", cfg.FetchFailuresWarn},
+		{SIPErrors, CategorySIP, "SIP errors", cfg.SIPErrorsWarn},
+		{ProbeFailures, CategoryProbe, "probe failures", cfg.ProbeFailuresWarn},
+		{FetchFailures, CategoryFetch, "phonebook fetch failures", cfg.FetchFailuresWarn},
 	}
 	for _, r := range rates {
 		if n := h.opt.Rates.PerHour(r.cat); n >= r.warn {
-			add(ConditionOf(r.code, Args{ArgCount: itoa(n), ArgWhat: r.what, ArgLimit: itoa(r.warn)}))
+			add(ConditionOf(r.cond, "", Args{ArgCount: itoa(n), ArgWhat: r.what, ArgLimit: itoa(r.warn)}))
 		}
 	}
 	if m.Goroutines >= cfg.GoroutineWarn {
-		add(ConditionOf("goroutines_high", Args{ArgCount: itoa(m.Goroutines), ArgLimit: itoa(cfg.GoroutineWarn)}))
+		add(ConditionOf(GoroutinesHigh, "", Args{ArgCount: itoa(m.Goroutines), ArgLimit: itoa(cfg.GoroutineWarn)}))
 	}
 	if m.Stacks >= uint64(cfg.StackWarnKB)*1024 {
-		add(ConditionOf("stack_high", Args{ArgCount: itoa(int(m.Stacks / 1024)), ArgLimit: itoa(cfg.StackWarnKB)}))
+		add(ConditionOf(StackHigh, "", Args{ArgCount: itoa(int(m.Stacks / 1024)), ArgLimit: itoa(cfg.StackWarnKB)}))
 	}
 	for _, c := range h.external {
 		add(c)
@@ -455,8 +461,8 @@ func Score(conds []Condition) (int, string) {
 }
 
 // workerCond is a worker's condition: critical for an essential worker.
-func workerCond(family string, w supervisor.WorkerStatus) Condition {
-	c := ConditionOf(family+w.Name, Args{ArgError: w.LastError})
+func workerCond(d *Descriptor, w supervisor.WorkerStatus) Condition {
+	c := ConditionOf(d, w.Name, Args{ArgError: w.LastError})
 	if w.Essential {
 		c.Level = LevelCritical
 	}
@@ -465,13 +471,13 @@ func workerCond(family string, w supervisor.WorkerStatus) Condition {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-func leakCond(code, what string, l *Leak, now float64) (Condition, bool) {
+func leakCond(d *Descriptor, what string, l *Leak, now float64) (Condition, bool) {
 	if ok, _ := l.Detected(); !ok {
 		return Condition{}, false
 	}
 	base, _ := l.Baseline()
 	slope, fit := l.Slope()
-	return ConditionOf(code, Args{ArgWhat: what, ArgFrom: fmt.Sprintf("%.1f", base/(1<<20)), ArgTo: fmt.Sprintf("%.1f", now/(1<<20)),
+	return ConditionOf(d, "", Args{ArgWhat: what, ArgFrom: fmt.Sprintf("%.1f", base/(1<<20)), ArgTo: fmt.Sprintf("%.1f", now/(1<<20)),
 		ArgDetail: fmt.Sprintf("%+.0f KB/h, fit %.2f", slope/1024, fit)}), true
 }
 
@@ -518,19 +524,15 @@ func (h *System) reachable(now time.Time) *bool {
 }
 
 // workerFamilies are the conditions of a worker's state.
-var workerFamilies = []string{"worker_unresponsive", "worker_restarting", "worker_blocked", "worker_failed"}
+var workerFamilies = []*Descriptor{WorkerUnresponsive, WorkerRestarting, WorkerBlocked, WorkerFailed}
 
 // settling keeps a healthy worker's state conditions raised, as last
 // seen, until it has run for the descriptor's Settle: a worker retried
 // after being blocked is healthy for a moment at every retry (h.mu held).
 func (h *System) settling(now time.Time, w supervisor.WorkerStatus, add func(Condition)) {
-	for _, f := range workerFamilies {
-		code := f + ":" + w.Name
-		c, ok := h.lastCond[code]
-		if !ok {
-			continue
-		}
-		if d, _ := descriptorOf(code); now.Sub(w.Started) < d.Settle {
+	for _, d := range workerFamilies {
+		c, ok := h.lastCond[d.Instance(w.Name)]
+		if ok && now.Sub(w.Started) < d.Settle {
 			add(c)
 		}
 	}

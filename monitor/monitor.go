@@ -171,8 +171,8 @@ func (m *Monitor) prune(names []string, phones map[string]bool) {
 	}
 	m.mu.Unlock()
 	for _, n := range gone {
-		m.alerts.SetHealthy("probe_failed:" + n)
-		m.alerts.SetHealthy("jitter:" + n)
+		m.alerts.SetHealthy(health.ProbeFailed, n)
+		m.alerts.SetHealthy(health.Jitter, n)
 	}
 	m.phonesCondition()
 }
@@ -197,9 +197,9 @@ func (m *Monitor) phonesCondition() {
 	switch {
 	case !changed:
 	case down == 0:
-		m.alerts.SetHealthy(phonesCode)
+		m.alerts.SetHealthy(health.PhonesUnreachable, "")
 	default:
-		m.alerts.SetUnhealthy(phonesCode, health.Args{health.ArgCount: strconv.Itoa(down), health.ArgTotal: strconv.Itoa(all)})
+		m.alerts.SetUnhealthy(health.PhonesUnreachable, "", health.Args{health.ArgCount: strconv.Itoa(down), health.ArgTotal: strconv.Itoa(all)})
 	}
 }
 
@@ -239,15 +239,14 @@ func (m *Monitor) record(name string, rtt time.Duration, err error, cfg config.M
 		return
 	}
 	if err != nil {
-		m.alerts.SetUnhealthy("probe_failed:"+name, health.Args{health.ArgCount: strconv.Itoa(lost), health.ArgTotal: strconv.Itoa(len(t.results)), health.ArgError: err.Error()})
+		m.alerts.SetUnhealthy(health.ProbeFailed, name, health.Args{health.ArgCount: strconv.Itoa(lost), health.ArgTotal: strconv.Itoa(len(t.results)), health.ArgError: err.Error()})
 	} else {
-		m.alerts.SetHealthy("probe_failed:" + name)
+		m.alerts.SetHealthy(health.ProbeFailed, name)
 	}
-	code := "jitter:" + name
 	if jitter != nil && *jitter > float64(cfg.JitterThresholdMS) {
-		m.alerts.SetUnhealthy(code, health.Args{health.ArgCount: fmt.Sprintf("%.0f", *jitter), health.ArgLimit: strconv.Itoa(cfg.JitterThresholdMS)})
+		m.alerts.SetUnhealthy(health.Jitter, name, health.Args{health.ArgCount: fmt.Sprintf("%.0f", *jitter), health.ArgLimit: strconv.Itoa(cfg.JitterThresholdMS)})
 	} else {
-		m.alerts.SetHealthy(code)
+		m.alerts.SetHealthy(health.Jitter, name)
 	}
 }
 
