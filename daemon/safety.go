@@ -44,13 +44,17 @@ func (s *safety) run(ctx context.Context, w *supervisor.Worker) error {
 			s.hygiene(now)
 			last, pending = now, false
 			next = now.Add(time.Duration(s.d.config().Health.HealthCheckInterval) * time.Second)
-		} else if pending && now.Sub(last) >= minEventGap {
+		} else if due := s.d.sys.Due(); (pending || !due.IsZero() && !now.Before(due)) && now.Sub(last) >= minEventGap {
+			// An event, or a held or settling condition ending.
 			s.d.sys.Sample()
 			last, pending = now, false
 		}
 		wait := min(safetyPeriod, next.Sub(now))
 		if pending {
 			wait = min(wait, minEventGap-now.Sub(last))
+		}
+		if due := s.d.sys.Due(); !due.IsZero() {
+			wait = min(wait, max(due.Sub(now), minEventGap-now.Sub(last), 0))
 		}
 		t := clk.NewTimer(wait)
 		select {

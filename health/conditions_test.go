@@ -89,6 +89,9 @@ func TestBlockedWorkerOneStatusChange(t *testing.T) {
 	if s := h.Sample(); alert(s, "worker_blocked:main") == nil || !alert(s, "worker_blocked:main").Since.Equal(sinces[0]) {
 		t.Errorf("cleared before main ran for the settle time: %+v", s.Alerts)
 	}
+	if due := h.Due(); !due.Equal(started.Add(workerSettle)) {
+		t.Errorf("due %v, want the end of the settle time %v", due, started.Add(workerSettle))
+	}
 	clock.Advance(2 * time.Second)
 	if s := h.Sample(); alert(s, "worker_blocked") != nil || s.Status != Healthy {
 		t.Errorf("after running %s: %s %+v", workerSettle, s.Status, s.Alerts)
@@ -110,6 +113,9 @@ func TestOverloadHeld(t *testing.T) {
 	s := h.Sample()
 	if a := alert(s, "overload"); a == nil || !a.Since.Equal(t0) || s.Status != Degraded {
 		t.Fatalf("20 s after the last shed: %s %+v", s.Status, s.Alerts)
+	}
+	if due := h.Due(); !due.Equal(t0.Add(counterHold)) { // the owner evaluates when the hold ends
+		t.Errorf("due %v, want %v", due, t0.Add(counterHold))
 	}
 	clock.Advance(counterHold)
 	if s := h.Sample(); alert(s, "overload") != nil || s.Status != Healthy {

@@ -86,8 +86,10 @@ const DefaultMaxShown = 5
 const maxExternal = 256
 
 // workerSettle is how long a worker must run well before a condition
-// of its state clears.
-const workerSettle = time.Minute
+// of its state clears: longer than a retry of a blocked worker takes to
+// fail again (a bind), short enough that a recovered worker is soon
+// shown healthy.
+const workerSettle = 15 * time.Second
 
 // counterHold is how long a condition raised from counters stays shown
 // after its last event.
@@ -274,6 +276,7 @@ func (h *System) evaluate(now time.Time, conds []Condition) []Alert {
 		case now.Sub(h.lastSeen[code]) == 0:
 		case now.Sub(h.lastSeen[code]) < d.Hold:
 			conds = append(conds, c) // held: still shown after its last event
+			h.dueAt(h.lastSeen[code].Add(d.Hold))
 		default:
 			delete(h.lastCond, code)
 			delete(h.lastSeen, code)

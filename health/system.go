@@ -112,6 +112,9 @@ type System struct {
 	// how, for those held or settling after their cause went.
 	lastSeen map[string]time.Time
 	lastCond map[string]Condition
+	// due: when the next held or settling condition ends, so that the
+	// owner evaluates then rather than at its next interval (zero: none).
+	due      time.Time
 	external map[string]Condition
 	reach    map[string]reachState
 	cpu      procfs.CPUWindow // process CPU, sampled each second by SampleCPU
@@ -261,6 +264,21 @@ func (h *System) Reach(source string, ok bool) {
 	h.mu.Unlock()
 }
 
+// Due is when a condition held or settling at the last evaluation ends
+// (zero: none): the owner evaluates again then.
+func (h *System) Due() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.due
+}
+
+// dueAt brings due forward to t (h.mu held).
+func (h *System) dueAt(t time.Time) {
+	if h.due.IsZero() || t.Before(h.due) {
+		h.due = t
+	}
+}
+
 // Trigger asks for an evaluation now (a crash, a worker state change).
 func (h *System) Trigger() {
 	select {
@@ -317,6 +335,7 @@ func (h *System) Sample() *Snapshot {
 	disks := []procfs.DiskSample{procfs.ReadDisk(h.opt.StateDir), procfs.ReadDisk(h.opt.RunDir)}
 
 	h.mu.Lock()
+	h.due = time.Time{}
 	var conds []Condition
 	add := func(c Condition) { conds = append(conds, c) }
 	if cfg.MemoryLeakDetection {
@@ -534,6 +553,7 @@ func (h *System) settling(now time.Time, w supervisor.WorkerStatus, add func(Con
 		c, ok := h.lastCond[d.Instance(w.Name)]
 		if ok && now.Sub(w.Started) < d.Settle {
 			add(c)
+			h.dueAt(w.Started.Add(d.Settle))
 		}
 	}
 }

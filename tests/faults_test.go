@@ -161,7 +161,9 @@ func TestWorkerHang(t *testing.T) {
 	if ck := call(t, e.sock, "phonebook.health", "check", ""); get(ck, "checks", "threads_responsive") != false {
 		t.Errorf("threads_responsive while hung: %v", get(ck, "checks"))
 	}
-	waitFor(t, 10*time.Second, "restart and alert cleared", func() bool {
+	// The alert stays until the restarted worker has run for the
+	// registry's settle time (15 s), then clears.
+	waitFor(t, 40*time.Second, "restart and alert cleared", func() bool {
 		th := e.thread("canary")
 		return th["status"] == "healthy" && num(th["restart_count"]) == 1 && !hasAlert()
 	})
@@ -171,12 +173,15 @@ func TestWorkerHang(t *testing.T) {
 	waitFor(t, 10*time.Second, "notifications", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(notes) >= 2 && len(events) >= 2
+		return len(notes) >= 1 && len(events) >= 1
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	if notes[0] != "status:healthy>degraded" || notes[1] != "status:degraded>healthy" {
-		t.Errorf("notifications %v", notes)
+	// One change: the stuck goroutine is counted before the restarted
+	// worker has settled, so the status never goes back to healthy in
+	// between (before: degraded > healthy > degraded).
+	if len(notes) != 1 || notes[0] != "status:healthy>degraded" || len(events) != 1 {
+		t.Errorf("notifications %v, events %v", notes, events)
 	}
 	// The hung goroutine never returns: it stays counted, as a warning.
 	ck := call(t, e.sock, "phonebook.health", "check", "")
