@@ -40,12 +40,14 @@ func (s *safety) run(ctx context.Context, w *supervisor.Worker) error {
 		now := clk.Now()
 		if !now.Before(next) {
 			s.reportDelivery()
+			s.alive(now)
 			s.d.sys.Sample()
 			s.hygiene(now)
 			last, pending = now, false
 			next = now.Add(time.Duration(s.d.config().Health.HealthCheckInterval) * time.Second)
 		} else if due := s.d.sys.Due(); (pending || !due.IsZero() && !now.Before(due)) && now.Sub(last) >= minEventGap {
 			// An event, or a held or settling condition ending.
+			s.alive(now)
 			s.d.sys.Sample()
 			last, pending = now, false
 		}
@@ -70,6 +72,15 @@ func (s *safety) run(ctx context.Context, w *supervisor.Worker) error {
 		case <-t.C():
 		}
 		t.Stop()
+	}
+}
+
+// alive refreshes the run marker (RAM) and writes crash records whose
+// coalescing window has passed (flash): file I/O kept out of the
+// evaluation itself.
+func (s *safety) alive(now time.Time) {
+	if s.d.crashes != nil {
+		s.d.crashes.Alive(now)
 	}
 }
 

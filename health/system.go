@@ -321,8 +321,7 @@ func (h *System) Sample() *Snapshot {
 	if h.opt.Supervisor != nil {
 		snap.Workers = h.opt.Supervisor.Snapshot()
 	}
-	if h.opt.Crashes != nil {
-		h.opt.Crashes.Alive(now)
+	if h.opt.Crashes != nil { // the owner refreshed the run marker (crash.Store.Alive) before
 		snap.Crashes = h.opt.Crashes.Summary(now)
 	}
 	if !cfg.Enabled {
