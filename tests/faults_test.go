@@ -376,7 +376,45 @@ func TestListenBusyNeverExits(t *testing.T) {
 		ck := call(t, e.sock, "phonebook.health", "check", "")
 		return th != nil && th["status"] == "blocked" && ck["status"] == "critical" && strings.Contains(fmt.Sprint(ck["alerts"]), "address already in use")
 	})
-	time.Sleep(10 * time.Second) // past the old 8 s exit
+	// Past the old 8 s exit, through several retries (1, 2, 4, 8 s
+	// apart): one status, one since, no status event (before: critical
+	// -> healthy -> critical at every retry, since reset each time).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn, err := ubus.Dial(ctx, e.sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var mu sync.Mutex
+	var events []string
+	if err := conn.Listen(ctx, "phonebook.health", func(_ string, data []ubus.Value) {
+		n, _ := ubus.Get(data, "new")
+		mu.Lock()
+		events = append(events, n.Str)
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	statuses, sinces := map[string]bool{}, map[string]bool{}
+	for i := 0; i < 24; i++ {
+		ck := call(t, e.sock, "phonebook.health", "check", "")
+		statuses[fmt.Sprint(ck["status"])] = true
+		for _, a := range ck["alerts"].([]any) {
+			if get(a, "code") == "worker_blocked:main" {
+				sinces[fmt.Sprint(get(a, "since"))] = true
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if th := e.thread("main"); num(th["restart_count"]) != 0 || th["status"] != "blocked" {
+		t.Fatalf("main: %v", th)
+	}
+	mu.Lock()
+	if len(statuses) != 1 || !statuses["critical"] || len(sinces) != 1 || len(events) != 0 {
+		t.Errorf("while blocked: statuses %v, since %v, status events %v", statuses, sinces, events)
+	}
+	mu.Unlock()
 	if p.exited() {
 		t.Fatalf("daemon exited with %d while the port was busy", p.code)
 	}
