@@ -57,9 +57,14 @@ type Record struct {
 
 // history is the flash file: bounded records and the lifetime restarts.
 type history struct {
-	Version       int      `json:"version"`
-	TotalRestarts int64    `json:"total_restarts"`
-	Records       []Record `json:"records"`
+	Version       int   `json:"version"`
+	TotalRestarts int64 `json:"total_restarts"`
+	// UncleanExits counts the process's ends that were not a clean stop
+	// (a crash, a fatal escalation, SIGKILL): what a crash-loop rule
+	// reads. A clean restart (SIGTERM, a reload of the package) counts
+	// in TotalRestarts only.
+	UncleanExits int64    `json:"unclean_exits"`
+	Records      []Record `json:"records"`
 }
 
 // runState is kept in RAM (run_dir): it survives a daemon restart, not a
@@ -70,6 +75,17 @@ type runState struct {
 	LastFlashWrite time.Time `json:"last_flash_write"`
 	Pending        []Record  `json:"pending"`
 	PendingStarts  int64     `json:"pending_restarts"`
+	PendingUnclean int64     `json:"pending_unclean_exits"`
+}
+
+// endsProcess tells the kinds of record that mean the process ended
+// uncleanly (a worker panic is recovered; the process goes on).
+func endsProcess(kind string) bool {
+	switch kind {
+	case KindWorkerFailed, KindAbandoned, KindFatalError, KindSignal, KindPanic, KindUncleanExit:
+		return true
+	}
+	return false
 }
 
 // marker is the run marker a clean shutdown removes.
@@ -228,6 +244,9 @@ func (s *Store) loadHistory() {
 		kept = append(kept, r)
 	}
 	s.hist.Records = s.prune(kept, now)
+	if s.hist.UncleanExits < 0 {
+		s.hist.UncleanExits = 0
+	}
 	if s.hist.TotalRestarts < 0 {
 		s.hist.TotalRestarts = 0
 		s.setAside++
@@ -390,6 +409,9 @@ func (s *Store) add(rec Record, now time.Time) {
 	if rec.Count == 0 {
 		rec.Count = 1
 	}
+	if endsProcess(rec.Kind) {
+		s.run.PendingUnclean += int64(rec.Count)
+	}
 	merged := false
 	for i := range s.run.Pending {
 		p := &s.run.Pending[i]
@@ -423,6 +445,7 @@ func (s *Store) flush(now time.Time) {
 	h := s.hist
 	h.Records = append(append([]Record(nil), h.Records...), s.run.Pending...)
 	h.TotalRestarts += s.run.PendingStarts
+	h.UncleanExits += s.run.PendingUnclean
 	h.Records = s.prune(h.Records, now)
 	if err := s.writeHistory(h); err != nil {
 		s.opt.Log.Error("crash history not written; records kept in RAM", "err", err)
@@ -430,7 +453,7 @@ func (s *Store) flush(now time.Time) {
 		return
 	}
 	s.hist = h
-	s.run.Pending, s.run.PendingStarts = nil, 0
+	s.run.Pending, s.run.PendingStarts, s.run.PendingUnclean = nil, 0, 0
 	s.run.LastFlashWrite = now
 	s.saveRunState()
 }
@@ -515,10 +538,12 @@ func (s *Store) Shutdown() {
 func (s *Store) Clear(now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	h := history{Version: 1, TotalRestarts: s.hist.TotalRestarts + s.run.PendingStarts}
+	// The lifetime counters survive a clear: only the records go.
+	h := history{Version: 1, TotalRestarts: s.hist.TotalRestarts + s.run.PendingStarts,
+		UncleanExits: s.hist.UncleanExits + s.run.PendingUnclean}
 	if !s.reporting {
 		s.hist = h
-		s.run.Pending, s.run.PendingStarts = nil, 0
+		s.run.Pending, s.run.PendingStarts, s.run.PendingUnclean = nil, 0, 0
 		s.saveRunState()
 		return nil
 	}
@@ -526,7 +551,7 @@ func (s *Store) Clear(now time.Time) error {
 		return err
 	}
 	s.hist = h
-	s.run.Pending, s.run.PendingStarts = nil, 0
+	s.run.Pending, s.run.PendingStarts, s.run.PendingUnclean = nil, 0, 0
 	s.run.LastFlashWrite = now
 	s.saveRunState()
 	s.corrupt = ""
@@ -535,8 +560,11 @@ func (s *Store) Clear(now time.Time) error {
 
 // Summary is what the documents report of crashes.
 type Summary struct {
-	RestartCount   int     // starts in this boot, minus the first
-	TotalRestarts  int64   // lifetime, flash plus not yet written
+	RestartCount  int   // starts in this boot, minus the first
+	TotalRestarts int64 // lifetime, flash plus not yet written
+	// UncleanExits: lifetime ends of the process other than a clean
+	// stop, flash plus not yet written; never raised by a clean restart.
+	UncleanExits   int64
 	CrashCount24h  int     // events (merged counts included) in 24 h
 	LastCrash      *Record // nil when none
 	Records        []Record
@@ -553,7 +581,8 @@ func (s *Store) Summary(now time.Time) Summary {
 	all := append(append([]Record(nil), s.hist.Records...), s.run.Pending...)
 	sum := Summary{
 		RestartCount: max(s.run.Starts-1, 0), TotalRestarts: s.hist.TotalRestarts + s.run.PendingStarts,
-		Records: all, FlashWrites: s.flashWrites.Load(), CorruptHistory: s.corrupt,
+		UncleanExits: s.hist.UncleanExits + s.run.PendingUnclean,
+		Records:      all, FlashWrites: s.flashWrites.Load(), CorruptHistory: s.corrupt,
 		SetAside: s.setAside, WriteError: s.writeErr,
 	}
 	for i := range all {

@@ -18,13 +18,43 @@ import (
 // the blobmsg bodies as they are, D-Bus and the reporter their JSON. A
 // reader finds each answer here once, whatever carries it.
 
-// snapshot returns the latest health evaluation, evaluating once if none
-// exists yet.
+// evalWait bounds how long a request waits for an evaluation it asked
+// the safety worker for (events are evaluated at most once per
+// minEventGap).
+const evalWait = 3 * time.Second
+
+// snapshot returns the latest health evaluation. Before the first one it
+// asks the safety worker, the evaluation's only owner, and waits for it,
+// bounded; only if that worker produced nothing in time (it cannot run)
+// is one evaluation made here, serialised with the owner's like any
+// other.
 func (d *Daemon) snapshot() *health.Snapshot {
 	if s := d.sys.Snapshot(); s != nil {
 		return s
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), evalWait)
+	defer cancel()
+	s, err := d.sys.Next(ctx)
+	if s != nil {
+		return s
+	}
+	d.log.Warn("no health evaluation from the safety worker; evaluating here", "err", err)
 	return d.sys.Sample()
+}
+
+// evaluatedAfter asks for an evaluation after a change a request made and
+// waits for it, bounded by ctx and evalWait; it returns the newest
+// snapshot there is.
+func (d *Daemon) evaluatedAfter(ctx context.Context) *health.Snapshot {
+	ctx, cancel := context.WithTimeout(ctx, evalWait)
+	defer cancel()
+	if s, err := d.sys.Next(ctx); s != nil {
+		if err != nil {
+			d.log.Warn("health evaluation late; answering with the latest", "err", err)
+		}
+		return s
+	}
+	return d.snapshot()
 }
 
 // now is when a document is sent: its timestamp and uptime are computed
@@ -45,12 +75,12 @@ func (d *Daemon) crashesDoc(limit, offset int) (health.Crashes, error) {
 	return health.CrashesDoc(d.snapshot().Crashes, offset, limit), nil
 }
 
-func (d *Daemon) clearCrashes() error {
+func (d *Daemon) clearCrashes(ctx context.Context) error {
 	if err := d.crashes.Clear(d.clock.Now()); err != nil {
 		d.log.Error("clear crashes", "err", err)
 		return err
 	}
-	d.sys.Sample()
+	d.evaluatedAfter(ctx) // the reply comes once the documents show it
 	return nil
 }
 
@@ -154,7 +184,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 	for ctx.Err() == nil {
 		cfg := d.config().Metrics
 		if cfg.Listen == "" {
-			d.sys.SetHealthy("metrics_listen")
+			d.sys.SetHealthy(health.MetricsListen, "")
 			select {
 			case <-ctx.Done():
 			case <-d.metricsKick:
@@ -164,7 +194,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 		var lc net.ListenConfig
 		ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
 		if err != nil {
-			d.sys.SetUnhealthy("metrics_listen", health.Args{health.ArgError: err.Error()})
+			d.sys.SetUnhealthy(health.MetricsListen, "", health.Args{health.ArgError: err.Error()})
 			select {
 			case <-ctx.Done():
 			case <-d.metricsKick:
@@ -172,7 +202,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 			}
 			continue
 		}
-		d.sys.SetHealthy("metrics_listen")
+		d.sys.SetHealthy(health.MetricsListen, "")
 		d.log.Info("serving Prometheus metrics", "listen", ln.Addr().String())
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -184,7 +214,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 		case err := <-done:
 			// Accept failed in a way backing off did not cure: a
 			// condition, and a pause before the next try, not a loop.
-			d.sys.SetUnhealthy("metrics_listen", health.Args{health.ArgError: err.Error()})
+			d.sys.SetUnhealthy(health.MetricsListen, "", health.Args{health.ArgError: err.Error()})
 			done <- nil
 			stopped = true
 		}

@@ -82,7 +82,7 @@ type Daemon struct {
 	mu       sync.Mutex
 	cfg      config.Config
 	cfgErrs  []string // rejected settings, for "phonebook status"
-	cfgCodes []string // their health conditions
+	cfgCodes []string // their health conditions' keys
 
 	rates   *health.Rates
 	crashes *crash.Store
@@ -112,7 +112,8 @@ type front interface {
 	name() string
 	// run publishes and keeps publishing until ctx ends.
 	run(ctx context.Context)
-	// evaluated is told of each evaluation and the status before it.
+	// evaluated is told of each evaluation and the status this front
+	// was told before it, from the front's own goroutine (publishers).
 	evaluated(old string, snap *health.Snapshot)
 	// tick runs every second on the main loop (procd's watchdog).
 	tick(ctx context.Context, now time.Time)
@@ -229,14 +230,19 @@ func (d *Daemon) setup() error {
 		Clock: d.clock, Log: d.log, Supervisor: d.sup, Crashes: d.crashes, Rates: d.rates,
 		StateDir: cfg.Main.StateDir, RunDir: cfg.Main.RunDir,
 		WorkerExtra: d.workerExtra,
-		OnStatus:    d.statusChanged,
-		OnEvaluated: d.evaluated,
 		Phones: func() int {
 			if d.sip == nil {
 				return 0
 			}
 			reg, _ := d.sip.Counts()
 			return reg
+		},
+		Calls: func() (int, int) {
+			if d.sip == nil {
+				return 0, 0
+			}
+			_, active := d.sip.Counts()
+			return active, d.config().SIP.MaxCalls
 		},
 	}, cfg.Health)
 	d.fetcher = directory.NewFetcher(d.log, d.rates, func(ok bool) { d.sys.Reach("fetcher", ok) })
@@ -273,18 +279,18 @@ func (d *Daemon) reportConfigErrors(errs []error) {
 		d.cfgErrs = append(d.cfgErrs, err.Error())
 	}
 	d.mu.Unlock()
-	for _, code := range old {
-		d.sys.SetHealthy(code)
+	for _, key := range old {
+		d.sys.SetHealthy(health.Config, key)
 	}
 	for _, err := range errs {
-		code := "config:" + err.Error()
+		key := err.Error()
 		var fe *config.FieldError
 		if errors.As(err, &fe) {
-			code = "config:" + fe.Path
+			key = fe.Path
 		}
-		d.sys.SetUnhealthy(code, health.Args{health.ArgError: err.Error()})
+		d.sys.SetUnhealthy(health.Config, key, health.Args{health.ArgError: err.Error()})
 		d.mu.Lock()
-		d.cfgCodes = append(d.cfgCodes, code)
+		d.cfgCodes = append(d.cfgCodes, key)
 		d.mu.Unlock()
 	}
 }
@@ -299,9 +305,12 @@ func (d *Daemon) run(ctx context.Context) error {
 
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
-	d.sup.Start(workCtx)
 	busCtx, stopBus := context.WithCancel(context.Background())
-	var side sync.WaitGroup // the fronts, the reporter, the metrics listener
+	var side sync.WaitGroup // the fronts, their publishers, the reporter, the metrics listener
+	// Subscribed before the workers start: the safety worker's first
+	// evaluation reaches every front.
+	d.publishers(busCtx, &side)
+	d.sup.Start(workCtx)
 	buses := make([]string, 0, len(d.fronts))
 	for _, f := range d.fronts {
 		buses = append(buses, f.name())
@@ -427,11 +436,36 @@ func (d *Daemon) statusChanged(old, new string, snap *health.Snapshot) {
 	}
 }
 
-// evaluated passes each evaluation to the buses.
-func (d *Daemon) evaluated(old string, snap *health.Snapshot) {
-	for _, f := range d.fronts {
-		f.evaluated(old, snap)
+// publishQueue bounds the evaluations waiting for one front; past it
+// the oldest are dropped (newest wins).
+const publishQueue = 4
+
+// publishers subscribes each front, and the status handler (badge,
+// collector report, systemd), to the evaluations, each drained in a
+// goroutine of its own until ctx ends: a slow or hung bus delays its own
+// front, never an evaluation nor another front.
+func (d *Daemon) publishers(ctx context.Context, wg *sync.WaitGroup) {
+	drain := func(each func(health.Event)) {
+		sub := d.sys.Subscribe(publishQueue)
+		wg.Go(func() {
+			defer sub.Close()
+			for {
+				ev, err := sub.Next(ctx)
+				if err != nil {
+					return
+				}
+				each(ev)
+			}
+		})
 	}
+	for _, f := range d.fronts {
+		drain(func(ev health.Event) { f.evaluated(ev.Old, ev.Snap) })
+	}
+	drain(func(ev health.Event) {
+		if ev.Old != ev.Snap.Status {
+			d.statusChanged(ev.Old, ev.Snap.Status, ev.Snap)
+		}
+	})
 }
 
 // notify sends a state to systemd when it started the daemon.

@@ -38,7 +38,13 @@ func newDBusFront(d *Daemon) front {
 		return nil
 	}
 	f := &dbusFront{d: d}
-	f.svc = &dbus.Service{Address: cfg.DBusAddress, API: dbusAPI{d}, Log: d.log}
+	f.svc = &dbus.Service{Address: cfg.DBusAddress, API: dbusAPI{d}, Log: d.log, NameTaken: func(err error) {
+		if err != nil {
+			d.sys.SetUnhealthy(health.DBusNameTaken, "", health.Args{health.ArgError: err.Error()})
+		} else {
+			d.sys.SetHealthy(health.DBusNameTaken, "")
+		}
+	}}
 	return f
 }
 
@@ -82,7 +88,7 @@ func (a dbusAPI) Crashes(limit, offset int) (string, error) {
 	return ubus.FormatJSON(ubus.ValuesOf(&doc), false, -1), nil
 }
 
-func (a dbusAPI) ClearCrashes() error { return a.d.clearCrashes() }
+func (a dbusAPI) ClearCrashes() error { return a.d.clearCrashes(context.Background()) }
 
 func (a dbusAPI) History(limit int) string {
 	doc, _ := a.d.historyDoc(max(limit, 0))

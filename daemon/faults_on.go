@@ -40,22 +40,32 @@ func (d *Daemon) faultObjects() []*ubus.Object {
 			return []ubus.Value{ubus.I64("heap_live_bytes", int64(s[0].Value.Uint64()))}, nil
 		}},
 		{Name: "condition", Params: []ubus.Param{{Name: "code", Kind: ubus.String, Required: true}, {Name: "level", Kind: ubus.String}, {Name: "clear", Kind: ubus.Int8}},
-			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
-				code, _ := req.String("code")
+			Handler: func(ctx context.Context, req *ubus.Request) ([]ubus.Value, error) {
+				key, _ := req.String("code")
 				if req.Args["clear"].Int != 0 {
-					d.sys.ClearCondition(code)
+					d.sys.SetHealthy(injectedWarning, key)
+					d.sys.SetHealthy(injectedCritical, key)
 				} else {
-					level, ok := req.String("level")
-					if !ok {
-						level = health.LevelWarning
+					cond := injectedWarning
+					if level, _ := req.String("level"); level == health.LevelCritical {
+						cond = injectedCritical
 					}
-					d.sys.SetCondition(health.Condition{Code: code, Level: level, Penalty: 10, Message: "injected condition " + code})
+					d.sys.SetUnhealthy(cond, key, nil)
 				}
-				s := d.sys.Sample()
+				s := d.evaluatedAfter(ctx)
 				return []ubus.Value{ubus.Str("status", s.Status)}, nil
 			}},
 	}}}
 }
+
+// The conditions the faults object injects, registered only in builds
+// tagged faults: an instance's key is the code the test gives.
+var (
+	injectedWarning = health.Register(&health.Descriptor{Code: "injected_warning", Level: health.LevelWarning, Penalty: 10,
+		When: "a test injected it (faults builds only)", Text: func(a health.Args) string { return "injected condition " + a[health.ArgKey] }})
+	injectedCritical = health.Register(&health.Descriptor{Code: "injected_critical", Level: health.LevelCritical, Penalty: 10,
+		When: "a test injected it (faults builds only)", Text: func(a health.Args) string { return "injected condition " + a[health.ArgKey] }})
+)
 
 // faultWorkers adds "canary", a worker with a one-second heartbeat, so
 // that hang tests meet its deadline (3 s) quickly.

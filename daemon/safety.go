@@ -41,17 +41,23 @@ func (s *safety) run(ctx context.Context, w *supervisor.Worker) error {
 		now := clk.Now()
 		if !now.Before(next) {
 			s.reportDelivery()
+			s.alive(now)
 			s.d.sys.Sample()
 			s.hygiene(now)
 			last, pending = now, false
 			next = now.Add(time.Duration(s.d.config().Health.HealthCheckInterval) * time.Second)
-		} else if pending && now.Sub(last) >= minEventGap {
+		} else if due := s.d.sys.Due(); (pending || !due.IsZero() && !now.Before(due)) && now.Sub(last) >= minEventGap {
+			// An event, or a held or settling condition ending.
+			s.alive(now)
 			s.d.sys.Sample()
 			last, pending = now, false
 		}
 		wait := min(safetyPeriod, next.Sub(now))
 		if pending {
 			wait = min(wait, minEventGap-now.Sub(last))
+		}
+		if due := s.d.sys.Due(); !due.IsZero() {
+			wait = min(wait, max(due.Sub(now), minEventGap-now.Sub(last), 0))
 		}
 		t := clk.NewTimer(wait)
 		select {
@@ -70,6 +76,15 @@ func (s *safety) run(ctx context.Context, w *supervisor.Worker) error {
 	}
 }
 
+// alive refreshes the run marker (RAM) and writes crash records whose
+// coalescing window has passed (flash): file I/O kept out of the
+// evaluation itself.
+func (s *safety) alive(now time.Time) {
+	if s.d.crashes != nil {
+		s.d.crashes.Alive(now)
+	}
+}
+
 // minEventGap is the least time between two evaluations asked for by
 // events.
 const minEventGap = time.Second
@@ -81,14 +96,14 @@ func (s *safety) reportDelivery() {
 	st := s.d.reporter.Stats()
 	if url == "" || st.LastError == "" {
 		if s.reports != "" {
-			s.d.sys.SetHealthy("reports_undelivered")
+			s.d.sys.SetHealthy(health.ReportsUndelivered, "")
 			s.reports = ""
 		}
 		return
 	}
 	args := health.Args{health.ArgPath: url, health.ArgCount: strconv.Itoa(st.Queued), health.ArgTotal: strconv.FormatInt(st.Dropped, 10), health.ArgError: st.LastError}
 	if key := fmt.Sprint(args); key != s.reports {
-		s.d.sys.SetUnhealthy("reports_undelivered", args)
+		s.d.sys.SetUnhealthy(health.ReportsUndelivered, "", args)
 		s.reports = key
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/aredn/phonebookd/health"
@@ -17,9 +18,10 @@ import (
 // phonebook.health and phonebook.threads, the phonebook.health event, and
 // procd's watchdog. Left out of builds tagged noubus.
 type ubusFront struct {
-	d            *Daemon
-	bus          *ubus.Bus
-	healthObj    *ubus.Object
+	d   *Daemon
+	bus *ubus.Bus
+	// healthObj is set by run's goroutine and read by the publisher's.
+	healthObj    atomic.Pointer[ubus.Object]
 	lastWatchdog time.Time
 }
 
@@ -62,7 +64,7 @@ func ubusErr(err error) error {
 // its handler and also forms the signature `ubus -v list` shows.
 func (u *ubusFront) registerObjects(ctx context.Context) {
 	d := u.d
-	u.healthObj = &ubus.Object{Path: "phonebook.health", Methods: []ubus.Method{
+	healthObj := &ubus.Object{Path: "phonebook.health", Methods: []ubus.Method{
 		{Name: "status", Encoded: encoded(d.statusBody)},
 		{Name: "check", Encoded: encoded(d.checkBody)},
 		{Name: "crashes", Params: []ubus.Param{{Name: "limit", Kind: ubus.Int32}, {Name: "offset", Kind: ubus.Int32}},
@@ -73,8 +75,8 @@ func (u *ubusFront) registerObjects(ctx context.Context) {
 				}
 				return ubus.ValuesOf(&doc), nil
 			}},
-		{Name: "clear_crashes", Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) {
-			if err := d.clearCrashes(); err != nil {
+		{Name: "clear_crashes", Handler: func(ctx context.Context, _ *ubus.Request) ([]ubus.Value, error) {
+			if err := d.clearCrashes(ctx); err != nil {
 				return nil, ubusErr(err)
 			}
 			return []ubus.Value{ubus.Bool("cleared", true)}, nil
@@ -114,7 +116,8 @@ func (u *ubusFront) registerObjects(ctx context.Context) {
 			return []ubus.Value{ubus.Bool("reloading", true)}, nil
 		}},
 	}}
-	objs := []*ubus.Object{main, u.healthObj, threads}
+	u.healthObj.Store(healthObj)
+	objs := []*ubus.Object{main, healthObj, threads}
 	objs = append(objs, d.faultObjects()...)
 	for _, o := range objs {
 		if err := u.bus.Register(ctx, o); err != nil {
@@ -130,8 +133,8 @@ func (u *ubusFront) evaluated(old string, snap *health.Snapshot) {
 		return
 	}
 	data := []ubus.Value{ubus.Str("old", old), ubus.Str("new", snap.Status), ubus.I32("health_score", int32(snap.Score))}
-	if u.healthObj != nil {
-		if err := u.bus.Notify(u.healthObj, "status", data); err != nil && !errors.Is(err, ubus.ErrNotConnected) {
+	if obj := u.healthObj.Load(); obj != nil {
+		if err := u.bus.Notify(obj, "status", data); err != nil && !errors.Is(err, ubus.ErrNotConnected) {
 			u.d.log.Warn("notify", "err", err)
 		}
 	}

@@ -64,6 +64,11 @@ type Service struct {
 	Address string
 	API     API
 	Log     *slog.Logger
+	// NameTaken, when set, is told each time the name is found owned by
+	// another process (err says which), and with nil once it is
+	// acquired: the daemon makes it a health condition, since it is not
+	// published meanwhile. Called from Run's goroutine.
+	NameTaken func(err error)
 
 	mu    sync.Mutex
 	conn  *godbus.Conn
@@ -193,7 +198,14 @@ func (s *Service) publish(ctx context.Context) (*godbus.Conn, error) {
 		return fail(fmt.Errorf("request name %s: %w", Name, err))
 	}
 	if reply != godbus.RequestNameReplyPrimaryOwner {
-		return fail(fmt.Errorf("request name %s: already owned by another process", Name))
+		err := fmt.Errorf("request name %s: already owned by %s", Name, nameOwner(conn))
+		if s.NameTaken != nil {
+			s.NameTaken(err)
+		}
+		return fail(err)
+	}
+	if s.NameTaken != nil {
+		s.NameTaken(nil)
 	}
 	s.mu.Lock()
 	s.conn, s.props, s.shown = conn, props, st
@@ -201,6 +213,21 @@ func (s *Service) publish(ctx context.Context) (*godbus.Conn, error) {
 	s.mu.Unlock()
 	s.signal() // an evaluation may have come while publishing
 	return conn, nil
+}
+
+// nameOwner describes the connection that owns Name: its unique name and
+// process ID where the bus tells them.
+func nameOwner(conn *godbus.Conn) string {
+	bus := conn.BusObject()
+	var owner string
+	if err := bus.Call("org.freedesktop.DBus.GetNameOwner", 0, Name).Store(&owner); err != nil {
+		return "another process"
+	}
+	var pid uint32
+	if err := bus.Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, owner).Store(&pid); err != nil {
+		return "another process (" + owner + ")"
+	}
+	return fmt.Sprintf("another process (%s, pid %d)", owner, pid)
 }
 
 func propMap(st State) map[string]*prop.Prop {

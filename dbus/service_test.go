@@ -233,3 +233,45 @@ func TestSurvivesBusRestart(t *testing.T) {
 		t.Fatalf("Status property after restart %v %v, want the state set while the bus was down", v, err)
 	}
 }
+
+// TestNameSquatterIsReported: with org.aredn.Phonebook1 owned by another
+// process, the service says so through NameTaken (before: it retried
+// silently, unpublished, while health said 100), keeps retrying, and
+// reports nil once it has the name.
+func TestNameSquatterIsReported(t *testing.T) {
+	bus := dbustest.Start(t, policy)
+	squatter := client(t, bus)
+	if reply, err := squatter.RequestName(Name, godbus.NameFlagDoNotQueue); err != nil || reply != godbus.RequestNameReplyPrimaryOwner {
+		t.Fatalf("squatter: %v %v", reply, err)
+	}
+	var mu sync.Mutex
+	var taken []error
+	s := &Service{Address: bus.Address, API: &fakeAPI{}, NameTaken: func(err error) {
+		mu.Lock()
+		taken = append(taken, err)
+		mu.Unlock()
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	last := func() (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(taken) == 0 {
+			return 0, nil
+		}
+		return len(taken), taken[len(taken)-1]
+	}
+	poll.Within(t, 10*time.Second, "the squatter reported", func() bool { n, err := last(); return n > 0 && err != nil })
+	if _, err := last(); !strings.Contains(err.Error(), "already owned by another process") || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Errorf("report %v", err)
+	}
+	if s.Registrations() != 0 {
+		t.Fatal("registered while the name is taken")
+	}
+	if _, err := squatter.ReleaseName(Name); err != nil {
+		t.Fatal(err)
+	}
+	poll.Within(t, 30*time.Second, "the name acquired", func() bool { n, err := last(); return n > 0 && err == nil && s.Registrations() == 1 })
+}

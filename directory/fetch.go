@@ -29,20 +29,16 @@ const CSVFile = "phonebook.csv"
 // phonebook within a minute of the network, not an hour later.
 const RetryMin = 30 * time.Second
 
-// ShrinkCode is the condition raised while a phonebook that shrank by
-// more than half is held back (health/registry.go describes it).
-const ShrinkCode = "directory_shrunk"
-
 // Alerts raises and clears health conditions (the health system).
 type Alerts interface {
-	SetUnhealthy(code string, args health.Args)
-	SetHealthy(code string)
+	SetUnhealthy(cond *health.Descriptor, key string, args health.Args)
+	SetHealthy(cond *health.Descriptor, key string)
 }
 
 type noAlerts struct{}
 
-func (noAlerts) SetUnhealthy(string, health.Args) {}
-func (noAlerts) SetHealthy(string)                {}
+func (noAlerts) SetUnhealthy(*health.Descriptor, string, health.Args) {}
+func (noAlerts) SetHealthy(*health.Descriptor, string)                {}
 
 // Fetcher keeps the directory: it loads the last good phonebook at start,
 // fetches from the configured servers in order, and publishes the XML.
@@ -358,7 +354,7 @@ func (f *Fetcher) holdBack(url string, n int) bool {
 	f.mu.Unlock()
 	if first {
 		f.log.Warn("phonebook held back: less than half the entries of the directory; the next fetch confirms it", "server", h.server, "entries", n, "directory", against)
-		alerts.SetUnhealthy(ShrinkCode, health.Args{health.ArgPath: h.server, health.ArgCount: fmt.Sprint(h.entries), health.ArgTotal: fmt.Sprint(h.against)})
+		alerts.SetUnhealthy(health.DirectoryShrunk, "", health.Args{health.ArgPath: h.server, health.ArgCount: fmt.Sprint(h.entries), health.ArgTotal: fmt.Sprint(h.against)})
 	}
 	return true
 }
@@ -370,7 +366,7 @@ func (f *Fetcher) release() {
 	f.held = nil
 	f.mu.Unlock()
 	if had {
-		alerts.SetHealthy(ShrinkCode)
+		alerts.SetHealthy(health.DirectoryShrunk, "")
 	}
 }
 

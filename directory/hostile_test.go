@@ -69,16 +69,20 @@ type alertLog struct {
 	set map[string]health.Args
 }
 
-func (a *alertLog) SetUnhealthy(code string, args health.Args) {
+func (a *alertLog) SetUnhealthy(cond *health.Descriptor, key string, args health.Args) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.set == nil {
 		a.set = map[string]health.Args{}
 	}
-	a.set[code] = args
+	a.set[cond.Instance(key)] = args
 }
 
-func (a *alertLog) SetHealthy(code string) { a.mu.Lock(); delete(a.set, code); a.mu.Unlock() }
+func (a *alertLog) SetHealthy(cond *health.Descriptor, key string) {
+	a.mu.Lock()
+	delete(a.set, cond.Instance(key))
+	a.mu.Unlock()
+}
 
 func (a *alertLog) get(code string) (health.Args, bool) {
 	a.mu.Lock()
@@ -218,9 +222,9 @@ func TestHalfSizePhonebookHeld(t *testing.T) {
 	body.Store(half)
 	e.f.Fetch(ctx, nil)
 	e.intact(t, "first half-size fetch")
-	args, ok := alerts.get(ShrinkCode)
+	args, ok := alerts.get(health.DirectoryShrunk.Code)
 	if !ok || args[health.ArgCount] == "" || args[health.ArgTotal] == "" || args[health.ArgPath] != srv.URL {
-		t.Fatalf("no %s condition: %v", ShrinkCode, args)
+		t.Fatalf("no %s condition: %v", health.DirectoryShrunk.Code, args)
 	}
 	if st := FormatStatus(e.f.Status()); !strings.Contains(st, `"held_entries":`+args[health.ArgCount]) {
 		t.Errorf("status does not show the held phonebook: %s", st)
@@ -230,7 +234,7 @@ func TestHalfSizePhonebookHeld(t *testing.T) {
 	body.Store(fixture(t, "phonebook-600.csv"))
 	e.f.Fetch(ctx, nil)
 	e.intact(t, "whole phonebook after a hold")
-	if _, ok := alerts.get(ShrinkCode); ok {
+	if _, ok := alerts.get(health.DirectoryShrunk.Code); ok {
 		t.Error("condition still raised after a whole phonebook")
 	}
 
@@ -238,7 +242,7 @@ func TestHalfSizePhonebookHeld(t *testing.T) {
 	body.Store(half)
 	e.f.Fetch(ctx, nil)
 	e.intact(t, "half-size fetch after a whole one")
-	if _, ok := alerts.get(ShrinkCode); !ok {
+	if _, ok := alerts.get(health.DirectoryShrunk.Code); !ok {
 		t.Fatal("no condition for the second hold")
 	}
 	e.f.Fetch(ctx, nil)
@@ -249,7 +253,7 @@ func TestHalfSizePhonebookHeld(t *testing.T) {
 	if csv, _ := os.ReadFile(filepath.Join(e.main.StateDir, CSVFile)); !bytes.Equal(csv, half) {
 		t.Error("a confirmed smaller phonebook was not kept on flash")
 	}
-	if _, ok := alerts.get(ShrinkCode); ok {
+	if _, ok := alerts.get(health.DirectoryShrunk.Code); ok {
 		t.Error("condition still raised after the confirmation")
 	}
 }

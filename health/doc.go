@@ -3,7 +3,6 @@ package health
 import (
 	"encoding/json"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/aredn/phonebookd/config"
@@ -194,7 +193,10 @@ type Crashes struct {
 	Offset            int32         `json:"offset"`
 	RestartCount      int32         `json:"restart_count"`
 	RestartCountTotal int64         `json:"restart_count_total"`
-	FlashWrites       int64         `json:"flash_writes"`
+	// UncleanExitsTotal: lifetime ends other than a clean stop; a clean
+	// restart raises restart_count_total only.
+	UncleanExitsTotal int64 `json:"unclean_exits_total"`
+	FlashWrites       int64 `json:"flash_writes"`
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -224,7 +226,7 @@ func CrashesDoc(c crash.Summary, offset, limit int) Crashes {
 	}
 	offset = max(offset, 0)
 	doc := Crashes{Crashes: []CrashRecord{}, Total: int32(len(c.Records)), Offset: int32(offset),
-		RestartCount: int32(c.RestartCount), RestartCountTotal: c.TotalRestarts, FlashWrites: c.FlashWrites}
+		RestartCount: int32(c.RestartCount), RestartCountTotal: c.TotalRestarts, UncleanExitsTotal: c.UncleanExits, FlashWrites: c.FlashWrites}
 	for i := len(c.Records) - 1 - offset; i >= 0 && len(doc.Crashes) < limit; i-- { // newest first
 		doc.Crashes = append(doc.Crashes, *crashRecord(c.Records[i], true))
 	}
@@ -321,20 +323,24 @@ func (h *System) check(snap *Snapshot, cfg config.Health, reachable *bool) Check
 	if !cfg.Enabled {
 		return doc
 	}
-	has := func(prefix string) bool {
+	has := func(conds ...*Descriptor) bool {
 		for _, a := range snap.Alerts {
-			if strings.HasPrefix(a.Code, prefix) {
-				return true
+			for _, d := range conds {
+				if a.desc == d {
+					return true
+				}
 			}
 		}
 		return false
 	}
 	doc.HealthScore = ptr(float64(snap.Score))
 	doc.Checks = &Checks{
-		ThreadsResponsive: ptr(!has("worker_unresponsive") && !has("worker_failed") && !has("worker_restarting")),
-		MemoryStable:      ptr(!has("memory_leak")),
+		// Also false while a worker's state condition settles: the
+		// check agrees with the alerts and the status.
+		ThreadsResponsive: ptr(threadsResponsive(snap.Workers) && !has(workerFamilies...)),
+		MemoryStable:      ptr(!has(MemoryLeakHeap, MemoryLeakRSS)),
 		NoRecentCrashes:   ptr(snap.Crashes.CrashCount24h == 0),
-		DiskSpaceOK:       ptr(!has("disk_")),
+		DiskSpaceOK:       ptr(!has(DiskUnknown, DiskLow)),
 		NetworkReachable:  reachable, // null: no fetch or probe result yet
 	}
 	seen := map[string]bool{}
@@ -346,4 +352,21 @@ func (h *System) check(snap *Snapshot, cfg config.Health, reachable *bool) Check
 		}
 	}
 	return doc
+}
+
+// threadsResponsive: no worker is unresponsive, failed or restarting, and
+// every essential worker is running (a blocked one is not).
+func threadsResponsive(workers []supervisor.WorkerStatus) bool {
+	for _, w := range workers {
+		switch w.Status {
+		case supervisor.StatusUnresponsive, supervisor.StatusFailed, supervisor.StatusRestarting:
+			return false
+		case supervisor.StatusHealthy:
+		default:
+			if w.Essential {
+				return false
+			}
+		}
+	}
+	return true
 }

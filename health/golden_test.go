@@ -42,8 +42,8 @@ func TestGoldenDocuments(t *testing.T) {
 	}
 	cs.Add(crash.Record{Time: clock.Now().Add(-time.Hour), Kind: crash.KindWorkerPanic, Worker: "fetcher", Reason: "panic: injected", Stack: "goroutine 7 [running]:"})
 	h := NewSystem(Options{Clock: clock, Rates: NewRates(clock), Supervisor: sup, Crashes: cs, StateDir: dir, RunDir: dir}, testConfig())
-	h.SetCondition(Condition{Code: "config:phonebook.sip.max_bindings", Message: "Setting rejected, previous value kept: phonebook.sip.max_bindings: invalid value \"many\"", Recommendation: "Correct the setting with uci set and uci commit phonebook."})
-	h.SetCondition(Condition{Code: "probe_failed:node-k:5060", Message: "Mesh target node-k:5060 not answering SIP OPTIONS", Recommendation: "Check the mesh path to node-k:5060."})
+	h.SetUnhealthy(Config, "phonebook.sip.max_bindings", Args{ArgError: `phonebook.sip.max_bindings: invalid value "many"`})
+	h.SetUnhealthy(ProbeFailed, "node-k:5060", Args{ArgCount: "3", ArgTotal: "3", ArgError: "timeout"})
 	snap := h.Sample()
 	clock.Advance(90 * time.Second)
 	for _, g := range []struct {

@@ -153,7 +153,8 @@ func TestAlertsSinceAndClear(t *testing.T) {
 	clock := newFakeClock()
 	h := newSystem(t, clock, testConfig())
 	t0 := clock.Now()
-	h.SetCondition(Condition{Code: "jitter:node-k", Level: LevelWarning, Penalty: 5, Message: "High mesh jitter detected to node-k", Recommendation: "Check the link to node-k."})
+	args := Args{ArgCount: "80", ArgLimit: "50"}
+	h.SetUnhealthy(Jitter, "node-k", args)
 	h.Sample()
 	clock.Advance(time.Minute)
 	if s := h.Sample(); alert(s, "jitter:node-k") != nil || s.Status != Healthy {
@@ -165,10 +166,10 @@ func TestAlertsSinceAndClear(t *testing.T) {
 	if a == nil || !a.Since.Equal(t0) || s.Status != Degraded || s.Score != 95 {
 		t.Fatalf("alert %+v status %s score %d", a, s.Status, s.Score)
 	}
-	if recs := s.Check.Recommendations; len(recs) != 1 || recs[0] != "Check the link to node-k." {
+	if recs := s.Check.Recommendations; len(recs) != 1 || recs[0] != ConditionOf(Jitter, "node-k", args).Recommendation {
 		t.Errorf("recommendations %+v", recs)
 	}
-	h.ClearCondition("jitter:node-k")
+	h.SetHealthy(Jitter, "node-k")
 	if s := h.Sample(); alert(s, "jitter") != nil || s.Status != Healthy {
 		t.Errorf("not cleared: %+v", s.Alerts)
 	}

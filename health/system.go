@@ -35,12 +35,17 @@ const (
 // Condition is something wrong: a registered code with its level, the
 // score it costs, a message and the recommendation that follows from it.
 type Condition struct {
-	Code           string
+	Code           string // the instance: "code" or "code:key"
 	Level          string
 	Penalty        int
 	Message        string
 	Recommendation string
+	desc           *Descriptor // nil only for an "and N more" alert
 }
+
+// Descriptor is the registered condition this is an instance of (nil
+// for an "and N more" alert).
+func (c Condition) Descriptor() *Descriptor { return c.desc }
 
 // Alert is a condition as reported: with when it started.
 type Alert struct {
@@ -50,6 +55,9 @@ type Alert struct {
 
 // Snapshot is one evaluation. Requests only read it.
 type Snapshot struct {
+	// Seq numbers the evaluations from 1, in the order they began;
+	// only a snapshot newer than the one published replaces it.
+	Seq     uint64
 	Time    time.Time
 	Status  string
 	Score   int
@@ -77,13 +85,11 @@ type Options struct {
 	// WorkerExtra adds worker-specific figures to a worker's entry
 	// (probe_success_rate, recoveries_performed).
 	WorkerExtra func(worker string, all []supervisor.WorkerStatus) []ubus.Value
-	// OnStatus is told of every change of status.
-	OnStatus func(old, new string, snap *Snapshot)
-	// OnEvaluated is told of every evaluation, with the status before it
-	// (the D-Bus properties follow each one).
-	OnEvaluated func(old string, snap *Snapshot)
 	// Phones counts the registered phones, for the history.
 	Phones func() int
+	// Calls reports the active calls and sip.max_calls, for the full
+	// calls table condition.
+	Calls func() (active, limit int)
 }
 
 // System samples the process, evaluates its health and keeps the snapshot.
@@ -102,6 +108,13 @@ type System struct {
 	rssLeak  *Leak
 	fdLeak   *Leak
 	since    map[string]time.Time
+	// lastSeen and lastCond: when each condition was last raised, and
+	// how, for those held or settling after their cause went.
+	lastSeen map[string]time.Time
+	lastCond map[string]Condition
+	// due: when the next held or settling condition ends, so that the
+	// owner evaluates then rather than at its next interval (zero: none).
+	due      time.Time
 	external map[string]Condition
 	reach    map[string]reachState
 	cpu      procfs.CPUWindow // process CPU, sampled each second by SampleCPU
@@ -109,13 +122,29 @@ type System struct {
 
 	history *History
 
+	// evalMu makes evaluations one at a time: the owner (the safety
+	// worker) is the only caller of Sample, and evalMu guards against a
+	// second one all the same (procfs.MemReader's buffers are shared).
+	evalMu sync.Mutex
+	begun  atomic.Uint64 // evaluations begun: the last Seq handed out
+
 	snap    atomic.Pointer[Snapshot]
 	trigger chan struct{}
 	evals   atomic.Int64 // evaluations run
+
+	pubMu     sync.Mutex
+	published chan struct{} // closed and replaced at each publication
+	subs      []*Subscription
 }
 
+// reachState is what one source of real traffic (the fetcher, the
+// monitor) saw of the mesh.
 type reachState struct {
 	lastOK, lastFail time.Time
+	// failingSince: the first failure since the last success; fails:
+	// how many since.
+	failingSince time.Time
+	fails        int
 }
 
 // NewSystem prepares the health system with settings cfg.
@@ -128,8 +157,8 @@ func NewSystem(opt Options, cfg config.Health) *System {
 	}
 	h := &System{
 		opt: opt, clock: opt.Clock, log: opt.Log, started: opt.Clock.Now(), mem: procfs.NewMemReader(),
-		since: map[string]time.Time{}, external: map[string]Condition{}, reach: map[string]reachState{},
-		trigger: make(chan struct{}, 1), clkTck: procfs.ClockTicks(),
+		since: map[string]time.Time{}, lastSeen: map[string]time.Time{}, lastCond: map[string]Condition{}, external: map[string]Condition{}, reach: map[string]reachState{},
+		trigger: make(chan struct{}, 1), clkTck: procfs.ClockTicks(), published: make(chan struct{}),
 	}
 	h.Configure(cfg)
 	return h
@@ -183,17 +212,18 @@ func (h *System) config() config.Health {
 	return h.cfg
 }
 
-// SetUnhealthy raises (or updates) a condition owned by another part of
-// the daemon (a rejected setting, a jittery mesh link, SIP at capacity):
-// its code and arguments; its descriptor writes the words.
-func (h *System) SetUnhealthy(code string, args Args) { h.SetCondition(ConditionOf(code, args)) }
+// SetUnhealthy raises (or updates) an instance (key: a worker, a
+// target; "" for the only one) of a registered condition owned by
+// another part of the daemon (a rejected setting, a jittery mesh link,
+// SIP at capacity) with its figures; its descriptor writes the words.
+func (h *System) SetUnhealthy(d *Descriptor, key string, args Args) {
+	h.setCondition(ConditionOf(d, key, args))
+}
 
-// SetHealthy ends a condition raised with SetUnhealthy.
-func (h *System) SetHealthy(code string) { h.ClearCondition(code) }
+// SetHealthy ends an instance raised with SetUnhealthy.
+func (h *System) SetHealthy(d *Descriptor, key string) { h.clearCondition(d.Instance(key)) }
 
-// SetCondition raises a condition given whole (fault injection's, whose
-// codes are not in the registry).
-func (h *System) SetCondition(c Condition) {
+func (h *System) setCondition(c Condition) {
 	h.mu.Lock()
 	if _, ok := h.external[c.Code]; !ok && len(h.external) >= maxExternal {
 		h.mu.Unlock() // bounded: the families shown are capped anyway
@@ -205,8 +235,7 @@ func (h *System) SetCondition(c Condition) {
 	h.Trigger()
 }
 
-// ClearCondition ends a condition raised with SetCondition.
-func (h *System) ClearCondition(code string) {
+func (h *System) clearCondition(code string) {
 	h.mu.Lock()
 	_, had := h.external[code]
 	delete(h.external, code)
@@ -223,12 +252,31 @@ func (h *System) Reach(source string, ok bool) {
 	h.mu.Lock()
 	r := h.reach[source]
 	if ok {
-		r.lastOK = now
+		r.lastOK, r.failingSince, r.fails = now, time.Time{}, 0
 	} else {
+		if r.fails == 0 {
+			r.failingSince = now
+		}
 		r.lastFail = now
+		r.fails++
 	}
 	h.reach[source] = r
 	h.mu.Unlock()
+}
+
+// Due is when a condition held or settling at the last evaluation ends
+// (zero: none): the owner evaluates again then.
+func (h *System) Due() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.due
+}
+
+// dueAt brings due forward to t (h.mu held).
+func (h *System) dueAt(t time.Time) {
+	if h.due.IsZero() || t.Before(h.due) {
+		h.due = t
+	}
 }
 
 // Trigger asks for an evaluation now (a crash, a worker state change).
@@ -258,17 +306,22 @@ const RSSRelSlope = 0.10
 // reachWindow: results older than this do not count for reachability.
 const reachWindow = 2 * time.Hour
 
-// Sample runs one full cycle: measure, detect, evaluate, publish.
+// Sample runs one full cycle: measure, detect, evaluate, publish. Only
+// the evaluation's owner calls it (the daemon's safety worker, a test);
+// everyone else asks with Next and waits for the snapshot. Evaluations
+// are serialised; none does I/O on a bus: status changes go out through
+// subscriptions that each front drains in its own goroutine.
 func (h *System) Sample() *Snapshot {
+	h.evalMu.Lock()
+	defer h.evalMu.Unlock()
 	h.evals.Add(1)
 	now := h.clock.Now()
 	cfg := h.config()
-	snap := &Snapshot{Time: now}
+	snap := &Snapshot{Seq: h.begun.Add(1), Time: now}
 	if h.opt.Supervisor != nil {
 		snap.Workers = h.opt.Supervisor.Snapshot()
 	}
-	if h.opt.Crashes != nil {
-		h.opt.Crashes.Alive(now)
+	if h.opt.Crashes != nil { // the owner refreshed the run marker (crash.Store.Alive) before
 		snap.Crashes = h.opt.Crashes.Summary(now)
 	}
 	if !cfg.Enabled {
@@ -281,6 +334,7 @@ func (h *System) Sample() *Snapshot {
 	disks := []procfs.DiskSample{procfs.ReadDisk(h.opt.StateDir), procfs.ReadDisk(h.opt.RunDir)}
 
 	h.mu.Lock()
+	h.due = time.Time{}
 	var conds []Condition
 	add := func(c Condition) { conds = append(conds, c) }
 	if cfg.MemoryLeakDetection {
@@ -297,88 +351,97 @@ func (h *System) Sample() *Snapshot {
 		}
 	}
 	for _, w := range snap.Workers {
+		if w.Status == supervisor.StatusHealthy {
+			h.settling(now, w, add)
+		}
 		switch w.Status {
 		case supervisor.StatusUnresponsive:
-			add(workerCond("worker_unresponsive:", w))
+			add(workerCond(WorkerUnresponsive, w))
 		case supervisor.StatusRestarting:
-			add(ConditionOf("worker_restarting:"+w.Name, Args{ArgError: w.LastError}))
+			add(ConditionOf(WorkerRestarting, w.Name, Args{ArgError: w.LastError}))
 		case supervisor.StatusBlocked:
-			add(workerCond("worker_blocked:", w))
+			add(workerCond(WorkerBlocked, w))
 		case supervisor.StatusFailed:
-			add(workerCond("worker_failed:", w))
+			add(workerCond(WorkerFailed, w))
 		}
 		if w.Goroutines >= cfg.WorkerGoroutineWarn {
-			add(ConditionOf("worker_goroutines:"+w.Name, Args{ArgCount: itoa(w.Goroutines), ArgLimit: itoa(cfg.WorkerGoroutineWarn)}))
+			add(ConditionOf(WorkerGoroutines, w.Name, Args{ArgCount: itoa(w.Goroutines), ArgLimit: itoa(cfg.WorkerGoroutineWarn)}))
 		}
 		if w.Abandoned > 0 {
-			add(ConditionOf("abandoned:"+w.Name, Args{ArgCount: itoa(w.Abandoned)}))
+			add(ConditionOf(Abandoned, w.Name, Args{ArgCount: itoa(w.Abandoned)}))
 		}
 	}
 	if cfg.MemoryLeakDetection {
-		if c, ok := leakCond("memory_leak_heap", "live heap", h.heapLeak, float64(m.HeapLive)); ok {
+		if c, ok := leakCond(MemoryLeakHeap, "live heap", h.heapLeak, float64(m.HeapLive)); ok {
 			add(c)
 		}
-		if c, ok := leakCond("memory_leak_rss", "private resident memory", h.rssLeak, float64(m.RSSAnon)); ok {
+		if c, ok := leakCond(MemoryLeakRSS, "private resident memory", h.rssLeak, float64(m.RSSAnon)); ok {
 			add(c)
 		}
 	}
 	leaked := h.fdLeaked(fds, cfg)
 	if leaked > 0 {
-		add(ConditionOf("fd_leak", Args{ArgTotal: itoa(fds.Open), ArgCount: itoa(leaked)}))
+		add(ConditionOf(FDLeak, "", Args{ArgTotal: itoa(fds.Open), ArgCount: itoa(leaked)}))
 	}
 	if fds.Known && fds.Max > 0 && fds.Open*5 >= fds.Max*4 {
-		add(ConditionOf("fd_near_limit", Args{ArgCount: itoa(fds.Open), ArgLimit: itoa(fds.Max)}))
+		add(ConditionOf(FDNearLimit, "", Args{ArgCount: itoa(fds.Open), ArgLimit: itoa(fds.Max)}))
 	}
 	if n := snap.Crashes.CrashCount24h; n > 0 {
 		last := snap.Crashes.LastCrash
-		c := ConditionOf("recent_crashes", Args{ArgCount: itoa(n), ArgError: last.Reason})
+		c := ConditionOf(RecentCrashes, "", Args{ArgCount: itoa(n), ArgError: last.Reason})
 		c.Penalty = min(10*n, 30) // grows with the count
 		add(c)
 	}
 	if n := snap.Crashes.SetAside; n > 0 {
-		add(ConditionOf("crash_history_invalid", Args{ArgCount: itoa(n)}))
+		add(ConditionOf(CrashHistoryInvalid, "", Args{ArgCount: itoa(n)}))
 	}
 	if err := procfs.Writable(h.opt.StateDir); err != nil || snap.Crashes.WriteError != "" {
 		why := snap.Crashes.WriteError
 		if err != nil {
 			why = err.Error()
 		}
-		add(ConditionOf("state_dir_unwritable", Args{ArgError: why, ArgPath: h.opt.StateDir}))
+		add(ConditionOf(StateDirUnwritable, "", Args{ArgError: why, ArgPath: h.opt.StateDir}))
 	}
 	if snap.Crashes.CorruptHistory != "" {
-		add(ConditionOf("crash_history_corrupt", Args{ArgPath: snap.Crashes.CorruptHistory}))
+		add(ConditionOf(CrashHistoryCorrupt, "", Args{ArgPath: snap.Crashes.CorruptHistory}))
 	}
 	for i, d := range disks {
 		name := []string{"flash state", "RAM run"}[i]
 		switch {
 		case !d.Known:
-			add(ConditionOf("disk_unknown:"+itoa(i), Args{ArgWhat: name, ArgError: d.Err}))
+			add(ConditionOf(DiskUnknown, itoa(i), Args{ArgWhat: name, ArgError: d.Err}))
 		case d.FreeBytes < uint64(cfg.DiskMinFreeKB)*1024:
-			add(ConditionOf("disk_low:"+itoa(i), Args{ArgWhat: name, ArgPath: d.Path, ArgCount: itoa(int(d.FreeBytes / 1024)), ArgLimit: itoa(cfg.DiskMinFreeKB)}))
+			add(ConditionOf(DiskLow, itoa(i), Args{ArgWhat: name, ArgPath: d.Path, ArgCount: itoa(int(d.FreeBytes / 1024)), ArgLimit: itoa(cfg.DiskMinFreeKB)}))
 		}
 	}
 	reachable := h.reachable(now)
 	if reachable != nil && !*reachable {
-		add(ConditionOf("network_unreachable", nil))
+		add(ConditionOf(NetworkUnreachable, "", Args{ArgDetail: unreachableWindow.String()}))
+	}
+	if h.opt.Calls != nil {
+		if active, limit := h.opt.Calls(); limit > 0 && active >= limit {
+			add(ConditionOf(SIPTableFull, "", Args{ArgCount: itoa(active), ArgLimit: itoa(limit)}))
+		}
 	}
 	rates := []struct {
-		code, cat, what string
-		warn            int
+		cond      *Descriptor
+		cat, what string
+		warn      int
 	}{
-		{"sip_errors", CategorySIP, "SIP errors", cfg.SIPErrorsWarn},
-		{"probe_failures", CategoryProbe, "probe failures", cfg.ProbeFailuresWarn},
-		{"fetch_failures", CategoryFetch, "phonebook fetch failures", cfg.FetchFailuresWarn},
+		{SIPErrors, CategorySIP, "SIP errors", cfg.SIPErrorsWarn},
+		{ProbeFailures, CategoryProbe, "probe failures", cfg.ProbeFailuresWarn},
+		{FetchFailures, CategoryFetch, "phonebook fetch failures", cfg.FetchFailuresWarn},
 	}
 	for _, r := range rates {
 		if n := h.opt.Rates.PerHour(r.cat); n >= r.warn {
-			add(ConditionOf(r.code, Args{ArgCount: itoa(n), ArgWhat: r.what, ArgLimit: itoa(r.warn)}))
+			add(ConditionOf(r.cond, "", Args{ArgCount: itoa(n), ArgWhat: r.what, ArgLimit: itoa(r.warn)}))
 		}
 	}
 	if m.Goroutines >= cfg.GoroutineWarn {
-		add(ConditionOf("goroutines_high", Args{ArgCount: itoa(m.Goroutines), ArgLimit: itoa(cfg.GoroutineWarn)}))
+		add(ConditionOf(GoroutinesHigh, "", Args{ArgCount: itoa(m.Goroutines), ArgLimit: itoa(cfg.GoroutineWarn)}))
 	}
 	if m.Stacks >= uint64(cfg.StackWarnKB)*1024 {
-		add(ConditionOf("stack_high", Args{ArgCount: itoa(int(m.Stacks / 1024)), ArgLimit: itoa(cfg.StackWarnKB)}))
+		add(ConditionOf(StackHigh, "", Args{ArgCount: itoa(int(m.Stacks / 1024)), ArgLimit: itoa(cfg.StackWarnKB)}))
 	}
 	for _, c := range h.external {
 		add(c)
@@ -416,8 +479,8 @@ func Score(conds []Condition) (int, string) {
 }
 
 // workerCond is a worker's condition: critical for an essential worker.
-func workerCond(family string, w supervisor.WorkerStatus) Condition {
-	c := ConditionOf(family+w.Name, Args{ArgError: w.LastError})
+func workerCond(d *Descriptor, w supervisor.WorkerStatus) Condition {
+	c := ConditionOf(d, w.Name, Args{ArgError: w.LastError})
 	if w.Essential {
 		c.Level = LevelCritical
 	}
@@ -426,13 +489,13 @@ func workerCond(family string, w supervisor.WorkerStatus) Condition {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-func leakCond(code, what string, l *Leak, now float64) (Condition, bool) {
+func leakCond(d *Descriptor, what string, l *Leak, now float64) (Condition, bool) {
 	if ok, _ := l.Detected(); !ok {
 		return Condition{}, false
 	}
 	base, _ := l.Baseline()
 	slope, fit := l.Slope()
-	return ConditionOf(code, Args{ArgWhat: what, ArgFrom: fmt.Sprintf("%.1f", base/(1<<20)), ArgTo: fmt.Sprintf("%.1f", now/(1<<20)),
+	return ConditionOf(d, "", Args{ArgWhat: what, ArgFrom: fmt.Sprintf("%.1f", base/(1<<20)), ArgTo: fmt.Sprintf("%.1f", now/(1<<20)),
 		ArgDetail: fmt.Sprintf("%+.0f KB/h, fit %.2f", slope/1024, fit)}), true
 }
 
@@ -450,22 +513,48 @@ func (h *System) fdLeaked(fds procfs.FDSample, cfg config.Health) int {
 	return fds.Open - int(base)
 }
 
-// reachable: true with a recent success, false with only recent
-// failures, nil without any recent result (h.mu held).
+// unreachableWindow: the mesh is unreachable once every source has
+// failed, more than once, over this long without a success.
+const unreachableWindow = 10 * time.Minute
+
+// reachable: true with a recent success; false when every source with a
+// recent result has been silent over unreachableWindow (failed more than
+// once, the first failure that long ago); nil otherwise: no recent
+// result, or failures too few or too new to be evidence (h.mu held).
 func (h *System) reachable(now time.Time) *bool {
-	var any, ok bool
+	var recent, silent int
 	for _, r := range h.reach {
 		if now.Sub(r.lastOK) < reachWindow {
-			ok = true
+			return ptr(true)
 		}
-		if now.Sub(r.lastOK) < reachWindow || now.Sub(r.lastFail) < reachWindow {
-			any = true
+		if now.Sub(r.lastFail) >= reachWindow {
+			continue
+		}
+		recent++
+		if r.fails >= 2 && now.Sub(r.failingSince) >= unreachableWindow {
+			silent++
 		}
 	}
-	if !any {
+	if recent == 0 || silent < recent {
 		return nil
 	}
-	return &ok
+	return ptr(false)
+}
+
+// workerFamilies are the conditions of a worker's state.
+var workerFamilies = []*Descriptor{WorkerUnresponsive, WorkerRestarting, WorkerBlocked, WorkerFailed}
+
+// settling keeps a healthy worker's state conditions raised, as last
+// seen, until it has run for the descriptor's Settle: a worker retried
+// after being blocked is healthy for a moment at every retry (h.mu held).
+func (h *System) settling(now time.Time, w supervisor.WorkerStatus, add func(Condition)) {
+	for _, d := range workerFamilies {
+		c, ok := h.lastCond[d.Instance(w.Name)]
+		if ok && now.Sub(w.Started) < d.Settle {
+			add(c)
+			h.dueAt(w.Started.Add(d.Settle))
+		}
+	}
 }
 
 // SampleCPU records the process's CPU time; the daemon calls it every
@@ -507,19 +596,25 @@ func (h *System) publish(snap *Snapshot, cfg config.Health, m procfs.MemSample, 
 	}
 	h.history.record(snap, phones)
 
-	old := h.snap.Swap(snap)
-	oldStatus := ""
-	if old != nil {
-		oldStatus = old.Status
+	h.pubMu.Lock()
+	old := h.snap.Load()
+	if old != nil && old.Seq >= snap.Seq { // cannot happen under evalMu; never go back
+		h.pubMu.Unlock()
+		return
 	}
-	if h.opt.OnEvaluated != nil {
-		h.opt.OnEvaluated(oldStatus, snap)
+	h.snap.Store(snap)
+	for _, s := range h.subs {
+		s.push(snap)
 	}
-	if snap.Status != oldStatus {
-		h.log.Info("health status changed", "from", oldStatus, "to", snap.Status, "score", snap.Score)
-		if h.opt.OnStatus != nil {
-			h.opt.OnStatus(oldStatus, snap.Status, snap)
+	close(h.published)
+	h.published = make(chan struct{})
+	h.pubMu.Unlock()
+	if old == nil || snap.Status != old.Status {
+		oldStatus := ""
+		if old != nil {
+			oldStatus = old.Status
 		}
+		h.log.Info("health status changed", "from", oldStatus, "to", snap.Status, "score", snap.Score)
 	}
 }
 

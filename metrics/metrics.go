@@ -174,6 +174,7 @@ func Render(in Input) []byte {
 	c := s.Crashes
 	w.one("phonebook_process_restarts", "gauge", "Process restarts in this boot.", float64(c.RestartCount))
 	w.one("phonebook_process_restarts_lifetime_total", "counter", "Process restarts over the node's lifetime (kept on flash).", float64(c.TotalRestarts))
+	w.one("phonebook_process_unclean_exits_total", "counter", "Ends of the process other than a clean stop (crashes, fatal escalations, SIGKILL) over the node's lifetime (kept on flash); clean restarts do not count.", float64(c.UncleanExits))
 	w.one("phonebook_crashes_24h", "gauge", "Crash events in the last 24 hours.", float64(c.CrashCount24h))
 	w.one("phonebook_process_unclean_exits_recorded", "gauge",
 		"Unclean process exits in the crash history (flash, and RAM until coalesced): crashes that ended the process, merged counts included; a clean stop never counts, a restart keeps it, pruning old records lowers it.",

@@ -22,7 +22,7 @@ func sampleInput(t *testing.T) Input {
 	t.Helper()
 	dir := t.TempDir()
 	h := health.NewSystem(health.Options{StateDir: dir, RunDir: dir}, config.Defaults().Health)
-	h.SetUnhealthy("overload", health.Args{health.ArgWhat: "registrations"})
+	h.SetUnhealthy(health.Overload, "", health.Args{health.ArgWhat: "registrations"})
 	snap := h.Sample()
 	now := snap.Time.Add(3 * time.Second)
 	status := []ubus.Value{

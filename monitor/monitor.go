@@ -214,8 +214,8 @@ func (m *Monitor) prune(jobs []job) {
 	}
 	m.mu.Unlock()
 	for _, n := range gone {
-		m.alerts.SetHealthy("probe_failed:" + n)
-		m.alerts.SetHealthy("jitter:" + n)
+		m.alerts.SetHealthy(health.ProbeFailed, n)
+		m.alerts.SetHealthy(health.Jitter, n)
 	}
 	m.phonesCondition()
 }
@@ -258,9 +258,9 @@ func (m *Monitor) phonesCondition() {
 	switch {
 	case !changed:
 	case down == 0:
-		m.alerts.SetHealthy(phonesCode)
+		m.alerts.SetHealthy(health.PhonesUnreachable, "")
 	default:
-		m.alerts.SetUnhealthy(phonesCode, args)
+		m.alerts.SetUnhealthy(health.PhonesUnreachable, "", args)
 	}
 }
 
@@ -316,15 +316,14 @@ func (m *Monitor) record(j job, rtt time.Duration, err error, cfg config.Monitor
 		m.rates.Add(health.CategoryProbe, 1)
 	}
 	if err != nil {
-		m.alerts.SetUnhealthy("probe_failed:"+name, health.Args{health.ArgCount: strconv.Itoa(lost), health.ArgTotal: strconv.Itoa(len(t.results)), health.ArgError: err.Error()})
+		m.alerts.SetUnhealthy(health.ProbeFailed, name, health.Args{health.ArgCount: strconv.Itoa(lost), health.ArgTotal: strconv.Itoa(len(t.results)), health.ArgError: err.Error()})
 	} else {
-		m.alerts.SetHealthy("probe_failed:" + name)
+		m.alerts.SetHealthy(health.ProbeFailed, name)
 	}
-	code := "jitter:" + name
 	if jitter != nil && *jitter > float64(cfg.JitterThresholdMS) {
-		m.alerts.SetUnhealthy(code, health.Args{health.ArgCount: fmt.Sprintf("%.0f", *jitter), health.ArgLimit: strconv.Itoa(cfg.JitterThresholdMS)})
+		m.alerts.SetUnhealthy(health.Jitter, name, health.Args{health.ArgCount: fmt.Sprintf("%.0f", *jitter), health.ArgLimit: strconv.Itoa(cfg.JitterThresholdMS)})
 	} else {
-		m.alerts.SetHealthy(code)
+		m.alerts.SetHealthy(health.Jitter, name)
 	}
 }
 

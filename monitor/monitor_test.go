@@ -48,12 +48,16 @@ type alerts struct {
 	set map[string]health.Condition
 }
 
-func (a *alerts) SetUnhealthy(code string, args health.Args) {
+func (a *alerts) SetUnhealthy(cond *health.Descriptor, key string, args health.Args) {
 	a.mu.Lock()
-	a.set[code] = health.ConditionOf(code, args)
+	a.set[cond.Instance(key)] = health.ConditionOf(cond, key, args)
 	a.mu.Unlock()
 }
-func (a *alerts) SetHealthy(code string) { a.mu.Lock(); delete(a.set, code); a.mu.Unlock() }
+func (a *alerts) SetHealthy(cond *health.Descriptor, key string) {
+	a.mu.Lock()
+	delete(a.set, cond.Instance(key))
+	a.mu.Unlock()
+}
 func (a *alerts) has(code string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()

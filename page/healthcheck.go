@@ -81,7 +81,7 @@ func askCheck(ctx context.Context, socket string) ([]byte, error) {
 func DownDocument(now time.Time, why error) []byte {
 	// The registry's daemon_down writes the alert; the score and status
 	// follow from it by the formula of docs/HEALTH.md.
-	c := health.ConditionOf("daemon_down", health.Args{health.ArgError: why.Error()})
+	c := health.ConditionOf(health.DaemonDown, "", health.Args{health.ArgError: why.Error()})
 	score, status := health.Score([]health.Condition{c})
 	f, s := false, float64(score)
 	doc := health.Check{

@@ -50,10 +50,10 @@ func simulatedDay(t *testing.T) Data {
 			ballast = nil
 		}
 		if hour == 19 && clk.Now().Minute() == 0 {
-			h.SetUnhealthy("probe_failed:mesh-gw", health.Args{health.ArgCount: "3", health.ArgTotal: "3", health.ArgError: "timeout"})
+			h.SetUnhealthy(health.ProbeFailed, "mesh-gw", health.Args{health.ArgCount: "3", health.ArgTotal: "3", health.ArgError: "timeout"})
 		}
 		if hour == 21 {
-			h.SetHealthy("probe_failed:mesh-gw")
+			h.SetHealthy(health.ProbeFailed, "mesh-gw")
 		}
 		h.Sample()
 		clk.Advance(10 * time.Second)

@@ -17,8 +17,8 @@ import (
 
 type noAlerts struct{}
 
-func (noAlerts) SetUnhealthy(string, health.Args) {}
-func (noAlerts) SetHealthy(string)                {}
+func (noAlerts) SetUnhealthy(*health.Descriptor, string, health.Args) {}
+func (noAlerts) SetHealthy(*health.Descriptor, string)                {}
 
 // startServer runs the registrar under a supervisor on a loopback port.
 func startServer(tb testing.TB, maxBindings int) (*Server, string) {

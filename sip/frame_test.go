@@ -83,19 +83,19 @@ type alertLog struct {
 	raised map[string]health.Args
 }
 
-func (a *alertLog) SetUnhealthy(code string, args health.Args) {
+func (a *alertLog) SetUnhealthy(cond *health.Descriptor, key string, args health.Args) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.raised == nil {
 		a.raised = map[string]health.Args{}
 	}
-	a.raised[code] = args
+	a.raised[cond.Instance(key)] = args
 }
 
-func (a *alertLog) SetHealthy(code string) {
+func (a *alertLog) SetHealthy(cond *health.Descriptor, key string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	delete(a.raised, code)
+	delete(a.raised, cond.Instance(key))
 }
 
 func (a *alertLog) get(code string) (health.Args, bool) {
@@ -276,7 +276,7 @@ func TestHandlerPanicRecovered(t *testing.T) {
 	if n := statusInt(s, "handler_panics"); n != 3 {
 		t.Fatalf("handler_panics %d, want 3", n)
 	}
-	args, ok := alerts.get("handler_panic")
+	args, ok := alerts.get(health.HandlerPanic.Code)
 	if !ok || args[health.ArgCount] != "3" || !strings.Contains(args[health.ArgError], "nil pointer") {
 		t.Fatalf("condition %v raised %v", args, ok)
 	}
@@ -295,11 +295,11 @@ func TestHandlerPanicRecovered(t *testing.T) {
 	if recs = crashes.all(); len(recs) != 2 || recs[1].Count != 2 {
 		t.Fatalf("coalesced record: %+v", recs)
 	}
-	if _, ok := alerts.get("handler_panic"); !ok {
+	if _, ok := alerts.get(health.HandlerPanic.Code); !ok {
 		t.Fatal("condition cleared while panics were still being recorded")
 	}
 	fake.Advance(time.Minute)
-	if _, ok := alerts.get("handler_panic"); ok {
+	if _, ok := alerts.get(health.HandlerPanic.Code); ok {
 		t.Fatal("condition still raised a window after the last panic")
 	}
 	if len(crashes.all()) != 2 {

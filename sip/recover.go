@@ -83,7 +83,7 @@ func (s *Server) handlerPanic(v any, stack []byte) {
 	defer p.mu.Unlock()
 	// Raised under the lock, so that a window's end cannot clear it
 	// after a later panic raised it.
-	s.alerts.SetUnhealthy("handler_panic", health.Args{health.ArgCount: strconv.FormatInt(n, 10), health.ArgError: reason})
+	s.alerts.SetUnhealthy(health.HandlerPanic, "", health.Args{health.ArgCount: strconv.FormatInt(n, 10), health.ArgError: reason})
 	clk, window := p.clockAndWindow()
 	if p.open {
 		p.pending++
@@ -112,7 +112,7 @@ func (s *Server) panicWindowEnd() {
 		return
 	}
 	p.open, p.timer = false, nil
-	s.alerts.SetHealthy("handler_panic")
+	s.alerts.SetHealthy(health.HandlerPanic, "")
 }
 
 func (p *panicState) clockAndWindow() (clock.Clock, time.Duration) {

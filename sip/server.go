@@ -40,8 +40,8 @@ import (
 // Alerts receives conditions for the health system: a code and its
 // arguments; the health registry writes the words.
 type Alerts interface {
-	SetUnhealthy(code string, args health.Args)
-	SetHealthy(code string)
+	SetUnhealthy(cond *health.Descriptor, key string, args health.Args)
+	SetHealthy(cond *health.Descriptor, key string)
 }
 
 // Causes of shed work, as counted in "phonebook status" sip.shed.
@@ -384,10 +384,10 @@ func (s *Server) checkOverload(last *[numShed]int64, overloaded, atCapacity bool
 		}
 	}
 	if len(grew) > 0 {
-		s.alerts.SetUnhealthy("overload", health.Args{health.ArgDetail: Period.String(), health.ArgError: strings.Join(grew, ", ")})
+		s.alerts.SetUnhealthy(health.Overload, "", health.Args{health.ArgDetail: Period.String(), health.ArgError: strings.Join(grew, ", ")})
 		overloaded = true
 	} else if overloaded {
-		s.alerts.SetHealthy("overload")
+		s.alerts.SetHealthy(health.Overload, "")
 		overloaded = false
 	}
 	cfg := s.config()
@@ -396,9 +396,9 @@ func (s *Server) checkOverload(last *[numShed]int64, overloaded, atCapacity bool
 	s.mu.Unlock()
 	switch {
 	case full && !atCapacity:
-		s.alerts.SetUnhealthy("sip_capacity", health.Args{health.ArgLimit: strconv.Itoa(cfg.MaxBindings)})
+		s.alerts.SetUnhealthy(health.SIPCapacity, "", health.Args{health.ArgLimit: strconv.Itoa(cfg.MaxBindings)})
 	case !full && atCapacity:
-		s.alerts.SetHealthy("sip_capacity")
+		s.alerts.SetHealthy(health.SIPCapacity, "")
 	}
 	return overloaded, full
 }

@@ -89,7 +89,7 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 			s.logs.Log(slog.LevelWarn, "accept", "sip: tcp accept failed; backing off", "err", err.Error())
 			if !failing {
 				failing = true
-				s.alerts.SetUnhealthy("sip_accept_errors", health.Args{health.ArgError: err.Error()})
+				s.alerts.SetUnhealthy(health.SIPAcceptErrors, "", health.Args{health.ArgError: err.Error()})
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			select {
@@ -102,7 +102,7 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		delay = 0
 		if failing {
 			failing = false
-			s.alerts.SetHealthy("sip_accept_errors")
+			s.alerts.SetHealthy(health.SIPAcceptErrors, "")
 		}
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()

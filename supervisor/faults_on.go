@@ -15,8 +15,9 @@ const (
 	// FaultFatalMap: concurrent map writes in goroutines the worker
 	// started; the runtime's unrecoverable "fatal error".
 	FaultFatalMap = "fatal_map"
-	// FaultNilDeref: a nil pointer dereference in a goroutine the worker
-	// started, where nothing recovers it (SIGSEGV).
+	// FaultNilDeref: a nil pointer dereference in a bare goroutine the
+	// worker started (not with Go, which recovers), where nothing
+	// recovers it (SIGSEGV).
 	FaultNilDeref = "nil_deref"
 )
 
@@ -61,9 +62,12 @@ func (w *Worker) checkFault() {
 			})
 		}
 	case FaultNilDeref:
-		w.Go(func() {
+		// A bare goroutine, deliberately outside Go's recovery: the
+		// process-crash path (SIGSEGV in the crash output) is what this
+		// fault tests.
+		go func() {
 			var p *struct{ n int }
 			p.n++
-		})
+		}()
 	}
 }

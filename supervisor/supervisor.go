@@ -124,13 +124,46 @@ func (w *Worker) WaitOrWake(ctx context.Context, d time.Duration, wake <-chan st
 // wait loop of its own selects on it.
 func (w *Worker) Poked() <-chan struct{} { return w.ws.poke }
 
-// Go starts a goroutine counted against this worker.
+// Go starts a goroutine counted against this worker. A panic in it is
+// recovered like one in the worker's Run: recorded as a crash, and the
+// worker restarted with backoff (its instance cancelled), never the
+// process ended.
 func (w *Worker) Go(f func()) {
 	w.ws.goroutines.Add(1)
 	go func() {
 		defer w.ws.goroutines.Add(-1)
+		defer w.recoverGo()
 		f()
 	}()
+}
+
+// goPanic is a panic recovered in a goroutine a worker started.
+type goPanic struct {
+	value any
+	stack []byte
+}
+
+// recoverGo recovers a panic of a goroutine started with Go or GoThread:
+// the crash is recorded now, and the instance cancelled; when its Run
+// returns the worker is restarted as after a panic in Run.
+func (w *Worker) recoverGo() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	p := &goPanic{value: r, stack: debug.Stack()}
+	if !w.inst.goPanic.CompareAndSwap(nil, p) {
+		return // the instance is already going down for an earlier one
+	}
+	s := w.ws.sup
+	if s.opt.OnCrash != nil {
+		s.opt.OnCrash(crash.Record{
+			Time: s.clock.Now(), Kind: crash.KindWorkerPanic, Worker: w.ws.spec.Name,
+			Reason: fmt.Sprintf("panic: %v", r), Stack: crash.TrimStack(string(p.stack)),
+		})
+	}
+	s.log.Error("worker goroutine panicked; restarting the worker", "worker", w.ws.spec.Name, "panic", fmt.Sprint(r))
+	w.inst.cancel()
 }
 
 // GoThread starts a goroutine of the worker's real work (a socket
@@ -146,6 +179,7 @@ func (w *Worker) GoThread(f func()) {
 		inst.cpuMu.Lock()
 		inst.threads = append(inst.threads, tid)
 		inst.cpuMu.Unlock()
+		defer w.recoverGo() // runs after the thread's accounting below
 		defer func() {
 			final, _, _ := procfs.ThreadTicks(tid)
 			inst.cpuMu.Lock()
@@ -173,6 +207,9 @@ type instance struct {
 	done     chan struct{}
 	manual   bool // restart requested by the operator
 	hung     bool // cancelled for a missed deadline
+	// goPanic: a goroutine the instance started panicked (recorded
+	// already); the instance ends as if its Run had panicked.
+	goPanic atomic.Pointer[goPanic]
 
 	cpuMu       sync.Mutex
 	threads     []int  // GoThread threads now running
@@ -367,6 +404,12 @@ func (s *Supervisor) exited(ws *workerState, inst *instance, err error, pv any, 
 	case pv != nil:
 		ws.blocked = 0
 		ws.lastErr = fmt.Sprintf("panic: %v", pv)
+		s.restartLater(ws, now, StatusRestarting)
+	case inst.goPanic.Load() != nil && !inst.hung:
+		// A goroutine it started panicked (recorded then): the same
+		// restart as a panic in Run.
+		ws.blocked = 0
+		ws.lastErr = fmt.Sprintf("panic: %v", inst.goPanic.Load().value)
 		s.restartLater(ws, now, StatusRestarting)
 	case isBlocked(err):
 		ws.lastErr = err.Error()
