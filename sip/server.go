@@ -89,6 +89,13 @@ type Server struct {
 	// boundFrom is the sip.listen setting bound is served from (s.mu);
 	// the configured one differs while a new address cannot be bound.
 	boundFrom string
+	// ifaces lists this host's addresses (net.InterfaceAddrs; a test
+	// makes it fail). While it fails ifacesErr is set, "interfaces_unreadable"
+	// raised, and own addresses are found by ownByBindTest, remembered in
+	// ownByBind (bounded by maxOwnByBind).
+	ifaces    func() ([]net.Addr, error)
+	ifacesErr bool
+	ownByBind map[netip.Addr]bool
 
 	txMu   sync.Mutex
 	txUp   map[string]*proxyTx
@@ -124,7 +131,7 @@ func New(cfg config.SIP, log *slog.Logger, rates *health.Rates, alerts Alerts) *
 	rand.Read(tok[:])
 	return &Server{cfg: cfg, log: log, logs: loglimit.New(log, 5, time.Minute, nil), rates: rates, alerts: alerts,
 		token: hex.EncodeToString(tok[:]), aors: map[string]*aor{}, calls: map[uint64]time.Time{},
-		names: map[string]bool{}, ownAddrs: map[netip.Addr]bool{},
+		names: map[string]bool{}, ownAddrs: map[netip.Addr]bool{}, ifaces: net.InterfaceAddrs, ownByBind: map[netip.Addr]bool{},
 		txUp: map[string]*proxyTx{}, txDown: map[string]*proxyTx{}, probes: map[string]chan int{},
 		tcpConns: map[netip.AddrPort]*tcpConn{}, ready: make(chan struct{}), relisten: make(chan struct{}, 1)}
 }
@@ -177,7 +184,7 @@ func (s *Server) advertise() netip.Addr {
 // refreshNames re-reads this node's addresses and names, so that a phone
 // addressing the node by a new address is recognised without a restart.
 func (s *Server) refreshNames() {
-	addrs := interfaceAddrs()
+	addrs, err := s.interfaceAddrs()
 	names := map[string]bool{"localhost": true}
 	for a := range addrs {
 		names[a.String()] = true
@@ -188,8 +195,17 @@ func (s *Server) refreshNames() {
 		names[h+"."+strings.ToLower(s.config().DNSSuffix)] = true
 	}
 	s.mu.Lock()
-	s.ownAddrs, s.names = addrs, names
+	was := s.ifacesErr
+	s.ownAddrs, s.names, s.ifacesErr = addrs, names, err != nil
+	clear(s.ownByBind)
 	s.mu.Unlock()
+	switch {
+	case err != nil && !was:
+		s.log.Warn("sip: this host's addresses cannot be read; own addresses are tested by binding them", "err", err)
+		s.alerts.SetUnhealthy("interfaces_unreadable", health.Args{health.ArgError: err.Error()})
+	case err == nil && was:
+		s.alerts.SetHealthy("interfaces_unreadable")
+	}
 }
 
 // reader owns one goroutine's buffers: nothing is allocated per message
