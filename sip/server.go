@@ -223,8 +223,10 @@ type reader struct {
 	// busy is when the message being handled arrived (unix ns, 0 idle):
 	// the heartbeat checks that no handler is stuck.
 	busy atomic.Int64
-	// handled counts the messages this reader has finished.
+	// handled counts the messages this reader has finished; seen is its
+	// value at the heartbeat's last look (Run's goroutine only).
 	handled atomic.Uint64
+	seen    uint64
 }
 
 // done marks the end of a message: the reader is idle and has progressed.
@@ -304,11 +306,11 @@ func listenTCP(bound netip.AddrPort) (net.Listener, error) {
 // "sip_listen" names the address (retried every 15 periods).
 //
 // Its heartbeat follows the handlers' progress, not an answer that queues
-// behind a flood: main beats each Period while every reader is waiting
-// for a datagram or has been on its current message for less than a
-// Period. A reader that keeps completing messages is alive however deep
-// the queue behind it (that is overload: shed, counted, "overload"); one
-// held on a single message is a hang, and main stops beating.
+// behind a flood: each Period main beats if every reader is waiting for a
+// datagram or has finished a message since the last look (see progress).
+// A reader that keeps completing messages is alive however deep the queue
+// behind it (that is overload: shed, counted, "overload"); one held on a
+// single message is a hang, and main stops beating.
 func (s *Server) Run(ctx context.Context, w *supervisor.Worker) error {
 	cfg := s.config()
 	ep, err := listenAt(cfg.Listen, cfg.TCPMaxConnections > 0)
@@ -350,7 +352,9 @@ func (s *Server) Run(ctx context.Context, w *supervisor.Worker) error {
 	var drops uint32 // the socket's own count of datagrams the kernel dropped
 	overloaded, atCapacity := false, false
 	n := 0
-	w.Beat()
+	// No beat before the first look at the readers (a restart of a stuck
+	// handler must not look alive); main's own OPTIONS goes in first.
+	s.exercise(ep)
 	for {
 		select {
 		case <-ctx.Done():
@@ -365,16 +369,17 @@ func (s *Server) Run(ctx context.Context, w *supervisor.Worker) error {
 			if next != ep {
 				ep, drops = next, 0
 				readers = s.serve(ctx, w, ep, &wg)
+				s.exercise(ep)
 			}
 			continue
 		case <-tick.C:
 		}
-		s.exercise(ep)
 		if ok, why := progress(readers, time.Now()); ok {
 			w.Beat()
 		} else {
 			s.logs.Log(slog.LevelWarn, "stuck", "sip: a handler is stuck; main not beating", "why", why)
 		}
+		s.exercise(ep)
 		if d, ok := ep.udp.drops(); ok {
 			if d != drops { // uint32 arithmetic: right across the kernel's wrap
 				s.shed[ShedReceiveQueue].Add(int64(d - drops))
@@ -542,18 +547,24 @@ func (s *Server) exercise(ep *endpoint) {
 	c.WriteToUDPAddrPort([]byte(msg), to) // a failure shows as no progress, or not at all: it does not judge
 }
 
-// progress judges the readers at now: alive when each is waiting for a
-// datagram or has been on its current message for at most a Period. A
-// busy reader that keeps completing messages is alive; one held on one
-// message is a hang, whatever it has handled before.
+// progress judges the readers at a tick. A reader is alive when it is
+// waiting for a datagram, has finished a message since the last tick
+// (main's own OPTIONS, sent each period, gives an idle reader one), or
+// took its current message less than half a Period ago: a reader that
+// keeps completing messages under a flood is alive. One held on a
+// message it took before the last tick, with nothing finished since, is
+// a hang. Called by Run's goroutine only (it owns reader.seen).
 func progress(readers []*reader, now time.Time) (bool, string) {
+	ok, why := true, ""
 	for _, r := range readers {
-		if b := r.busy.Load(); b != 0 && time.Duration(now.UnixNano()-b) > Period {
-			return false, fmt.Sprintf("a SIP handler has been on one message for %s (after %d handled)",
-				time.Duration(now.UnixNano()-b).Round(time.Millisecond), r.handled.Load())
+		b, h := r.busy.Load(), r.handled.Load()
+		if age := time.Duration(now.UnixNano() - b); ok && b != 0 && h == r.seen && age > Period/2 {
+			ok, why = false, fmt.Sprintf("a SIP handler has been on one message for %s, none finished since the last beat (%d handled)",
+				age.Round(time.Millisecond), h)
 		}
+		r.seen = h
 	}
-	return true, ""
+	return ok, why
 }
 
 // checkOverload raises "overload" while anything is shed and
