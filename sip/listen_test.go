@@ -84,6 +84,19 @@ func TestListenChangeRebinds(t *testing.T) {
 	if st, restarts := mainState(sup); st != "healthy" || restarts != 0 {
 		t.Errorf("main %s, %d restarts", st, restarts)
 	}
+	// A restarted worker goes back to the address it served on (the
+	// same port, although the setting said port 0), the condition kept.
+	if err := sup.Restart("main"); err != nil {
+		t.Fatal(err)
+	}
+	poll.Within(t, 10*time.Second, "main restarted", func() bool {
+		_, restarts := mainState(sup)
+		return restarts == 1
+	})
+	poll.Within(t, 10*time.Second, "the old address serving after the restart", func() bool { return answers(t, now) })
+	if a := alerts.active("sip_listen"); a[health.ArgPath] != taken || a[health.ArgDetail] != now {
+		t.Errorf("after the restart, sip_listen %v, want %s, still serving on %s", a, taken, now)
+	}
 	// Back to the serving setting: nothing to bind, the condition clears.
 	cfg.Listen = "127.0.0.2:0"
 	s.Configure(cfg)

@@ -317,11 +317,11 @@ func (s *Server) Run(ctx context.Context, w *supervisor.Worker) error {
 	if err != nil {
 		// A restarted worker whose new address cannot be bound goes back
 		// to the one it served on: the old address keeps serving.
-		prev := s.listening()
+		prev, prevBound := s.listening()
 		if prev == "" || prev == cfg.Listen {
 			return supervisor.Blocked(err)
 		}
-		old, oerr := listenAt(prev, cfg.TCPMaxConnections > 0)
+		old, oerr := reopen(prev, prevBound, cfg.TCPMaxConnections > 0)
 		if oerr != nil {
 			return supervisor.Blocked(err)
 		}
@@ -432,11 +432,22 @@ func (s *Server) install(ep *endpoint) {
 }
 
 // listening is the sip.listen setting the server last served on ("" before
-// it first listened).
-func (s *Server) listening() string {
+// it first listened) and the address it was bound to.
+func (s *Server) listening() (string, netip.AddrPort) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.boundFrom
+	return s.boundFrom, s.bound
+}
+
+// reopen binds the address a setting was bound to before (the same port
+// when the setting said port 0), so that phones find it where it was.
+func reopen(setting string, bound netip.AddrPort, tcp bool) (*endpoint, error) {
+	ep, err := listenAt(bound.String(), tcp)
+	if err != nil {
+		return nil, err
+	}
+	ep.addr = setting
+	return ep, nil
 }
 
 // kickRelisten asks Run to bind the configured address.
@@ -467,7 +478,7 @@ func (s *Server) rebind(cur *endpoint) (*endpoint, error) {
 		cur.close()
 		s.closeTCP()
 		if next, err = listenAt(cfg.Listen, tcp); err != nil {
-			old, oerr := listenAt(cur.addr, cur.ln != nil)
+			old, oerr := reopen(cur.addr, cur.bound, cur.ln != nil)
 			if oerr != nil {
 				return nil, fmt.Errorf("%w; and the old address again: %w", err, oerr)
 			}
