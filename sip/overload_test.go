@@ -15,38 +15,38 @@ import (
 	"github.com/aredn/phonebookd/supervisor"
 )
 
-// alertLog records the conditions a server raises and clears.
-type alertLog struct {
+// condLog records the conditions a server raises and clears.
+type condLog struct {
 	mu     sync.Mutex
 	raised map[string]int // times raised
 	up     map[string]health.Args
 }
 
-func newAlertLog() *alertLog {
-	return &alertLog{raised: map[string]int{}, up: map[string]health.Args{}}
+func newCondLog() *condLog {
+	return &condLog{raised: map[string]int{}, up: map[string]health.Args{}}
 }
 
-func (a *alertLog) SetUnhealthy(code string, args health.Args) {
+func (a *condLog) SetUnhealthy(code string, args health.Args) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.raised[code]++
 	a.up[code] = args
 }
 
-func (a *alertLog) SetHealthy(code string) {
+func (a *condLog) SetHealthy(code string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.up, code)
 }
 
 // active returns the arguments of a raised condition, nil when clear.
-func (a *alertLog) active(code string) health.Args {
+func (a *condLog) active(code string) health.Args {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.up[code]
 }
 
-func (a *alertLog) count(code string) int {
+func (a *condLog) count(code string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.raised[code]
@@ -103,7 +103,7 @@ func mainState(sup *supervisor.Supervisor) (string, int) {
 func TestFloodIsOverloadNotUnresponsive(t *testing.T) {
 	cfg := config.Defaults().SIP
 	cfg.Listen = "127.0.0.1:0"
-	alerts := newAlertLog()
+	alerts := newCondLog()
 	s := New(cfg, nil, health.NewRates(health.SystemClock{}), alerts)
 	sup := superviseMain(t, s)
 	target := netip.MustParseAddrPort(s.Addr())

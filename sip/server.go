@@ -223,16 +223,9 @@ type reader struct {
 	// busy is when the message being handled arrived (unix ns, 0 idle):
 	// the heartbeat checks that no handler is stuck.
 	busy atomic.Int64
-	// handled counts the messages this reader has finished; seen is its
-	// value at the heartbeat's last look (Run's goroutine only).
-	handled atomic.Uint64
-	seen    uint64
-}
-
-// done marks the end of a message: the reader is idle and has progressed.
-func (r *reader) done() {
-	r.handled.Add(1)
-	r.busy.Store(0)
+	// seen is busy at the heartbeat's last look (Run's goroutine only):
+	// the same nonzero value now means the same message still.
+	seen int64
 }
 
 func newReader(s *Server, size int) *reader {
@@ -559,21 +552,21 @@ func (s *Server) exercise(ep *endpoint) {
 }
 
 // progress judges the readers at a tick. A reader is alive when it is
-// waiting for a datagram, has finished a message since the last tick
-// (main's own OPTIONS, sent each period, gives an idle reader one), or
-// took its current message less than half a Period ago: a reader that
-// keeps completing messages under a flood is alive. One held on a
-// message it took before the last tick, with nothing finished since, is
-// a hang. Called by Run's goroutine only (it owns reader.seen).
+// waiting for a datagram, is on a message it took since the last look
+// (its busy time changed: it finished the one before; main's own
+// OPTIONS, sent each period, gives an idle reader one), or took its
+// current message less than half a Period ago: a reader that keeps
+// completing messages under a flood is alive. One still on the message
+// it was on at the last look, for over half a Period, is a hang. Called
+// by Run's goroutine only (it owns reader.seen).
 func progress(readers []*reader, now time.Time) (bool, string) {
 	ok, why := true, ""
 	for _, r := range readers {
-		b, h := r.busy.Load(), r.handled.Load()
-		if age := time.Duration(now.UnixNano() - b); ok && b != 0 && h == r.seen && age > Period/2 {
-			ok, why = false, fmt.Sprintf("a SIP handler has been on one message for %s, none finished since the last beat (%d handled)",
-				age.Round(time.Millisecond), h)
+		b := r.busy.Load()
+		if age := time.Duration(now.UnixNano() - b); ok && b != 0 && b == r.seen && age > Period/2 {
+			ok, why = false, "a SIP handler has been on one message for "+age.Round(time.Millisecond).String()
 		}
-		r.seen = h
+		r.seen = b
 	}
 	return ok, why
 }
@@ -656,7 +649,7 @@ func (r *reader) handle(data []byte, from peer) {
 	s := r.s
 	now := time.Now()
 	r.busy.Store(now.UnixNano())
-	defer r.done()
+	defer r.busy.Store(0)
 	s.faultHook()
 	// The message's strings alias the reader's buffer, valid while it is
 	// handled: whatever outlives the handler (a binding, a transaction)

@@ -21,7 +21,7 @@ import (
 func TestStuckHandlerIsUnresponsive(t *testing.T) {
 	cfg := config.Defaults().SIP
 	cfg.Listen = "127.0.0.1:0"
-	s := New(cfg, nil, health.NewRates(health.SystemClock{}), newAlertLog())
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), newCondLog())
 	sup := superviseMain(t, s)
 	netip.MustParseAddrPort(s.Addr())
 	if st, _ := mainState(sup); st != supervisor.StatusHealthy {

@@ -37,7 +37,7 @@ func answers(t *testing.T, addr string) bool {
 func TestListenChangeRebinds(t *testing.T) {
 	cfg := config.Defaults().SIP
 	cfg.Listen = "127.0.0.1:0"
-	alerts := newAlertLog()
+	alerts := newCondLog()
 	s := New(cfg, nil, health.NewRates(health.SystemClock{}), alerts)
 	sup := superviseMain(t, s)
 	old := s.Addr()
@@ -112,7 +112,7 @@ func TestListenChangeRebinds(t *testing.T) {
 func TestListenSamePortWildcard(t *testing.T) {
 	cfg := config.Defaults().SIP
 	cfg.Listen = "127.0.0.1:0"
-	s := New(cfg, nil, health.NewRates(health.SystemClock{}), newAlertLog())
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), newCondLog())
 	superviseMain(t, s)
 	old := netip.MustParseAddrPort(s.Addr())
 	cfg.Listen = netip.AddrPortFrom(netip.IPv4Unspecified(), old.Port()).String()
@@ -134,7 +134,7 @@ func TestTCPDualStack(t *testing.T) {
 	}
 	cfg := config.Defaults().SIP
 	cfg.Listen = "[::]:0"
-	s := New(cfg, nil, health.NewRates(health.SystemClock{}), newAlertLog())
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), newCondLog())
 	superviseMain(t, s)
 	port := netip.MustParseAddrPort(s.Addr()).Port()
 	v4 := "127.0.0.1:" + strconv.Itoa(int(port))
@@ -176,7 +176,7 @@ func TestOwnAddressWithoutInterfaces(t *testing.T) {
 	}
 	cfg := config.Defaults().SIP
 	cfg.Listen = "0.0.0.0:0"
-	alerts := newAlertLog()
+	alerts := newCondLog()
 	s := New(cfg, nil, health.NewRates(health.SystemClock{}), alerts)
 	s.ifaces = func() ([]net.Addr, error) {
 		return nil, &net.OpError{Op: "route", Net: "ip+net", Err: errors.New("address family not supported by protocol")}
