@@ -89,6 +89,8 @@ type Server struct {
 	// boundFrom is the sip.listen setting bound is served from (s.mu);
 	// the configured one differs while a new address cannot be bound.
 	boundFrom string
+	// relisten wakes Run to bind a changed sip.listen.
+	relisten chan struct{}
 	// ifaces lists this host's addresses (net.InterfaceAddrs; a test
 	// makes it fail). While it fails ifacesErr is set, "interfaces_unreadable"
 	// raised, and own addresses are found by ownByBindTest, remembered in
@@ -115,9 +117,8 @@ type Server struct {
 	acceptErrors atomic.Int64
 	shed         [numShed]atomic.Int64
 
-	ready chan struct{}
-	// relisten wakes Run to bind a changed sip.listen.
-	relisten chan struct{}
+	readers []*reader
+	ready   chan struct{}
 	// stuck, in fault builds only, makes the handler hang (see faults_on.go).
 	stuck atomic.Pointer[chan struct{}]
 }
@@ -220,12 +221,12 @@ type reader struct {
 	out   []byte
 	extra []byte
 	via   []byte
-	// busy is when the message being handled arrived (unix ns, 0 idle):
-	// the heartbeat checks that no handler is stuck.
-	busy atomic.Int64
 	// seen is busy at the heartbeat's last look (Run's goroutine only):
 	// the same nonzero value now means the same message still.
 	seen int64
+	// busy is when the message being handled arrived (unix ns, 0 idle):
+	// the heartbeat checks that no handler is stuck.
+	busy atomic.Int64
 }
 
 func newReader(s *Server, size int) *reader {
@@ -410,6 +411,9 @@ func (s *Server) serve(ctx context.Context, w *supervisor.Worker, ep *endpoint, 
 		wg.Add(1)
 		w.Go(func() { defer wg.Done(); s.acceptTCP(ctx, ep.ln, w, wg) })
 	}
+	s.mu.Lock()
+	s.readers = readers
+	s.mu.Unlock()
 	s.log.Info("sip listening", "udp", ep.bound.String(), "tcp", ep.ln != nil, "readers", n)
 	return readers
 }
