@@ -221,9 +221,6 @@ type reader struct {
 	out   []byte
 	extra []byte
 	via   []byte
-	// seen is busy at the heartbeat's last look (Run's goroutine only):
-	// the same nonzero value now means the same message still.
-	seen int64
 	// busy is when the message being handled arrived (unix ns, 0 idle):
 	// the heartbeat checks that no handler is stuck.
 	busy atomic.Int64
@@ -301,7 +298,8 @@ func listenTCP(bound netip.AddrPort) (net.Listener, error) {
 //
 // Its heartbeat follows the handlers' progress, not an answer that queues
 // behind a flood: each Period main beats if every reader is waiting for a
-// datagram or has finished a message since the last look (see progress).
+// datagram or has been on its current message for at most half a Period
+// (see progress).
 // A reader that keeps completing messages is alive however deep the queue
 // behind it (that is overload: shed, counted, "overload"); one held on a
 // single message is a hang, and main stops beating.
@@ -555,24 +553,20 @@ func (s *Server) exercise(ep *endpoint) {
 	c.WriteToUDPAddrPort([]byte(msg), to) // a failure shows as no progress, or not at all: it does not judge
 }
 
-// progress judges the readers at a tick. A reader is alive when it is
-// waiting for a datagram, is on a message it took since the last look
-// (its busy time changed: it finished the one before; main's own
-// OPTIONS, sent each period, gives an idle reader one), or took its
-// current message less than half a Period ago: a reader that keeps
-// completing messages under a flood is alive. One still on the message
-// it was on at the last look, for over half a Period, is a hang. Called
-// by Run's goroutine only (it owns reader.seen).
+// progress judges the readers at a tick: alive when each is waiting for
+// a datagram or has been on its current message for at most half a
+// Period. A reader that keeps completing messages under a flood is on
+// each for microseconds, however deep the queue behind it; one held on a
+// single message is a hang. (Half a Period, not "finished one since the
+// last look": a restarted instance whose handler is stuck at once must
+// not beat at its first look, or the watchdogs would be re-armed.)
 func progress(readers []*reader, now time.Time) (bool, string) {
-	ok, why := true, ""
 	for _, r := range readers {
-		b := r.busy.Load()
-		if age := time.Duration(now.UnixNano() - b); ok && b != 0 && b == r.seen && age > Period/2 {
-			ok, why = false, "a SIP handler has been on one message for "+age.Round(time.Millisecond).String()
+		if b := r.busy.Load(); b != 0 && time.Duration(now.UnixNano()-b) > Period/2 {
+			return false, "a SIP handler has been on one message for " + time.Duration(now.UnixNano()-b).Round(time.Millisecond).String()
 		}
-		r.seen = b
 	}
-	return ok, why
+	return true, ""
 }
 
 // checkOverload raises "overload" while anything is shed and
