@@ -223,7 +223,7 @@ func fields() []field {
 		{"monitor", "interval", kInt, "60", 5, 86400, func(c *Config) any { return &c.Monitor.Interval }, "seconds between probe rounds", nil},
 		{"monitor", "probe_timeout_ms", kInt, "2000", 10, 60000, func(c *Config) any { return &c.Monitor.ProbeTimeoutMS }, "milliseconds a probe may take", nil},
 		{"monitor", "jitter_threshold_ms", kInt, "50", 1, 60000, func(c *Config) any { return &c.Monitor.JitterThresholdMS }, "jitter that raises an alert", nil},
-		{"metrics", "listen", kString, "", 0, 0, func(c *Config) any { return &c.Metrics.Listen }, "Prometheus /metrics listener (IP:port); empty is off (AREDN serves /metrics itself)", checkListen},
+		{"metrics", "listen", kString, "", 0, 0, func(c *Config) any { return &c.Metrics.Listen }, "Prometheus /metrics listener (IP:port, never on sip.listen's port); empty is off (AREDN serves /metrics itself)", checkListen},
 		{"metrics", "max_connections", kInt, "4", 1, 64, func(c *Config) any { return &c.Metrics.MaxConnections }, "scrapes served at once; past it the connection is refused", nil},
 
 		{"reporter", "url", kString, "", 0, 0, func(c *Config) any { return &c.Reporter.URL }, "collector URL the agent health report is POSTed to (http://); empty is off", checkHTTPURL},
