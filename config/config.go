@@ -224,7 +224,7 @@ func fields() []field {
 		{"monitor", "interval", kInt, "60", 5, 86400, func(c *Config) any { return &c.Monitor.Interval }, "seconds between probe rounds", nil},
 		{"monitor", "probe_timeout_ms", kInt, "2000", 10, 60000, func(c *Config) any { return &c.Monitor.ProbeTimeoutMS }, "milliseconds a probe may take", nil},
 		{"monitor", "jitter_threshold_ms", kInt, "50", 1, 60000, func(c *Config) any { return &c.Monitor.JitterThresholdMS }, "jitter that raises an alert", nil},
-		{"metrics", "listen", kString, "", 0, 0, func(c *Config) any { return &c.Metrics.Listen }, "Prometheus /metrics listener (IP:port); empty is off (AREDN serves /metrics itself)", checkListen},
+		{"metrics", "listen", kString, "", 0, 0, func(c *Config) any { return &c.Metrics.Listen }, "Prometheus /metrics listener (IP:port, never on sip.listen's port); empty is off (AREDN serves /metrics itself)", checkListen},
 		{"metrics", "max_connections", kInt, "4", 1, 64, func(c *Config) any { return &c.Metrics.MaxConnections }, "scrapes served at once; past it the connection is refused", nil},
 
 		{"reporter", "url", kString, "", 0, 0, func(c *Config) any { return &c.Reporter.URL }, "collector URL the agent health report is POSTed to (http://); empty is off", checkHTTPURL},
@@ -510,7 +510,34 @@ func Load(pkg *uci.Package, prev *Config) (Config, []error) {
 			copyField(f, &c, &scratch)
 		}
 	}
+	if err := checkMetricsListen(c.Metrics.Listen, c.SIP.Listen); err != nil {
+		errs = append(errs, &FieldError{Path: Package + ".metrics.listen", Value: c.Metrics.Listen, Want: err.Error()})
+		c.Metrics.Listen = "" // off: the previous value may collide with the new sip.listen too
+		if prev != nil && checkMetricsListen(prev.Metrics.Listen, c.SIP.Listen) == nil {
+			c.Metrics.Listen = prev.Metrics.Listen
+		}
+	}
 	return c, errs
+}
+
+// checkMetricsListen rejects a metrics.listen that would take SIP's TCP
+// port: the same port on the same address or on addresses that overlap
+// (a wildcard, 0.0.0.0 for IPv4 or the dual-stack [::], takes the port on
+// every address of its family). Port 0 (any free port) never collides.
+func checkMetricsListen(metrics, sip string) error {
+	m, err1 := netip.ParseAddrPort(metrics)
+	s, err2 := netip.ParseAddrPort(sip)
+	if err1 != nil || err2 != nil || m.Port() == 0 || m.Port() != s.Port() {
+		return nil
+	}
+	a, b := m.Addr().Unmap(), s.Addr().Unmap()
+	overlap := a == b ||
+		a.IsUnspecified() && (a.Is6() || b.Is4()) ||
+		b.IsUnspecified() && (b.Is6() || a.Is4())
+	if overlap {
+		return fmt.Errorf("an IP:port other than phonebook.sip.listen %s (the same port on an overlapping address takes SIP's TCP port)", sip)
+	}
+	return nil
 }
 
 func copyField(f field, dst, src *Config) {

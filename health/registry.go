@@ -173,7 +173,7 @@ var (
 	Config = Register(&Descriptor{Code: "config", Level: LevelWarning, Penalty: 5, When: "a setting rejected (the previous value kept)",
 		Text: sprintf("Setting rejected, previous value kept: %s", ArgError), Recommend: sprintf("Correct the setting with uci set and uci commit phonebook.")})
 	// Overload, condition `overload`: SIP shed work (503s, refused connections; phonebook status sip.shed).
-	Overload = Register(&Descriptor{Code: "overload", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "SIP shed work (503s, refused connections; `phonebook status` sip.shed), seen at its 2 s check; held after the last",
+	Overload = Register(&Descriptor{Code: "overload", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "SIP shed work (503s, refused connections, datagrams dropped at a full receive queue; `phonebook status` sip.shed), seen at its 2 s check; held after the last",
 		Text: sprintf("SIP is shedding load (in the last %s: %s); see phonebook status sip.shed", ArgDetail, ArgError), Recommend: sprintf("A phone or host is flooding the node, or the limits in uci show phonebook.sip are too small for the phones here.")})
 	// SIPTableFull, condition `sip_table_full`: active calls at sip.max_calls: a new INVITE gets 503.
 	SIPTableFull = Register(&Descriptor{Code: "sip_table_full", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "active calls at `sip.max_calls`: a new INVITE gets 503",
@@ -202,6 +202,12 @@ var (
 	// DBusNameTaken, condition `dbus_name_taken`: org.aredn.Phonebook1 is owned by another process, so the daemon is not published on D-Bus; retried with backoff.
 	DBusNameTaken = Register(&Descriptor{Code: "dbus_name_taken", Level: LevelWarning, Penalty: 20, When: "`org.aredn.Phonebook1` is owned by another process, so the daemon is not published on D-Bus; retried with backoff",
 		Text: sprintf("Not published on D-Bus: %s", ArgError), Recommend: sprintf("Stop the other process that owns org.aredn.Phonebook1 (busctl status org.aredn.Phonebook1 names it; often a second phonebookd); the daemon takes the name by itself once it is free.")})
+	// SIPListen, condition `sip_listen`: a changed sip.listen cannot be bound; the old address keeps serving.
+	SIPListen = Register(&Descriptor{Code: "sip_listen", Level: LevelWarning, Penalty: 10, When: "a changed `sip.listen` cannot be bound; the old address keeps serving, retried",
+		Text: sprintf("SIP cannot listen on %s (%s); still serving on %s", ArgPath, ArgError, ArgDetail), Recommend: sprintf("Phones set to %s are not answered; free the address (netstat -lnp) or correct phonebook.sip.listen, then uci commit phonebook.", ArgPath)})
+	// InterfacesUnreadable, condition `interfaces_unreadable`: this host's interface addresses cannot be read.
+	InterfacesUnreadable = Register(&Descriptor{Code: "interfaces_unreadable", Level: LevelWarning, Penalty: 5, When: "this host's interface addresses cannot be read (netlink refused); own addresses are recognised by a bind test instead",
+		Text: sprintf("This host's interface addresses cannot be read: %s", ArgError), Recommend: sprintf("Allow netlink sockets to the daemon (systemd: RestrictAddressFamilies= with AF_NETLINK); until then calls to this node's own address are recognised more slowly.")})
 	// ReportsUndelivered, condition `reports_undelivered`: the collector at reporter.url has not accepted a report for 10 minutes; reports wait in RAM.
 	ReportsUndelivered = Register(&Descriptor{Code: "reports_undelivered", Level: LevelWarning, Penalty: 5, DependsOn: []*Descriptor{NetworkUnreachable}, VisibleAfter: 10 * time.Minute, When: "the collector at `reporter.url` has not accepted a report for 10 minutes; reports wait in RAM",
 		Text: sprintf("Health reports are not delivered to %s (%s queued, %s dropped): %s", ArgPath, ArgCount, ArgTotal, ArgError), Recommend: sprintf("Check that the collector at %s is up and reachable over the mesh; the oldest reports are dropped past phonebook.reporter.queue.", ArgPath)})

@@ -4,7 +4,7 @@ package sip
 
 // InjectStuck makes every SIP handler hang at its next message, in this
 // instance of the worker and every later one: the fault the heartbeat's
-// self-probe must detect, and restarts cannot cure, so that the
+// progress check must detect, and restarts cannot cure, so that the
 // supervisor escalates. Built only with the "faults" tag.
 func (s *Server) InjectStuck() {
 	ch := make(chan struct{})

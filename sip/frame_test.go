@@ -77,34 +77,6 @@ func TestHeaderLength(t *testing.T) {
 	}
 }
 
-// alertLog records the conditions a server raises.
-type alertLog struct {
-	mu     sync.Mutex
-	raised map[string]health.Args
-}
-
-func (a *alertLog) SetUnhealthy(cond *health.Descriptor, key string, args health.Args) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.raised == nil {
-		a.raised = map[string]health.Args{}
-	}
-	a.raised[cond.Instance(key)] = args
-}
-
-func (a *alertLog) SetHealthy(cond *health.Descriptor, key string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.raised, cond.Instance(key))
-}
-
-func (a *alertLog) get(code string) (health.Args, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	v, ok := a.raised[code]
-	return v, ok
-}
-
 // crashLog records crash records.
 type crashLog struct {
 	mu   sync.Mutex
@@ -124,13 +96,13 @@ func (c *crashLog) all() []crash.Record {
 }
 
 // serveObserved runs a server like serve, with its conditions recorded.
-func serveObserved(t testing.TB, mod func(*config.SIP)) (*Server, string, *alertLog) {
+func serveObserved(t testing.TB, mod func(*config.SIP)) (*Server, string, *condLog) {
 	cfg := config.Defaults().SIP
 	cfg.Listen = "127.0.0.1:0"
 	if mod != nil {
 		mod(&cfg)
 	}
-	alerts := &alertLog{}
+	alerts := newCondLog()
 	s := New(cfg, nil, health.NewRates(health.SystemClock{}), alerts)
 	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
 	sup.Add(supervisor.Spec{Name: "main", Period: Period, Run: s.Run})

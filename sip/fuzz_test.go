@@ -23,11 +23,11 @@ const fuzzToken = "f0220000"
 // fuzzServer runs a real server on loopback with small tables (so that
 // their bounds are reached) and a phone registered at a sink that
 // drains what the proxy sends it.
-func fuzzServer(f *testing.F) (*Server, *alertLog, netip.AddrPort) {
+func fuzzServer(f *testing.F) (*Server, *condLog, netip.AddrPort) {
 	cfg := config.Defaults().SIP
 	cfg.Listen = "127.0.0.1:0"
 	cfg.MaxBindings, cfg.MaxContacts, cfg.MaxTransactions, cfg.MaxCalls = 4, 2, 4, 2
-	alerts := &alertLog{}
+	alerts := newCondLog()
 	s := New(cfg, nil, health.NewRates(health.SystemClock{}), alerts)
 	s.token = fuzzToken
 	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"sort"
@@ -394,17 +395,50 @@ func (s *Server) isOwnTarget(dst netip.AddrPort) bool {
 		return true
 	}
 	s.mu.Lock()
-	own := s.ownAddrs[a]
+	own, known, bound := s.ownAddrs[a], !s.ifacesErr, s.bound.Addr().Unmap()
+	s.mu.Unlock()
+	if own || known {
+		return own
+	}
+	// The interfaces cannot be read (netlink refused, as by a systemd
+	// unit without AF_NETLINK). Failing closed here sent every request
+	// for this node's own address back to it, to end in 482 Loop
+	// Detected: the bound address is ours, and any other is tested.
+	return a == bound || s.ownByBindTest(a)
+}
+
+// maxOwnByBind bounds the addresses remembered by ownByBindTest.
+const maxOwnByBind = 64
+
+// ownByBindTest reports whether a is one of this host's addresses by
+// binding a socket to it (the kernel refuses an address it does not
+// have), remembered until the next refreshNames.
+func (s *Server) ownByBindTest(a netip.Addr) bool {
+	s.mu.Lock()
+	own, ok := s.ownByBind[a]
+	s.mu.Unlock()
+	if ok {
+		return own
+	}
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+	if own = err == nil; own {
+		c.Close()
+	}
+	s.mu.Lock()
+	if len(s.ownByBind) >= maxOwnByBind {
+		clear(s.ownByBind)
+	}
+	s.ownByBind[a] = own
 	s.mu.Unlock()
 	return own
 }
 
-// interfaceAddrs lists this host's addresses.
-func interfaceAddrs() map[netip.Addr]bool {
+// interfaceAddrs lists this host's addresses, or why they cannot be read.
+func (s *Server) interfaceAddrs() (map[netip.Addr]bool, error) {
 	out := map[netip.Addr]bool{}
-	addrs, err := net.InterfaceAddrs()
+	addrs, err := s.ifaces()
 	if err != nil {
-		return out
+		return out, fmt.Errorf("interface addresses: %w", err)
 	}
 	for _, a := range addrs {
 		if n, ok := a.(*net.IPNet); ok {
@@ -413,5 +447,5 @@ func interfaceAddrs() map[netip.Addr]bool {
 			}
 		}
 	}
-	return out
+	return out, nil
 }

@@ -66,6 +66,13 @@ func listenUDP(addr string) (*udpSock, error) {
 	if err != nil {
 		return fail("packet info", err)
 	}
+	// [::] is dual-stack whatever net.ipv6.bindv6only says, as the TCP
+	// listener on it is: IPv4 phones reach it too.
+	if s.v6 && ap.Addr().IsUnspecified() {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return fail("dual stack", err)
+		}
+	}
 	// A blocked reader wakes at least once a second to see a stop.
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
 		return fail("receive timeout", err)
@@ -255,4 +262,23 @@ func (s *udpSock) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return unix.Close(s.fd)
+}
+
+// drops is the kernel's count of datagrams dropped at this socket because
+// its receive queue was full (SO_MEMINFO's SK_MEMINFO_DROPS, Linux 4.7
+// and later); ok is false where the kernel cannot tell.
+func (s *udpSock) drops() (n uint32, ok bool) {
+	var info [unix.SK_MEMINFO_VARS]uint32
+	size := uint32(unsafe.Sizeof(info))
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return 0, false
+	}
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
+	if e != 0 || size < 4*(unix.SK_MEMINFO_DROPS+1) {
+		return 0, false
+	}
+	return info[unix.SK_MEMINFO_DROPS], true
 }
