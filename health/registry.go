@@ -131,6 +131,8 @@ var descriptors = []Descriptor{
 		Text: sprintf("SIP is shedding load (in the last %s: %s); see phonebook status sip.shed", ArgDetail, ArgError), Recommend: sprintf("A phone or host is flooding the node, or the limits in uci show phonebook.sip are too small for the phones here.")},
 	{Code: "sip_capacity", Level: LevelWarning, Penalty: 10, When: "registrations at `sip.max_bindings`",
 		Text: sprintf("Registrations at capacity (%s): new phones are refused with 503", ArgLimit), Recommend: sprintf("Raise phonebook.sip.max_bindings if the router has the memory, or move phones to another node.")},
+	{Code: "sip_table_full", Level: LevelWarning, Penalty: 10, When: "a SIP table (`transactions`, `calls`) is at its bound: new INVITEs get 503",
+		Text: sprintf("SIP %s table full (%s): new calls are refused with 503", ArgKey, ArgLimit), Recommend: sprintf("See phonebook status sip.shed for the cause; raise phonebook.sip.max_%s if the router has the memory, or find the host holding it.", ArgKey)},
 	{Code: "sip_accept_errors", Level: LevelWarning, Penalty: 10, When: "SIP over TCP cannot accept connections (EMFILE); backing off",
 		Text: sprintf("SIP over TCP cannot accept connections: %s", ArgError), Recommend: sprintf("The daemon is out of file descriptors or memory; lower phonebook.sip.tcp_max_connections or find what holds descriptors (phonebook.health status file_descriptors).")},
 	{Code: "probe_failed", Level: LevelWarning, Penalty: 5, DependsOn: meshEchoes, When: "a configured mesh target did not answer its last OPTIONS",

@@ -23,6 +23,7 @@ type tcpConn struct {
 	remote netip.AddrPort
 	local  netip.Addr
 	wmu    sync.Mutex
+	alias  netip.AddrPort // the Contact address last seen on it (tcpMu held)
 }
 
 // writeTimeout bounds a write to a peer that does not read.
@@ -36,10 +37,70 @@ func (t *tcpConn) write(b []byte) error {
 	return err
 }
 
+// tcpConnTo finds the open connection to an address: one whose far end
+// is a, or one on which a request advertised a as its Contact.
 func (s *Server) tcpConnTo(a netip.AddrPort) *tcpConn {
 	s.tcpMu.Lock()
 	defer s.tcpMu.Unlock()
-	return s.tcpConns[a]
+	if tc := s.tcpConns[a]; tc != nil {
+		return tc
+	}
+	return s.tcpAlias[a]
+}
+
+// flowTo is the connection a request to a phone at a goes on (RFC 3261
+// 18.1.1, RFC 5626's flow): a connection to or aliased to a, else the
+// connection of a binding registered over TCP whose Contact is a, while
+// it is open. nil: there is none.
+func (s *Server) flowTo(a netip.AddrPort) *tcpConn {
+	if tc := s.tcpConnTo(a); tc != nil {
+		return tc
+	}
+	var src netip.AddrPort
+	now := time.Now()
+	s.mu.Lock()
+	for _, r := range s.aors {
+		for _, c := range r.contacts {
+			if c.transport == "TCP" && c.target == a && c.expires.After(now) {
+				src = c.source
+			}
+		}
+	}
+	s.mu.Unlock()
+	if !src.IsValid() {
+		return nil
+	}
+	return s.tcpConnTo(src)
+}
+
+// aliasConn notes that a phone advertised contact (its listening
+// address) on a connection, so that requests to it take that connection.
+func (s *Server) aliasConn(tc *tcpConn, contact netip.AddrPort) {
+	if tc == nil || !contact.IsValid() || contact == tc.remote {
+		return
+	}
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	if tc.alias == contact || s.tcpConns[tc.remote] != tc {
+		return // known, or the connection is gone
+	}
+	if tc.alias.IsValid() && s.tcpAlias[tc.alias] == tc {
+		delete(s.tcpAlias, tc.alias)
+	}
+	tc.alias = contact
+	s.tcpAlias[contact] = tc
+}
+
+// dropConn forgets a closed connection and its alias.
+func (s *Server) dropConn(tc *tcpConn) {
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	if s.tcpConns[tc.remote] == tc {
+		delete(s.tcpConns, tc.remote)
+	}
+	if tc.alias.IsValid() && s.tcpAlias[tc.alias] == tc {
+		delete(s.tcpAlias, tc.alias)
+	}
 }
 
 // closeTCP closes every connection (the worker is stopping).
@@ -103,11 +164,7 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		w.Go(func() {
 			defer wg.Done()
 			s.serveTCP(tc)
-			s.tcpMu.Lock()
-			if s.tcpConns[tc.remote] == tc {
-				delete(s.tcpConns, tc.remote)
-			}
-			s.tcpMu.Unlock()
+			s.dropConn(tc)
 			c.Close()
 		})
 	}
