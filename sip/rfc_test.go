@@ -303,7 +303,9 @@ func TestRFC3261_17_1_1_3_NonInviteACKHopByHop(t *testing.T) {
 // Retry-After, and every accepted one ends with 408 on Timer B.
 func TestProxyFloodBounded(t *testing.T) {
 	const limit, n = 64, 5000
-	s, addr := serve(t, func(c *config.SIP) { c.MaxTransactions, c.MaxTransactionsPerSource, c.MaxCalls, c.TimerT1MS = limit, limit, 10, 20 })
+	s, addr := serve(t, func(c *config.SIP) {
+		c.MaxTransactions, c.MaxTransactionsPerSource, c.MaxCalls, c.TimerT1MS = limit, limit, 10, 20
+	})
 	caller, callee := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
 	callee.roundTrip(addr, reg("3000", "Contact: <sip:3000@"+callee.addr()+">\r\n", ""))
 	go func() { // the callee reads and never answers
