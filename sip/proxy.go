@@ -517,7 +517,8 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 			r.reply(m, from, 503, "Service Unavailable: call limit (sip.max_calls)", append(r.extra[:0], "Retry-After: 30\r\n"...))
 			return
 		}
-		if s.callsFrom(src) >= min(cfg.MaxCallsPerSource, cfg.MaxCalls) {
+		// Its open INVITEs count too: each may become a call.
+		if s.callsFrom(src)+s.txFrom(src) >= min(cfg.MaxCallsPerSource, cfg.MaxCalls) {
 			s.shedCount(ShedCallsPerSource)
 			s.logs.Log(slog.LevelWarn, "calls-per-source", "sip: call refused at sip.max_calls_per_source", "from", src.String())
 			r.reply(m, from, 503, "Service Unavailable: call limit per source (sip.max_calls_per_source)", append(r.extra[:0], "Retry-After: 30\r\n"...))
@@ -648,6 +649,13 @@ func (s *Server) addTx(tx *proxyTx, cfg config.SIP) int {
 		s.tableFull(tableTransactions, cfg.MaxTransactions)
 	}
 	return -1
+}
+
+// txFrom is how many transactions a source address holds open.
+func (s *Server) txFrom(src netip.Addr) int {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	return s.txSrc[src]
 }
 
 // Transactions is how many proxied INVITE transactions are open.

@@ -395,7 +395,7 @@ func TestUnACKedCallFreed(t *testing.T) {
 // full table raises sip_table_full until it drains.
 func TestPerSourceCaps(t *testing.T) {
 	s, addr, al := serveAlerts(t, func(c *config.SIP) {
-		c.TimerT1MS, c.MaxTransactions, c.MaxTransactionsPerSource, c.MaxCalls, c.MaxCallsPerSource = 10, 3, 2, 10, 1
+		c.TimerT1MS, c.MaxTransactions, c.MaxTransactionsPerSource, c.MaxCalls, c.MaxCallsPerSource = 10, 3, 2, 10, 10
 	})
 	callee, a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.2")
 	callee.roundTrip(addr, reg("2000", "Contact: <sip:2000@"+callee.addr()+">\r\n", ""))

@@ -304,7 +304,7 @@ func TestRFC3261_17_1_1_3_NonInviteACKHopByHop(t *testing.T) {
 func TestProxyFloodBounded(t *testing.T) {
 	const limit, n = 64, 5000
 	s, addr := serve(t, func(c *config.SIP) {
-		c.MaxTransactions, c.MaxTransactionsPerSource, c.MaxCalls, c.TimerT1MS = limit, limit, 10, 20
+		c.MaxTransactions, c.MaxTransactionsPerSource, c.MaxCalls, c.MaxCallsPerSource, c.TimerT1MS = limit, limit, 2*limit, 2*limit, 20
 	})
 	caller, callee := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
 	callee.roundTrip(addr, reg("3000", "Contact: <sip:3000@"+callee.addr()+">\r\n", ""))
