@@ -482,3 +482,40 @@ func TestTimerCRingingForever(t *testing.T) {
 	}
 	_ = s
 }
+
+// TestTCPCaller2xxRetransmissions: a caller over TCP calls a UDP phone.
+// The forwarded INVITE has a double Record-Route (UDP facing the callee,
+// ;transport=tcp facing the caller); the 200 and the callee's
+// retransmissions of it (the proxy's transaction ended with the first)
+// reach the caller over its connection, never as UDP; the caller's
+// ACK over TCP by its route set reaches the callee.
+func TestTCPCaller2xxRetransmissions(t *testing.T) {
+	s, addr, _ := serveAlerts(t, nil)
+	callee := newPhone(t, "127.0.0.1")
+	callee.roundTrip(addr, reg("2000", "Contact: <sip:2000@"+callee.addr()+">\r\n", ""))
+	caller := newTCPPhone(t, addr)
+	caller.send(invite("2000", addr, ""))
+	fwd := callee.recvReq(2*time.Second, "INVITE")
+	rr := strings.Split(routeRR(fwd), "\r\n")
+	if len(rr) != 3 || strings.Contains(rr[0], "transport=tcp") || !strings.Contains(rr[1], ";transport=tcp;lr>") {
+		t.Fatalf("Record-Route facing the callee (UDP), then the caller (TCP):\n%s", fwd)
+	}
+	ok := answer(t, fwd, 200, "OK", strings.ReplaceAll(routeRR(fwd), "Route:", "Record-Route:")+"Contact: <sip:2000@"+callee.addr()+">\r\n")
+	for i := 0; i < 3; i++ { // the 200 and two retransmissions
+		callee.send(addr, ok)
+		if r := caller.recv(2*time.Second, "SIP/2.0 2"); r == "" {
+			t.Fatalf("200 number %d did not reach the caller over TCP", i+1)
+		}
+	}
+	if n := s.Transactions(); n != 0 {
+		t.Errorf("%d transactions after the 2xx", n)
+	}
+	var fm Msg
+	Parse(strings.ReplaceAll(ok, "\r\nVia: SIP/2.0/UDP", "\r\nVia: SIP/2.0/UDP"), &fm)
+	ack := "ACK sip:2000@" + callee.addr() + " SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-tack;rport\r\n" + routeSet(ok, true) +
+		"From: " + fm.Get("from") + "\r\nTo: " + fm.Get("to") + "\r\nCall-ID: " + fm.Get("call-id") + "\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	caller.send(ack)
+	if got := callee.recvReq(2*time.Second, "ACK"); got == "" || strings.Contains(got, "Route:") {
+		t.Fatalf("the ACK over TCP did not reach the callee (or kept our Routes):\n%s", got)
+	}
+}

@@ -53,7 +53,13 @@ func (s *Server) tcpConnTo(a netip.AddrPort) *tcpConn {
 // connection of a binding registered over TCP whose Contact is a, while
 // it is open. nil: there is none.
 func (s *Server) flowTo(a netip.AddrPort) *tcpConn {
-	if tc := s.tcpConnTo(a); tc != nil {
+	s.tcpMu.Lock()
+	tc, none := s.tcpConns[a], len(s.tcpConns) == 0
+	if tc == nil {
+		tc = s.tcpAlias[a]
+	}
+	s.tcpMu.Unlock()
+	if tc != nil || none {
 		return tc
 	}
 	var src netip.AddrPort
