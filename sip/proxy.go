@@ -245,9 +245,21 @@ func (s *Server) routeOf(m *Msg, now time.Time) (route, error) {
 	if c, ok := s.lookup(u.User, now); ok {
 		r.reqURI = c.uri
 		if c.transport == "TCP" {
-			if tc := s.tcpConnTo(c.source); tc != nil {
-				r.dest = peer{addr: c.source, tcp: tc}
+			// Over the connection it registered on, or another it opened
+			// since; a Contact asking for TCP is never tried over UDP.
+			tc := s.tcpConnTo(c.source)
+			if tc == nil && c.target.IsValid() {
+				tc = s.flowTo(c.target)
+			}
+			if tc != nil {
+				r.dest = peer{addr: tc.remote, tcp: tc}
 				return r, nil
+			}
+			if cu, err := ParseURI(c.uri); err == nil {
+				if t, _ := cu.Param("transport"); strings.EqualFold(t, "tcp") {
+					r.noFlow = true
+					return r, nil
+				}
 			}
 		}
 		if c.target.IsValid() {

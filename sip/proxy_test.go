@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -517,5 +518,74 @@ func TestTCPCaller2xxRetransmissions(t *testing.T) {
 	caller.send(ack)
 	if got := callee.recvReq(2*time.Second, "ACK"); got == "" || strings.Contains(got, "Route:") {
 		t.Fatalf("the ACK over TCP did not reach the callee (or kept our Routes):\n%s", got)
+	}
+}
+
+// FuzzProxy drives arbitrary messages through the proxy's request and
+// response paths (transaction keys, branch MACs, routes, flows) on a
+// server that is not listening: no panic, and the tables stay within
+// their bounds.
+func FuzzProxy(f *testing.F) {
+	for _, seed := range []string{
+		strings.ReplaceAll(invite("2000", "127.0.0.1:5060", ""), "{me}", "127.0.0.1:7000"),
+		strings.ReplaceAll(invite2543("2000", "127.0.0.1:5060", "x1"), "{me}", "127.0.0.1:7001"),
+		"ACK sip:2000@127.0.0.1:7002;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:7003;branch=z9hG4bKa\r\nRoute: <sip:127.0.0.1:5060;transport=tcp;lr>, <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\n\r\n",
+		"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKpb00000000.0123456789abcdef.0123456789abcdef\r\nVia: SIP/2.0/TCP 127.0.0.1:7004;branch=z9hG4bKv;received=127.0.0.1;rport=7004\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+	} {
+		f.Add(seed)
+	}
+	cfg := config.Defaults().SIP
+	cfg.MaxTransactions, cfg.MaxCalls = 8, 8
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), noAlerts{})
+	r := newReader(s, 0)
+	from := peer{addr: netipMustAddrPort("127.0.0.1:7000")}
+	f.Fuzz(func(t *testing.T, raw string) {
+		var m Msg
+		if Parse(raw, &m) != nil {
+			return
+		}
+		if !m.Request {
+			r.response(&m, from)
+		} else if m.CheckRequest() == nil {
+			switch m.Method {
+			case "INVITE", "ACK", "BYE", "CANCEL":
+				r.proxyRequest(&m, from, time.Now())
+			}
+		}
+		if n := s.Transactions(); n > cfg.MaxTransactions {
+			t.Fatalf("%d transactions, bound %d", n, cfg.MaxTransactions)
+		}
+		if n := s.activeCalls(); n > cfg.MaxCalls {
+			t.Fatalf("%d calls, bound %d", n, cfg.MaxCalls)
+		}
+	})
+}
+
+func netipMustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// TestTCPPhoneGoneNotTriedOverUDP: a phone registered over TCP with a
+// ;transport=tcp Contact whose connection has closed gets no INVITE over
+// UDP (its port may be another program's); the caller gets 480.
+func TestTCPPhoneGoneNotTriedOverUDP(t *testing.T) {
+	s, addr, _ := serveAlerts(t, nil)
+	udpSide := newPhone(t, "127.0.0.1") // what listens on the Contact's port over UDP
+	callee := newTCPPhone(t, addr)
+	callee.send(reg("2000", "Contact: <sip:2000@"+udpSide.addr()+";transport=tcp>\r\n", ""))
+	if r := callee.recv(2*time.Second, "SIP/2.0"); !strings.HasPrefix(r, "SIP/2.0 200") {
+		t.Fatalf("register over TCP: %q", status(r))
+	}
+	callee.c.Close()
+	within(t, 5*time.Second, "the connection forgotten", func() bool {
+		s.tcpMu.Lock()
+		defer s.tcpMu.Unlock()
+		return len(s.tcpConns) == 0
+	})
+	caller := newPhone(t, "127.0.0.1")
+	caller.send(addr, invite("2000", addr, ""))
+	if r := caller.recvFinal(2 * time.Second); !strings.HasPrefix(r, "SIP/2.0 480") {
+		t.Errorf("caller got %q, want 480", status(r))
+	}
+	if m := udpSide.recv(300 * time.Millisecond); m != "" {
+		t.Errorf("the INVITE went over UDP to a TCP Contact:\n%s", m)
 	}
 }
