@@ -72,7 +72,7 @@ func (s *Server) viaPrefix() string { return "z9hG4bKpb" + s.token + "." }
 // Via as forwarded, its Call-ID and CSeq), then its loop hash (RFC 3261
 // 16.6 item 8). A response whose branch does not verify was never
 // caused by this proxy and is dropped.
-func (s *Server) branchFor(m *Msg, top Via, src netip.AddrPort) string {
+func (s *Server) branchFor(m *Msg, src netip.AddrPort) string {
 	var tv [256]byte
 	var it string
 	m.Each("via", func(v string) bool { it = v; return false })
@@ -483,6 +483,9 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 	if rt.noFlow {
 		// RFC 3261 18.1.1 would open a connection; this proxy only uses
 		// the ones phones opened (a phone registered over TCP keeps one).
+		if m.Method == "BYE" { // the call ends all the same
+			s.endCall(m.Get("call-id"))
+		}
 		if m.Method != "ACK" {
 			r.reject(m, from, 480, "Temporarily Unavailable: no TCP connection to the phone", "no-flow")
 		}
@@ -499,7 +502,7 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 		transport, downLocal = "TCP", rt.dest.tcp.local
 	}
 	via := string(s.selfVia(r.via[:0], downLocal))
-	branch := s.branchFor(m, top, from.addr)
+	branch := s.branchFor(m, from.addr)
 	if m.Method != "INVITE" {
 		switch m.Method {
 		case "BYE":
@@ -893,6 +896,10 @@ func (r *reader) response(m *Msg, from peer) {
 		return
 	}
 	if s.probeAnswer(branch, m) {
+		return
+	}
+	if strings.HasPrefix(branch[len(s.viaPrefix()):], "p") {
+		s.shedCount(ShedStray) // a probe's late answer, after it gave up
 		return
 	}
 	if !s.verifyBranch(m, branch) {
