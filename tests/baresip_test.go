@@ -50,10 +50,14 @@ func baresipCalls(t *testing.T, transport string) {
 	a.wait(ma, 10*time.Second, "200 (CALL_ESTABLISHED)", event("CALL_ESTABLISHED"))
 	b.wait(mb, 10*time.Second, "the call (CALL_ESTABLISHED)", event("CALL_ESTABLISHED"))
 	waitFor(t, 5*time.Second, "active_calls 1", func() bool { _, n := sipCounts(t, e.sock); return n == 1 })
+	// RTP both ways: each phone saw the other's stream arrive
+	// (CALL_RTPESTAB) and an RTCP report of packets received.
+	a.wait(ma, 10*time.Second, "RTP from b (CALL_RTPESTAB)", event("CALL_RTPESTAB"))
+	b.wait(mb, 10*time.Second, "RTP from a (CALL_RTPESTAB)", event("CALL_RTPESTAB"))
 	a.wait(ma, 20*time.Second, "RTP from b (RTCP rx)", rtpReceived)
 	b.wait(mb, 20*time.Second, "RTP from a (RTCP rx)", rtpReceived)
-	// The ACK reached the callee: its trace shows it received.
-	waitFor(t, 5*time.Second, "the ACK at b", func() bool { return receivedACK(b.sipTrace()) })
+	// The ACK reached the callee from the proxy over the call's transport.
+	waitFor(t, 5*time.Second, "the ACK at b over "+transport, func() bool { return receivedFrom(b.sipTrace(), pb, transport, "ACK") })
 
 	// Hold and resume: two re-INVITEs through the proxy, each offer
 	// reaching b and each answer a.
@@ -69,6 +73,9 @@ func baresipCalls(t *testing.T, transport string) {
 	mb = b.mark()
 	a.cmd("hangup", "")
 	b.wait(mb, 10*time.Second, "a's BYE", event("CALL_CLOSED"))
+	if !receivedFrom(b.sipTrace(), pb, transport, "BYE") {
+		t.Errorf("b's trace shows no BYE from the proxy over %s", transport)
+	}
 	waitFor(t, 5*time.Second, "active_calls 0", func() bool { _, n := sipCounts(t, e.sock); return n == 0 })
 
 	// A call hung up by the callee.
@@ -80,6 +87,9 @@ func baresipCalls(t *testing.T, transport string) {
 	ma = a.mark()
 	b.cmd("hangup", "")
 	a.wait(ma, 10*time.Second, "b's BYE", event("CALL_CLOSED"))
+	if !receivedFrom(a.sipTrace(), pb, transport, "BYE") {
+		t.Errorf("a's trace shows no BYE from the proxy over %s", transport)
+	}
 	waitFor(t, 5*time.Second, "active_calls 0", func() bool { _, n := sipCounts(t, e.sock); return n == 0 })
 
 	// CANCEL: 2001 rings (manual answer), a gives up; b sees the call
@@ -107,11 +117,14 @@ func baresipCalls(t *testing.T, transport string) {
 	e.stop(p)
 }
 
-// receivedACK reports whether a baresip SIP trace (-s) shows an ACK it
-// received.
-func receivedACK(trace string) bool {
-	for _, blk := range strings.Split(trace, "\n\n") {
-		if strings.Contains(blk, "ACK sip:") && (strings.Contains(blk, "<- ") || strings.Contains(blk, "recv")) {
+// receivedFrom reports whether a baresip SIP trace (-s) shows a request
+// of method that came from the proxy at pb over transport: each traced
+// message follows a line "UDP|TCP <from> -> <to>".
+func receivedFrom(trace, pb, transport, method string) bool {
+	lines := strings.Split(strings.ReplaceAll(trace, "\r", ""), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		f := strings.Fields(lines[i])
+		if len(f) == 4 && f[2] == "->" && strings.EqualFold(f[0], transport) && f[1] == pb && strings.HasPrefix(lines[i+1], method+" sip:") {
 			return true
 		}
 	}
