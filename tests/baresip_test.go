@@ -9,37 +9,39 @@ import (
 )
 
 // TestBaresipCalls: real phones (baresip 1.0.0) register with the daemon
-// and call each other through its proxy, over UDP and over TCP. Each
-// transport covers REGISTER; a call with 180, 200 and ACK; RTP both
+// and call each other through its proxy, over UDP, over TCP, and with
+// the caller on UDP and the callee on TCP (RFC 5658). Each case covers REGISTER; a call with 180, 200 and ACK; RTP both
 // ways; a hold re-INVITE; BYE from either side reaching the other;
 // CANCEL answered 487 (and that 487 ACKed); 404 for an unregistered
 // number; active_calls back to 0. Over TCP every in-dialog request
 // stays on TCP (the Record-Route says so), so the callee gets its ACK
 // and the caller its BYE.
 func TestBaresipCalls(t *testing.T) {
-	for _, transport := range []string{"udp", "tcp"} {
-		t.Run(transport, func(t *testing.T) { baresipCalls(t, transport) })
+	for _, c := range []struct{ a, b string }{{"udp", "udp"}, {"tcp", "tcp"}, {"udp", "tcp"}} {
+		t.Run(c.a+"-"+c.b, func(t *testing.T) { baresipCalls(t, c.a, c.b) })
 	}
 }
 
-func baresipCalls(t *testing.T, transport string) {
+// baresipCalls runs the calls with phone a (the caller) registered over
+// transport ta and phone b over tb; with different transports the proxy
+// Record-Routes twice (RFC 5658) and each phone keeps its own.
+func baresipCalls(t *testing.T, ta, tb string) {
 	e := newFaultEnv(t, nil)
 	p := e.tr.start(t, bins.daemon)
 	host, port := sipAddr(t, e.sock)
 	pb := net.JoinHostPort(host, strconv.Itoa(port))
-	uriParams := ";transport=" + transport
-	account := func(user, answer string) string {
-		return "<sip:" + user + "@" + pb + uriParams + ">;regint=600;answermode=" + answer + ";audio_codecs=PCMU"
+	account := func(user, transport, answer string) string {
+		return "<sip:" + user + "@" + pb + ";transport=" + transport + ">;regint=600;answermode=" + answer + ";audio_codecs=PCMU"
 	}
-	target := func(user string) string { return "sip:" + user + "@" + pb + uriParams }
+	target := func(user string) string { return "sip:" + user + "@" + pb + ";transport=" + ta }
 
-	a := startBaresip(t, "a", account("1000", "auto"))
-	b := startBaresip(t, "b", account("2000", "auto"), account("2001", "manual"))
+	a := startBaresip(t, "a", account("1000", ta, "auto"))
+	b := startBaresip(t, "b", account("2000", tb, "auto"), account("2001", tb, "manual"))
 	waitFor(t, 15*time.Second, "3 phones registered", func() bool { reg, _ := sipCounts(t, e.sock); return reg == 3 })
-	if transport == "tcp" {
+	if want := strings.Count(ta+tb, "tcp"); want > 0 {
 		st := call(t, e.sock, "phonebook", "status", "")
-		if n := num(get(st, "sip", "tcp_connections")); n < 2 {
-			t.Fatalf("phones registered over TCP, but %v TCP connections", n)
+		if n := num(get(st, "sip", "tcp_connections")); int(n) < want {
+			t.Fatalf("%d phones registered over TCP, but %v TCP connections", want, n)
 		}
 	}
 
@@ -57,7 +59,7 @@ func baresipCalls(t *testing.T, transport string) {
 	a.wait(ma, 20*time.Second, "RTP from b (RTCP rx)", rtpReceived)
 	b.wait(mb, 20*time.Second, "RTP from a (RTCP rx)", rtpReceived)
 	// The ACK reached the callee from the proxy over the call's transport.
-	waitFor(t, 5*time.Second, "the ACK at b over "+transport, func() bool { return receivedFrom(b.sipTrace(), pb, transport, "ACK") })
+	waitFor(t, 5*time.Second, "the ACK at b over "+tb, func() bool { return receivedFrom(b.sipTrace(), pb, tb, "ACK") })
 
 	// Hold and resume: two re-INVITEs through the proxy, each offer
 	// reaching b and each answer a.
@@ -73,8 +75,8 @@ func baresipCalls(t *testing.T, transport string) {
 	mb = b.mark()
 	a.cmd("hangup", "")
 	b.wait(mb, 10*time.Second, "a's BYE", event("CALL_CLOSED"))
-	if !receivedFrom(b.sipTrace(), pb, transport, "BYE") {
-		t.Errorf("b's trace shows no BYE from the proxy over %s", transport)
+	if !receivedFrom(b.sipTrace(), pb, tb, "BYE") {
+		t.Errorf("b's trace shows no BYE from the proxy over %s", tb)
 	}
 	waitFor(t, 5*time.Second, "active_calls 0", func() bool { _, n := sipCounts(t, e.sock); return n == 0 })
 
@@ -87,8 +89,8 @@ func baresipCalls(t *testing.T, transport string) {
 	ma = a.mark()
 	b.cmd("hangup", "")
 	a.wait(ma, 10*time.Second, "b's BYE", event("CALL_CLOSED"))
-	if !receivedFrom(a.sipTrace(), pb, transport, "BYE") {
-		t.Errorf("a's trace shows no BYE from the proxy over %s", transport)
+	if !receivedFrom(a.sipTrace(), pb, ta, "BYE") {
+		t.Errorf("a's trace shows no BYE from the proxy over %s", ta)
 	}
 	waitFor(t, 5*time.Second, "active_calls 0", func() bool { _, n := sipCounts(t, e.sock); return n == 0 })
 
