@@ -10,8 +10,9 @@ import (
 
 // TestBaresipCalls: real phones (baresip 1.0.0) register with the daemon
 // and call each other through its proxy, over UDP, over TCP, and with
-// the caller on UDP and the callee on TCP (RFC 5658). Each case covers REGISTER; a call with 180, 200 and ACK; RTP both
-// ways; a hold re-INVITE; BYE from either side reaching the other;
+// the caller on UDP and the callee on TCP (RFC 5658). Each case
+// covers REGISTER; a call with 180, 200 and ACK; RTP both ways; hold
+// and resume re-INVITEs; BYE from either side reaching the other;
 // CANCEL answered 487 (and that 487 ACKed); 404 for an unregistered
 // number; active_calls back to 0. Over TCP every in-dialog request
 // stays on TCP (the Record-Route says so), so the callee gets its ACK
