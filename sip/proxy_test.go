@@ -589,3 +589,32 @@ func TestTCPPhoneGoneNotTriedOverUDP(t *testing.T) {
 		t.Errorf("the INVITE went over UDP to a TCP Contact:\n%s", m)
 	}
 }
+
+// TestSweepCalls: the safety sweep drops an unconfirmed call past 64*T1
+// (should its timer be lost) and a confirmed one only past StaleCall,
+// and a table that drains clears sip_table_full.
+func TestSweepCalls(t *testing.T) {
+	cfg := config.Defaults().SIP
+	cfg.MaxCalls = 2
+	al := newRecAlerts()
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), al)
+	s.startCall("unconfirmed", netip.MustParseAddr("127.0.0.1"))
+	s.startCall("confirmed", netip.MustParseAddr("127.0.0.1"))
+	s.confirmCall("confirmed")
+	if !al.isActive("sip_table_full:calls") {
+		t.Fatal("calls table at its bound: no sip_table_full:calls")
+	}
+	now := time.Now()
+	if _, n := s.Sweep(now.Add(65 * s.t1())); n != 1 {
+		t.Fatalf("swept %d calls past 64*T1, want the unconfirmed one", n)
+	}
+	if al.isActive("sip_table_full:calls") {
+		t.Error("sip_table_full:calls still raised below the bound")
+	}
+	if _, n := s.Sweep(now.Add(StaleCall + time.Minute)); n != 1 {
+		t.Fatalf("swept %d calls past StaleCall", n)
+	}
+	if s.activeCalls() != 0 || s.callsFrom(netip.MustParseAddr("127.0.0.1")) != 0 {
+		t.Errorf("calls %d, from the source %d", s.activeCalls(), s.callsFrom(netip.MustParseAddr("127.0.0.1")))
+	}
+}
