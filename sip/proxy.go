@@ -206,7 +206,7 @@ type route struct {
 	hop        string // host:port to resolve, when not an address
 	dest       peer
 	notFound   bool
-	noFlow     bool // the next hop is TCP and no connection to it is open
+	noFlow     bool // the next hop (dest.addr) is TCP and no connection to it is open: one is opened
 }
 
 func (s *Server) routeOf(m *Msg, now time.Time) (route, error) {
@@ -255,9 +255,9 @@ func (s *Server) routeOf(m *Msg, now time.Time) (route, error) {
 				r.dest = peer{addr: tc.remote, tcp: tc}
 				return r, nil
 			}
-			if cu, err := ParseURI(c.uri); err == nil {
+			if cu, err := ParseURI(c.uri); err == nil && c.target.IsValid() {
 				if t, _ := cu.Param("transport"); strings.EqualFold(t, "tcp") {
-					r.noFlow = true
+					r.noFlow, r.dest = true, peer{addr: c.target}
 					return r, nil
 				}
 			}
@@ -279,7 +279,7 @@ func (s *Server) routeOf(m *Msg, now time.Time) (route, error) {
 // resolveHop routes to a URI's host: over the flow of a phone when one
 // is open to that address (RFC 5626; a phone registered over TCP is
 // reached on its connection), else over UDP; a URI asking for TCP with
-// no connection open is noFlow (no outgoing connections are made).
+// no connection open is noFlow (a connection is opened to it).
 func (s *Server) resolveHop(r route, u URI) (route, error) {
 	if ip, err := netip.ParseAddr(u.Host); err == nil {
 		p := u.Port
@@ -480,14 +480,15 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 		r.reject(m, from, 404, "Not Found", "not-found")
 		return
 	}
-	if rt.noFlow {
-		// RFC 3261 18.1.1 would open a connection; this proxy only uses
-		// the ones phones opened (a phone registered over TCP keeps one).
+	if rt.noFlow && s.dialing.Load() >= int64(s.config().TCPMaxConnections) {
+		// A connection is needed and as many are being opened as the
+		// bound allows.
+		s.shedCount(ShedTCPConnections)
 		if m.Method == "BYE" { // the call ends all the same
 			s.endCall(m.Get("call-id"))
 		}
 		if m.Method != "ACK" {
-			r.reject(m, from, 480, "Temporarily Unavailable: no TCP connection to the phone", "no-flow")
+			r.reply(m, from, 503, "Service Unavailable: TCP connections (sip.tcp_max_connections)", append(r.extra[:0], "Retry-After: 5\r\n"...))
 		}
 		return
 	}
@@ -498,8 +499,11 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 		return
 	}
 	transport, downLocal := "UDP", from.local
-	if rt.dest.tcp != nil {
+	switch {
+	case rt.dest.tcp != nil:
 		transport, downLocal = "TCP", rt.dest.tcp.local
+	case rt.noFlow: // the connection's local address is not known yet: the arrival one
+		transport = "TCP"
 	}
 	via := string(s.selfVia(r.via[:0], downLocal))
 	branch := s.branchFor(m, from.addr)
@@ -517,6 +521,19 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 			return
 		}
 		r.out = s.appendForward(r.out[:0], m, rt, via, branch, transport, from.addr, nil)
+		if rt.noFlow { // connected off the socket's goroutine
+			out, method := bytes.Clone(r.out), m.Method
+			go func() {
+				tc, err := s.dialTCP(context.Background(), rt.dest.addr)
+				if err == nil {
+					err = s.send(peer{addr: tc.remote, tcp: tc}, out, nil)
+				}
+				if err != nil {
+					s.logs.Log(slog.LevelInfo, "forward", "sip: forward over a new TCP connection failed", "method", method, "err", err)
+				}
+			}()
+			return
+		}
 		if err := s.send(rt.dest, r.out, &r.oob); err != nil {
 			s.logs.Log(slog.LevelDebug, "forward", "sip: forward failed", "method", m.Method, "err", err)
 		}
@@ -558,8 +575,24 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 		return
 	}
 	r.reply(m, from, 100, "Trying", nil)
-	rr := s.appendRecordRoute(r.extra[:0], from.local, from.tcp != nil, downLocal, rt.dest.tcp != nil)
+	rr := s.appendRecordRoute(r.extra[:0], from.local, from.tcp != nil, downLocal, transport == "TCP")
 	tx.fwd = bytes.Clone(s.appendForward(r.out[:0], m, rt, via, branch, transport, from.addr, rr))
+	if rt.noFlow {
+		// The phone's connection closed: a new one to its Contact, made
+		// off the socket's goroutine (bounded by the transaction table).
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 64*s.t1())
+			defer cancel()
+			tc, err := s.dialTCP(ctx, rt.dest.addr)
+			if err != nil {
+				s.logs.Log(slog.LevelInfo, "tcp-connect", "sip: cannot connect to a phone registered over TCP", "err", err)
+				s.finalUp(tx, 480, "Temporarily Unavailable")
+				return
+			}
+			s.startTx(tx, peer{addr: tc.remote, tcp: tc})
+		}()
+		return
+	}
 	if rt.dest.addr.IsValid() {
 		s.startTx(tx, rt.dest)
 		return

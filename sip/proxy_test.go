@@ -536,6 +536,7 @@ func FuzzProxy(f *testing.F) {
 	}
 	cfg := config.Defaults().SIP
 	cfg.MaxTransactions, cfg.MaxCalls = 8, 8
+	cfg.TCPMaxConnections = 0 // no connection is opened to what a message names
 	s := New(cfg, nil, health.NewRates(health.SystemClock{}), noAlerts{})
 	r := newReader(s, 0)
 	from := peer{addr: netipMustAddrPort("127.0.0.1:7000")}
@@ -564,8 +565,9 @@ func FuzzProxy(f *testing.F) {
 func netipMustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 // TestTCPPhoneGoneNotTriedOverUDP: a phone registered over TCP with a
-// ;transport=tcp Contact whose connection has closed gets no INVITE over
-// UDP (its port may be another program's); the caller gets 480.
+// ;transport=tcp Contact whose connection has closed, and on whose
+// Contact nothing accepts TCP, gets no INVITE over UDP (its port may be
+// another program's); the caller gets 480.
 func TestTCPPhoneGoneNotTriedOverUDP(t *testing.T) {
 	s, addr, _ := serveAlerts(t, nil)
 	udpSide := newPhone(t, "127.0.0.1") // what listens on the Contact's port over UDP
@@ -616,5 +618,47 @@ func TestSweepCalls(t *testing.T) {
 	}
 	if s.activeCalls() != 0 || s.callsFrom(netip.MustParseAddr("127.0.0.1")) != 0 {
 		t.Errorf("calls %d, from the source %d", s.activeCalls(), s.callsFrom(netip.MustParseAddr("127.0.0.1")))
+	}
+}
+
+// TestTCPConnectsToContactWhenFlowClosed: a phone registered over TCP
+// whose connection has closed (an idle timeout, a NAT) is reached by a
+// new connection to its Contact (RFC 3261 18.1.1), its answer comes back
+// on that connection, and the caller gets it.
+func TestTCPConnectsToContactWhenFlowClosed(t *testing.T) {
+	s, addr, _ := serveAlerts(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // the phone's listening socket
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	callee := newTCPPhone(t, addr)
+	callee.send(reg("2000", "Contact: <sip:2000@"+ln.Addr().String()+";transport=tcp>\r\n", ""))
+	if r := callee.recv(2*time.Second, "SIP/2.0"); !strings.HasPrefix(r, "SIP/2.0 200") {
+		t.Fatalf("register over TCP: %q", status(r))
+	}
+	callee.c.Close()
+	within(t, 5*time.Second, "the connection forgotten", func() bool {
+		s.tcpMu.Lock()
+		defer s.tcpMu.Unlock()
+		return len(s.tcpConns) == 0
+	})
+	caller := newPhone(t, "127.0.0.1")
+	caller.send(addr, invite("2000", addr, ""))
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("the proxy did not connect to the Contact: %v", err)
+	}
+	again := &tcpPhone{t: t, c: c, r: bufio.NewReader(c), in: make(chan string, 64)}
+	t.Cleanup(func() { c.Close() })
+	go again.read()
+	fwd := again.recv(2*time.Second, "INVITE")
+	if !strings.Contains(fwd, "Via: SIP/2.0/TCP ") {
+		t.Fatalf("INVITE over the new connection:\n%s", fwd)
+	}
+	again.c.Write([]byte(answer(t, fwd, 200, "OK", "")))
+	if r := caller.recvFinal(2 * time.Second); !strings.HasPrefix(r, "SIP/2.0 200") {
+		t.Fatalf("caller got %q", status(r))
 	}
 }

@@ -132,6 +132,8 @@ type Server struct {
 	// listening port) to the connection it sent that request on: at most
 	// one alias per connection, removed with it.
 	tcpAlias map[netip.AddrPort]*tcpConn
+	tcpServe tcpServing   // how a connection is served (set by acceptTCP)
+	dialing  atomic.Int64 // outgoing connections being made
 
 	registers    atomic.Int64
 	malformed    atomic.Int64

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -109,13 +110,84 @@ func (s *Server) dropConn(tc *tcpConn) {
 	}
 }
 
-// closeTCP closes every connection (the worker is stopping).
+// tcpServing is what serving a connection needs, set while the TCP
+// listener runs: the worker and the wait group its goroutines join.
+type tcpServing struct {
+	w    *supervisor.Worker
+	wg   *sync.WaitGroup
+	open bool
+}
+
+// closeTCP closes every connection (the worker is stopping); none is
+// added after it.
 func (s *Server) closeTCP() {
 	s.tcpMu.Lock()
 	defer s.tcpMu.Unlock()
+	s.tcpServe.open = false
 	for _, c := range s.tcpConns {
 		c.c.Close()
 	}
+}
+
+// addConn enters a connection and starts serving it, unless TCP is
+// stopped or at sip.tcp_max_connections.
+func (s *Server) addConn(tc *tcpConn) bool {
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	sv := s.tcpServe
+	if !sv.open || len(s.tcpConns) >= s.config().TCPMaxConnections {
+		return false
+	}
+	s.tcpConns[tc.remote] = tc
+	sv.wg.Add(1)
+	sv.w.Go(func() {
+		defer sv.wg.Done()
+		s.serveTCP(tc)
+		s.dropConn(tc)
+		tc.c.Close()
+	})
+	return true
+}
+
+// errNoTCP: no connection could be made (TCP off, at its bound, or too
+// many being made at once).
+var errNoTCP = errors.New("sip: no TCP connection can be opened")
+
+// dialTCP opens a connection to a phone whose flow has closed (RFC 3261
+// 18.1.1: a request to a ;transport=tcp URI with no connection open
+// opens one), bounded like accepted ones and by sip.tcp_max_connections
+// dials at once; it is served like an accepted one, so the phone's
+// answers and requests come back on it. A connection open to the address
+// already is returned as is.
+func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, error) {
+	if tc := s.flowTo(addr); tc != nil {
+		return tc, nil
+	}
+	s.tcpMu.Lock()
+	open := s.tcpServe.open
+	s.tcpMu.Unlock()
+	if !open {
+		return nil, errNoTCP
+	}
+	if n := s.dialing.Add(1); n > int64(s.config().TCPMaxConnections) {
+		s.dialing.Add(-1)
+		s.shedCount(ShedTCPConnections)
+		return nil, errNoTCP
+	}
+	defer s.dialing.Add(-1)
+	d := net.Dialer{Timeout: writeTimeout}
+	c, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("sip: connect to %s: %w", addr, err)
+	}
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	tc := &tcpConn{c: c, remote: addr, local: local}
+	if !s.addConn(tc) {
+		c.Close()
+		s.shedCount(ShedTCPConnections)
+		return nil, errNoTCP
+	}
+	return tc, nil
 }
 
 // acceptTCP accepts connections up to sip.tcp_max_connections; past it a
@@ -124,6 +196,9 @@ func (s *Server) closeTCP() {
 // "sip_accept_errors" until an accept succeeds again: the worker never
 // fails for them.
 func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.Worker, wg *sync.WaitGroup) {
+	s.tcpMu.Lock()
+	s.tcpServe = tcpServing{w: w, wg: wg, open: true}
+	s.tcpMu.Unlock()
 	var delay time.Duration
 	failing := false
 	for {
@@ -154,25 +229,12 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		tc := &tcpConn{c: c, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), local: local}
-		s.tcpMu.Lock()
-		full := len(s.tcpConns) >= s.config().TCPMaxConnections
-		if !full {
-			s.tcpConns[tc.remote] = tc
-		}
-		s.tcpMu.Unlock()
-		if full {
+		if !s.addConn(tc) {
 			s.shedCount(ShedTCPConnections)
 			s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", "from", tc.remote.String())
 			c.Close()
 			continue
 		}
-		wg.Add(1)
-		w.Go(func() {
-			defer wg.Done()
-			s.serveTCP(tc)
-			s.dropConn(tc)
-			c.Close()
-		})
 	}
 }
 
