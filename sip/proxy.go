@@ -935,6 +935,12 @@ func (r *reader) response(m *Msg, from peer) {
 		s.shedCount(ShedStray) // a probe's late answer, after it gave up
 		return
 	}
+	cs, _ := m.CSeq()
+	if cs.Method == "CANCEL" {
+		// The answer to a CANCEL this proxy sent (its own, hop by hop,
+		// with only our Via): nothing to relay or verify.
+		return
+	}
 	if !s.verifyBranch(m, branch) {
 		// A response to nothing this proxy sent: forged (a branch copied
 		// from a forwarded request and reused), or from a previous start.
@@ -942,11 +948,7 @@ func (r *reader) response(m *Msg, from peer) {
 		s.logs.Log(slog.LevelWarn, "forged", "sip: response with a branch that does not verify; dropped", "from", from.addr.String())
 		return
 	}
-	cs, _ := m.CSeq()
 	if tx := s.txByDown(branch); tx != nil {
-		if cs.Method == "CANCEL" {
-			return // the callee's 200 to our CANCEL
-		}
 		s.txResponse(tx, m, r)
 		return
 	}

@@ -662,3 +662,41 @@ func TestTCPConnectsToContactWhenFlowClosed(t *testing.T) {
 		t.Fatalf("caller got %q", status(r))
 	}
 }
+
+// TestOwnCancelAnswerNotForged: the callee's 200 to the proxy's own
+// CANCEL (one Via, ours) is absorbed, not counted as forged; its 487 is
+// relayed.
+func TestOwnCancelAnswerNotForged(t *testing.T) {
+	s, addr, _ := serveAlerts(t, nil)
+	caller, callee := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+	callee.roundTrip(addr, reg("2000", "Contact: <sip:2000@"+callee.addr()+">\r\n", ""))
+	inv := strings.ReplaceAll(invite("2000", addr, ""), "{me}", caller.addr())
+	caller.send(addr, inv)
+	fwd := callee.recvReq(2*time.Second, "INVITE")
+	callee.send(addr, answer(t, fwd, 180, "Ringing", ""))
+	cancel := strings.Replace(strings.Replace(inv, "INVITE sip:", "CANCEL sip:", 1), "CSeq: 1 INVITE", "CSeq: 1 CANCEL", 1)
+	caller.send(addr, cancel)
+	c := callee.recvReq(2*time.Second, "CANCEL")
+	if c == "" {
+		t.Fatal("no CANCEL at the callee")
+	}
+	callee.send(addr, answer(t, c, 200, "OK", ""))
+	callee.send(addr, answer(t, fwd, 487, "Request Terminated", ""))
+	if r := caller.recvFinal(2 * time.Second); !strings.HasPrefix(r, "SIP/2.0 200") && !strings.HasPrefix(r, "SIP/2.0 487") {
+		t.Fatalf("caller got %q", status(r))
+	}
+	within(t, 2*time.Second, "the 487 relayed", func() bool {
+		for {
+			r := caller.recv(100 * time.Millisecond)
+			if r == "" {
+				return false
+			}
+			if strings.HasPrefix(r, "SIP/2.0 487") {
+				return true
+			}
+		}
+	})
+	if n := s.forged.Load(); n != 0 {
+		t.Errorf("forged_responses %d after the 200 to our own CANCEL", n)
+	}
+}

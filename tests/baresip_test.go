@@ -117,6 +117,11 @@ func baresipCalls(t *testing.T, ta, tb string) {
 	if _, n := sipCounts(t, e.sock); n != 0 {
 		t.Errorf("active_calls %d at the end", n)
 	}
+	// Real phones' answers all verify (the 200 to the proxy's own CANCEL
+	// included).
+	if n := num(get(call(t, e.sock, "phonebook", "status", ""), "sip", "forged_responses")); n != 0 {
+		t.Errorf("forged_responses %v from real phones", n)
+	}
 	e.stop(p)
 }
 
