@@ -96,28 +96,28 @@ func (p *phone) recvReq(wait time.Duration, method string) string {
 	return ""
 }
 
-// tcpPhone is a phone connected to the proxy over TCP.
-type tcpPhone struct {
+// tcpUA is a phone connected to the proxy over TCP.
+type tcpUA struct {
 	t  *testing.T
 	c  net.Conn
 	r  *bufio.Reader
 	in chan string
 }
 
-func newTCPPhone(t *testing.T, addr string) *tcpPhone {
+func newTCPUA(t *testing.T, addr string) *tcpUA {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	p := &tcpPhone{t: t, c: c, r: bufio.NewReader(c), in: make(chan string, 64)}
+	p := &tcpUA{t: t, c: c, r: bufio.NewReader(c), in: make(chan string, 64)}
 	go p.read()
 	return p
 }
 
-func (p *tcpPhone) addr() string { return p.c.LocalAddr().String() }
+func (p *tcpUA) addr() string { return p.c.LocalAddr().String() }
 
-func (p *tcpPhone) read() {
+func (p *tcpUA) read() {
 	defer close(p.in)
 	for {
 		var head strings.Builder
@@ -146,7 +146,7 @@ func (p *tcpPhone) read() {
 	}
 }
 
-func (p *tcpPhone) send(msg string) {
+func (p *tcpUA) send(msg string) {
 	p.t.Helper()
 	msg = strings.ReplaceAll(msg, "SIP/2.0/UDP {me}", "SIP/2.0/TCP {me}")
 	if _, err := p.c.Write([]byte(strings.ReplaceAll(msg, "{me}", p.addr()))); err != nil {
@@ -155,7 +155,7 @@ func (p *tcpPhone) send(msg string) {
 }
 
 // recv returns the next message starting with prefix ("" after wait).
-func (p *tcpPhone) recv(wait time.Duration, prefix string) string {
+func (p *tcpUA) recv(wait time.Duration, prefix string) string {
 	end := time.After(wait)
 	for {
 		select {
@@ -200,7 +200,7 @@ func routeSet(msg string, reverse bool) string {
 // UDP and the 200 to it goes back over the callee's connection.
 func TestTCPDialogStaysOnTCP(t *testing.T) {
 	s, addr, _ := serveAlerts(t, nil)
-	callee := newTCPPhone(t, addr)
+	callee := newTCPUA(t, addr)
 	const listen = "127.0.0.1:5999" // the callee's advertised port: nothing listens there
 	callee.send(reg("2000", "Contact: <sip:2000@"+listen+";transport=tcp>\r\n", ""))
 	if r := callee.recv(2*time.Second, "SIP/2.0"); !strings.HasPrefix(r, "SIP/2.0 200") {
@@ -494,7 +494,7 @@ func TestTCPCaller2xxRetransmissions(t *testing.T) {
 	s, addr, _ := serveAlerts(t, nil)
 	callee := newPhone(t, "127.0.0.1")
 	callee.roundTrip(addr, reg("2000", "Contact: <sip:2000@"+callee.addr()+">\r\n", ""))
-	caller := newTCPPhone(t, addr)
+	caller := newTCPUA(t, addr)
 	caller.send(invite("2000", addr, ""))
 	fwd := callee.recvReq(2*time.Second, "INVITE")
 	rr := strings.Split(routeRR(fwd), "\r\n")
@@ -571,7 +571,7 @@ func netipMustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort
 func TestTCPPhoneGoneNotTriedOverUDP(t *testing.T) {
 	s, addr, _ := serveAlerts(t, nil)
 	udpSide := newPhone(t, "127.0.0.1") // what listens on the Contact's port over UDP
-	callee := newTCPPhone(t, addr)
+	callee := newTCPUA(t, addr)
 	callee.send(reg("2000", "Contact: <sip:2000@"+udpSide.addr()+";transport=tcp>\r\n", ""))
 	if r := callee.recv(2*time.Second, "SIP/2.0"); !strings.HasPrefix(r, "SIP/2.0 200") {
 		t.Fatalf("register over TCP: %q", status(r))
@@ -632,7 +632,7 @@ func TestTCPConnectsToContactWhenFlowClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	callee := newTCPPhone(t, addr)
+	callee := newTCPUA(t, addr)
 	callee.send(reg("2000", "Contact: <sip:2000@"+ln.Addr().String()+";transport=tcp>\r\n", ""))
 	if r := callee.recv(2*time.Second, "SIP/2.0"); !strings.HasPrefix(r, "SIP/2.0 200") {
 		t.Fatalf("register over TCP: %q", status(r))
@@ -650,7 +650,7 @@ func TestTCPConnectsToContactWhenFlowClosed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the proxy did not connect to the Contact: %v", err)
 	}
-	again := &tcpPhone{t: t, c: c, r: bufio.NewReader(c), in: make(chan string, 64)}
+	again := &tcpUA{t: t, c: c, r: bufio.NewReader(c), in: make(chan string, 64)}
 	t.Cleanup(func() { c.Close() })
 	go again.read()
 	fwd := again.recv(2*time.Second, "INVITE")
