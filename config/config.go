@@ -66,20 +66,25 @@ type Reporter struct {
 
 // SIP holds the registrar/proxy settings (section "sip").
 type SIP struct {
-	Listen            string
-	MaxBindings       int // registered users
-	MaxContacts       int // bindings per user
-	DefaultExpires    int
-	MinExpires        int
-	DNSSuffix         string
-	MaxTransactions   int // proxied INVITEs open at once
-	MaxCalls          int // active calls
-	TimerT1MS         int // RFC 3261 T1
-	TimerC            int // seconds an INVITE may ring (RFC 3261 16.6 Timer C)
-	MaxMessageSize    int // bytes
-	TCPMaxConnections int // 0: no TCP
-	TCPIdleTimeout    int // seconds
-	TCPHeaderTimeout  int // seconds
+	Listen          string
+	MaxBindings     int // registered users
+	MaxContacts     int // bindings per user
+	DefaultExpires  int
+	MinExpires      int
+	DNSSuffix       string
+	MaxTransactions int // proxied INVITEs open at once
+	MaxCalls        int // active calls
+	// MaxTransactionsPerSource and MaxCallsPerSource are the shares of
+	// those tables one source address may hold, so that one host cannot
+	// fill them (used as min(share, table size)).
+	MaxTransactionsPerSource int
+	MaxCallsPerSource        int
+	TimerT1MS                int // RFC 3261 T1
+	TimerC                   int // seconds an INVITE may ring (RFC 3261 16.6 Timer C)
+	MaxMessageSize           int // bytes
+	TCPMaxConnections        int // 0: no TCP
+	TCPIdleTimeout           int // seconds
+	TCPHeaderTimeout         int // seconds
 }
 
 // Health holds the software-health settings (section "health", type
@@ -178,8 +183,10 @@ func fields() []field {
 		{"sip", "dns_suffix", kString, "local.mesh", 0, 0, func(c *Config) any { return &c.SIP.DNSSuffix }, "callee host when not registered: <number>.<suffix>", checkHostName},
 		{"sip", "max_transactions", kInt, "128", 1, 4096, func(c *Config) any { return &c.SIP.MaxTransactions }, "proxied INVITE transactions open at once; past it 503", nil},
 		{"sip", "max_calls", kInt, "64", 1, 4096, func(c *Config) any { return &c.SIP.MaxCalls }, "active calls; past it a new INVITE gets 503", nil},
+		{"sip", "max_transactions_per_source", kInt, "32", 1, 4096, func(c *Config) any { return &c.SIP.MaxTransactionsPerSource }, "proxied INVITE transactions one source address may hold open; past it 503 (at most max_transactions)", nil},
+		{"sip", "max_calls_per_source", kInt, "16", 1, 4096, func(c *Config) any { return &c.SIP.MaxCallsPerSource }, "active calls one source address may hold; past it a new INVITE gets 503 (at most max_calls)", nil},
 		{"sip", "timer_t1_ms", kInt, "500", 10, 5000, func(c *Config) any { return &c.SIP.TimerT1MS }, "RFC 3261 T1 (round-trip estimate); transactions end after 64*T1", nil},
-		{"sip", "timer_c", kInt, "180", 1, 3600, func(c *Config) any { return &c.SIP.TimerC }, "seconds a forwarded INVITE may ring before it is cancelled (RFC 3261 wants more than 180)", nil},
+		{"sip", "timer_c", kInt, "180", 1, 600, func(c *Config) any { return &c.SIP.TimerC }, "seconds a forwarded INVITE may ring before it is cancelled and answered 408 (RFC 3261 wants more than 180); provisional answers extend it to at most twice this", nil},
 		{"sip", "max_message_size", kInt, "8192", 1500, 65535, func(c *Config) any { return &c.SIP.MaxMessageSize }, "largest SIP message read; larger gets 513", nil},
 		{"sip", "tcp_max_connections", kInt, "64", 0, 4096, func(c *Config) any { return &c.SIP.TCPMaxConnections }, "SIP over TCP connections at once (0: no TCP); past it refused", nil},
 		{"sip", "tcp_idle_timeout", kInt, "120", 1, 86400, func(c *Config) any { return &c.SIP.TCPIdleTimeout }, "seconds a TCP connection may stay without a message", nil},

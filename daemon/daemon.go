@@ -237,13 +237,6 @@ func (d *Daemon) setup() error {
 			reg, _ := d.sip.Counts()
 			return reg
 		},
-		Calls: func() (int, int) {
-			if d.sip == nil {
-				return 0, 0
-			}
-			_, active := d.sip.Counts()
-			return active, d.config().SIP.MaxCalls
-		},
 	}, cfg.Health)
 	d.fetcher = directory.NewFetcher(d.log, d.rates, func(ok bool) { d.sys.Reach("fetcher", ok) })
 	d.fetcher.SetAlerts(d.sys)

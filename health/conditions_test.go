@@ -123,28 +123,6 @@ func TestOverloadHeld(t *testing.T) {
 	}
 }
 
-// TestCallsTableFull: every call slot taken raises sip_table_full
-// (before: healthy 100 while every INVITE got 503).
-func TestCallsTableFull(t *testing.T) {
-	clock := newFakeClock()
-	dir := t.TempDir()
-	active := 64
-	h := NewSystem(Options{Clock: clock, Rates: NewRates(clock), StateDir: dir, RunDir: dir,
-		Calls: func() (int, int) { return active, 64 }}, testConfig())
-	if a := alert(h.Sample(), "sip_table_full"); a == nil || a.Message != "Calls table full: 64 of 64 calls active, new calls are refused with 503" {
-		t.Fatalf("alert %+v", a)
-	}
-	active = 10
-	clock.Advance(time.Second)
-	if alert(h.Sample(), "sip_table_full") == nil {
-		t.Error("not held after the table had room again")
-	}
-	clock.Advance(counterHold)
-	if a := alert(h.Sample(), "sip_table_full"); a != nil {
-		t.Errorf("still shown after the hold: %+v", a)
-	}
-}
-
 // TestNetworkUnreachableNeedsEvidence: one refused fetch with nothing
 // succeeding is no evidence (before: network_unreachable at once); every
 // source failing repeatedly over the window is; one success clears it.

@@ -175,9 +175,9 @@ var (
 	// Overload, condition `overload`: SIP shed work (503s, refused connections; phonebook status sip.shed).
 	Overload = Register(&Descriptor{Code: "overload", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "SIP shed work (503s, refused connections, datagrams dropped at a full receive queue; `phonebook status` sip.shed), seen at its 2 s check; held after the last",
 		Text: sprintf("SIP is shedding load (in the last %s: %s); see phonebook status sip.shed", ArgDetail, ArgError), Recommend: sprintf("A phone or host is flooding the node, or the limits in uci show phonebook.sip are too small for the phones here.")})
-	// SIPTableFull, condition `sip_table_full`: active calls at sip.max_calls: a new INVITE gets 503.
-	SIPTableFull = Register(&Descriptor{Code: "sip_table_full", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "active calls at `sip.max_calls`: a new INVITE gets 503",
-		Text: sprintf("Calls table full: %s of %s calls active, new calls are refused with 503", ArgCount, ArgLimit), Recommend: sprintf("Raise phonebook.sip.max_calls if the router has the memory; stale calls are swept after a while without BYE.")})
+	// SIPTableFull, condition `sip_table_full`: a SIP table (transactions, calls) is at its bound, keyed by the table.
+	SIPTableFull = Register(&Descriptor{Code: "sip_table_full", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "a SIP table (`transactions`, `calls`) is at its bound: new INVITEs get 503",
+		Text: sprintf("SIP %s table full (%s): new calls are refused with 503", ArgKey, ArgLimit), Recommend: sprintf("See phonebook status sip.shed for the cause; raise phonebook.sip.max_%s if the router has the memory, or find the host holding it.", ArgKey)})
 	// SIPCapacity, condition `sip_capacity`: registrations at sip.max_bindings.
 	SIPCapacity = Register(&Descriptor{Code: "sip_capacity", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "registrations at `sip.max_bindings`",
 		Text: sprintf("Registrations at capacity (%s): new phones are refused with 503", ArgLimit), Recommend: sprintf("Raise phonebook.sip.max_bindings if the router has the memory, or move phones to another node.")})

@@ -87,9 +87,6 @@ type Options struct {
 	WorkerExtra func(worker string, all []supervisor.WorkerStatus) []ubus.Value
 	// Phones counts the registered phones, for the history.
 	Phones func() int
-	// Calls reports the active calls and sip.max_calls, for the full
-	// calls table condition.
-	Calls func() (active, limit int)
 }
 
 // System samples the process, evaluates its health and keeps the snapshot.
@@ -417,11 +414,6 @@ func (h *System) Sample() *Snapshot {
 	reachable := h.reachable(now)
 	if reachable != nil && !*reachable {
 		add(ConditionOf(NetworkUnreachable, "", Args{ArgDetail: unreachableWindow.String()}))
-	}
-	if h.opt.Calls != nil {
-		if active, limit := h.opt.Calls(); limit > 0 && active >= limit {
-			add(ConditionOf(SIPTableFull, "", Args{ArgCount: itoa(active), ArgLimit: itoa(limit)}))
-		}
 	}
 	rates := []struct {
 		cond      *Descriptor

@@ -247,6 +247,8 @@ func service(w *writer, st []ubus.Value, now time.Time) {
 		{"phonebook_sip_malformed_total", "counter", "Malformed SIP messages answered 400 or dropped.", []string{"sip", "malformed_total"}},
 		{"phonebook_sip_calls_total", "counter", "Calls set up through the proxy.", []string{"sip", "calls_total"}},
 		{"phonebook_sip_tcp_accept_errors_total", "counter", "Failed TCP accepts (descriptor exhaustion and the like).", []string{"sip", "tcp_accept_errors"}},
+		{"phonebook_sip_forged_responses_total", "counter", "Responses dropped because their branch MAC did not verify.", []string{"sip", "forged_responses"}},
+		{"phonebook_sip_calls_expired_unacked_total", "counter", "Calls freed because their 200 was never ACKed within 64*T1.", []string{"sip", "calls_expired_unacked"}},
 	} {
 		if v, ok := number(st, f.path...); ok {
 			w.one(f.name, f.typ, f.help, v)

@@ -41,6 +41,12 @@ func (a *condLog) SetHealthy(cond *health.Descriptor, key string) {
 	delete(a.up, cond.Instance(key))
 }
 
+// isActive tells whether a condition is raised now.
+func (a *condLog) isActive(code string) bool {
+	_, ok := a.get(code)
+	return ok
+}
+
 // get returns the arguments of a raised condition and whether it is raised.
 func (a *condLog) get(code string) (health.Args, bool) {
 	a.mu.Lock()

@@ -3,6 +3,9 @@ package sip
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -10,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/aredn/phonebookd/config"
 )
 
 // peer is where a message goes: a UDP address (answered from local), or
@@ -34,7 +39,8 @@ const (
 type proxyTx struct {
 	mu         sync.Mutex
 	up         peer
-	upBranch   string
+	src        netip.Addr // up's address: the per-source share
+	upBranch   string     // the server transaction's key (txKey)
 	down       peer
 	downBranch string
 	viaHost    string // our host:port in the forwarded Via
@@ -51,6 +57,7 @@ type proxyTx struct {
 	interval   time.Duration // Timer A / G
 	nextRetx   time.Time
 	deadline   time.Time // Timer B, C or H
+	ringCap    time.Time // provisional answers extend Timer C up to here
 	timer      *time.Timer
 	done       bool
 }
@@ -59,6 +66,75 @@ type proxyTx struct {
 // differs per start so that another phonebookd on the path is not
 // mistaken for this one.
 func (s *Server) viaPrefix() string { return "z9hG4bKpb" + s.token + "." }
+
+// branchFor is the branch of a request this proxy forwards: the prefix,
+// a MAC over what the response to it must carry back (the request's top
+// Via as forwarded, its Call-ID and CSeq), then its loop hash (RFC 3261
+// 16.6 item 8). A response whose branch does not verify was never
+// caused by this proxy and is dropped.
+func (s *Server) branchFor(m *Msg, src netip.AddrPort) string {
+	var tv [256]byte
+	var it string
+	m.Each("via", func(v string) bool { it = v; return false })
+	v, _ := ParseVia(string(appendTopVia(tv[:0], it, src)))
+	cs, _ := m.CSeq()
+	b := make([]byte, 0, 64)
+	b = append(b, s.viaPrefix()...)
+	b = appendHex(b, s.branchMAC(v, m.Get("call-id"), cs.Num, m.Method))
+	b = append(b, '.')
+	return string(appendHex(b, loopHash(m)))
+}
+
+// branchMAC is the truncated HMAC-SHA256, under this start's secret, of
+// the fields of the Via below ours, the Call-ID, the CSeq number and the
+// method (a CANCEL's and an ACK's are the INVITE's: they share its
+// branch).
+func (s *Server) branchMAC(v Via, callID string, cseq uint32, method string) uint64 {
+	if method == "CANCEL" || method == "ACK" {
+		method = "INVITE"
+	}
+	received, _ := param(v.Params, "received")
+	rport, _ := param(v.Params, "rport")
+	h := hmac.New(sha256.New, s.secret[:])
+	var num [20]byte
+	for _, f := range [...]string{strings.ToUpper(v.Transport), strings.ToLower(v.Host), string(strconv.AppendInt(num[:0], int64(v.Port), 10)),
+		v.Branch(), received, rport, callID, string(strconv.AppendUint(num[:0], uint64(cseq), 10)), method} {
+		h.Write([]byte(f))
+		h.Write([]byte{0})
+	}
+	var sum [sha256.Size]byte
+	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
+}
+
+// verifyBranch checks the MAC in the branch of a response's top Via
+// (ours) against the rest of the response.
+func (s *Server) verifyBranch(m *Msg, branch string) bool {
+	rest := branch[len(s.viaPrefix()):]
+	mac, _, ok := strings.Cut(rest, ".")
+	if !ok || len(mac) != 16 {
+		return false
+	}
+	var next string
+	i := 0
+	m.Each("via", func(v string) bool {
+		if i == 1 {
+			next = v
+			return false
+		}
+		i++
+		return true
+	})
+	v, err := ParseVia(next)
+	if err != nil {
+		return false
+	}
+	cs, err := m.CSeq()
+	if err != nil {
+		return false
+	}
+	want := appendHex(make([]byte, 0, 16), s.branchMAC(v, m.Get("call-id"), cs.Num, cs.Method))
+	return hmac.Equal(want, []byte(mac))
+}
 
 // loopHash is RFC 3261 16.6 item 8's hash of what identifies a request on
 // its path: the same request coming back with the same hash is a loop.
@@ -125,28 +201,25 @@ func (s *Server) forUs(u URI) bool {
 // Route, to the next Route, or to the Request-URI retargeted to the
 // called number's binding or <number>.<dns_suffix>.
 type route struct {
-	reqURI    string
-	dropRoute bool   // the top Route was ours
-	hop       string // host:port to resolve, when not an address
-	dest      peer
-	notFound  bool
+	reqURI     string
+	dropRoutes int    // the top Routes that were ours (two after RFC 5658's double Record-Route)
+	hop        string // host:port to resolve, when not an address
+	dest       peer
+	notFound   bool
+	noFlow     bool // the next hop (dest.addr) is TCP and no connection to it is open: one is opened
 }
 
 func (s *Server) routeOf(m *Msg, now time.Time) (route, error) {
 	r := route{reqURI: m.URI}
-	var first, second string
+	var next string
 	m.Each("route", func(v string) bool {
-		if first == "" {
-			first = v
+		if r.dropRoutes < 2 && s.ownRoute(v) {
+			r.dropRoutes++
 			return true
 		}
-		second = v
+		next = v
 		return false
 	})
-	next := first
-	if first != "" && s.ownRoute(first) {
-		r.dropRoute, next = true, second
-	}
 	if next != "" { // loose routing to the next hop
 		a, err := ParseAddr(next)
 		if err != nil {
@@ -172,9 +245,21 @@ func (s *Server) routeOf(m *Msg, now time.Time) (route, error) {
 	if c, ok := s.lookup(u.User, now); ok {
 		r.reqURI = c.uri
 		if c.transport == "TCP" {
-			if tc := s.tcpConnTo(c.source); tc != nil {
-				r.dest = peer{addr: c.source, tcp: tc}
+			// Over the connection it registered on, or another it opened
+			// since; a Contact asking for TCP is never tried over UDP.
+			tc := s.tcpConnTo(c.source)
+			if tc == nil && c.target.IsValid() {
+				tc = s.flowTo(c.target)
+			}
+			if tc != nil {
+				r.dest = peer{addr: tc.remote, tcp: tc}
 				return r, nil
+			}
+			if cu, err := ParseURI(c.uri); err == nil && c.target.IsValid() {
+				if t, _ := cu.Param("transport"); strings.EqualFold(t, "tcp") {
+					r.noFlow, r.dest = true, peer{addr: c.target}
+					return r, nil
+				}
 			}
 		}
 		if c.target.IsValid() {
@@ -191,13 +276,23 @@ func (s *Server) routeOf(m *Msg, now time.Time) (route, error) {
 	return r, nil
 }
 
+// resolveHop routes to a URI's host: over the flow of a phone when one
+// is open to that address (RFC 5626; a phone registered over TCP is
+// reached on its connection), else over UDP; a URI asking for TCP with
+// no connection open is noFlow (a connection is opened to it).
 func (s *Server) resolveHop(r route, u URI) (route, error) {
 	if ip, err := netip.ParseAddr(u.Host); err == nil {
 		p := u.Port
 		if p == 0 {
 			p = 5060
 		}
-		r.dest = peer{addr: netip.AddrPortFrom(ip.Unmap(), uint16(p))}
+		addr := netip.AddrPortFrom(ip.Unmap(), uint16(p))
+		r.dest = peer{addr: addr}
+		if tc := s.flowTo(addr); tc != nil {
+			r.dest.tcp = tc
+		} else if t, _ := u.Param("transport"); strings.EqualFold(t, "tcp") {
+			r.noFlow = true
+		}
 		return r, nil
 	}
 	r.hop = u.HostPort()
@@ -226,7 +321,7 @@ func resolve(ctx context.Context, hostport string) (netip.AddrPort, error) {
 // 16.6): new Request-URI, our Via on top with branch, the received Via
 // with received/rport, Max-Forwards decremented, our own Route removed,
 // and for a dialog-creating INVITE our Record-Route.
-func (s *Server) appendForward(dst []byte, m *Msg, r route, via, branch, transport string, src netip.AddrPort, recordRoute bool) []byte {
+func (s *Server) appendForward(dst []byte, m *Msg, r route, via, branch, transport string, src netip.AddrPort, recordRoute []byte) []byte {
 	dst = append(dst, m.Method...)
 	dst = append(dst, ' ')
 	dst = append(dst, r.reqURI...)
@@ -237,13 +332,11 @@ func (s *Server) appendForward(dst []byte, m *Msg, r route, via, branch, transpo
 	dst = append(dst, ";branch="...)
 	dst = append(dst, branch...)
 	dst = append(dst, ";rport\r\n"...)
-	if recordRoute {
-		dst = append(dst, "Record-Route: <sip:"...)
-		dst = append(dst, via...)
-		dst = append(dst, ";lr>\r\n"...)
-	}
-	firstVia, firstRoute, mf := true, true, false
+	firstVia, firstRoute, rrDone, mf := true, true, false, false
 	for _, h := range m.Headers {
+		if !rrDone && !h.Is("via") { // ours first among the Record-Routes, after the Vias
+			dst, rrDone = append(dst, recordRoute...), true
+		}
 		switch {
 		case h.Is("via") && firstVia:
 			firstVia = false
@@ -258,28 +351,61 @@ func (s *Server) appendForward(dst []byte, m *Msg, r route, via, branch, transpo
 			n, _ := strconv.Atoi(h.Value)
 			dst = strconv.AppendInt(append(dst, "Max-Forwards: "...), int64(max(n-1, 0)), 10)
 			mf = true
-		case h.Is("route") && firstRoute && r.dropRoute:
-			firstRoute = false
-			_, rest := splitComma(h.Value)
-			if rest = strings.TrimSpace(rest); rest == "" {
-				continue
-			}
-			dst = append(append(dst, "Route: "...), rest...)
-		default:
-			if h.Is("route") {
+		case h.Is("route"):
+			if firstRoute { // every Route in place of the first, without ours
 				firstRoute = false
+				dst = appendRoutes(dst, m, r.dropRoutes)
 			}
+			continue
+		default:
 			dst = append(dst, h.Name...)
 			dst = append(dst, ": "...)
 			dst = append(dst, h.Value...)
 		}
 		dst = append(dst, "\r\n"...)
 	}
+	if !rrDone {
+		dst = append(dst, recordRoute...)
+	}
 	if !mf {
 		dst = append(dst, "Max-Forwards: 69\r\n"...)
 	}
 	dst = append(dst, "\r\n"...)
 	return append(dst, m.Body...)
+}
+
+// appendRoutes writes the request's Route elements but the first skip
+// (ours), one per line.
+func appendRoutes(dst []byte, m *Msg, skip int) []byte {
+	m.Each("route", func(v string) bool {
+		if skip > 0 {
+			skip--
+			return true
+		}
+		dst = append(append(append(dst, "Route: "...), v...), "\r\n"...)
+		return true
+	})
+	return dst
+}
+
+// appendRecordRoute writes this proxy's Record-Route for a dialog whose
+// caller reached it at upLocal over up and whose callee it reaches at
+// downLocal over down: one entry, with the transport when it is TCP
+// (RFC 3261 16.6 item 4), or two when the legs differ (RFC 5658): the
+// callee's route set starts with the entry facing it, the caller's
+// (reversed) with the one facing the caller.
+func (s *Server) appendRecordRoute(dst []byte, upLocal netip.Addr, upTCP bool, downLocal netip.Addr, downTCP bool) []byte {
+	one := func(dst []byte, local netip.Addr, tcp bool) []byte {
+		dst = s.selfVia(append(dst, "Record-Route: <sip:"...), local)
+		if tcp {
+			dst = append(dst, ";transport=tcp"...)
+		}
+		return append(dst, ";lr>\r\n"...)
+	}
+	if upTCP == downTCP && (upLocal == downLocal || !downLocal.IsValid()) {
+		return one(dst, upLocal, upTCP)
+	}
+	return one(one(dst, downLocal, downTCP), upLocal, upTCP)
 }
 
 // selfVia is our host:port as advertised to a peer: the address the
@@ -298,10 +424,10 @@ func (s *Server) selfVia(dst []byte, local netip.Addr) []byte {
 func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 	s := r.s
 	top, _ := m.TopVia()
-	upBranch := top.Branch()
+	key := txKey(m, top)
 	switch m.Method {
 	case "INVITE":
-		if tx := s.txByUp(upBranch); tx != nil { // a retransmission
+		if tx := s.txByUp(key); tx != nil { // a retransmission
 			tx.mu.Lock()
 			resp := tx.lastResp
 			tx.mu.Unlock()
@@ -311,12 +437,12 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 			return
 		}
 	case "ACK":
-		if tx := s.txByUp(upBranch); tx != nil { // ACK of a non-2xx: hop by hop
+		if tx := s.txByUp(key); tx != nil { // ACK of a non-2xx: hop by hop
 			s.endTx(tx)
 			return
 		}
 	case "CANCEL":
-		tx := s.txByUp(upBranch)
+		tx := s.txByUp(key)
 		if tx == nil {
 			r.reply(m, from, 481, "Call/Transaction Does Not Exist", nil)
 			return
@@ -338,6 +464,9 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 		s.sipError()
 		return
 	}
+	if from.tcp != nil {
+		s.aliasConn(from.tcp, contactAddr(m))
+	}
 	rt, err := s.routeOf(m, now)
 	if err != nil {
 		if err == ErrScheme {
@@ -351,22 +480,39 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 		r.reject(m, from, 404, "Not Found", "not-found")
 		return
 	}
+	if rt.noFlow && s.dialing.Load() >= int64(s.config().TCPMaxConnections) {
+		// A connection is needed and as many are being opened as the
+		// bound allows.
+		s.shedCount(ShedTCPConnections)
+		if m.Method == "BYE" { // the call ends all the same
+			s.endCall(m.Get("call-id"))
+		}
+		if m.Method != "ACK" {
+			r.reply(m, from, 503, "Service Unavailable: TCP connections (sip.tcp_max_connections)", append(r.extra[:0], "Retry-After: 5\r\n"...))
+		}
+		return
+	}
 	if rt.dest.addr.IsValid() && rt.dest.tcp == nil && s.isOwnTarget(rt.dest.addr) {
 		// A binding (or route) pointing at this proxy would send the
 		// request round until Max-Forwards runs out.
 		r.reject(m, from, 482, "Loop Detected", "loop")
 		return
 	}
-	lh := loopHash(m)
-	transport := "UDP"
-	if rt.dest.tcp != nil {
+	transport, downLocal := "UDP", from.local
+	switch {
+	case rt.dest.tcp != nil:
+		transport, downLocal = "TCP", rt.dest.tcp.local
+	case rt.noFlow: // the connection's local address is not known yet: the arrival one
 		transport = "TCP"
 	}
-	via := string(s.selfVia(r.via[:0], from.local))
-	branch := s.viaPrefix() + string(appendHex(nil, fnv64(upBranch, m.Method, m.Get("call-id")))) + "." + string(appendHex(nil, lh))
+	via := string(s.selfVia(r.via[:0], downLocal))
+	branch := s.branchFor(m, from.addr)
 	if m.Method != "INVITE" {
-		if m.Method == "BYE" {
+		switch m.Method {
+		case "BYE":
 			s.endCall(m.Get("call-id"))
+		case "ACK":
+			s.confirmCall(m.Get("call-id"))
 		}
 		if !rt.dest.addr.IsValid() { // needs DNS: not from the socket's goroutine
 			if m.Method != "ACK" {
@@ -374,42 +520,79 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 			}
 			return
 		}
-		r.out = s.appendForward(r.out[:0], m, rt, via, branch, transport, from.addr, false)
+		r.out = s.appendForward(r.out[:0], m, rt, via, branch, transport, from.addr, nil)
+		if rt.noFlow { // connected off the socket's goroutine
+			out, method := bytes.Clone(r.out), m.Method
+			go func() {
+				tc, err := s.dialTCP(context.Background(), rt.dest.addr)
+				if err == nil {
+					err = s.send(peer{addr: tc.remote, tcp: tc}, out, nil)
+				}
+				if err != nil {
+					s.logs.Log(slog.LevelInfo, "forward", "sip: forward over a new TCP connection failed", "method", method, "err", err)
+				}
+			}()
+			return
+		}
 		if err := s.send(rt.dest, r.out, &r.oob); err != nil {
 			s.logs.Log(slog.LevelDebug, "forward", "sip: forward failed", "method", m.Method, "err", err)
 		}
 		return
 	}
-	// INVITE: bounded.
+	// INVITE: bounded, in all and per source address.
 	cfg := s.config()
-	initial := m.Tag("to") == ""
-	if initial && s.activeCalls() >= cfg.MaxCalls {
-		s.shedCount(ShedCalls)
-		r.reply(m, from, 503, "Service Unavailable: call limit (sip.max_calls)", append(r.extra[:0], "Retry-After: 30\r\n"...))
-		return
+	src := from.addr.Addr()
+	if m.Tag("to") == "" { // a new call
+		if s.activeCalls() >= cfg.MaxCalls {
+			s.shedCount(ShedCalls)
+			s.tableFull(tableCalls, cfg.MaxCalls)
+			r.reply(m, from, 503, "Service Unavailable: call limit (sip.max_calls)", append(r.extra[:0], "Retry-After: 30\r\n"...))
+			return
+		}
+		// Its open INVITEs count too: each may become a call.
+		if s.callsFrom(src)+s.txFrom(src) >= min(cfg.MaxCallsPerSource, cfg.MaxCalls) {
+			s.shedCount(ShedCallsPerSource)
+			s.logs.Log(slog.LevelWarn, "calls-per-source", "sip: call refused at sip.max_calls_per_source", "from", src.String())
+			r.reply(m, from, 503, "Service Unavailable: call limit per source (sip.max_calls_per_source)", append(r.extra[:0], "Retry-After: 30\r\n"...))
+			return
+		}
 	}
-	tx := &proxyTx{up: from, upBranch: strings.Clone(upBranch), downBranch: branch, viaHost: via, transport: transport,
+	tx := &proxyTx{up: from, src: src, upBranch: strings.Clone(key), downBranch: branch, viaHost: via, transport: transport,
 		reqURI: strings.Clone(rt.reqURI), from: strings.Clone(m.Get("from")), callID: strings.Clone(m.Get("call-id")),
 		interval: s.t1(), state: txCalling}
 	cs, _ := m.CSeq()
 	tx.cseq = cs.Num
-	var rl []byte
-	skip := rt.dropRoute // our own Route is not forwarded
-	for it := m.iter("route"); it.next(); {
-		if skip {
-			skip = false
-			continue
-		}
-		rl = append(append(append(rl, "Route: "...), it.val...), "\r\n"...)
-	}
-	tx.route = string(rl)
-	if !s.addTx(tx, cfg.MaxTransactions) {
+	tx.route = string(appendRoutes(nil, m, rt.dropRoutes)) // ours are not forwarded
+	switch s.addTx(tx, cfg) {
+	case ShedTransactions:
 		s.shedCount(ShedTransactions)
 		r.reply(m, from, 503, "Service Unavailable: transaction limit (sip.max_transactions)", append(r.extra[:0], "Retry-After: 5\r\n"...))
 		return
+	case ShedTxPerSource:
+		s.shedCount(ShedTxPerSource)
+		s.logs.Log(slog.LevelWarn, "tx-per-source", "sip: INVITE refused at sip.max_transactions_per_source", "from", src.String())
+		r.reply(m, from, 503, "Service Unavailable: transaction limit per source (sip.max_transactions_per_source)", append(r.extra[:0], "Retry-After: 5\r\n"...))
+		return
 	}
 	r.reply(m, from, 100, "Trying", nil)
-	tx.fwd = bytes.Clone(s.appendForward(r.out[:0], m, rt, via, branch, transport, from.addr, true))
+	rr := s.appendRecordRoute(r.extra[:0], from.local, from.tcp != nil, downLocal, transport == "TCP")
+	tx.fwd = bytes.Clone(s.appendForward(r.out[:0], m, rt, via, branch, transport, from.addr, rr))
+	if rt.noFlow {
+		// The phone's connection closed: a new one to its Contact, made
+		// off the socket's goroutine (bounded by the transaction table).
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 64*s.t1())
+			defer cancel()
+			tc, err := s.dialTCP(ctx, rt.dest.addr)
+			if err != nil {
+				s.logs.Log(slog.LevelInfo, "tcp-connect", "sip: cannot connect to a phone registered over TCP", "err", err)
+				s.finalUp(tx, 480, "Temporarily Unavailable")
+				return
+			}
+			s.startTx(tx, peer{addr: tc.remote, tcp: tc})
+		}()
+		return
+	}
 	if rt.dest.addr.IsValid() {
 		s.startTx(tx, rt.dest)
 		return
@@ -432,6 +615,52 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 	}()
 }
 
+// contactAddr is the IP address and port of a request's Contact (invalid
+// when it has none or names a host).
+func contactAddr(m *Msg) netip.AddrPort {
+	c := m.Get("contact")
+	if c == "" {
+		return netip.AddrPort{}
+	}
+	first, _ := splitComma(c)
+	a, err := ParseAddr(first)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	u, err := ParseURI(a.URI)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	ip, err := netip.ParseAddr(u.Host)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	p := u.Port
+	if p == 0 {
+		p = 5060
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(p))
+}
+
+// magicCookie starts every RFC 3261 branch (RFC 3261 8.1.1.7).
+const magicCookie = "z9hG4bK"
+
+// txKey is what finds a request's server transaction (RFC 3261 17.2.3):
+// the top Via's branch when it carries the magic cookie; else, from an
+// RFC 2543 client, the Request-URI, From tag, Call-ID, CSeq number and
+// top Via, which an INVITE shares with its CANCEL and its non-2xx ACK
+// (the To tag is left out: the INVITE has none, its ACK the callee's).
+// A 3261 key aliases the message; one kept must be cloned.
+func txKey(m *Msg, top Via) string {
+	if b := top.Branch(); len(b) > len(magicCookie) && strings.HasPrefix(b, magicCookie) {
+		return b
+	}
+	cs, _ := m.CSeq()
+	var topVia string
+	m.Each("via", func(v string) bool { topVia = v; return false })
+	return "2543\x00" + m.URI + "\x00" + m.Tag("from") + "\x00" + m.Get("call-id") + "\x00" + strconv.FormatUint(uint64(cs.Num), 10) + "\x00" + topVia
+}
+
 func (s *Server) t1() time.Duration { return time.Duration(s.config().TimerT1MS) * time.Millisecond }
 
 func (s *Server) txByUp(branch string) *proxyTx {
@@ -446,16 +675,35 @@ func (s *Server) txByDown(branch string) *proxyTx {
 	return s.txDown[branch]
 }
 
-// addTx enters a transaction unless the table is full.
-func (s *Server) addTx(tx *proxyTx, limit int) bool {
+// addTx enters a transaction unless the table, or its source's share of
+// it, is full; it returns -1, or the shed cause.
+func (s *Server) addTx(tx *proxyTx, cfg config.SIP) int {
 	s.txMu.Lock()
-	defer s.txMu.Unlock()
-	if len(s.txUp) >= limit {
-		return false
+	n := len(s.txUp)
+	switch {
+	case n >= cfg.MaxTransactions:
+		s.txMu.Unlock()
+		s.tableFull(tableTransactions, cfg.MaxTransactions)
+		return ShedTransactions
+	case s.txSrc[tx.src] >= min(cfg.MaxTransactionsPerSource, cfg.MaxTransactions):
+		s.txMu.Unlock()
+		return ShedTxPerSource
 	}
 	s.txUp[tx.upBranch] = tx
 	s.txDown[tx.downBranch] = tx
-	return true
+	s.txSrc[tx.src]++
+	s.txMu.Unlock()
+	if n+1 >= cfg.MaxTransactions {
+		s.tableFull(tableTransactions, cfg.MaxTransactions)
+	}
+	return -1
+}
+
+// txFrom is how many transactions a source address holds open.
+func (s *Server) txFrom(src netip.Addr) int {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	return s.txSrc[src]
 }
 
 // Transactions is how many proxied INVITE transactions are open.
@@ -629,11 +877,16 @@ func (s *Server) endTx(tx *proxyTx) {
 	s.txMu.Lock()
 	if s.txUp[tx.upBranch] == tx {
 		delete(s.txUp, tx.upBranch)
+		if s.txSrc[tx.src]--; s.txSrc[tx.src] <= 0 {
+			delete(s.txSrc, tx.src)
+		}
 	}
 	if s.txDown[tx.downBranch] == tx {
 		delete(s.txDown, tx.downBranch)
 	}
+	n := len(s.txUp)
 	s.txMu.Unlock()
+	s.tableFreed(tableTransactions, n, s.config().MaxTransactions)
 }
 
 // stripTopVia removes the first Via element of a message.
@@ -678,11 +931,24 @@ func (r *reader) response(m *Msg, from peer) {
 	if s.probeAnswer(branch, m) {
 		return
 	}
+	if strings.HasPrefix(branch[len(s.viaPrefix()):], "p") {
+		s.shedCount(ShedStray) // a probe's late answer, after it gave up
+		return
+	}
 	cs, _ := m.CSeq()
+	if cs.Method == "CANCEL" {
+		// The answer to a CANCEL this proxy sent (its own, hop by hop,
+		// with only our Via): nothing to relay or verify.
+		return
+	}
+	if !s.verifyBranch(m, branch) {
+		// A response to nothing this proxy sent: forged (a branch copied
+		// from a forwarded request and reused), or from a previous start.
+		s.forged.Add(1)
+		s.logs.Log(slog.LevelWarn, "forged", "sip: response with a branch that does not verify; dropped", "from", from.addr.String())
+		return
+	}
 	if tx := s.txByDown(branch); tx != nil {
-		if cs.Method == "CANCEL" {
-			return // the callee's 200 to our CANCEL
-		}
 		s.txResponse(tx, m, r)
 		return
 	}
@@ -722,13 +988,17 @@ func (r *reader) relay(m *Msg) {
 	if err != nil {
 		return
 	}
-	r.out = stripTopVia(append(r.out[:0], m.Raw...))
-	if m.Status >= 200 && m.Status < 300 {
-		if cs, _ := m.CSeq(); cs.Method == "INVITE" {
-			r.s.startCall(m.Get("call-id"))
+	to := peer{addr: netip.AddrPortFrom(ip.Unmap(), uint16(port))}
+	if strings.EqualFold(via.Transport, "TCP") {
+		// Back over the connection the request came on (RFC 3261
+		// 18.2.2): received and rport name its far end.
+		if to.tcp = r.s.tcpConnTo(to.addr); to.tcp == nil {
+			r.s.logs.Log(slog.LevelDebug, "relay-tcp", "sip: response not relayed: its TCP connection is closed", "to", to.addr.String())
+			return
 		}
 	}
-	r.s.send(peer{addr: netip.AddrPortFrom(ip.Unmap(), uint16(port))}, r.out, &r.oob)
+	r.out = stripTopVia(append(r.out[:0], m.Raw...))
+	r.s.send(to, r.out, &r.oob)
 }
 
 // txResponse handles the callee's answer to a forwarded INVITE.
@@ -746,7 +1016,17 @@ func (s *Server) txResponse(tx *proxyTx, m *Msg, r *reader) {
 			tx.nextRetx = time.Time{}
 		}
 		if tx.state == txProceeding {
-			tx.deadline = now.Add(time.Duration(s.config().TimerC) * time.Second)
+			// Timer C (RFC 3261 16.6 item 11, 16.7 item 2): reset by each
+			// provisional answer, but never past twice its value from the
+			// first, so a phone ringing forever cannot hold the transaction.
+			timerC := time.Duration(s.config().TimerC) * time.Second
+			if tx.ringCap.IsZero() {
+				tx.ringCap = now.Add(2 * timerC)
+			}
+			tx.deadline = now.Add(timerC)
+			if tx.deadline.After(tx.ringCap) {
+				tx.deadline = tx.ringCap
+			}
 			s.armLocked(tx, now)
 		}
 		if m.Status == 100 {
@@ -755,7 +1035,7 @@ func (s *Server) txResponse(tx *proxyTx, m *Msg, r *reader) {
 		}
 	case m.Status < 300:
 		tx.mu.Unlock()
-		s.startCall(tx.callID)
+		s.startCall(tx.callID, tx.src)
 		s.endTx(tx) // 2xx: the ACK goes end to end, not through us
 		r.out = stripTopVia(append(r.out[:0], m.Raw...))
 		s.send(tx.up, r.out, &r.oob)

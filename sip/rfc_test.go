@@ -306,7 +306,9 @@ func TestProxyFloodBounded(t *testing.T) {
 		t.Skip("slow (5,000 INVITEs through Timer B): make test runs it")
 	}
 	const limit, n = 64, 5000
-	s, addr := serve(t, func(c *config.SIP) { c.MaxTransactions, c.MaxCalls, c.TimerT1MS = limit, 10, 20 })
+	s, addr := serve(t, func(c *config.SIP) {
+		c.MaxTransactions, c.MaxTransactionsPerSource, c.MaxCalls, c.MaxCallsPerSource, c.TimerT1MS = limit, limit, 2*limit, 2*limit, 20
+	})
 	caller, callee := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
 	callee.roundTrip(addr, reg("3000", "Contact: <sip:3000@"+callee.addr()+">\r\n", ""))
 	go func() { // the callee reads and never answers
@@ -397,7 +399,7 @@ var netipZero = netip.AddrPort{}
 func TestActiveCallsBounded(t *testing.T) {
 	s, addr := serve(t, func(c *config.SIP) { c.MaxCalls = 3 })
 	for i := 0; i < 1000; i++ {
-		s.startCall(fmt.Sprintf("call-%d", i))
+		s.startCall(fmt.Sprintf("call-%d", i), netip.Addr{})
 	}
 	if _, active := s.Counts(); active != 3 {
 		t.Fatalf("%d active calls tracked, bound 3", active)

@@ -54,10 +54,35 @@ const (
 	ShedMessageSize           // message past sip.max_message_size: 513 or dropped
 	ShedStray                 // response that is not ours: dropped
 	ShedReceiveQueue          // datagram the kernel dropped at a full receive queue (a flood)
+	ShedTxPerSource           // INVITE past sip.max_transactions_per_source: 503
+	ShedCallsPerSource        // new call past sip.max_calls_per_source: 503
 	numShed
 )
 
-var shedNames = [numShed]string{"registrations", "transactions", "calls", "tcp_connections", "message_size", "stray_responses", "receive_queue"}
+var shedNames = [numShed]string{"registrations", "transactions", "calls", "tcp_connections", "message_size", "stray_responses",
+	"receive_queue", "transactions_per_source", "calls_per_source"}
+
+// The tables whose being full raises "sip_table_full" (keyed by name).
+const (
+	tableTransactions = iota
+	tableCalls
+	numTables
+)
+
+var tableNames = [numTables]string{"transactions", "calls"}
+
+// callEntry is one call in the calls table. A call enters it when its
+// INVITE's 2xx is relayed and is confirmed when the ACK passes (the
+// proxy Record-Routes, so the ACK comes through it); one never ACKed is
+// freed after 64*T1, as RFC 3261's Timers H and L (RFC 6026) give up on
+// it, so that a host answering 200 and never ACKing cannot hold the
+// table.
+type callEntry struct {
+	src       netip.Addr // the caller's address: the per-source share
+	started   time.Time
+	confirmed bool
+	timer     *time.Timer // frees the call unless confirmed
+}
 
 // StaleCall: a call without BYE for this long is swept (the phones lost
 // each other, or a BYE was lost on a radio link).
@@ -75,6 +100,10 @@ type Server struct {
 	rates  *health.Rates
 	alerts Alerts
 	token  string
+	// secret keys the MAC in the branches this proxy creates, so that a
+	// response can be told from a forged one; new at every start
+	// (crypto/rand), never stored.
+	secret [32]byte
 
 	cfgMu sync.Mutex
 	cfg   config.SIP
@@ -82,7 +111,8 @@ type Server struct {
 	mu       sync.Mutex
 	aors     map[string]*aor
 	persist  persistState // the binding table's save state (persist.go)
-	calls    map[uint64]time.Time
+	calls    map[uint64]*callEntry
+	callsSrc map[netip.Addr]int // calls per source address
 	names    map[string]bool
 	ownAddrs map[netip.Addr]bool
 	bound    netip.AddrPort
@@ -104,6 +134,10 @@ type Server struct {
 	txMu   sync.Mutex
 	txUp   map[string]*proxyTx
 	txDown map[string]*proxyTx
+	txSrc  map[netip.Addr]int // transactions per source address
+
+	fullMu sync.Mutex // orders the raising and clearing of sip_table_full
+	full   [numTables]bool
 
 	probeMu  sync.Mutex
 	probes   map[string]chan int
@@ -111,6 +145,12 @@ type Server struct {
 
 	tcpMu    sync.Mutex
 	tcpConns map[netip.AddrPort]*tcpConn
+	// tcpAlias maps the address a phone advertises in its Contact (its
+	// listening port) to the connection it sent that request on: at most
+	// one alias per connection, removed with it.
+	tcpAlias map[netip.AddrPort]*tcpConn
+	tcpServe tcpServing   // how a connection is served (set by acceptTCP)
+	dialing  atomic.Int64 // outgoing connections being made
 
 	registers atomic.Int64
 	// messages counts every message a reader delimited (a datagram, a
@@ -124,6 +164,8 @@ type Server struct {
 	evicted      atomic.Int64
 	acceptErrors atomic.Int64
 	shed         [numShed]atomic.Int64
+	forged       atomic.Int64 // responses whose branch MAC did not verify
+	callsExpired atomic.Int64 // calls freed because their 2xx was never ACKed
 
 	readers []*reader
 	ready   chan struct{}
@@ -141,11 +183,13 @@ func New(cfg config.SIP, log *slog.Logger, rates *health.Rates, alerts Alerts) *
 	}
 	var tok [4]byte
 	rand.Read(tok[:])
-	return &Server{cfg: cfg, log: log, logs: loglimit.New(log, 5, time.Minute, nil), rates: rates, alerts: alerts,
-		token: hex.EncodeToString(tok[:]), aors: map[string]*aor{}, calls: map[uint64]time.Time{},
+	s := &Server{cfg: cfg, log: log, logs: loglimit.New(log, 5, time.Minute, nil), rates: rates, alerts: alerts,
+		token: hex.EncodeToString(tok[:]), aors: map[string]*aor{}, calls: map[uint64]*callEntry{}, callsSrc: map[netip.Addr]int{},
 		names: map[string]bool{}, ownAddrs: map[netip.Addr]bool{}, ifaces: net.InterfaceAddrs, ownByBind: map[netip.Addr]bool{},
-		txUp: map[string]*proxyTx{}, txDown: map[string]*proxyTx{}, probes: map[string]chan int{},
-		tcpConns: map[netip.AddrPort]*tcpConn{}, ready: make(chan struct{}), relisten: make(chan struct{}, 1)}
+		txUp: map[string]*proxyTx{}, txDown: map[string]*proxyTx{}, txSrc: map[netip.Addr]int{}, probes: map[string]chan int{},
+		tcpConns: map[netip.AddrPort]*tcpConn{}, tcpAlias: map[netip.AddrPort]*tcpConn{}, ready: make(chan struct{}), relisten: make(chan struct{}, 1)}
+	rand.Read(s.secret[:])
+	return s
 }
 
 func (s *Server) config() config.SIP {
@@ -321,9 +365,7 @@ func (s *Server) Run(ctx context.Context, w *supervisor.Worker) error {
 	}
 	s.install(ep)
 	s.refreshNames()
-	s.mu.Lock()
-	s.calls = map[uint64]time.Time{} // a restart starts with no calls: no phantom calls
-	s.mu.Unlock()
+	s.resetCalls() // a restart starts with no calls: no phantom calls
 	select {
 	case <-s.ready:
 	default:
@@ -824,22 +866,96 @@ func (s *Server) send(p peer, b []byte, cache *oobCache) error {
 	return u.write(b, p.addr, p.local, cache)
 }
 
-func (s *Server) startCall(callID string) {
+// startCall enters a call whose INVITE was answered 2xx, from the
+// caller at src; it stays unconfirmed until its ACK passes and is freed
+// after 64*T1 without one. Past sip.max_calls it is not kept.
+func (s *Server) startCall(callID string, src netip.Addr) {
 	if callID == "" {
 		return
 	}
 	h := fnv64(callID)
+	cfg := s.config()
 	s.mu.Lock()
-	if _, ok := s.calls[h]; !ok && len(s.calls) < s.config().MaxCalls {
-		s.calls[h] = time.Now()
-		s.callsTotal.Add(1)
+	if _, ok := s.calls[h]; ok {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.calls) >= cfg.MaxCalls { // answered past the bound: not tracked
+		s.mu.Unlock()
+		s.tableFull(tableCalls, cfg.MaxCalls)
+		return
+	}
+	e := &callEntry{src: src, started: time.Now()}
+	s.calls[h] = e
+	s.callsSrc[src]++
+	n := len(s.calls)
+	e.timer = time.AfterFunc(64*s.t1(), func() { s.expireCall(h, e) })
+	s.mu.Unlock()
+	s.callsTotal.Add(1)
+	if n >= cfg.MaxCalls {
+		s.tableFull(tableCalls, cfg.MaxCalls)
+	}
+}
+
+// expireCall frees a call whose 2xx was never ACKed.
+func (s *Server) expireCall(h uint64, e *callEntry) {
+	s.mu.Lock()
+	if s.calls[h] != e || e.confirmed {
+		s.mu.Unlock()
+		return
+	}
+	s.dropCallLocked(h, e)
+	n := len(s.calls)
+	s.mu.Unlock()
+	s.callsExpired.Add(1)
+	s.logs.Log(slog.LevelInfo, "call-unacked", "sip: call freed: its 2xx was never ACKed within 64*T1")
+	s.tableFreed(tableCalls, n, s.config().MaxCalls)
+}
+
+// dropCallLocked removes a call (s.mu held).
+func (s *Server) dropCallLocked(h uint64, e *callEntry) {
+	delete(s.calls, h)
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	if s.callsSrc[e.src]--; s.callsSrc[e.src] <= 0 {
+		delete(s.callsSrc, e.src)
+	}
+}
+
+// confirmCall marks a call established: its ACK passed.
+func (s *Server) confirmCall(callID string) {
+	s.mu.Lock()
+	if e := s.calls[fnv64(callID)]; e != nil && !e.confirmed {
+		e.confirmed = true
+		e.timer.Stop()
 	}
 	s.mu.Unlock()
 }
 
 func (s *Server) endCall(callID string) {
+	h := fnv64(callID)
 	s.mu.Lock()
-	delete(s.calls, fnv64(callID))
+	e := s.calls[h]
+	if e != nil {
+		s.dropCallLocked(h, e)
+	}
+	n := len(s.calls)
+	s.mu.Unlock()
+	if e != nil {
+		s.tableFreed(tableCalls, n, s.config().MaxCalls)
+	}
+}
+
+// resetCalls forgets every call (the worker starts).
+func (s *Server) resetCalls() {
+	s.mu.Lock()
+	for _, e := range s.calls {
+		if e.timer != nil {
+			e.timer.Stop()
+		}
+	}
+	s.calls, s.callsSrc = map[uint64]*callEntry{}, map[netip.Addr]int{}
 	s.mu.Unlock()
 }
 
@@ -849,18 +965,54 @@ func (s *Server) activeCalls() int {
 	return len(s.calls)
 }
 
+// callsFrom is how many calls a source address holds.
+func (s *Server) callsFrom(src netip.Addr) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.callsSrc[src]
+}
+
+// tableFull raises "sip_table_full" for a table that reached its bound.
+func (s *Server) tableFull(table, limit int) {
+	s.fullMu.Lock()
+	defer s.fullMu.Unlock()
+	if s.full[table] || s.alerts == nil {
+		return
+	}
+	s.full[table] = true
+	s.alerts.SetUnhealthy(health.SIPTableFull, tableNames[table], health.Args{health.ArgLimit: strconv.Itoa(limit)})
+}
+
+// tableFreed clears "sip_table_full" once a table is below its bound.
+func (s *Server) tableFreed(table, n, limit int) {
+	s.fullMu.Lock()
+	defer s.fullMu.Unlock()
+	if !s.full[table] || n >= limit {
+		return
+	}
+	s.full[table] = false
+	s.alerts.SetHealthy(health.SIPTableFull, tableNames[table])
+}
+
 // Sweep drops expired bindings and stale calls (the safety worker's
-// hygiene) and reports how many of each.
+// hygiene) and reports how many of each: a confirmed call without BYE
+// for StaleCall, and (should its timer have been lost) an unconfirmed
+// one past 64*T1.
 func (s *Server) Sweep(now time.Time) (bindings, calls int) {
+	unacked := 64 * s.t1()
 	s.mu.Lock()
 	bindings = s.sweepLocked(now, 0)
-	for id, t := range s.calls {
-		if now.Sub(t) > StaleCall {
-			delete(s.calls, id)
+	for id, e := range s.calls {
+		if age := now.Sub(e.started); age > StaleCall || (!e.confirmed && age > unacked) {
+			s.dropCallLocked(id, e)
 			calls++
 		}
 	}
+	n := len(s.calls)
 	s.mu.Unlock()
+	if calls > 0 {
+		s.tableFreed(tableCalls, n, s.config().MaxCalls)
+	}
 	return bindings, calls
 }
 
@@ -924,6 +1076,8 @@ func (s *Server) Status() ubus.Value {
 		ubus.I64("calls_total", s.callsTotal.Load()),
 		ubus.I64("evicted_contacts", s.evicted.Load()),
 		ubus.I64("tcp_accept_errors", s.acceptErrors.Load()),
+		ubus.I64("forged_responses", s.forged.Load()),
+		ubus.I64("calls_expired_unacked", s.callsExpired.Load()),
 		shed,
 	)
 }

@@ -22,6 +22,7 @@ type tcpConn struct {
 	remote netip.AddrPort
 	local  netip.Addr
 	wmu    sync.Mutex
+	alias  netip.AddrPort // the Contact address last seen on it (tcpMu held)
 }
 
 // writeTimeout bounds a write to a peer that does not read.
@@ -56,19 +57,156 @@ func listenTCP(bound netip.AddrPort) (net.Listener, error) {
 	return ln, nil
 }
 
+// tcpConnTo finds the open connection to an address: one whose far end
+// is a, or one on which a request advertised a as its Contact.
 func (s *Server) tcpConnTo(a netip.AddrPort) *tcpConn {
 	s.tcpMu.Lock()
 	defer s.tcpMu.Unlock()
-	return s.tcpConns[a]
+	if tc := s.tcpConns[a]; tc != nil {
+		return tc
+	}
+	return s.tcpAlias[a]
 }
 
-// closeTCP closes every connection (the worker is stopping).
+// flowTo is the connection a request to a phone at a goes on (RFC 3261
+// 18.1.1, RFC 5626's flow): a connection to or aliased to a, else the
+// connection of a binding registered over TCP whose Contact is a, while
+// it is open. nil: there is none.
+func (s *Server) flowTo(a netip.AddrPort) *tcpConn {
+	s.tcpMu.Lock()
+	tc, none := s.tcpConns[a], len(s.tcpConns) == 0
+	if tc == nil {
+		tc = s.tcpAlias[a]
+	}
+	s.tcpMu.Unlock()
+	if tc != nil || none {
+		return tc
+	}
+	var src netip.AddrPort
+	now := time.Now()
+	s.mu.Lock()
+	for _, r := range s.aors {
+		for _, c := range r.contacts {
+			if c.transport == "TCP" && c.target == a && c.expires.After(now) {
+				src = c.source
+			}
+		}
+	}
+	s.mu.Unlock()
+	if !src.IsValid() {
+		return nil
+	}
+	return s.tcpConnTo(src)
+}
+
+// aliasConn notes that a phone advertised contact (its listening
+// address) on a connection, so that requests to it take that connection.
+func (s *Server) aliasConn(tc *tcpConn, contact netip.AddrPort) {
+	if tc == nil || !contact.IsValid() || contact == tc.remote {
+		return
+	}
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	if tc.alias == contact || s.tcpConns[tc.remote] != tc {
+		return // known, or the connection is gone
+	}
+	if tc.alias.IsValid() && s.tcpAlias[tc.alias] == tc {
+		delete(s.tcpAlias, tc.alias)
+	}
+	tc.alias = contact
+	s.tcpAlias[contact] = tc
+}
+
+// dropConn forgets a closed connection and its alias.
+func (s *Server) dropConn(tc *tcpConn) {
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	if s.tcpConns[tc.remote] == tc {
+		delete(s.tcpConns, tc.remote)
+	}
+	if tc.alias.IsValid() && s.tcpAlias[tc.alias] == tc {
+		delete(s.tcpAlias, tc.alias)
+	}
+}
+
+// tcpServing is what serving a connection needs, set while the TCP
+// listener runs: the worker and the wait group its goroutines join.
+type tcpServing struct {
+	w    *supervisor.Worker
+	wg   *sync.WaitGroup
+	open bool
+}
+
+// closeTCP closes every connection (the worker is stopping); none is
+// added after it.
 func (s *Server) closeTCP() {
 	s.tcpMu.Lock()
 	defer s.tcpMu.Unlock()
+	s.tcpServe.open = false
 	for _, c := range s.tcpConns {
 		c.c.Close()
 	}
+}
+
+// addConn enters a connection and starts serving it, unless TCP is
+// stopped or at sip.tcp_max_connections.
+func (s *Server) addConn(tc *tcpConn) bool {
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	sv := s.tcpServe
+	if !sv.open || len(s.tcpConns) >= s.config().TCPMaxConnections {
+		return false
+	}
+	s.tcpConns[tc.remote] = tc
+	sv.wg.Add(1)
+	sv.w.Go(func() {
+		defer sv.wg.Done()
+		s.serveTCPRecovered(tc)
+		s.dropConn(tc)
+		tc.c.Close()
+	})
+	return true
+}
+
+// errNoTCP: no connection could be made (TCP off, at its bound, or too
+// many being made at once).
+var errNoTCP = errors.New("sip: no TCP connection can be opened")
+
+// dialTCP opens a connection to a phone whose flow has closed (RFC 3261
+// 18.1.1: a request to a ;transport=tcp URI with no connection open
+// opens one), bounded like accepted ones and by sip.tcp_max_connections
+// dials at once; it is served like an accepted one, so the phone's
+// answers and requests come back on it. A connection open to the address
+// already is returned as is.
+func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, error) {
+	if tc := s.flowTo(addr); tc != nil {
+		return tc, nil
+	}
+	s.tcpMu.Lock()
+	open := s.tcpServe.open
+	s.tcpMu.Unlock()
+	if !open {
+		return nil, errNoTCP
+	}
+	if n := s.dialing.Add(1); n > int64(s.config().TCPMaxConnections) {
+		s.dialing.Add(-1)
+		s.shedCount(ShedTCPConnections)
+		return nil, errNoTCP
+	}
+	defer s.dialing.Add(-1)
+	d := net.Dialer{Timeout: writeTimeout}
+	c, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("sip: connect to %s: %w", addr, err)
+	}
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	tc := &tcpConn{c: c, remote: addr, local: local}
+	if !s.addConn(tc) {
+		c.Close()
+		s.shedCount(ShedTCPConnections)
+		return nil, errNoTCP
+	}
+	return tc, nil
 }
 
 // acceptTCP accepts connections up to sip.tcp_max_connections; past it a
@@ -77,6 +215,9 @@ func (s *Server) closeTCP() {
 // "sip_accept_errors" until an accept succeeds again: the worker never
 // fails for them.
 func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.Worker, wg *sync.WaitGroup) {
+	s.tcpMu.Lock()
+	s.tcpServe = tcpServing{w: w, wg: wg, open: true}
+	s.tcpMu.Unlock()
 	var delay time.Duration
 	failing := false
 	for {
@@ -107,29 +248,12 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		tc := &tcpConn{c: c, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), local: local}
-		s.tcpMu.Lock()
-		full := len(s.tcpConns) >= s.config().TCPMaxConnections
-		if !full {
-			s.tcpConns[tc.remote] = tc
-		}
-		s.tcpMu.Unlock()
-		if full {
+		if !s.addConn(tc) {
 			s.shedCount(ShedTCPConnections)
 			s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", "from", tc.remote.String())
 			c.Close()
 			continue
 		}
-		wg.Add(1)
-		w.Go(func() {
-			defer wg.Done()
-			s.serveTCPRecovered(tc)
-			s.tcpMu.Lock()
-			if s.tcpConns[tc.remote] == tc {
-				delete(s.tcpConns, tc.remote)
-			}
-			s.tcpMu.Unlock()
-			c.Close()
-		})
 	}
 }
 

@@ -453,7 +453,11 @@ func isTimeoutErr(err error) bool {
 // budget, and every transaction ends on its RFC timers (T1 20 ms here:
 // Timer B 1.28 s).
 func TestProxyFloodRouterBuild(t *testing.T) {
-	e := newFaultEnv(t, map[string]string{"sip.max_transactions": "128", "sip.timer_t1_ms": "20", "health.health_check_interval": "1"})
+	// One source: its shares are raised to the whole tables, so that the
+	// table's own cap is what holds (the per-source caps have their own
+	// tests, TestProxyAbuse).
+	e := newFaultEnv(t, map[string]string{"sip.max_transactions": "128", "sip.max_transactions_per_source": "128",
+		"sip.max_calls": "256", "sip.max_calls_per_source": "256", "sip.timer_t1_ms": "20", "health.health_check_interval": "1"})
 	p := e.tr.start(t, bins.router)
 	pid := p.cmd.Process.Pid
 	host, port := sipAddr(t, e.sock)
