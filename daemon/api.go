@@ -65,11 +65,17 @@ func (d *Daemon) restartWorker(name, via string) error {
 	return nil
 }
 
-func (d *Daemon) historyDoc(limit int) (health.HistoryDoc, error) {
-	if limit < 0 {
-		return health.HistoryDoc{}, fmt.Errorf("%w: limit must not be negative", errInvalid)
+func (d *Daemon) historyDoc(limit int) (health.HistoryDoc, error) { return d.historyPage(limit, 0) }
+
+// historyPage is one page of the history: at most limit points
+// (health.MaxHistoryPage; 0 is that many) ending offset points before
+// the newest, so that an answer stays far inside ubus's message limit
+// however large history_points is.
+func (d *Daemon) historyPage(limit, offset int) (health.HistoryDoc, error) {
+	if limit < 0 || offset < 0 {
+		return health.HistoryDoc{}, fmt.Errorf("%w: limit and offset must not be negative", errInvalid)
 	}
-	return d.sys.History().Doc(d.snapshot().Crashes.Records, limit), nil
+	return d.sys.History().Page(d.snapshot().Crashes.Records, limit, offset), nil
 }
 
 // metricsText is the Prometheus exposition of the latest evaluation.
