@@ -80,11 +80,15 @@ func (d *Daemon) historyPage(limit, offset int) (health.HistoryDoc, error) {
 
 // metricsText is the Prometheus exposition of the latest evaluation.
 func (d *Daemon) metricsText() []byte {
-	var refused int64
+	in := metrics.Input{Snap: d.snapshot(), Status: d.services(), Now: d.now()}
 	if d.metricsSrv != nil {
-		refused = d.metricsSrv.Refused()
+		st := d.metricsSrv.Stats()
+		in.Refused = st.Refused()
+		if d.config().Metrics.Listen != "" {
+			in.Listener = &st
+		}
 	}
-	return metrics.Render(metrics.Input{Snap: d.snapshot(), Status: d.services(), Now: d.now(), Refused: refused})
+	return metrics.Render(in)
 }
 
 // services are the status document's service tables (sip, directory,
@@ -109,7 +113,7 @@ func (d *Daemon) status() []ubus.Value {
 	if rs.LastError != "" {
 		rep.List = append(rep.List, ubus.Str("last_error", rs.LastError))
 	}
-	return append(d.services(), rep, errs,
+	return append(d.services(), rep, d.metricsStatus(), errs,
 		ubus.Tbl("software_health", d.sys.SoftwareHealth(snap, d.now())...),
 		ubus.Str("health_status", snap.Status))
 }
@@ -182,7 +186,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 		d.log.Info("serving Prometheus metrics", "listen", ln.Addr().String())
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- d.metricsSrv.Serve(lctx, ln, cfg.MaxConnections) }()
+		go func() { done <- d.metricsSrv.Serve(lctx, ln, metricsLimits(cfg)) }()
 		stopped := false
 		select {
 		case <-d.metricsKick:
