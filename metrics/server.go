@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -47,8 +48,11 @@ type Server struct {
 	mu    sync.Mutex
 	open  int                // connections holding a slot
 	bySrc map[netip.Addr]int // slots per source address (entries only while held)
-	conns map[*tracked]struct{}
-	seq   uint64
+	// strikes counts, per source, connections turned away, cut off or
+	// timed out since its last answered request (maxStrikeSources).
+	strikes map[netip.Addr]int32
+	conns   map[*tracked]struct{}
+	seq     uint64
 
 	alertMu   sync.Mutex
 	alertOpen bool      // the condition is raised, its window running
@@ -195,9 +199,10 @@ func (s *Server) admit(conn net.Conn, lim Limits) *tracked {
 	src := sourceOf(conn)
 	s.mu.Lock()
 	if s.bySrc == nil {
-		s.bySrc, s.conns = map[netip.Addr]int{}, map[*tracked]struct{}{}
+		s.bySrc, s.conns, s.strikes = map[netip.Addr]int{}, map[*tracked]struct{}{}, map[netip.Addr]int32{}
 	}
 	if s.bySrc[src] >= lim.PerSource {
+		s.strikeLocked(src)
 		s.mu.Unlock()
 		s.perSource.Add(1)
 		s.shed(src)
@@ -206,20 +211,19 @@ func (s *Server) admit(conn net.Conn, lim Limits) *tracked {
 	var victim *tracked
 	if s.open >= lim.MaxConnections {
 		for c := range s.conns {
-			if !c.reading || s.bySrc[c.src] <= s.bySrc[src] {
-				continue
-			}
-			if victim == nil || s.bySrc[c.src] > s.bySrc[victim.src] || s.bySrc[c.src] == s.bySrc[victim.src] && c.seq < victim.seq {
+			if c.reading && s.outranks(c, src) && (victim == nil || s.outranks(c, victim.src) || !s.outranks(victim, c.src) && c.seq < victim.seq) {
 				victim = c
 			}
 		}
 		if victim == nil {
+			s.strikeLocked(src)
 			s.mu.Unlock()
 			s.busy.Add(1)
 			s.shed(src)
 			return nil
 		}
 		victim.evicted = true
+		s.strikeLocked(victim.src)
 		s.releaseLocked(victim)
 		victim.conn.SetReadDeadline(past) // its reader returns at once
 	}
@@ -234,6 +238,39 @@ func (s *Server) admit(conn net.Conn, lim Limits) *tracked {
 		s.shed(victim.src)
 	}
 	return tc
+}
+
+// outranks reports whether held connection c should give way to a
+// newcomer from src (s.mu held): its source was turned away more often
+// since its last answered request, or as often while holding more
+// slots. A scraper whose requests are answered has no strikes, so
+// sources that keep slots without finishing a request can never take
+// its slot away, and it can always take theirs.
+func (s *Server) outranks(c *tracked, src netip.Addr) bool {
+	a, b := s.strikes[c.src], s.strikes[src]
+	return a > b || a == b && s.bySrc[c.src] > s.bySrc[src]
+}
+
+// maxStrikeSources bounds the sources whose strikes are remembered.
+const maxStrikeSources = 256
+
+// strikeLocked counts one turned-away or timed-out connection against
+// src (s.mu held). The table is bounded: full, it forgets the source
+// with the fewest strikes.
+func (s *Server) strikeLocked(src netip.Addr) {
+	if _, ok := s.strikes[src]; !ok && len(s.strikes) >= maxStrikeSources {
+		var least netip.Addr
+		n := int32(math.MaxInt32)
+		for a, k := range s.strikes {
+			if k < n {
+				least, n = a, k
+			}
+		}
+		delete(s.strikes, least)
+	}
+	if s.strikes[src] < math.MaxInt32 {
+		s.strikes[src]++
+	}
 }
 
 func (s *Server) release(tc *tracked) {
@@ -338,6 +375,11 @@ func (s *Server) serve(tc *tracked, timeout time.Duration) {
 		// Its slot is free at once: a connection on its way out must not
 		// hold a slot that no newcomer can take.
 		s.releaseLocked(tc)
+		if !evicted && expired.Load() {
+			s.strikeLocked(tc.src)
+		}
+	} else {
+		delete(s.strikes, tc.src) // a whole request arrived in time
 	}
 	s.mu.Unlock()
 	switch {
