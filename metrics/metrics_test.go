@@ -351,6 +351,53 @@ func TestSlowClientsDoNotStarveScrapes(t *testing.T) {
 	}
 }
 
+// TestScraperKeepsItsSlot: a source whose connections were cut off
+// (strikes) cannot take the slot of a scraper still sending its request,
+// while the scraper, with none, takes theirs.
+func TestScraperKeepsItsSlot(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC))
+	s, _, addr := serveTest(t, clk, Limits{MaxConnections: 2, PerSource: 2, RequestTimeout: 2 * time.Second})
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	hold := func(src string) net.Conn {
+		t.Helper()
+		c, err := dialFrom(src, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET /metrics HTTP/1.1\r\n")
+		conns = append(conns, c)
+		return c
+	}
+	accepted := func(n int64) func() bool {
+		return func() bool { st := s.Stats(); return int64(st.Open)+st.Refused() >= n }
+	}
+	hold("127.0.0.2")
+	hold("127.0.0.2") // .2 holds both slots
+	waitUntil(t, "two connections held", accepted(2))
+	hold("127.0.0.3") // holds none: takes one of .2's
+	waitUntil(t, ".3 admitted", accepted(3))
+	scraper := hold("127.0.0.1") // mid-request: takes .2's other slot (.2 has a strike)
+	waitUntil(t, "the scraper admitted", accepted(4))
+	if st := s.Stats(); st.Evicted != 2 || st.Open != 2 {
+		t.Fatalf("stats %+v: want .2 cut off twice, .3 and the scraper holding", st)
+	}
+	hold("127.0.0.2") // struck twice: may take no one's slot
+	waitUntil(t, ".2 refused", accepted(5))
+	if st := s.Stats(); st.Busy != 1 || st.Evicted != 2 {
+		t.Fatalf("stats %+v: want .2 refused, the scraper kept", st)
+	}
+	io.WriteString(scraper, "Host: x\r\n\r\n")
+	b, _ := io.ReadAll(scraper)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 200 OK") {
+		t.Fatalf("the scraper's request: %q", b)
+	}
+}
+
 // TestRequestDeadline: a client that never finishes its request is cut
 // off when request_timeout passes on the server's clock, counted, and
 // its slot serves the next scrape.
