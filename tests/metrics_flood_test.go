@@ -12,11 +12,11 @@ import (
 	"time"
 )
 
-// slowClients runs n clients, spread over the loopback sources
+// slowMetricsClients runs n clients, spread over the loopback sources
 // 127.0.0.2 to 127.0.0.5, each sending a request to addr one byte a
 // second and, when the server cuts it off or refuses it, connecting
 // again, until stop is called; dialed counts the connections made.
-func slowClients(t *testing.T, addr string, n int) (stop func(), dialed func() int64) {
+func slowMetricsClients(t *testing.T, addr string, n int) (stop func(), dialed func() int64) {
 	t.Helper()
 	quit := make(chan struct{})
 	var dials atomic.Int64
@@ -54,9 +54,9 @@ func slowClients(t *testing.T, addr string, n int) (stop func(), dialed func() i
 	return func() { close(quit); wg.Wait() }, dials.Load
 }
 
-// scrapeFrom is one legitimate scrape from the loopback address src:
+// metricsScrapeFrom is one legitimate scrape from the loopback address src:
 // true when it is answered 200 with the metrics.
-func scrapeFrom(src, addr string) bool {
+func metricsScrapeFrom(src, addr string) bool {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
@@ -84,7 +84,7 @@ func TestMetricsSlowClientsDoNotStarveScrapes(t *testing.T) {
 	e := newFaultEnv(t, map[string]string{"metrics.listen": addr, "health.health_check_interval": "1"})
 	p := e.start()
 	pid := p.cmd.Process.Pid
-	waitFor(t, 10*time.Second, "the metrics listener", func() bool { return scrapeFrom("127.0.0.1", addr) })
+	waitFor(t, 10*time.Second, "the metrics listener", func() bool { return metricsScrapeFrom("127.0.0.1", addr) })
 	metricsStatus := func() map[string]any {
 		m, _ := call(t, e.sock, "phonebook", "status", "")["metrics"].(map[string]any)
 		if m == nil {
@@ -98,7 +98,7 @@ func TestMetricsSlowClientsDoNotStarveScrapes(t *testing.T) {
 
 	for _, n := range []int{4, 64} {
 		refusedBefore := num(metricsStatus()["refused"])
-		stop, dialed := slowClients(t, addr, n)
+		stop, dialed := slowMetricsClients(t, addr, n)
 		// Every slow client has connected, and they hold the slots (past
 		// their cap, they are refused).
 		waitFor(t, 20*time.Second, "the slow clients connected", func() bool { return dialed() >= int64(n) })
@@ -106,7 +106,7 @@ func TestMetricsSlowClientsDoNotStarveScrapes(t *testing.T) {
 
 		answered := 0
 		for i := 0; i < 30; i++ {
-			if scrapeFrom("127.0.0.1", addr) {
+			if metricsScrapeFrom("127.0.0.1", addr) {
 				answered++
 			}
 			time.Sleep(100 * time.Millisecond) // spread the scrapes among the slow clients' bytes
