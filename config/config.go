@@ -52,6 +52,10 @@ type Main struct {
 type Metrics struct {
 	Listen         string // "" is off; IP:port otherwise
 	MaxConnections int    // scrapes served at once; past it refused
+	// MaxConnectionsPerSource bounds the connections one source address
+	// holds, so that a few slow clients cannot starve another's scrapes.
+	MaxConnectionsPerSource int
+	RequestTimeout          int // seconds a whole request may take to arrive
 }
 
 // Reporter holds the collector reports (section "reporter", the
@@ -233,6 +237,8 @@ func fields() []field {
 		{"monitor", "jitter_threshold_ms", kInt, "50", 1, 60000, func(c *Config) any { return &c.Monitor.JitterThresholdMS }, "jitter that raises an alert", nil},
 		{"metrics", "listen", kString, "", 0, 0, func(c *Config) any { return &c.Metrics.Listen }, "Prometheus /metrics listener (IP:port, never on sip.listen's port); empty is off (AREDN serves /metrics itself)", checkListen},
 		{"metrics", "max_connections", kInt, "4", 1, 64, func(c *Config) any { return &c.Metrics.MaxConnections }, "scrapes served at once; past it the connection is refused", nil},
+		{"metrics", "max_connections_per_source", kInt, "2", 1, 64, func(c *Config) any { return &c.Metrics.MaxConnectionsPerSource }, "connections one source address may hold; past it refused, and a source holding more gives way to another's scrape", nil},
+		{"metrics", "request_timeout", kInt, "2", 1, 60, func(c *Config) any { return &c.Metrics.RequestTimeout }, "seconds a whole request may take to arrive; a slower client is cut off", nil},
 
 		{"reporter", "url", kString, "", 0, 0, func(c *Config) any { return &c.Reporter.URL }, "collector URL the agent health report is POSTed to (http://); empty is off", checkHTTPURL},
 		{"reporter", "interval", kInt, "300", 10, 86400, func(c *Config) any { return &c.Reporter.Interval }, "seconds between reports (and one at once on a change of status)", nil},

@@ -95,20 +95,30 @@ func (d *Daemon) restartWorker(name, via string) error {
 	return nil
 }
 
-func (d *Daemon) historyDoc(limit int) (health.HistoryDoc, error) {
-	if limit < 0 {
-		return health.HistoryDoc{}, fmt.Errorf("%w: limit must not be negative", errInvalid)
+func (d *Daemon) historyDoc(limit int) (health.HistoryDoc, error) { return d.historyPage(limit, 0) }
+
+// historyPage is one page of the history: at most limit points
+// (health.MaxHistoryPage; 0 is that many) ending offset points before
+// the newest, so that an answer stays far inside ubus's message limit
+// however large history_points is.
+func (d *Daemon) historyPage(limit, offset int) (health.HistoryDoc, error) {
+	if limit < 0 || offset < 0 {
+		return health.HistoryDoc{}, fmt.Errorf("%w: limit and offset must not be negative", errInvalid)
 	}
-	return d.sys.History().Doc(d.snapshot().Crashes.Records, limit), nil
+	return d.sys.History().Page(d.snapshot().Crashes.Records, limit, offset), nil
 }
 
 // metricsText is the Prometheus exposition of the latest evaluation.
 func (d *Daemon) metricsText() []byte {
-	var refused int64
+	in := metrics.Input{Snap: d.snapshot(), Status: d.services(), Now: d.now()}
 	if d.metricsSrv != nil {
-		refused = d.metricsSrv.Refused()
+		st := d.metricsSrv.Stats()
+		in.Refused = st.Refused()
+		if d.config().Metrics.Listen != "" {
+			in.Listener = &st
+		}
 	}
-	return metrics.Render(metrics.Input{Snap: d.snapshot(), Status: d.services(), Now: d.now(), Refused: refused})
+	return metrics.Render(in)
 }
 
 // services are the status document's service tables (sip, directory,
@@ -133,7 +143,7 @@ func (d *Daemon) status() []ubus.Value {
 	if rs.LastError != "" {
 		rep.List = append(rep.List, ubus.Str("last_error", rs.LastError))
 	}
-	return append(d.services(), rep, errs,
+	return append(d.services(), rep, d.metricsStatus(), errs,
 		ubus.Tbl("software_health", d.sys.SoftwareHealth(snap, d.now())...),
 		ubus.Str("health_status", snap.Status))
 }
@@ -206,7 +216,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 		d.log.Info("serving Prometheus metrics", "listen", ln.Addr().String())
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- d.metricsSrv.Serve(lctx, ln, cfg.MaxConnections) }()
+		go func() { done <- d.metricsSrv.Serve(lctx, ln, metricsLimits(cfg)) }()
 		stopped := false
 		select {
 		case <-d.metricsKick:

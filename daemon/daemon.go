@@ -254,7 +254,7 @@ func (d *Daemon) setup() error {
 		d.sup.Add(s)
 	}
 	d.reporter = reporter.New(cfg.Reporter, d.report, d.log)
-	d.metricsSrv = &metrics.Server{Log: d.log, Render: func(int64) []byte { return d.metricsText() }}
+	d.metricsSrv = &metrics.Server{Log: d.log, Render: func(int64) []byte { return d.metricsText() }, Clock: d.clock, Alerts: d.sys}
 	for _, f := range []front{newUbusFront(d), newDBusFront(d)} {
 		if f != nil {
 			d.fronts = append(d.fronts, f)

@@ -81,9 +81,9 @@ func (u *ubusFront) registerObjects(ctx context.Context) {
 			}
 			return []ubus.Value{ubus.Bool("cleared", true)}, nil
 		}},
-		{Name: "history", Params: []ubus.Param{{Name: "limit", Kind: ubus.Int32}},
+		{Name: "history", Params: []ubus.Param{{Name: "limit", Kind: ubus.Int32}, {Name: "offset", Kind: ubus.Int32}},
 			Encoded: func(_ context.Context, req *ubus.Request) ([]byte, error) {
-				doc, err := d.historyDoc(int(req.Args["limit"].Int))
+				doc, err := d.historyPage(int(req.Args["limit"].Int), int(req.Args["offset"].Int))
 				if err != nil {
 					return nil, ubusErr(err)
 				}

@@ -29,11 +29,9 @@ const CSVFile = "phonebook.csv"
 // phonebook within a minute of the network, not an hour later.
 const RetryMin = 30 * time.Second
 
-// Alerts raises and clears health conditions (the health system).
-type Alerts interface {
-	SetUnhealthy(cond *health.Descriptor, key string, args health.Args)
-	SetHealthy(cond *health.Descriptor, key string)
-}
+// Alerts is health.Alerts: the one interface every owner of conditions
+// is given.
+type Alerts = health.Alerts
 
 type noAlerts struct{}
 

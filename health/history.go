@@ -1,6 +1,8 @@
 package health
 
 import (
+	"math"
+	"sort"
 	"sync"
 	"time"
 
@@ -141,14 +143,27 @@ func (h *History) mark(m HistoryMark) {
 	h.touch()
 }
 
+// MaxHistoryPage bounds the points of one history answer: a day at the
+// default step (history_points 1440, 60 s), so that the default ring is
+// one answer, and the largest ring allowed (10,080 points) is seven
+// answers of at most about 200 KB of blobmsg each, far inside ubus's
+// 1 MiB message (a single answer of it was 1,379,448 B).
+const MaxHistoryPage = 1440
+
 // HistoryDoc is the phonebook.health history document: columns of equal
 // length, oldest first (columns keep the message small: 1,440 points are
-// about 150 KB of blobmsg), and the crash and restart marks that fall in
-// the window. limit > 0 returns only the newest limit points.
+// about 200 KB of blobmsg), and the crash and restart marks that fall in
+// the page's window. One answer holds a page of at most MaxHistoryPage
+// points: the newest limit points (MaxHistoryPage when limit is 0 or
+// larger) after skipping the newest offset; total says how many the ring
+// holds, so a reader asks for older pages with offset += len(time) while
+// offset + len(time) < total.
 type HistoryDoc struct {
 	StepSeconds          int32         `json:"step_seconds"`
 	Capacity             int32         `json:"capacity"`
-	Time                 []int64       `json:"time"` // unix seconds
+	Total                int32         `json:"total"`  // points held in the ring
+	Offset               int32         `json:"offset"` // newest points skipped before this page
+	Time                 []int64       `json:"time"`   // unix seconds
 	Status               []string      `json:"status"`
 	Score                []*int32      `json:"score"`
 	RSSMB                []*float64    `json:"rss_mb"`
@@ -169,17 +184,40 @@ type HistoryMark struct {
 	Reason string `json:"reason"`
 }
 
-// Doc returns the history document, with the crash records of crashes
-// among the marks.
+// Doc returns the newest page of the history document (limit points,
+// at most MaxHistoryPage; 0 is MaxHistoryPage), with the crash records of
+// crashes among the marks.
 func (h *History) Doc(crashes []crash.Record, limit int) HistoryDoc {
-	h.mu.Lock()
-	pts := h.ordered()
-	marks := append([]HistoryMark(nil), h.marks...)
-	d := HistoryDoc{StepSeconds: int32(h.step / time.Second), Capacity: int32(len(h.points))}
-	h.mu.Unlock()
-	if limit > 0 && len(pts) > limit {
-		pts = pts[len(pts)-limit:]
+	return h.Page(crashes, limit, 0)
+}
+
+// Page returns one page of the history document: at most limit points
+// (bounded by MaxHistoryPage; 0 is MaxHistoryPage) ending offset points
+// before the newest. Its marks are those from its first point up to the
+// first point of the next newer page (the newest page: up to now), at
+// most maxMarks crashes and maxMarks restarts, so that every page stays
+// bounded whatever the crash history holds.
+func (h *History) Page(crashes []crash.Record, limit, offset int) HistoryDoc {
+	if limit <= 0 || limit > MaxHistoryPage {
+		limit = MaxHistoryPage
 	}
+	offset = max(offset, 0)
+	h.mu.Lock()
+	// Only the page is copied: the ring's i-th oldest point is at
+	// (start+i) mod capacity.
+	ring, start := len(h.points), h.next-h.n+len(h.points)
+	end := max(h.n-offset, 0)
+	pts := make([]point, 0, min(limit, end))
+	for i := max(end-limit, 0); i < end; i++ {
+		pts = append(pts, h.points[(start+i)%ring])
+	}
+	var until int64 = math.MaxInt64 // marks before the next newer page's first point
+	if end < h.n {
+		until = h.points[(start+end)%ring].t
+	}
+	marks := append([]HistoryMark(nil), h.marks...)
+	d := HistoryDoc{StepSeconds: int32(h.step / time.Second), Capacity: int32(ring), Total: int32(h.n), Offset: int32(offset)}
+	h.mu.Unlock()
 	n := len(pts)
 	d.Time, d.Status, d.Score = make([]int64, n), make([]string, n), make([]*int32, n)
 	d.RSSMB, d.PrivateMB, d.FDs = make([]*float64, n), make([]*float64, n), make([]*int32, n)
@@ -210,15 +248,24 @@ func (h *History) Doc(crashes []crash.Record, limit int) HistoryDoc {
 	var from int64
 	if n > 0 {
 		from = pts[0].t
+	} else {
+		from = until // an empty page (offset past the ring): no marks
 	}
+	in := func(t time.Time) bool { u := t.Unix(); return u >= from && u < until }
 	d.Marks = []HistoryMark{}
+	var cm []HistoryMark
 	for _, r := range crashes {
-		if r.Time.Unix() >= from {
-			d.Marks = append(d.Marks, HistoryMark{Time: Time{r.Time}, Kind: "crash", Worker: r.Worker, Reason: r.Reason})
+		if in(r.Time) {
+			cm = append(cm, HistoryMark{Time: Time{r.Time}, Kind: "crash", Worker: r.Worker, Reason: r.Reason})
 		}
 	}
+	if len(cm) > maxMarks { // the newest maxMarks: crash_history_max may hold 1,000
+		sort.SliceStable(cm, func(i, j int) bool { return cm[i].Time.Before(cm[j].Time.Time) })
+		cm = cm[len(cm)-maxMarks:]
+	}
+	d.Marks = append(d.Marks, cm...)
 	for _, m := range marks {
-		if m.Time.Unix() >= from {
+		if in(m.Time.Time) {
 			d.Marks = append(d.Marks, m)
 		}
 	}
@@ -255,6 +302,8 @@ func (d *HistoryDoc) AppendBlob(dst []byte) []byte {
 	}
 	dst = ubus.AppendValue(dst, ubus.I32("step_seconds", d.StepSeconds))
 	dst = ubus.AppendValue(dst, ubus.I32("capacity", d.Capacity))
+	dst = ubus.AppendValue(dst, ubus.I32("total", d.Total))
+	dst = ubus.AppendValue(dst, ubus.I32("offset", d.Offset))
 	col("time", func(i int) ubus.Value { return ubus.I64("", d.Time[i]) })
 	col("status", func(i int) ubus.Value { return ubus.Str("", d.Status[i]) })
 	col("score", func(i int) ubus.Value { return i32(d.Score[i]) })

@@ -1,10 +1,12 @@
 package health
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aredn/phonebookd/crash"
+	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -114,4 +116,116 @@ func BenchmarkHistoryDoc(b *testing.B) {
 		n = len(doc.AppendBlob(nil))
 	}
 	b.ReportMetric(float64(n), "bytes/doc")
+}
+
+// fullLargestRing fills a ring of the largest history_points allowed
+// (10,080) with worst-case points: every figure measured and wide, the
+// longest status name, crash records up to crash_history_max with the
+// longest reasons a record keeps, and restart marks up to their bound.
+func fullLargestRing(t testing.TB) (*History, []crash.Record) {
+	t.Helper()
+	const points = 10080 // config: health.history_points max
+	clock := newFakeClock()
+	h := NewHistory(10*time.Second, points)
+	rss, priv, fds := 123.456789, 98.7654321, int32(1023)
+	snap := &Snapshot{Status: Degraded, Score: 55}
+	snap.Health.Memory = &Memory{RSSMB: &rss, RSSAnonMB: &priv}
+	snap.Health.FileDescriptors = &FileDescriptors{Open: &fds}
+	snap.Health.ErrorRates = &ErrorRates{SIPErrorsPerHour: 123456, ProbeFailuresPerHour: 123456, FetchFailuresPerHour: 123456}
+	var crashes []crash.Record
+	for i := 0; i < points; i++ {
+		snap.Time = clock.Now()
+		snap.Workers = []supervisor.WorkerStatus{{Name: "fetcher", Restarts: i}} // a restart mark every point
+		h.record(snap, 100000+i)
+		if i%10 == 0 && len(crashes) < 1000 { // config: crash_history_max max
+			crashes = append(crashes, crash.Record{Time: clock.Now(), Kind: "worker_panic", Worker: "fetcher", Reason: strings.Repeat("r", 259)})
+		}
+		clock.Advance(10 * time.Second)
+	}
+	if h.Len() != points {
+		t.Fatalf("ring holds %d points, want %d", h.Len(), points)
+	}
+	return h, crashes
+}
+
+// encodedSizes is a document's size as ubus sends it (blobmsg) and as
+// D-Bus and the CLI print it (JSON).
+func encodedSizes(t testing.TB, d *HistoryDoc) (blob, js int) {
+	t.Helper()
+	b := d.AppendBlob(nil)
+	vs, err := ubus.DecodeValues(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(b), len(ubus.FormatJSON(vs, false, -1))
+}
+
+// TestHistoryAnswerWithinUbusAtTheLimit: with history_points at its
+// largest (10,080), the answer to phonebook.health history without
+// arguments stays under 512 KB, as blobmsg (ubus: its message limit is
+// 1 MiB) and as JSON (D-Bus, the CLI). Before: it carried all 10,080
+// points, 1,379,448 B of blobmsg, which ubus cannot send.
+func TestHistoryAnswerWithinUbusAtTheLimit(t *testing.T) {
+	h, crashes := fullLargestRing(t)
+	doc := h.Doc(crashes, 0)
+	blob, js := encodedSizes(t, &doc)
+	t.Logf("history_points 10080: %d points answered, %d B blobmsg, %d B JSON, %d marks", len(doc.Time), blob, js, len(doc.Marks))
+	if blob >= 512<<10 || js >= 512<<10 {
+		t.Fatalf("answer %d B of blobmsg, %d B of JSON: want each under 512 KB", blob, js)
+	}
+	// The largest page asked for is bounded the same way.
+	big := h.Doc(crashes, 1<<30)
+	if blob, js := encodedSizes(t, &big); blob >= 512<<10 || js >= 512<<10 || len(big.Time) != MaxHistoryPage {
+		t.Fatalf("limit 2^30: %d points, %d B blobmsg, %d B JSON", len(big.Time), blob, js)
+	}
+}
+
+// TestHistoryPagesCoverTheRing: asking page after page (offset +=
+// len(time) while offset + len(time) < total) returns every point of
+// the largest ring once, oldest first across pages, each page bounded,
+// and each mark in exactly one page.
+func TestHistoryPagesCoverTheRing(t *testing.T) {
+	h, crashes := fullLargestRing(t)
+	var times []int64
+	marks := map[string]int{}
+	pages := 0
+	for offset := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatal("more pages than the ring can fill")
+		}
+		p := h.Page(crashes, 0, offset)
+		if blob, js := encodedSizes(t, &p); blob >= 512<<10 || js >= 512<<10 {
+			t.Fatalf("page at offset %d: %d B blobmsg, %d B JSON", offset, blob, js)
+		}
+		if int(p.Total) != 10080 || int(p.Offset) != offset || len(p.Time) > MaxHistoryPage {
+			t.Fatalf("page at offset %d: total %d, offset %d, %d points", offset, p.Total, p.Offset, len(p.Time))
+		}
+		times = append(p.Time, times...) // older pages go first
+		for _, m := range p.Marks {
+			marks[m.Kind+m.Time.String()]++
+		}
+		offset += len(p.Time)
+		if offset >= int(p.Total) || len(p.Time) == 0 {
+			break
+		}
+	}
+	if len(times) != 10080 {
+		t.Fatalf("%d points over %d pages, want 10080", len(times), pages+1)
+	}
+	for i := 1; i < len(times); i++ {
+		if times[i]-times[i-1] != 10 {
+			t.Fatalf("points %d and %d are %d s apart across pages", i-1, i, times[i]-times[i-1])
+		}
+	}
+	for k, n := range marks {
+		if n != 1 {
+			t.Fatalf("mark %s in %d pages", k, n)
+		}
+	}
+	if p := h.Page(crashes, 0, 20000); len(p.Time) != 0 || len(p.Marks) != 0 {
+		t.Fatalf("offset past the ring: %d points, %d marks", len(p.Time), len(p.Marks))
+	}
+	if p := h.Page(crashes, 5, 3); len(p.Time) != 5 || p.Time[4] != times[len(times)-4] {
+		t.Fatalf("limit 5 offset 3: %v, want the 5 points before the newest 3", p.Time)
+	}
 }

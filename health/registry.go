@@ -202,6 +202,9 @@ var (
 	// DBusNameTaken, condition `dbus_name_taken`: org.aredn.Phonebook1 is owned by another process, so the daemon is not published on D-Bus; retried with backoff.
 	DBusNameTaken = Register(&Descriptor{Code: "dbus_name_taken", Level: LevelWarning, Penalty: 20, When: "`org.aredn.Phonebook1` is owned by another process, so the daemon is not published on D-Bus; retried with backoff",
 		Text: sprintf("Not published on D-Bus: %s", ArgError), Recommend: sprintf("Stop the other process that owns org.aredn.Phonebook1 (busctl status org.aredn.Phonebook1 names it; often a second phonebookd); the daemon takes the name by itself once it is free.")})
+	// MetricsRefused, condition `metrics_refused`: the metrics listener turned scrapes away in the last minute.
+	MetricsRefused = Register(&Descriptor{Code: "metrics_refused", Level: LevelWarning, Penalty: 5, When: "the metrics listener turned scrapes away (per-source cap, every slot busy, or cut off waiting for their request) in the last minute; `phonebook status` metrics",
+		Text: sprintf("The metrics listener has turned %s scrape(s) away, the last from %s (%s)", ArgCount, ArgWhat, ArgDetail), Recommend: sprintf("A host holds connections to phonebook.metrics.listen without completing its requests, or scrapes too often; find it with phonebook status metrics and logread, or raise phonebook.metrics.max_connections.")})
 	// SIPListen, condition `sip_listen`: a changed sip.listen cannot be bound; the old address keeps serving.
 	SIPListen = Register(&Descriptor{Code: "sip_listen", Level: LevelWarning, Penalty: 10, When: "a changed `sip.listen` cannot be bound; the old address keeps serving, retried",
 		Text: sprintf("SIP cannot listen on %s (%s); still serving on %s", ArgPath, ArgError, ArgDetail), Recommend: sprintf("Phones set to %s are not answered; free the address (netstat -lnp) or correct phonebook.sip.listen, then uci commit phonebook.", ArgPath)})
@@ -402,6 +405,14 @@ func ConditionTable() string {
 		fmt.Fprintf(&b, "| `%s` | %s | %d | %s | %s | %s | %s | %d | %s |\n", d.Code, d.Level, d.Penalty, dep, after, dur(d.Hold), dur(d.Settle), most, d.When)
 	}
 	return b.String()
+}
+
+// Alerts is what an owner of conditions (sip, directory, the metrics
+// listener) is given to raise and end them: the System, or a test's
+// recorder.
+type Alerts interface {
+	SetUnhealthy(cond *Descriptor, key string, args Args)
+	SetHealthy(cond *Descriptor, key string)
 }
 
 // ConditionOf is an instance of a registered condition: its code

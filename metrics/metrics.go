@@ -32,8 +32,11 @@ type Input struct {
 	// directory, monitor tables); nil leaves those families out.
 	Status []ubus.Value
 	Now    time.Time
-	// Refused counts scrapes the listener turned away at its bound.
+	// Refused counts scrapes the listener turned away at its bounds.
 	Refused int64
+	// Listener is the listener's counters; nil when it is off (the
+	// node's own /metrics through ubus).
+	Listener *Stats
 }
 
 // writer emits families: HELP and TYPE once, then samples.
@@ -189,7 +192,14 @@ func Render(in Input) []byte {
 	if in.Status != nil {
 		service(w, in.Status, in.Now)
 	}
-	w.one("phonebook_metrics_scrapes_refused_total", "counter", "Scrapes refused because max_connections were being served.", float64(in.Refused))
+	w.one("phonebook_metrics_scrapes_refused_total", "counter", "Scrapes turned away at the listener's bounds (max_connections, max_connections_per_source) or cut off waiting for their request to give another source a slot.", float64(in.Refused))
+	if l := in.Listener; l != nil {
+		w.family("phonebook_metrics_connections_shed_total", "counter", "Connections to the metrics listener turned away or cut off, by cause.")
+		w.sample("phonebook_metrics_connections_shed_total", float64(l.PerSource), "cause", "per_source")
+		w.sample("phonebook_metrics_connections_shed_total", float64(l.Busy), "cause", "busy")
+		w.sample("phonebook_metrics_connections_shed_total", float64(l.Evicted), "cause", "evicted")
+		w.sample("phonebook_metrics_connections_shed_total", float64(l.TimedOut), "cause", "request_timeout")
+	}
 	return w.b.Bytes()
 }
 

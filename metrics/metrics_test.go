@@ -9,12 +9,14 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/internal/clock"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -35,7 +37,7 @@ func sampleInput(t *testing.T) Input {
 			ubus.Tbl("", ubus.Str("target", "silent.local.mesh"), ubus.Null("rtt_ms"), ubus.Null("jitter_ms"), ubus.Dbl("loss_pct", 100))),
 			ubus.Tbl("phones", ubus.I32("probed", 12), ubus.I32("not_answering", 1))),
 	}
-	return Input{Snap: snap, Status: status, Now: now, Refused: 7}
+	return Input{Snap: snap, Status: status, Now: now, Refused: 7, Listener: &Stats{PerSource: 1, Busy: 2, Evicted: 4, TimedOut: 3}}
 }
 
 // promtool runs "promtool check metrics" (Debian package prometheus) on
@@ -73,6 +75,8 @@ func TestRenderPassesPromtool(t *testing.T) {
 		`phonebook_probe_rtt_seconds{target="odd\"name\\x"} 0.0125`,
 		`phonebook_probe_loss_ratio{target="silent.local.mesh"} 1`,
 		`phonebook_metrics_scrapes_refused_total 7`,
+		`phonebook_metrics_connections_shed_total{cause="evicted"} 4`,
+		`phonebook_metrics_connections_shed_total{cause="request_timeout"} 3`,
 		`phonebook_process_open_fds `,
 		`phonebook_process_resident_memory_bytes `,
 	} {
@@ -135,8 +139,8 @@ func get(t *testing.T, addr, req string) (string, error) {
 	return string(b), err
 }
 
-// TestServerBounded: scrapes are answered; past max_connections a
-// connection is closed at once and counted; an oversized request is cut
+// TestServerBounded: scrapes are answered; past max_connections (and
+// max_connections_per_source) a connection is closed at once and counted; an oversized request is cut
 // off; other paths get 404.
 func TestServerBounded(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -147,7 +151,9 @@ func TestServerBounded(t *testing.T) {
 	s := &Server{Render: func(refused int64) []byte { return []byte(fmt.Sprintf("phonebook_x %d\n", refused)) }, Log: nil}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln, 2) }()
+	go func() {
+		done <- s.Serve(ctx, ln, Limits{MaxConnections: 2, PerSource: 2, RequestTimeout: 5 * time.Second})
+	}()
 	var resp string
 	for i := 0; i < 100; i++ {
 		var err error
@@ -193,6 +199,237 @@ func TestServerBounded(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// alerts records the conditions raised, as the health system would.
+type alerts struct {
+	mu     sync.Mutex
+	raised map[string]health.Args
+	ups    int
+}
+
+func (a *alerts) SetUnhealthy(cond *health.Descriptor, key string, args health.Args) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.raised == nil {
+		a.raised = map[string]health.Args{}
+	}
+	a.raised[cond.Instance(key)] = args
+	a.ups++
+}
+
+func (a *alerts) SetHealthy(cond *health.Descriptor, key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.raised, cond.Instance(key))
+}
+
+func (a *alerts) get(code string) (health.Args, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	args, ok := a.raised[code]
+	return args, ok
+}
+
+// serveTest runs a server on a free loopback port with lim, on the fake
+// clock clk.
+func serveTest(t *testing.T, clk clock.Clock, lim Limits) (*Server, *alerts, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al := &alerts{}
+	s := &Server{Render: func(refused int64) []byte { return []byte(fmt.Sprintf("phonebook_x %d\n", refused)) }, Clock: clk, Alerts: al}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln, lim) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return s, al, ln.Addr().String()
+}
+
+// dialFrom connects to addr from the loopback address src (127.0.0.0/8
+// is all local on Linux).
+func dialFrom(src, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+	return d.Dial("tcp", addr)
+}
+
+// scrapeFrom is one legitimate scrape from src: true when answered 200.
+func scrapeFrom(src, addr string) bool {
+	c, err := dialFrom(src, addr)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second)) // a bound on a hung test, not a measurement
+	io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	return strings.HasPrefix(string(b), "HTTP/1.1 200 OK")
+}
+
+// waitUntil polls cond (the server's state, reached through real
+// sockets) within a bound that only ends a hung test.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestSlowClientsDoNotStarveScrapes: 16 slow clients from 127.0.0.2 to
+// 127.0.0.5 (four each, sending a byte now and then, never a whole
+// request) against max_connections 4 and max_connections_per_source 2:
+// each of 30 scrapes from 127.0.0.1 is answered, the slow clients past
+// their cap are refused and those holding slots are cut off for the
+// scrapes, every refusal counted by cause, and "metrics_refused" raised,
+// then cleared a window after the last. Before: one shared pool, and 4
+// such clients refused 22 of 30 scrapes, with health staying healthy.
+func TestSlowClientsDoNotStarveScrapes(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC))
+	s, al, addr := serveTest(t, clk, Limits{MaxConnections: 4, PerSource: 2, RequestTimeout: 2 * time.Second})
+	var slow []net.Conn
+	defer func() {
+		for _, c := range slow {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 16; i++ {
+		c, err := dialFrom(fmt.Sprintf("127.0.0.%d", 2+i%4), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "G")
+		slow = append(slow, c)
+	}
+	// Every slow client is either holding a slot or refused.
+	waitUntil(t, "the slow clients accepted", func() bool { st := s.Stats(); return int64(st.Open)+st.Refused() == 16 })
+	st := s.Stats()
+	if st.Open != 4 || st.PerSource+st.Busy+st.Evicted != 12 {
+		t.Fatalf("after the slow clients: %+v, want 4 open and 12 turned away", st)
+	}
+	answered := 0
+	for i := 0; i < 30; i++ {
+		for _, c := range slow { // the slow clients keep sending
+			io.WriteString(c, "E")
+		}
+		if scrapeFrom("127.0.0.1", addr) {
+			answered++
+		}
+	}
+	st = s.Stats()
+	t.Logf("30 scrapes with 16 slow clients: %d answered; %+v", answered, st)
+	if answered != 30 {
+		t.Fatalf("%d of 30 scrapes answered", answered)
+	}
+	if st.Evicted < 1 || st.Served != 30 || st.Open > 4 {
+		t.Fatalf("stats %+v: want slow clients cut off for the scrapes, 30 served, at most 4 open", st)
+	}
+	args, ok := al.get(health.MetricsRefused.Code)
+	if !ok || args[health.ArgCount] == "" || !strings.HasPrefix(args[health.ArgWhat], "127.0.0.") {
+		t.Fatalf("metrics_refused not raised: %v %v", ok, args)
+	}
+	// The condition's text is the registry's.
+	if c := health.ConditionOf(health.MetricsRefused, "", args); !strings.Contains(c.Message, "turned") {
+		t.Fatalf("condition text %q", c.Message)
+	}
+	// A window passes with refusals in it: raised again; one without:
+	// cleared.
+	clk.Advance(RefusedWindow)
+	if _, ok := al.get(health.MetricsRefused.Code); !ok {
+		t.Fatal("cleared while refusals came in its window")
+	}
+	clk.Advance(RefusedWindow)
+	if _, ok := al.get(health.MetricsRefused.Code); ok {
+		t.Fatal("still raised a window after the last refusal")
+	}
+}
+
+// TestScraperKeepsItsSlot: a source whose connections were cut off
+// (strikes) cannot take the slot of a scraper still sending its request,
+// while the scraper, with none, takes theirs.
+func TestScraperKeepsItsSlot(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC))
+	s, _, addr := serveTest(t, clk, Limits{MaxConnections: 2, PerSource: 2, RequestTimeout: 2 * time.Second})
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	hold := func(src string) net.Conn {
+		t.Helper()
+		c, err := dialFrom(src, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET /metrics HTTP/1.1\r\n")
+		conns = append(conns, c)
+		return c
+	}
+	accepted := func(n int64) func() bool {
+		return func() bool { st := s.Stats(); return int64(st.Open)+st.Refused() >= n }
+	}
+	hold("127.0.0.2")
+	hold("127.0.0.2") // .2 holds both slots
+	waitUntil(t, "two connections held", accepted(2))
+	hold("127.0.0.3") // holds none: takes one of .2's
+	waitUntil(t, ".3 admitted", accepted(3))
+	scraper := hold("127.0.0.1") // mid-request: takes .2's other slot (.2 has a strike)
+	waitUntil(t, "the scraper admitted", accepted(4))
+	if st := s.Stats(); st.Evicted != 2 || st.Open != 2 {
+		t.Fatalf("stats %+v: want .2 cut off twice, .3 and the scraper holding", st)
+	}
+	hold("127.0.0.2") // struck twice: may take no one's slot
+	waitUntil(t, ".2 refused", accepted(5))
+	if st := s.Stats(); st.Busy != 1 || st.Evicted != 2 {
+		t.Fatalf("stats %+v: want .2 refused, the scraper kept", st)
+	}
+	io.WriteString(scraper, "Host: x\r\n\r\n")
+	b, _ := io.ReadAll(scraper)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 200 OK") {
+		t.Fatalf("the scraper's request: %q", b)
+	}
+}
+
+// TestRequestDeadline: a client that never finishes its request is cut
+// off when request_timeout passes on the server's clock, counted, and
+// its slot serves the next scrape.
+func TestRequestDeadline(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC))
+	s, _, addr := serveTest(t, clk, Limits{MaxConnections: 1, PerSource: 1, RequestTimeout: 2 * time.Second})
+	c, err := dialFrom("127.0.0.2", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /metrics HTTP/1.1\r\n")
+	waitUntil(t, "the request deadline armed", func() bool { return clk.Timers() == 1 })
+	if s.Stats().Open != 1 {
+		t.Fatalf("stats %+v, want the slow client holding the slot", s.Stats())
+	}
+	clk.Advance(time.Second)
+	if s.Stats().TimedOut != 0 {
+		t.Fatal("cut off before its deadline")
+	}
+	clk.Advance(time.Second)
+	waitUntil(t, "the slow client cut off", func() bool { return s.Stats().TimedOut == 1 && s.Stats().Open == 0 })
+	b, _ := io.ReadAll(c)
+	if len(b) != 0 {
+		t.Fatalf("a timed-out request was answered: %q", b)
+	}
+	if !scrapeFrom("127.0.0.2", addr) {
+		t.Fatal("the freed slot does not serve")
 	}
 }
 

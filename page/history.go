@@ -1,12 +1,14 @@
 package page
 
 import (
+	"context"
 	"fmt"
 	"html"
 	"strings"
 	"time"
 
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/ubus"
 )
 
 // The last day as small inline SVG charts: no script, no framework, one
@@ -149,4 +151,75 @@ func History(h health.HistoryDoc) string {
 		series{"SIP", "#e53935", ints(h.SIPErrorsPerHour)}, series{"probes", "#fb8c00", ints(h.ProbeFailuresPerHour)}, series{"fetches", "#5c6bc0", ints(h.FetchFailuresPerHour)}))
 	b.WriteString(`</div>`)
 	return b.String()
+}
+
+// HistoryPager asks the daemon for one page of its history
+// (phonebook.health history with limit and offset).
+type HistoryPager func(ctx context.Context, limit, offset int) (health.HistoryDoc, error)
+
+// maxHistoryPages bounds the pages asked for, whatever the answers say:
+// the largest ring allowed (10,080 points) is seven pages.
+const maxHistoryPages = 16
+
+// CollectHistory asks for the whole history page by page, newest first,
+// each answer at most health.MaxHistoryPage points (a single answer of
+// the largest ring would pass ubus's 1 MiB message limit), and joins
+// them oldest first. A point that a page repeats (the ring moved on
+// between two calls) is taken once; an error after the first page keeps
+// what was read.
+func CollectHistory(ctx context.Context, page HistoryPager) (health.HistoryDoc, error) {
+	doc, err := page(ctx, health.MaxHistoryPage, 0)
+	if err != nil {
+		return health.HistoryDoc{}, err
+	}
+	seen := map[health.HistoryMark]bool{}
+	for _, m := range doc.Marks {
+		seen[m] = true
+	}
+	offset, total := len(doc.Time), int(doc.Total)
+	for i := 1; i < maxHistoryPages && len(doc.Time) > 0 && offset < total; i++ {
+		older, err := page(ctx, health.MaxHistoryPage, offset)
+		if err != nil || len(older.Time) == 0 {
+			break
+		}
+		offset, total = offset+len(older.Time), int(older.Total) // the ring may have grown
+		// Keep only points older than those held.
+		n := 0
+		for n < len(older.Time) && older.Time[n] < doc.Time[0] {
+			n++
+		}
+		doc.Time = append(older.Time[:n:n], doc.Time...)
+		doc.Status = append(older.Status[:n:n], doc.Status...)
+		doc.Score = append(older.Score[:n:n], doc.Score...)
+		doc.RSSMB = append(older.RSSMB[:n:n], doc.RSSMB...)
+		doc.PrivateMB = append(older.PrivateMB[:n:n], doc.PrivateMB...)
+		doc.FDs = append(older.FDs[:n:n], doc.FDs...)
+		doc.Phones = append(older.Phones[:n:n], doc.Phones...)
+		doc.SIPErrorsPerHour = append(older.SIPErrorsPerHour[:n:n], doc.SIPErrorsPerHour...)
+		doc.ProbeFailuresPerHour = append(older.ProbeFailuresPerHour[:n:n], doc.ProbeFailuresPerHour...)
+		doc.FetchFailuresPerHour = append(older.FetchFailuresPerHour[:n:n], doc.FetchFailuresPerHour...)
+		for _, m := range older.Marks {
+			if !seen[m] {
+				seen[m] = true
+				doc.Marks = append(doc.Marks, m)
+			}
+		}
+	}
+	doc.Offset, doc.Total = 0, int32(len(doc.Time))
+	return doc, nil
+}
+
+// UbusHistoryPager asks over a ubus connection.
+func UbusHistoryPager(c *ubus.Conn) HistoryPager {
+	return func(ctx context.Context, limit, offset int) (health.HistoryDoc, error) {
+		var d health.HistoryDoc
+		r, err := c.Call(ctx, "phonebook.health", "history", []ubus.Value{ubus.I32("limit", int32(limit)), ubus.I32("offset", int32(offset))})
+		if err != nil {
+			return d, fmt.Errorf("phonebook.health history offset %d: %w", offset, err)
+		}
+		if len(r) == 0 {
+			return d, fmt.Errorf("phonebook.health history offset %d: no document", offset)
+		}
+		return d, decode(r[0], &d)
+	}
 }

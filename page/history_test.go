@@ -1,7 +1,10 @@
 package page
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/internal/clock"
+	"github.com/aredn/phonebookd/ubus"
 )
 
 // simulatedDay runs a real health system on a fake clock through a day
@@ -111,5 +115,83 @@ func TestHistoryNullBreaksTheLine(t *testing.T) {
 	svg := chart("x", "", []int64{0, 60, 120}, nil, series{"s", "#000", []*float64{&one, nil, &one}})
 	if strings.Count(svg, "<polyline") != 2 {
 		t.Fatalf("want two segments around the gap:\n%s", svg)
+	}
+}
+
+// largestHistory is a ring of the largest history_points allowed
+// (10,080) at a 10 s step, filled through the file format the daemon
+// keeps in run_dir with n points, the newest at last, point i having i
+// phones.
+func largestHistory(t *testing.T, last time.Time, n int) *health.History {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(`{"version":1,"points":[`)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		ts := last.Add(time.Duration(i-n+1) * 10 * time.Second).Unix()
+		fmt.Fprintf(&b, "[%d,1,55,126421,101135,1023,%d,123456,123456,123456]", ts, i)
+	}
+	fmt.Fprintf(&b, `],"marks":[{"time":%d,"kind":"restart","worker":"fetcher","reason":""}]}`, last.Add(-20*time.Hour).Unix())
+	path := filepath.Join(t.TempDir(), "history.json")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := health.NewHistory(10*time.Second, 10080)
+	if got, err := h.Load(path, last, nil); err != nil || got != n {
+		t.Fatalf("loaded %d points (%v), want %d", got, err, n)
+	}
+	return h
+}
+
+// TestPageAsksHistoryInPages: the page asks for the history in pages of
+// at most health.MaxHistoryPage points, each answer under 512 KB as ubus
+// carries it, and joins them into the whole ring once, oldest first,
+// even when the ring moves on between two pages. Before: one request
+// for everything, more than ubus's 1 MiB limit at the largest
+// history_points.
+func TestPageAsksHistoryInPages(t *testing.T) {
+	// 24 h at 10 s (what a restart reads back); a point is added
+	// after the first page was answered.
+	last := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	before, after := largestHistory(t, last, 8640), largestHistory(t, last.Add(10*time.Second), 8641)
+	crashes := []crash.Record{{Time: last.Add(-3 * time.Hour), Kind: "panic", Worker: "sip", Reason: "x"}}
+	calls := 0
+	pager := func(_ context.Context, limit, offset int) (health.HistoryDoc, error) {
+		h := after
+		if calls == 0 {
+			h = before
+		}
+		calls++
+		doc := h.Page(crashes, limit, offset)
+		blob := doc.AppendBlob(nil)
+		if len(blob) >= 512<<10 {
+			t.Errorf("page at offset %d: %d B of blobmsg", offset, len(blob))
+		}
+		vs, err := ubus.DecodeValues(blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got health.HistoryDoc
+		return got, decode(vs, &got)
+	}
+	doc, err := CollectHistory(context.Background(), pager)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 7 || len(doc.Time) != 8640 || len(doc.RSSMB) != 8640 || len(doc.FetchFailuresPerHour) != 8640 {
+		t.Fatalf("%d calls, %d points (%d rss), want 7 calls and 8640 points", calls, len(doc.Time), len(doc.RSSMB))
+	}
+	for i := 1; i < len(doc.Time); i++ {
+		if doc.Time[i]-doc.Time[i-1] != 10 || doc.Phones[i] != int32(i) {
+			t.Fatalf("point %d: time %d after %d, phones %d", i, doc.Time[i], doc.Time[i-1], doc.Phones[i])
+		}
+	}
+	if len(doc.Marks) != 2 {
+		t.Fatalf("marks %+v, want the crash and the restart once each", doc.Marks)
+	}
+	if html := History(doc); !strings.Contains(html, `data-points="8640"`) {
+		t.Fatal("the charts do not draw the whole history")
 	}
 }

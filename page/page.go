@@ -107,7 +107,7 @@ func Collect(ctx context.Context, socket string) Data {
 	if get("phonebook.health", "crashes", []ubus.Value{ubus.I32("limit", 5)}, &cr) == nil {
 		d.Crashes = cr.Crashes
 	}
-	get("phonebook.health", "history", nil, &d.History)
+	d.History, _ = CollectHistory(ctx, UbusHistoryPager(c)) // in pages: one answer of a large ring would pass ubus's limit
 	for name, th := range d.Health.Threads {
 		d.Workers = append(d.Workers, Worker{Name: name, Thread: th})
 	}

@@ -38,12 +38,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Alerts receives conditions for the health system: a code and its
-// arguments; the health registry writes the words.
-type Alerts interface {
-	SetUnhealthy(cond *health.Descriptor, key string, args health.Args)
-	SetHealthy(cond *health.Descriptor, key string)
-}
+// Alerts is health.Alerts: the one interface every owner of conditions
+// is given.
+type Alerts = health.Alerts
 
 // Causes of shed work, as counted in "phonebook status" sip.shed.
 const (
