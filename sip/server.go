@@ -222,7 +222,7 @@ func (s *Server) Run(ctx context.Context, w *supervisor.Worker) error {
 	cfg := s.config()
 	udp, err := listenUDP(cfg.Listen)
 	if err != nil {
-		return supervisor.Blocked(fmt.Errorf("sip: listen udp %s: %w", cfg.Listen, err))
+		return supervisor.Blocked(fmt.Errorf("sip: %w", err)) // listenUDP names the address
 	}
 	bound := udp.LocalAddr()
 	var ln net.Listener
@@ -234,7 +234,7 @@ func (s *Server) Run(ctx context.Context, w *supervisor.Worker) error {
 		ln, err = net.Listen(network, bound.String())
 		if err != nil {
 			udp.Close()
-			return supervisor.Blocked(fmt.Errorf("sip: listen tcp %s: %w", bound, err))
+			return supervisor.Blocked(fmt.Errorf("sip: %w", err)) // net.Listen names the address
 		}
 	}
 	probe, err := s.selfProbeSocket(bound)
