@@ -146,7 +146,11 @@ func newPageServer(t *testing.T, page string) *pageServer {
 			for _, wd := range r.URL.Query()["w"] {
 				fmt.Fprintf(w, `<iframe src="/page" data-w="%s" style="width:%spx"></iframe>`, html.EscapeString(wd), html.EscapeString(wd))
 			}
+			// The probe's own check: a page that overflows, with small SVG text.
+			fmt.Fprint(w, `<iframe src="/canary" data-w="360" style="width:360px"></iframe>`)
 			fmt.Fprint(w, "<script>"+probeJS+"</script></body></html>")
+		case "/canary":
+			fmt.Fprint(w, canaryPage)
 		case "/shot": // ?w=360&h=2000: one frame of that size at the top left
 			q := r.URL.Query()
 			fmt.Fprintf(w, `<!DOCTYPE html><html><head><style>body{margin:0}iframe{border:0;display:block}</style></head><body><iframe src="/page" style="width:%spx;height:%spx"></iframe></body></html>`,
@@ -162,7 +166,14 @@ func newPageServer(t *testing.T, page string) *pageServer {
 	return s
 }
 
-// probe lays the page out at each width in one browser and measures it.
+// canaryPage is what the probe must find at 360 px: a table 700 px wide
+// and 10-unit SVG text drawn at 5 px (as main's page had).
+const canaryPage = `<!DOCTYPE html><html><head><meta name="viewport" content="width=device-width, initial-scale=1"></head><body style="margin:0">` +
+	`<table style="width:700px"><tr><td>wide</td></tr></table>` +
+	`<svg viewBox="0 0 600 80" style="width:300px"><text x="10" y="20" font-size="10">small</text></svg></body></html>`
+
+// probe lays the page out at each width in one browser and measures it;
+// it checks itself on a page that overflows.
 func probe(t *testing.T, bin, base string, dark bool, widths []int) []layout {
 	t.Helper()
 	q := make([]string, len(widths))
@@ -180,10 +191,13 @@ func probe(t *testing.T, bin, base string, dark bool, widths []int) []layout {
 	if err := json.Unmarshal([]byte(html.UnescapeString(string(m[1]))), &ls); err != nil {
 		t.Fatalf("probe result: %v: %s", err, m[1])
 	}
-	if len(ls) != len(widths) {
-		t.Fatalf("probe measured %d frames, want %d", len(ls), len(widths))
+	if len(ls) != len(widths)+1 {
+		t.Fatalf("probe measured %d frames, want %d", len(ls), len(widths)+1)
 	}
-	return ls
+	if c := ls[len(widths)]; c.Scroll <= c.Inner || c.MinFont > 5.5 || c.MinFont < 4.5 || len(c.Wide) == 0 {
+		t.Fatalf("the probe misses an overflow or small text: %+v", c)
+	}
+	return ls[:len(widths)]
 }
 
 // shot takes a screenshot of the page w px wide, h px high, and checks it
@@ -278,7 +292,7 @@ func showcase(t *testing.T) Data {
 	return d
 }
 
-// TestPageInABrowser: at 360, 420, 768 and 1280 px, light and dark, the
+// TestPageInABrowser: at 360, 420, 641, 768 and 1280 px, light and dark, the
 // page fits the screen, draws no text under 11 px and shows no raw ISO
 // time; it fetches nothing but itself. Screenshots at 1280 and 360 px.
 func TestPageInABrowser(t *testing.T) {
@@ -295,7 +309,7 @@ func TestPageInABrowser(t *testing.T) {
 	if outDir == "" {
 		outDir = t.TempDir()
 	}
-	widths := []int{360, 420, 768, 1280}
+	widths := []int{360, 420, 641, 768, 1280} // 641: the narrowest with tables as tables
 	for _, dark := range []bool{false, true} {
 		name := map[bool]string{false: "light", true: "dark"}[dark]
 		heights := map[int]int{}
