@@ -13,15 +13,19 @@ import (
 
 // The last day as small inline SVG charts: no script, no framework, one
 // request. Lines use fixed mid-tone colours readable on a light and a
-// dark background; axes and labels use currentColor, so they follow the
-// page's (and the AREDN UI's) text colour. Crashes (red) and worker
-// restarts (orange) are marked on every chart's time axis.
+// dark background; axes use currentColor, so they follow the page's (and
+// the AREDN UI's) text colour. Crashes (red) and worker restarts (orange)
+// are marked on every chart's time axis.
+//
+// The plot stretches to its box (preserveAspectRatio none) with strokes
+// that do not scale; the value and time labels are HTML beside it, in
+// CSS pixels (12 px), so that they keep their size at any width of the
+// screen (SVG text would shrink with the plot, to 7 px on a phone).
 
 // Chart geometry, in SVG user units.
 const (
-	chartW, chartH = 600.0, 80.0
-	padL, padR     = 44.0, 6.0
-	padT, padB     = 6.0, 16.0
+	chartW, chartH = 600.0, 100.0
+	padT, padB     = 3.0, 1.0 // room for the stroke at the top and bottom values
 )
 
 type series struct {
@@ -51,24 +55,20 @@ func chart(title, unit string, times []int64, marks []health.HistoryMark, ss ...
 			t1 = t0 + 1
 		}
 	}
-	x := func(t int64) float64 { return padL + (chartW-padL-padR)*float64(t-t0)/float64(t1-t0) }
+	x := func(t int64) float64 { return chartW * float64(t-t0) / float64(t1-t0) }
 	y := func(v float64) float64 { return padT + (chartH-padT-padB)*(1-(v-lo)/(hi-lo)) }
 
 	fmt.Fprintf(&b, `<figure class="chart"><figcaption>%s`, html.EscapeString(title))
 	for _, s := range ss {
 		fmt.Fprintf(&b, ` <span style="color:%s">&#9644; %s</span>`, s.color, html.EscapeString(s.label))
 	}
-	fmt.Fprintf(&b, `</figcaption><svg viewBox="0 0 %g %g" role="img" aria-label="%s" data-points="%d">`, chartW, chartH, html.EscapeString(title), n)
-	// Axes and the value range, in the text colour.
-	fmt.Fprintf(&b, `<g stroke="currentColor" stroke-opacity=".35" stroke-width="1"><line x1="%g" y1="%g" x2="%g" y2="%g"/><line x1="%g" y1="%g" x2="%g" y2="%g"/></g>`,
-		padL, padT, padL, chartH-padB, padL, chartH-padB, chartW-padR, chartH-padB)
-	fmt.Fprintf(&b, `<g fill="currentColor" font-size="10"><text x="%g" y="%g" text-anchor="end">%s</text><text x="%g" y="%g" text-anchor="end">%s</text>`,
-		padL-3, padT+8, short(hi)+unit, padL-3, chartH-padB, short(lo)+unit)
-	if n > 0 {
-		fmt.Fprintf(&b, `<text x="%g" y="%g">%s</text><text x="%g" y="%g" text-anchor="end">%s</text>`,
-			padL, chartH-3, hhmm(t0), chartW-padR, chartH-3, hhmm(t1))
-	}
-	b.WriteString(`</g>`)
+	// The value range, beside the plot.
+	fmt.Fprintf(&b, `</figcaption><div class="plot"><div class="yl"><span>%s</span><span>%s</span></div>`,
+		html.EscapeString(short(hi)+unit), html.EscapeString(short(lo)+unit))
+	fmt.Fprintf(&b, `<svg viewBox="0 0 %g %g" preserveAspectRatio="none" role="img" aria-label="%s" data-points="%d">`, chartW, chartH, html.EscapeString(title), n)
+	// Axes, in the text colour.
+	fmt.Fprintf(&b, `<g stroke="currentColor" stroke-opacity=".35" stroke-width="1" vector-effect="non-scaling-stroke"><line x1="0" y1="0" x2="0" y2="%g" vector-effect="non-scaling-stroke"/><line x1="0" y1="%g" x2="%g" y2="%g" vector-effect="non-scaling-stroke"/></g>`,
+		chartH, chartH, chartW, chartH)
 	for _, m := range marks {
 		t := m.Time.Unix()
 		if n == 0 || t < t0 || t > t1 {
@@ -78,8 +78,8 @@ func chart(title, unit string, times []int64, marks []health.HistoryMark, ss ...
 		if m.Kind == "crash" {
 			color = "#c62828"
 		}
-		fmt.Fprintf(&b, `<line class="mark %s" x1="%.1f" y1="%g" x2="%.1f" y2="%g" stroke="%s" stroke-dasharray="2 2"><title>%s</title></line>`,
-			html.EscapeString(m.Kind), x(t), padT, x(t), chartH-padB, color,
+		fmt.Fprintf(&b, `<line class="mark %s" x1="%.1f" y1="0" x2="%.1f" y2="%g" stroke="%s" stroke-width="1.5" stroke-dasharray="3 3" vector-effect="non-scaling-stroke"><title>%s</title></line>`,
+			html.EscapeString(m.Kind), x(t), x(t), chartH, color,
 			html.EscapeString(fmt.Sprintf("%s %s %s %s", m.Kind, m.Worker, m.Time.UTC().Format(time.RFC3339), m.Reason)))
 	}
 	for _, s := range ss {
@@ -87,7 +87,7 @@ func chart(title, unit string, times []int64, marks []health.HistoryMark, ss ...
 		var pts []string
 		flush := func() {
 			if len(pts) > 0 {
-				fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, s.color, strings.Join(pts, " "))
+				fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" vector-effect="non-scaling-stroke" points="%s"/>`, s.color, strings.Join(pts, " "))
 			}
 			pts = pts[:0]
 		}
@@ -100,7 +100,13 @@ func chart(title, unit string, times []int64, marks []health.HistoryMark, ss ...
 		}
 		flush()
 	}
-	b.WriteString("</svg></figure>\n")
+	b.WriteString("</svg></div>")
+	// The time span, under the plot.
+	if n > 0 {
+		fmt.Fprintf(&b, `<div class="xl"><time datetime="%s">%s</time><time datetime="%s">%s</time></div>`,
+			iso(t0), hhmm(t0), iso(t1), hhmm(t1))
+	}
+	b.WriteString("</figure>\n")
 	return b.String()
 }
 
@@ -111,7 +117,9 @@ func short(v float64) string {
 	return fmt.Sprintf("%.1f", v)
 }
 
-func hhmm(t int64) string { return time.Unix(t, 0).UTC().Format("Jan 2 15:04") }
+func hhmm(t int64) string { return time.Unix(t, 0).UTC().Format("Jan 2 15:04 UTC") }
+
+func iso(t int64) string { return time.Unix(t, 0).UTC().Format(time.RFC3339) }
 
 func ints[T int32 | int64](vs []T) []*float64 {
 	out := make([]*float64, len(vs))
@@ -140,8 +148,8 @@ func History(h health.HistoryDoc) string {
 	}
 	var b strings.Builder
 	span := time.Duration(h.Time[len(h.Time)-1]-h.Time[0]) * time.Second
-	fmt.Fprintf(&b, `<p class="muted">%d points, one every %d s (%s of at most %d points, kept in RAM). Marks: <span style="color:#c62828">crash</span>, <span style="color:#e65100">worker restart</span>.</p>`,
-		len(h.Time), h.StepSeconds, span.Round(time.Minute), h.Capacity)
+	fmt.Fprintf(&b, `<p class="muted">%d points, one every %d s, over %s (at most %d points, kept in RAM). Marks: <span style="color:#c62828">crash</span>, <span style="color:#e65100">worker restart</span>.</p>`,
+		len(h.Time), h.StepSeconds, durationText(span), h.Capacity)
 	b.WriteString(`<div class="charts">`)
 	b.WriteString(chart("Health score", "", h.Time, h.Marks, series{"score", "#1e88e5", optInts(h.Score)}))
 	b.WriteString(chart("Memory", " MB", h.Time, h.Marks, series{"RSS", "#8e24aa", h.RSSMB}, series{"private", "#00897b", h.PrivateMB}))

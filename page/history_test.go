@@ -72,7 +72,7 @@ func simulatedDay(t *testing.T) Data {
 
 // TestHistoryChartsAfterASimulatedDay: after a simulated day the ring
 // holds its bound and every chart draws all of it, with the crash mark;
-// PAGE_HTML=file writes the page for scripts/app-page-screenshot.sh.
+// PAGE_HTML=file writes the page.
 func TestHistoryChartsAfterASimulatedDay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow (a simulated day of evaluations): make test runs it")

@@ -2,10 +2,11 @@
 # The first of README's two commands: installs the Debian packages the
 # tests drive (make, sipp, baresip, shellcheck, qemu-user-static, file, setpriv and
 # prlimit; dbus-daemon, dbus-send and busctl for the D-Bus tests;
-# systemd-analyze; prometheus and promtool), as root or through sudo;
+# systemd-analyze; prometheus and promtool; chromium for the app page's
+# browser test), as root or through sudo;
 # without either it prints the one command to run and stops. Then: make test.
 set -eu
-pkgs="make sip-tester baresip-core shellcheck qemu-user-static file util-linux dbus-daemon dbus-bin systemd prometheus"
+pkgs="make sip-tester baresip-core shellcheck qemu-user-static file util-linux dbus-daemon dbus-bin systemd prometheus chromium"
 
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "setup: Go 1.26 is needed first (go.dev/doc/install); then run this again." >&2

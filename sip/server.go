@@ -309,13 +309,13 @@ func (e *endpoint) close() {
 func listenAt(addr string, tcp bool) (*endpoint, error) {
 	udp, err := listenUDP(addr)
 	if err != nil {
-		return nil, fmt.Errorf("sip: listen udp %s: %w", addr, err)
+		return nil, fmt.Errorf("sip: %w", err) // listenUDP names the address
 	}
 	ep := &endpoint{addr: addr, bound: udp.LocalAddr(), udp: udp}
 	if tcp {
 		if ep.ln, err = listenTCP(ep.bound); err != nil {
 			udp.Close()
-			return nil, fmt.Errorf("sip: listen tcp %s: %w", ep.bound, err)
+			return nil, fmt.Errorf("sip: %w", err) // listenTCP names the address
 		}
 	}
 	if ep.probe, err = selfProbeSocket(ep.bound); err != nil {

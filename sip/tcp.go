@@ -52,6 +52,12 @@ func listenTCP(bound netip.AddrPort) (net.Listener, error) {
 	}
 	ln, err := net.Listen(network, bound.String())
 	if err != nil {
+		// net's OpError would say "listen tcp4 X" again: keep its cause
+		// ("bind: address already in use"), still EADDRINUSE underneath.
+		var op *net.OpError
+		if errors.As(err, &op) {
+			err = op.Err
+		}
 		return nil, fmt.Errorf("listen tcp %s: %w", bound, err)
 	}
 	return ln, nil

@@ -84,7 +84,7 @@ func listenUDP(addr string) (*udpSock, error) {
 		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
 	}
 	if err := unix.Bind(fd, sa); err != nil {
-		return fail("bind", &net.OpError{Op: "listen", Net: "udp", Err: err})
+		return fail("bind", err)
 	}
 	got, err := unix.Getsockname(fd)
 	if err != nil {
