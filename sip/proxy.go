@@ -524,6 +524,7 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 		if rt.noFlow { // connected off the socket's goroutine
 			out, method := bytes.Clone(r.out), m.Method
 			go func() {
+				defer s.recoverPanic()
 				tc, err := s.dialTCP(context.Background(), rt.dest.addr)
 				if err == nil {
 					err = s.send(peer{addr: tc.remote, tcp: tc}, out, nil)
@@ -581,6 +582,7 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 		// The phone's connection closed: a new one to its Contact, made
 		// off the socket's goroutine (bounded by the transaction table).
 		go func() {
+			defer s.recoverPanic()
 			ctx, cancel := context.WithTimeout(context.Background(), 64*s.t1())
 			defer cancel()
 			tc, err := s.dialTCP(ctx, rt.dest.addr)
@@ -600,6 +602,7 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 	// The callee's name needs DNS: resolved off the socket's goroutine;
 	// the number of such lookups is bounded by the transaction table.
 	go func() {
+		defer s.recoverPanic()
 		ctx, cancel := context.WithTimeout(context.Background(), 64*s.t1())
 		defer cancel()
 		addr, err := resolve(ctx, rt.hop)
@@ -745,7 +748,7 @@ func (s *Server) armLocked(tx *proxyTx, now time.Time) {
 	}
 	d := max(next.Sub(now), time.Millisecond)
 	if tx.timer == nil {
-		tx.timer = time.AfterFunc(d, func() { s.txTimer(tx) })
+		tx.timer = time.AfterFunc(d, func() { defer s.recoverPanic(); s.txTimer(tx) })
 	} else {
 		tx.timer.Reset(d)
 	}

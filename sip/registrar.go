@@ -162,19 +162,20 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 		}
 	}
 
+	// The table is changed under the lock, released by a defer so that a
+	// panic recovered by the reader cannot leave it held.
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	a := s.aors[user]
 	if star {
 		if a != nil {
 			s.dropAOR(user)
 			s.changed()
 		}
-		s.mu.Unlock()
 		return regResult{code: 200, reason: "OK", extra: extra}
 	}
 	if n == 0 { // a query: list the bindings
 		extra = appendContacts(extra, a, now)
-		s.mu.Unlock()
 		return regResult{code: 200, reason: "OK", extra: extra}
 	}
 	// RFC 3261 10.3 step 7: the same Call-ID with a CSeq not higher
@@ -183,7 +184,6 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 		for _, c := range a.contacts {
 			for i := 0; i < n; i++ {
 				if c.uri == wants[i].text && c.callID == callID && cs.Num <= c.cseq && c.expires.After(now) {
-					s.mu.Unlock()
 					return regResult{code: 500, reason: "Server Internal Error: out of order CSeq", extra: append(extra, "Retry-After: 1\r\n"...)}
 				}
 			}
@@ -195,14 +195,12 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 			adds = adds || wants[i].expires > 0
 		}
 		if !adds { // removing bindings that do not exist
-			s.mu.Unlock()
 			return regResult{code: 200, reason: "OK", extra: extra}
 		}
 		if len(s.aors) >= cfg.MaxBindings {
 			s.sweepLocked(now, 16) // expired users do not hold places
 		}
 		if len(s.aors) >= cfg.MaxBindings {
-			s.mu.Unlock()
 			return regResult{code: 503, reason: "Service Unavailable: registrations at capacity (sip.max_bindings)",
 				extra: append(extra, "Retry-After: 60\r\n"...), shed: true}
 		}
@@ -265,10 +263,26 @@ func (s *Server) register(m *Msg, src netip.AddrPort, local netip.Addr, transpor
 	if n == 1 && wants[0].expires > 0 {
 		extra = append(strconv.AppendInt(append(extra, "Expires: "...), int64(min(wants[0].expires, maxExpires)), 10), "\r\n"...)
 	}
-	s.mu.Unlock()
 	s.changed()
 	s.registers.Add(1)
 	return regResult{code: 200, reason: "OK", extra: extra}
+}
+
+// carriesBinding tells whether a phone registered over TCP from remote
+// and its binding has not expired: that connection is the phone's flow.
+// It scans the table (bounded by max_bindings), and runs only when a
+// connection has been idle for sip.tcp_idle_timeout.
+func (s *Server) carriesBinding(remote netip.AddrPort, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.aors {
+		for _, c := range a.contacts {
+			if c.transport == "TCP" && c.source == remote && c.expires.After(now) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // contactDest is where requests for a contact URI go: its IP and port

@@ -886,7 +886,7 @@ func (s *Server) startCall(callID string, src netip.Addr) {
 	s.calls[h] = e
 	s.callsSrc[src]++
 	n := len(s.calls)
-	e.timer = time.AfterFunc(64*s.t1(), func() { s.expireCall(h, e) })
+	e.timer = time.AfterFunc(64*s.t1(), func() { defer s.recoverPanic(); s.expireCall(h, e) })
 	s.mu.Unlock()
 	s.callsTotal.Add(1)
 	if n >= cfg.MaxCalls {
