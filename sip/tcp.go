@@ -273,7 +273,8 @@ func (s *Server) serveTCPRecovered(tc *tcpConn) {
 
 // serveTCP frames messages on one connection: a message's header must
 // arrive within sip.tcp_header_timeout of its first byte, a connection
-// without a message for sip.tcp_idle_timeout is closed, and nothing larger
+// without a message for sip.tcp_idle_timeout is closed unless a phone
+// registered on it and its binding lives, and nothing larger
 // than sip.max_message_size is read (513, then closed). A Content-Length
 // that cannot be believed (see bodyLength) is answered 400 and closes the
 // connection, since where the next message starts is unknown. A message
@@ -322,6 +323,12 @@ func (s *Server) serveTCP(tc *tcpConn) {
 				msgStart = time.Now()
 			}
 			buf = append(buf, chunk[:n]...)
+			if err != nil && isTimeout(err) && msgStart.IsZero() && s.carriesBinding(tc.remote, time.Now()) {
+				// The phone registered on this connection: it is its
+				// flow (RFC 5626), the only way requests reach it, kept
+				// while the binding lives however quiet it is.
+				continue
+			}
 			if err != nil {
 				if len(bytes.TrimLeft(buf, "\r\n")) > 0 {
 					s.incomplete(tc, err)
