@@ -261,14 +261,19 @@ func TestProxyAbuse(t *testing.T) {
 
 	// Everything is freed by the RFC timers: unACKed calls after 64*T1
 	// (6.4 s with T1 100 ms), ringing ones by Timer C (10 s after their
-	// one 180), then their 408s' Timer H (64*T1); the condition clears.
+	// one 180), then their 408s' Timer H (64*T1).
 	waitFor(t, 60*time.Second, "the tables freed", func() bool {
 		return sipNum("transactions") == 0 && sipNum("active_calls") == 0
 	})
 	if n := sipNum("calls_expired_unacked"); n == 0 {
 		t.Errorf("no call counted as freed unACKed")
 	}
-	waitFor(t, 10*time.Second, "sip_table_full cleared", func() bool { return !hasAlert(t, e.sock, "sip_table_full") })
+	// The tables are free, and the condition is held for a minute after
+	// the table was last full (its clearing after the hold is
+	// TestOverloadHeld's, on the fake clock), so a scrape still sees it.
+	if !hasAlert(t, e.sock, "sip_table_full") {
+		t.Errorf("sip_table_full was not held after the table drained")
+	}
 	e.stop(p)
 }
 
