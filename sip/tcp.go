@@ -23,6 +23,9 @@ type tcpConn struct {
 	local  netip.Addr
 	wmu    sync.Mutex
 	alias  netip.AddrPort // the Contact address last seen on it (tcpMu held)
+	// w is the worker serving it: its messages' CPU counts in main's
+	// cpu_pct (BeginCPU), as the UDP readers' threads do.
+	w *supervisor.Worker
 }
 
 // writeTimeout bounds a write to a peer that does not read.
@@ -164,6 +167,7 @@ func (s *Server) addConn(tc *tcpConn) bool {
 		return false
 	}
 	s.tcpConns[tc.remote] = tc
+	tc.w = sv.w
 	sv.wg.Add(1)
 	sv.w.Go(func() {
 		defer sv.wg.Done()
@@ -365,7 +369,9 @@ func (s *Server) serveTCP(tc *tcpConn) {
 				return
 			}
 		}
+		span := tc.w.BeginCPU()
 		r.handle(buf[:head+cl], from)
+		span.End()
 		buf = append(buf[:0], buf[head+cl:]...)
 		if cap(buf) > 4*2048 { // do not keep a large message's buffer
 			buf = append(make([]byte, 0, 2048), buf...)

@@ -196,6 +196,52 @@ func (w *Worker) GoThread(f func()) {
 	}()
 }
 
+// CPUSpan is one stretch of a worker's work measured on the thread that
+// runs it (BeginCPU); End counts it in the worker's cpu_pct.
+type CPUSpan struct {
+	inst  *instance
+	start int64
+}
+
+// BeginCPU starts measuring a stretch of the worker's work done by a
+// goroutine that has no OS thread of its own (Go: a TCP connection's
+// message), so that such work counts in the worker's cpu_pct as a
+// GoThread's does. The goroutine stays on its thread until End, so the
+// thread's CPU clock measures this work alone. A span that cannot be
+// measured (no thread clock) counts nothing.
+func (w *Worker) BeginCPU() CPUSpan {
+	if w == nil || w.inst == nil {
+		return CPUSpan{}
+	}
+	runtime.LockOSThread()
+	start, ok := threadCPUNanos()
+	if !ok {
+		runtime.UnlockOSThread()
+		return CPUSpan{}
+	}
+	return CPUSpan{inst: w.inst, start: start}
+}
+
+// End counts the span's CPU time in the worker's cpu_pct.
+func (c CPUSpan) End() {
+	if c.inst == nil {
+		return
+	}
+	if end, ok := threadCPUNanos(); ok && end > c.start {
+		c.inst.spanNanos.Add(end - c.start)
+	}
+	runtime.UnlockOSThread()
+}
+
+// threadCPUNanos is the calling thread's CPU time.
+func threadCPUNanos() (int64, bool) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0, false
+	}
+	return ts.Nano(), true
+}
+
 type instance struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -215,6 +261,10 @@ type instance struct {
 	threads     []int  // GoThread threads now running
 	exitedTicks uint64 // CPU ticks of GoThread threads that ended
 	cpu         procfs.CPUWindow
+	// spanNanos is the CPU time of the stretches of work measured by
+	// BeginCPU on goroutines without a thread of their own (a TCP
+	// connection's messages).
+	spanNanos atomic.Int64
 }
 
 type workerState struct {
@@ -667,6 +717,7 @@ func (s *Supervisor) sampleCPU(inst *instance) {
 	inst.cpuMu.Lock()
 	defer inst.cpuMu.Unlock()
 	total += inst.exitedTicks
+	total += uint64(float64(inst.spanNanos.Load()) * s.clkTck / 1e9)
 	for _, t := range inst.threads {
 		if v, _, ok := procfs.ThreadTicks(t); ok {
 			total += v

@@ -170,6 +170,23 @@ func TestCPUIsMeasured(t *testing.T) {
 		})
 		return w.Wait(ctx, time.Hour)
 	}})
+	// The work of "spans" runs in plain goroutines (Go), as a TCP
+	// connection's does, each stretch measured by BeginCPU.
+	var sink atomic.Int64 // keeps the measured loop from being optimised away
+	s.Add(Spec{Name: "spans", Period: time.Second, Run: func(ctx context.Context, w *Worker) error {
+		w.Go(func() {
+			for ctx.Err() == nil {
+				span := w.BeginCPU()
+				x := 0
+				for i := 0; i < 1e5; i++ {
+					x = x*31 + i
+				}
+				span.End()
+				sink.Add(int64(x))
+			}
+		})
+		return w.Wait(ctx, time.Hour)
+	}})
 	s.Add(Spec{Name: "idle", Period: time.Second, Run: func(ctx context.Context, w *Worker) error { return w.Wait(ctx, time.Hour) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -178,7 +195,10 @@ func TestCPUIsMeasured(t *testing.T) {
 	s.Check()
 	time.Sleep(300 * time.Millisecond)
 	s.Check()
-	busy, idle, handed := status(s, "busy"), status(s, "idle"), status(s, "handed")
+	busy, idle, handed, spans := status(s, "busy"), status(s, "idle"), status(s, "handed"), status(s, "spans")
+	if spans.CPUPct == nil || *spans.CPUPct < 5 || idle.CPUPct == nil || *spans.CPUPct < 4**idle.CPUPct+1 {
+		t.Errorf("work measured by BeginCPU on a plain goroutine not counted: spans %v, idle %v", spans.CPUPct, idle.CPUPct)
+	}
 	if handed.CPUPct == nil || *handed.CPUPct < 5 || idle.CPUPct == nil || *handed.CPUPct < 4**idle.CPUPct+1 {
 		t.Errorf("work in a GoThread goroutine not counted: handed %v, idle %v", handed.CPUPct, idle.CPUPct)
 	}
