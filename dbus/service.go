@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,7 +32,7 @@ const (
 	// worker, a negative limit, an argument of the wrong type).
 	ErrInvalidArgs = "org.freedesktop.DBus.Error.InvalidArgs"
 	// ErrLimitsExceeded is the error name of a call shed because
-	// MaxCalls calls are already being answered.
+	// MaxCalls calls are already received and not yet answered.
 	ErrLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded"
 	// DefaultMaxCalls is the calls answered at once when MaxCalls is 0:
 	// answers come from a cache, so a few suffice, and each one in
@@ -93,17 +92,17 @@ type Service struct {
 	// acquired: the daemon makes it a health condition, since it is not
 	// published meanwhile. Called from Run's goroutine.
 	NameTaken func(err error)
-	// MaxCalls bounds the method calls answered at once (0 is
-	// DefaultMaxCalls); past it a call gets ErrLimitsExceeded and is
-	// counted as shed. The bus delivers each call on a goroutine of its
-	// own, and the shipped policy lets anyone call the read methods.
+	// MaxCalls bounds the method calls received and not yet answered
+	// (0 is DefaultMaxCalls), and is the number of goroutines answering
+	// them; past it a call gets ErrLimitsExceeded and is counted as shed
+	// (calls.go). The shipped policy lets anyone call the read methods.
 	MaxCalls int
 
-	inFlight atomic.Int64
-	calls    atomic.Uint64
-	shed     atomic.Uint64
-	invalid  atomic.Uint64
-	panics   atomic.Uint64
+	gate    *gate // the current connection's (under mu)
+	calls   atomic.Uint64
+	shed    atomic.Uint64
+	invalid atomic.Uint64
+	panics  atomic.Uint64
 
 	mu    sync.Mutex
 	conn  *godbus.Conn
@@ -183,28 +182,24 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
-func (s *Service) connect(ctx context.Context) (*godbus.Conn, error) {
+func (s *Service) connect(ctx context.Context, g *gate) (*godbus.Conn, error) {
+	opts := []godbus.ConnOption{godbus.WithContext(ctx), godbus.WithIncomingInterceptor(g.intercept)}
 	if s.Address == "" {
-		return godbus.ConnectSystemBus(godbus.WithContext(ctx))
+		return godbus.ConnectSystemBus(opts...)
 	}
-	return godbus.Connect(s.Address, godbus.WithContext(ctx))
+	return godbus.Connect(s.Address, opts...)
 }
 
 func (s *Service) publish(ctx context.Context) (*godbus.Conn, error) {
-	conn, err := s.connect(ctx)
+	g := newGate(s)
+	conn, err := s.connect(ctx, g)
 	if err != nil {
 		return nil, err
 	}
+	g.start(conn)
 	fail := func(err error) (*godbus.Conn, error) {
 		conn.Close()
 		return nil, err
-	}
-	h, th := &healthMethods{s}, &threadsMethods{s}
-	if err := conn.Export(h, HealthPath, HealthIface); err != nil {
-		return fail(err)
-	}
-	if err := conn.Export(th, ThreadsPath, ThreadsIface); err != nil {
-		return fail(err)
 	}
 	s.mu.Lock()
 	st := s.state
@@ -215,12 +210,12 @@ func (s *Service) publish(ctx context.Context) (*godbus.Conn, error) {
 	}
 	healthNode := &introspect.Node{Name: string(HealthPath), Interfaces: []introspect.Interface{
 		introspect.IntrospectData, prop.IntrospectData,
-		{Name: HealthIface, Methods: healthIntrospection, Properties: props.Introspection(HealthIface),
+		{Name: HealthIface, Methods: introspection(healthMethods), Properties: props.Introspection(HealthIface),
 			Signals: []introspect.Signal{{Name: "StatusChanged", Args: []introspect.Arg{
 				{Name: "old", Type: "s"}, {Name: "new", Type: "s"}, {Name: "health_score", Type: "i"}}}}},
 	}}
 	threadsNode := &introspect.Node{Name: string(ThreadsPath), Interfaces: []introspect.Interface{
-		introspect.IntrospectData, {Name: ThreadsIface, Methods: threadsIntrospection},
+		introspect.IntrospectData, {Name: ThreadsIface, Methods: introspection(threadsMethods)},
 	}}
 	if err := conn.Export(introspect.NewIntrospectable(healthNode), HealthPath, "org.freedesktop.DBus.Introspectable"); err != nil {
 		return fail(err)
@@ -243,7 +238,7 @@ func (s *Service) publish(ctx context.Context) (*godbus.Conn, error) {
 		s.NameTaken(nil)
 	}
 	s.mu.Lock()
-	s.conn, s.props, s.shown = conn, props, st
+	s.conn, s.props, s.shown, s.gate = conn, props, st, g
 	s.registrations++
 	s.mu.Unlock()
 	s.signal() // an evaluation may have come while publishing
@@ -340,188 +335,4 @@ func setProp(props *prop.Properties, name string, v any) (err error) {
 	}()
 	props.SetMust(HealthIface, name, v)
 	return nil
-}
-
-// Stats are the counters of the method calls, for phonebook status and
-// the dbus_shed condition.
-type Stats struct {
-	// MaxCalls is the bound of calls answered at once.
-	MaxCalls int
-	// InFlight is the calls being answered now.
-	InFlight int
-	// Calls counts the calls answered (shed ones included).
-	Calls uint64
-	// Shed counts the calls refused with ErrLimitsExceeded.
-	Shed uint64
-	// Invalid counts the calls refused for their arguments' types.
-	Invalid uint64
-	// Panics counts the calls whose answer panicked (answered with an
-	// error; the daemon goes on).
-	Panics uint64
-}
-
-// Stats returns the call counters.
-func (s *Service) Stats() Stats {
-	return Stats{MaxCalls: s.maxCalls(), InFlight: int(s.inFlight.Load()), Calls: s.calls.Load(),
-		Shed: s.shed.Load(), Invalid: s.invalid.Load(), Panics: s.panics.Load()}
-}
-
-func (s *Service) maxCalls() int {
-	if s.MaxCalls <= 0 {
-		return DefaultMaxCalls
-	}
-	return s.MaxCalls
-}
-
-// serve answers one method call: shed past MaxCalls calls in flight,
-// refused with InvalidArgs unless its body has exactly the signature sig
-// (godbus would convert an argument of another type, a uint32 to an
-// int32, an object path to a string), and a panic of the answer
-// recovered and counted: a call from the bus never ends the process.
-func serve[T any](s *Service, msg godbus.Message, sig string, answer func() (T, error)) (out T, derr *godbus.Error) {
-	s.calls.Add(1)
-	if s.inFlight.Add(1) > int64(s.maxCalls()) {
-		s.inFlight.Add(-1)
-		s.shed.Add(1)
-		return out, godbus.NewError(ErrLimitsExceeded, []any{fmt.Sprintf("more than %d calls at once; try again", s.maxCalls())})
-	}
-	defer s.inFlight.Add(-1)
-	if got := bodySignature(msg); got != sig {
-		s.invalid.Add(1)
-		return out, godbus.NewError(ErrInvalidArgs, []any{fmt.Sprintf("arguments %q, want %q", got, sig)})
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			s.panics.Add(1)
-			s.Log.Error("D-Bus method panicked; answered with an error", "member", member(msg), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			derr = godbus.MakeFailedError(fmt.Errorf("internal error"))
-		}
-	}()
-	v, err := answer()
-	if err != nil {
-		return out, dbusErr(err)
-	}
-	return v, nil
-}
-
-// bodySignature is the signature of a call's arguments as sent.
-func bodySignature(msg godbus.Message) string {
-	if v, ok := msg.Headers[godbus.FieldSignature]; ok {
-		if sig, ok := v.Value().(godbus.Signature); ok {
-			return sig.String()
-		}
-	}
-	return godbus.SignatureOf(msg.Body...).String()
-}
-
-func member(msg godbus.Message) string {
-	if v, ok := msg.Headers[godbus.FieldMember]; ok {
-		if m, ok := v.Value().(string); ok {
-			return m
-		}
-	}
-	return ""
-}
-
-func dbusErr(err error) *godbus.Error {
-	if errors.Is(err, ErrInvalid) {
-		return godbus.NewError(ErrInvalidArgs, []any{err.Error()})
-	}
-	return godbus.MakeFailedError(err)
-}
-
-func argIn(name, typ string) introspect.Arg {
-	return introspect.Arg{Name: name, Type: typ, Direction: "in"}
-}
-func argOut(name, typ string) introspect.Arg {
-	return introspect.Arg{Name: name, Type: typ, Direction: "out"}
-}
-
-// The introspection of the methods, written out so that every argument
-// has its name (godbus would call them arg_0, arg_1). Each signature is
-// the one its method checks.
-var (
-	healthIntrospection = []introspect.Method{
-		{Name: "Status", Args: []introspect.Arg{argOut("status", "s")}},
-		{Name: "Check", Args: []introspect.Arg{argOut("check", "s")}},
-		{Name: "Crashes", Args: []introspect.Arg{argIn("limit", "i"), argIn("offset", "i"), argOut("crashes", "s")}},
-		{Name: "ClearCrashes", Args: []introspect.Arg{argOut("cleared", "b")}},
-		{Name: "History", Args: []introspect.Arg{argIn("limit", "i"), argIn("offset", "i"), argOut("history", "s")}},
-	}
-	threadsIntrospection = []introspect.Method{
-		{Name: "List", Args: []introspect.Arg{argOut("threads", "s")}},
-		{Name: "Restart", Args: []introspect.Arg{argIn("name", "s"), argOut("result", "s")}},
-	}
-)
-
-// healthMethods are the Health interface's methods. Each takes the
-// message itself first (godbus fills it in), so that serve can check
-// the arguments' signature before their values are used.
-type healthMethods struct{ s *Service }
-
-// Status is phonebook.health status.
-func (h *healthMethods) Status(msg godbus.Message) (string, *godbus.Error) {
-	return serve(h.s, msg, "", func() (string, error) { return h.s.API.Status(), nil })
-}
-
-// Check is phonebook.health check.
-func (h *healthMethods) Check(msg godbus.Message) (string, *godbus.Error) {
-	return serve(h.s, msg, "", func() (string, error) { return h.s.API.Check(), nil })
-}
-
-// Crashes is phonebook.health crashes {limit, offset}; 0 is no limit.
-func (h *healthMethods) Crashes(msg godbus.Message, limit, offset int32) (string, *godbus.Error) {
-	return serve(h.s, msg, "ii", func() (string, error) {
-		if limit < 0 || offset < 0 {
-			return "", fmt.Errorf("%w: limit and offset must not be negative", ErrInvalid)
-		}
-		return h.s.API.Crashes(int(limit), int(offset))
-	})
-}
-
-// ClearCrashes is phonebook.health clear_crashes (write: the policy
-// allows it to root and the phonebook group only).
-func (h *healthMethods) ClearCrashes(msg godbus.Message) (bool, *godbus.Error) {
-	return serve(h.s, msg, "", func() (bool, error) {
-		if err := h.s.API.ClearCrashes(); err != nil {
-			return false, err
-		}
-		return true, nil
-	})
-}
-
-// History is phonebook.health history {limit, offset}: one bounded page
-// of at most limit points (0 is the largest page) ending offset points
-// before the newest.
-func (h *healthMethods) History(msg godbus.Message, limit, offset int32) (string, *godbus.Error) {
-	return serve(h.s, msg, "ii", func() (string, error) {
-		if limit < 0 || offset < 0 {
-			return "", fmt.Errorf("%w: limit and offset must not be negative", ErrInvalid)
-		}
-		return h.s.API.History(int(limit), int(offset))
-	})
-}
-
-// threadsMethods are the Threads interface's methods.
-type threadsMethods struct{ s *Service }
-
-// List is phonebook.threads list.
-func (t *threadsMethods) List(msg godbus.Message) (string, *godbus.Error) {
-	return serve(t.s, msg, "", func() (string, error) { return t.s.API.Threads(), nil })
-}
-
-// Restart is phonebook.threads restart {name} (write): ResultRestarted,
-// or ResultAlreadyRestarting when a restart was already under way.
-func (t *threadsMethods) Restart(msg godbus.Message, name string) (string, *godbus.Error) {
-	return serve(t.s, msg, "s", func() (string, error) {
-		restarted, err := t.s.API.Restart(name)
-		switch {
-		case err != nil:
-			return "", err
-		case restarted:
-			return ResultRestarted, nil
-		default:
-			return ResultAlreadyRestarting, nil
-		}
-	})
 }
