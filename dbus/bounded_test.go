@@ -3,6 +3,7 @@ package dbus
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -180,4 +181,54 @@ func startRunning(t *testing.T, s *Service) {
 	go func() { s.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	poll.Within(t, 10*time.Second, "the service published", func() bool { return s.Registrations() >= 1 })
+}
+
+// TestPipelinedCallsShedWhileHeld: 500 calls sent at once on one
+// connection while every worker is held are all refused with
+// LimitsExceeded, the process's goroutines come back to their number
+// before (no goroutine is left per call), and the held calls are
+// answered once released.
+func TestPipelinedCallsShedWhileHeld(t *testing.T) {
+	bus := dbustest.Start(t, policy)
+	api := &blockingAPI{entered: make(chan struct{}, 8), release: make(chan struct{})}
+	s := &Service{Address: bus.Address, API: api, MaxCalls: 2}
+	startRunning(t, s)
+	c := client(t, bus)
+	health := c.Object(Name, HealthPath)
+	// Both workers held: the goroutines counted now include them.
+	held := []*godbus.Call{health.Go(HealthIface+".Status", 0, nil), health.Go(HealthIface+".Status", 0, nil)}
+	<-api.entered
+	<-api.entered
+	before := runtime.NumGoroutine()
+
+	const n = 500
+	done := make(chan *godbus.Call, n)
+	for range n {
+		health.Go(HealthIface+".Check", 0, done)
+	}
+	shed, peak := 0, 0
+	for range n {
+		call := <-done
+		if g := runtime.NumGoroutine(); g > peak {
+			peak = g
+		}
+		if errName(call.Err) == ErrLimitsExceeded {
+			shed++
+		}
+	}
+	// The client's side of the calls is in this process too: godbus
+	// keeps a goroutine per call waiting for its answer, which ends soon
+	// after. What must not stay is one per call on the service's side.
+	poll.Until(t, "the goroutines back to those before the calls", func() bool { return runtime.NumGoroutine() <= before })
+	if shed != n {
+		t.Errorf("%d of %d calls shed with both workers held, want all", shed, n)
+	}
+	close(api.release)
+	for _, call := range held {
+		<-call.Done
+		if call.Err != nil {
+			t.Errorf("held call: %v", call.Err)
+		}
+	}
+	t.Logf("goroutines %d before, peak %d while %d calls were answered", before, peak, n)
 }
