@@ -34,9 +34,9 @@ const (
 	// ErrLimitsExceeded is the error name of a call shed because
 	// MaxCalls calls are already received and not yet answered.
 	ErrLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded"
-	// DefaultMaxCalls is the calls answered at once when MaxCalls is 0:
-	// answers come from a cache, so a few suffice, and each one in
-	// flight may hold a document of up to a few hundred KB.
+	// DefaultMaxCalls is the calls received and not yet answered when
+	// MaxCalls is 0: answers come from a cache, so a few suffice, and
+	// each one in flight may hold a document of up to a few hundred KB.
 	DefaultMaxCalls = 4
 )
 
