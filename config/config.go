@@ -46,6 +46,10 @@ type Main struct {
 	Ubus        string
 	DBus        string
 	DBusAddress string // "" is the system bus; a D-Bus address otherwise (tests)
+	// DBusMaxCalls bounds the D-Bus method calls answered at once; past
+	// it a call gets org.freedesktop.DBus.Error.LimitsExceeded. Applied
+	// at start, with the bus.
+	DBusMaxCalls int
 }
 
 // Metrics holds the optional Prometheus listener (section "metrics").
@@ -178,6 +182,7 @@ func fields() []field {
 		{"main", "ubus", kString, "auto", 0, 0, func(c *Config) any { return &c.Main.Ubus }, "publish on ubus: auto (when ubusd is there), 1 or 0", CheckBus},
 		{"main", "dbus", kString, "auto", 0, 0, func(c *Config) any { return &c.Main.DBus }, "publish on D-Bus as org.aredn.Phonebook1: auto (when a system bus is there), 1 or 0", CheckBus},
 		{"main", "dbus_address", kString, "", 0, 0, func(c *Config) any { return &c.Main.DBusAddress }, "D-Bus address; empty is the system bus", checkDBusAddress},
+		{"main", "dbus_max_calls", kInt, "4", 1, 64, func(c *Config) any { return &c.Main.DBusMaxCalls }, "D-Bus method calls answered at once; past it a call gets LimitsExceeded and counts as shed (applied at start)", nil},
 
 		{"sip", "listen", kString, "0.0.0.0:5060", 0, 0, func(c *Config) any { return &c.SIP.Listen }, "UDP/TCP address of the registrar/proxy (IP:port; 0.0.0.0 every interface)", checkListen},
 		{"sip", "max_bindings", kInt, "256", 1, 100000, func(c *Config) any { return &c.SIP.MaxBindings }, "registered users kept at most; past it a new phone's REGISTER gets 503", nil},

@@ -84,15 +84,22 @@ func (d *Daemon) clearCrashes(ctx context.Context) error {
 	return nil
 }
 
-func (d *Daemon) restartWorker(name, via string) error {
-	if err := d.sup.Restart(name); err != nil {
-		if errors.Is(err, supervisor.ErrUnknownWorker) {
-			return fmt.Errorf("%w: %w", errInvalid, err)
-		}
-		return err
+// restartWorker asks the supervisor to restart a worker for a caller
+// (via: ubus, D-Bus). restarted is false when a restart was already under
+// way and nothing more was done, so that the caller is not told
+// "restarted" for a restart that did not happen; the supervisor
+// rate-limits the log lines.
+func (d *Daemon) restartWorker(name, via string) (restarted bool, err error) {
+	switch err := d.sup.RestartBy(name, via); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, supervisor.ErrAlreadyRestarting):
+		return false, nil
+	case errors.Is(err, supervisor.ErrUnknownWorker):
+		return false, fmt.Errorf("%w: %w", errInvalid, err)
+	default:
+		return false, err
 	}
-	d.log.Info("worker restart requested", "worker", name, "via", via)
-	return nil
 }
 
 func (d *Daemon) historyDoc(limit int) (health.HistoryDoc, error) { return d.historyPage(limit, 0) }
@@ -143,7 +150,7 @@ func (d *Daemon) status() []ubus.Value {
 	if rs.LastError != "" {
 		rep.List = append(rep.List, ubus.Str("last_error", rs.LastError))
 	}
-	return append(d.services(), rep, d.metricsStatus(), errs,
+	return append(d.services(), rep, d.metricsStatus(), d.dbusStatus(), errs,
 		ubus.Tbl("software_health", d.sys.SoftwareHealth(snap, d.now())...),
 		ubus.Str("health_status", snap.Status))
 }

@@ -98,8 +98,12 @@ func (u *ubusFront) registerObjects(ctx context.Context) {
 		{Name: "restart", Params: []ubus.Param{{Name: "name", Kind: ubus.String, Required: true}},
 			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
 				name, _ := req.String("name")
-				if err := d.restartWorker(name, "ubus"); err != nil {
+				restarted, err := d.restartWorker(name, "ubus")
+				if err != nil {
 					return nil, ubusErr(err)
+				}
+				if !restarted { // a distinct answer: nothing was done
+					return []ubus.Value{ubus.Str("already_restarting", name)}, nil
 				}
 				return []ubus.Value{ubus.Str("restarted", name)}, nil
 			}},

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -28,8 +29,25 @@ const (
 	HealthIface  = "org.aredn.Phonebook1.Health"
 	ThreadsIface = "org.aredn.Phonebook1.Threads"
 	// ErrInvalidArgs is the error name of a bad argument (an unknown
-	// worker, a negative limit).
+	// worker, a negative limit, an argument of the wrong type).
 	ErrInvalidArgs = "org.freedesktop.DBus.Error.InvalidArgs"
+	// ErrLimitsExceeded is the error name of a call shed because
+	// MaxCalls calls are already received and not yet answered.
+	ErrLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded"
+	// DefaultMaxCalls is the calls received and not yet answered when
+	// MaxCalls is 0: answers come from a cache, so a few suffice, and
+	// each one in flight may hold a document of up to a few hundred KB.
+	DefaultMaxCalls = 4
+)
+
+// Restart results, the answer of Threads.Restart.
+const (
+	// ResultRestarted: the worker was restarted by this call.
+	ResultRestarted = "restarted"
+	// ResultAlreadyRestarting: a restart was already under way (the
+	// last one still finishing, or the worker waiting in its backoff);
+	// this call did nothing.
+	ResultAlreadyRestarting = "already_restarting"
 )
 
 // ErrInvalid marks an API error caused by the caller's arguments.
@@ -42,9 +60,14 @@ type API interface {
 	Check() string
 	Crashes(limit, offset int) (string, error)
 	ClearCrashes() error
-	History(limit int) string
+	// History is one page of the history: at most limit points (bounded
+	// by the daemon; 0 is its largest page) ending offset points before
+	// the newest.
+	History(limit, offset int) (string, error)
 	Threads() string
-	Restart(name string) error
+	// Restart restarts a worker; restarted is false when a restart was
+	// already under way and nothing was done.
+	Restart(name string) (restarted bool, err error)
 }
 
 // State is what the typed properties of the Health object show.
@@ -69,6 +92,17 @@ type Service struct {
 	// acquired: the daemon makes it a health condition, since it is not
 	// published meanwhile. Called from Run's goroutine.
 	NameTaken func(err error)
+	// MaxCalls bounds the method calls received and not yet answered
+	// (0 is DefaultMaxCalls), and is the number of goroutines answering
+	// them; past it a call gets ErrLimitsExceeded and is counted as shed
+	// (calls.go). The shipped policy lets anyone call the read methods.
+	MaxCalls int
+
+	gate    *gate // the current connection's (under mu)
+	calls   atomic.Uint64
+	shed    atomic.Uint64
+	invalid atomic.Uint64
+	panics  atomic.Uint64
 
 	mu    sync.Mutex
 	conn  *godbus.Conn
@@ -148,28 +182,24 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
-func (s *Service) connect(ctx context.Context) (*godbus.Conn, error) {
+func (s *Service) connect(ctx context.Context, g *gate) (*godbus.Conn, error) {
+	opts := []godbus.ConnOption{godbus.WithContext(ctx), godbus.WithIncomingInterceptor(g.intercept)}
 	if s.Address == "" {
-		return godbus.ConnectSystemBus(godbus.WithContext(ctx))
+		return godbus.ConnectSystemBus(opts...)
 	}
-	return godbus.Connect(s.Address, godbus.WithContext(ctx))
+	return godbus.Connect(s.Address, opts...)
 }
 
 func (s *Service) publish(ctx context.Context) (*godbus.Conn, error) {
-	conn, err := s.connect(ctx)
+	g := newGate(s)
+	conn, err := s.connect(ctx, g)
 	if err != nil {
 		return nil, err
 	}
+	g.start(conn)
 	fail := func(err error) (*godbus.Conn, error) {
 		conn.Close()
 		return nil, err
-	}
-	h, th := &healthMethods{s}, &threadsMethods{s}
-	if err := conn.Export(h, HealthPath, HealthIface); err != nil {
-		return fail(err)
-	}
-	if err := conn.Export(th, ThreadsPath, ThreadsIface); err != nil {
-		return fail(err)
 	}
 	s.mu.Lock()
 	st := s.state
@@ -180,12 +210,12 @@ func (s *Service) publish(ctx context.Context) (*godbus.Conn, error) {
 	}
 	healthNode := &introspect.Node{Name: string(HealthPath), Interfaces: []introspect.Interface{
 		introspect.IntrospectData, prop.IntrospectData,
-		{Name: HealthIface, Methods: introspect.Methods(h), Properties: props.Introspection(HealthIface),
+		{Name: HealthIface, Methods: introspection(healthMethods), Properties: props.Introspection(HealthIface),
 			Signals: []introspect.Signal{{Name: "StatusChanged", Args: []introspect.Arg{
 				{Name: "old", Type: "s"}, {Name: "new", Type: "s"}, {Name: "health_score", Type: "i"}}}}},
 	}}
 	threadsNode := &introspect.Node{Name: string(ThreadsPath), Interfaces: []introspect.Interface{
-		introspect.IntrospectData, {Name: ThreadsIface, Methods: introspect.Methods(th)},
+		introspect.IntrospectData, {Name: ThreadsIface, Methods: introspection(threadsMethods)},
 	}}
 	if err := conn.Export(introspect.NewIntrospectable(healthNode), HealthPath, "org.freedesktop.DBus.Introspectable"); err != nil {
 		return fail(err)
@@ -208,7 +238,7 @@ func (s *Service) publish(ctx context.Context) (*godbus.Conn, error) {
 		s.NameTaken(nil)
 	}
 	s.mu.Lock()
-	s.conn, s.props, s.shown = conn, props, st
+	s.conn, s.props, s.shown, s.gate = conn, props, st, g
 	s.registrations++
 	s.mu.Unlock()
 	s.signal() // an evaluation may have come while publishing
@@ -305,64 +335,4 @@ func setProp(props *prop.Properties, name string, v any) (err error) {
 	}()
 	props.SetMust(HealthIface, name, v)
 	return nil
-}
-
-func dbusErr(err error) *godbus.Error {
-	if errors.Is(err, ErrInvalid) {
-		return godbus.NewError(ErrInvalidArgs, []any{err.Error()})
-	}
-	return godbus.MakeFailedError(err)
-}
-
-// healthMethods are the Health interface's methods (exported names only:
-// introspection lists every exported method of this type).
-type healthMethods struct{ s *Service }
-
-// Status is phonebook.health status.
-func (h *healthMethods) Status() (string, *godbus.Error) { return h.s.API.Status(), nil }
-
-// Check is phonebook.health check.
-func (h *healthMethods) Check() (string, *godbus.Error) { return h.s.API.Check(), nil }
-
-// Crashes is phonebook.health crashes {limit, offset}; 0 is no limit.
-func (h *healthMethods) Crashes(limit, offset int32) (string, *godbus.Error) {
-	if limit < 0 || offset < 0 {
-		return "", dbusErr(fmt.Errorf("%w: limit and offset must not be negative", ErrInvalid))
-	}
-	doc, err := h.s.API.Crashes(int(limit), int(offset))
-	if err != nil {
-		return "", dbusErr(err)
-	}
-	return doc, nil
-}
-
-// ClearCrashes is phonebook.health clear_crashes (write: the policy
-// allows it to root and the phonebook group only).
-func (h *healthMethods) ClearCrashes() (bool, *godbus.Error) {
-	if err := h.s.API.ClearCrashes(); err != nil {
-		return false, dbusErr(err)
-	}
-	return true, nil
-}
-
-// History is phonebook.health history {limit}; 0 is every point.
-func (h *healthMethods) History(limit int32) (string, *godbus.Error) {
-	if limit < 0 {
-		return "", dbusErr(fmt.Errorf("%w: limit must not be negative", ErrInvalid))
-	}
-	return h.s.API.History(int(limit)), nil
-}
-
-// threadsMethods are the Threads interface's methods.
-type threadsMethods struct{ s *Service }
-
-// List is phonebook.threads list.
-func (t *threadsMethods) List() (string, *godbus.Error) { return t.s.API.Threads(), nil }
-
-// Restart is phonebook.threads restart {name} (write).
-func (t *threadsMethods) Restart(name string) (string, *godbus.Error) {
-	if err := t.s.API.Restart(name); err != nil {
-		return "", dbusErr(err)
-	}
-	return name, nil
 }

@@ -36,18 +36,18 @@ func (f *fakeAPI) counts() (cleared, restarts int) {
 	return f.cleared, len(f.restarts)
 }
 func (f *fakeAPI) ClearCrashes() error { f.mu.Lock(); f.cleared++; f.mu.Unlock(); return nil }
-func (f *fakeAPI) History(limit int) string {
-	return fmt.Sprintf(`{"limit":%d}`, limit)
+func (f *fakeAPI) History(limit, offset int) (string, error) {
+	return fmt.Sprintf(`{"limit":%d,"offset":%d}`, limit, offset), nil
 }
 func (f *fakeAPI) Threads() string { return `{"threads":{}}` }
-func (f *fakeAPI) Restart(name string) error {
+func (f *fakeAPI) Restart(name string) (bool, error) {
 	if name != "fetcher" {
-		return fmt.Errorf("%w: no worker %q", ErrInvalid, name)
+		return false, fmt.Errorf("%w: no worker %q", ErrInvalid, name)
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.restarts = append(f.restarts, name)
-	f.mu.Unlock()
-	return nil
+	return len(f.restarts) == 1, nil // the first restarts, the others find it restarting
 }
 
 func startService(t *testing.T, bus *dbustest.Bus, api API) (*Service, context.CancelFunc) {
@@ -92,9 +92,10 @@ func TestEveryMethodPropertyAndSignal(t *testing.T) {
 		{health, HealthIface + ".Status", nil, `{"enabled":true}`},
 		{health, HealthIface + ".Check", nil, `{"status":"healthy"}`},
 		{health, HealthIface + ".Crashes", []any{int32(5), int32(2)}, `{"limit":5,"offset":2}`},
-		{health, HealthIface + ".History", []any{int32(60)}, `{"limit":60}`},
+		{health, HealthIface + ".History", []any{int32(60), int32(120)}, `{"limit":60,"offset":120}`},
 		{threads, ThreadsIface + ".List", nil, `{"threads":{}}`},
-		{threads, ThreadsIface + ".Restart", []any{"fetcher"}, "fetcher"},
+		{threads, ThreadsIface + ".Restart", []any{"fetcher"}, ResultRestarted},
+		{threads, ThreadsIface + ".Restart", []any{"fetcher"}, ResultAlreadyRestarting},
 	} {
 		if err := m.obj.Call(m.method, 0, m.args...).Store(&out); err != nil || out != m.want {
 			t.Errorf("%s: %q, %v; want %q", m.method, out, err, m.want)

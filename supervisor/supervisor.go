@@ -24,6 +24,7 @@ import (
 
 	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/internal/clock"
+	"github.com/aredn/phonebookd/internal/loglimit"
 	"github.com/aredn/phonebookd/procfs"
 )
 
@@ -321,7 +322,17 @@ type Supervisor struct {
 	monitoring bool
 	wg         sync.WaitGroup
 	clkTck     float64 // clock ticks per second from the kernel (0: unknown)
+	// restartLog bounds the log lines of the operator's restart calls:
+	// a caller looping on restart must not fill the syslog ring.
+	restartLog *loglimit.Limiter
 }
+
+// Restart requests log at most restartLogBurst lines per
+// restartLogInterval; the rest are counted in the next line written.
+const (
+	restartLogBurst    = 5
+	restartLogInterval = time.Minute
+)
 
 // New returns a supervisor; Start runs its workers.
 func New(opt Options) *Supervisor {
@@ -340,7 +351,9 @@ func New(opt Options) *Supervisor {
 	if opt.AbandonLimit <= 0 {
 		opt.AbandonLimit = 3
 	}
-	return &Supervisor{opt: opt, clock: opt.Clock, log: opt.Log, monitoring: true, clkTck: procfs.ClockTicks()}
+	s := &Supervisor{opt: opt, clock: opt.Clock, log: opt.Log, monitoring: true, clkTck: procfs.ClockTicks()}
+	s.restartLog = loglimit.New(opt.Log, restartLogBurst, restartLogInterval, opt.Clock.Now)
+	return s
 }
 
 // Configure applies reloaded settings.
@@ -599,15 +612,48 @@ func (s *Supervisor) watchAbandon(ws *workerState, inst *instance, grace time.Du
 // ErrUnknownWorker is returned by Restart for a name no worker has.
 var ErrUnknownWorker = errors.New("no such worker")
 
+// ErrAlreadyRestarting is returned by Restart when a restart of that
+// worker is already under way: the operator's last one has not finished
+// (the instance is still returning), or the worker waits in its backoff
+// after a panic, an error or a missed deadline. Nothing more is done, so
+// that callers can answer "already restarting" rather than "restarted":
+// a flood of restart calls restarts the worker only as often as it can
+// really restart.
+var ErrAlreadyRestarting = errors.New("already restarting")
+
 // Restart cancels a worker's instance and starts a new one at once (the
-// operator's "phonebook.threads restart"). A failed worker gets a fresh
-// restart window.
-func (s *Supervisor) Restart(name string) error {
+// operator's "phonebook.threads restart"). A failed, stopped or blocked
+// worker gets a fresh restart window and is started now. It returns nil
+// only when it did start a restart, ErrAlreadyRestarting when one was
+// already under way.
+func (s *Supervisor) Restart(name string) error { return s.RestartBy(name, "") }
+
+// RestartBy is Restart on behalf of a caller named by via (ubus, D-Bus),
+// logging what was done at most restartLogBurst lines a minute.
+func (s *Supervisor) RestartBy(name, via string) error {
+	err := s.restart(name)
+	switch {
+	case err == nil:
+		s.restartLog.Log(slog.LevelInfo, "restart", "worker restart requested", "worker", name, "via", via)
+	case errors.Is(err, ErrAlreadyRestarting):
+		s.restartLog.Log(slog.LevelInfo, "restart", "worker restart requested; already restarting", "worker", name, "via", via)
+	}
+	return err
+}
+
+func (s *Supervisor) restart(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ws := range s.workers {
 		if ws.spec.Name != name {
 			continue
+		}
+		switch {
+		case ws.inst != nil && ws.inst.manual:
+			return fmt.Errorf("restart %q: %w", name, ErrAlreadyRestarting)
+		case ws.status == StatusRestarting || ws.status == StatusUnresponsive:
+			// its backoff timer relaunches it
+			return fmt.Errorf("restart %q: %w", name, ErrAlreadyRestarting)
 		}
 		if ws.timer != nil {
 			ws.timer.Stop()

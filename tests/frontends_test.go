@@ -89,7 +89,7 @@ func TestDBusAnswersLikeUbus(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != want {
 		t.Fatalf("busctl get-property: %v\n%s\nwant\n%s", err, out, want)
 	}
-	hist, err := dbusCall(bus.Address, health, "org.aredn.Phonebook1.Health.History", "int32:10")
+	hist, err := dbusCall(bus.Address, health, "org.aredn.Phonebook1.Health.History", "int32:10", "int32:0")
 	if err != nil || !strings.Contains(hist, `"step_seconds":60`) {
 		t.Fatalf("History over D-Bus: %v %s", err, hist)
 	}
