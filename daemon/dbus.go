@@ -10,7 +10,6 @@ import (
 
 	"github.com/aredn/phonebookd/dbus"
 	"github.com/aredn/phonebookd/health"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 // dbusFront publishes the daemon on D-Bus (Debian, Raspberry Pi OS) as
@@ -76,23 +75,23 @@ func (f *dbusFront) evaluated(_ string, snap *health.Snapshot) {
 // sends, built by the same functions from the same snapshot.
 type dbusAPI struct{ d *Daemon }
 
-func (a dbusAPI) Status() string  { return jsonOf(a.d.statusBody()) }
-func (a dbusAPI) Check() string   { return jsonOf(a.d.checkBody()) }
-func (a dbusAPI) Threads() string { return jsonOf(a.d.threadsBody()) }
+func (a dbusAPI) Status() string  { return jsonOf(a.d.statusDoc()) }
+func (a dbusAPI) Check() string   { return jsonOf(a.d.checkDoc()) }
+func (a dbusAPI) Threads() string { return jsonOf(a.d.threadsDoc()) }
 
 func (a dbusAPI) Crashes(limit, offset int) (string, error) {
 	doc, err := a.d.crashesDoc(limit, offset)
 	if err != nil {
 		return "", dbusErr(err)
 	}
-	return ubus.FormatJSON(ubus.ValuesOf(&doc), false, -1), nil
+	return jsonOf(doc), nil
 }
 
 func (a dbusAPI) ClearCrashes() error { return a.d.clearCrashes(context.Background()) }
 
 func (a dbusAPI) History(limit int) string {
 	doc, _ := a.d.historyDoc(max(limit, 0))
-	return jsonOf(doc.AppendBlob(nil))
+	return jsonOf(doc)
 }
 
 func (a dbusAPI) Restart(name string) error { return dbusErr(a.d.restartWorker(name, "D-Bus")) }
