@@ -270,4 +270,3 @@ func (h *History) Page(crashes []crash.Record, limit, offset int) HistoryDoc {
 	}
 	return d
 }
-
