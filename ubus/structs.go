@@ -73,11 +73,10 @@ func appendMembers(dst []byte, rv reflect.Value) []byte {
 	t := rv.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
 		fv := rv.Field(i)
 		if f.Anonymous && f.Tag.Get("json") == "" {
+			// Embedded: its members join the table, as encoding/json
+			// promotes them (exported or not; a nil pointer adds none).
 			if fv.Kind() == reflect.Pointer {
 				if fv.IsNil() {
 					continue
@@ -89,9 +88,14 @@ func appendMembers(dst []byte, rv reflect.Value) []byte {
 				continue
 			}
 		}
+		if !f.IsExported() {
+			continue
+		}
 		if opt, _ := f.Tag.Lookup("ubus"); opt == ",inline" {
-			if vs, ok := fv.Interface().([]Value); ok {
-				dst = AppendValues(dst, vs)
+			if fv.CanInterface() {
+				if vs, ok := fv.Interface().([]Value); ok {
+					dst = AppendValues(dst, vs)
+				}
 			}
 			continue
 		}
@@ -131,10 +135,13 @@ func openAttr(dst []byte, name string) ([]byte, int) {
 }
 
 func appendMember(dst []byte, name string, v reflect.Value) []byte {
-	if v.Type().Implements(valuerType) {
+	// A value reached through an unexported embedded struct cannot be
+	// asked how it encodes itself: it is encoded by its kind.
+	switch {
+	case !v.CanInterface():
+	case v.Type().Implements(valuerType):
 		return AppendValue(dst, v.Interface().(Valuer).UbusValue(name))
-	}
-	if v.Kind() != reflect.Pointer && v.Type().Implements(texterType) {
+	case v.Kind() != reflect.Pointer && v.Type().Implements(texterType):
 		if z, ok := v.Interface().(zeroer); ok && z.IsZero() {
 			return AppendValue(dst, Null(name))
 		}
@@ -188,11 +195,71 @@ func appendMember(dst []byte, name string, v reflect.Value) []byte {
 		}
 	case reflect.Slice:
 		kind = Array
+		// A column of plain numbers or strings (the history's) is
+		// written without asking each item how it encodes itself.
+		plain := isPlain(v.Type().Elem())
 		for i := 0; i < v.Len(); i++ {
-			dst = appendMember(dst, "", v.Index(i))
+			if plain {
+				dst = appendPlain(dst, v.Index(i))
+			} else {
+				dst = appendMember(dst, "", v.Index(i))
+			}
 		}
 	default:
 		panic(fmt.Sprintf("ubus.AppendStruct: member %q of type %s has no blobmsg form", name, v.Type()))
+	}
+	return finishAttr(dst, start, uint8(kind), true)
+}
+
+// isPlain: values of type t are numbers or strings, or pointers to them,
+// that encode by their kind alone.
+func isPlain(t reflect.Type) bool {
+	if t.Implements(valuerType) || t.Implements(texterType) {
+		return false
+	}
+	if t.Kind() == reflect.Pointer {
+		return isPlain(t.Elem())
+	}
+	switch t.Kind() {
+	case reflect.String, reflect.Bool, reflect.Int32, reflect.Int, reflect.Int64, reflect.Float64:
+		return true
+	}
+	return false
+}
+
+// appendPlain encodes an unnamed array item of a plain type (isPlain).
+func appendPlain(dst []byte, v reflect.Value) []byte {
+	start := len(dst)
+	// An unnamed attribute: the header, a zero name length and its
+	// terminating NUL, padded to 4 bytes.
+	dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0)
+	var kind Kind
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return finishAttr(dst, start, uint8(Unspec), true)
+		}
+		v = v.Elem()
+	}
+	switch v.Kind() {
+	case reflect.String:
+		kind = String
+		dst = append(append(dst, v.String()...), 0)
+	case reflect.Bool:
+		kind = Int8
+		b := uint8(0)
+		if v.Bool() {
+			b = 1
+		}
+		dst = append(dst, b)
+	case reflect.Int32:
+		kind = Int32
+		dst = binary.BigEndian.AppendUint32(dst, uint32(v.Int()))
+	case reflect.Int, reflect.Int64:
+		kind = Int64
+		dst = binary.BigEndian.AppendUint64(dst, uint64(v.Int()))
+	case reflect.Float64:
+		kind = Double
+		dst = binary.BigEndian.AppendUint64(dst, math.Float64bits(v.Float()))
 	}
 	return finishAttr(dst, start, uint8(kind), true)
 }
