@@ -73,12 +73,12 @@ func (u *ubusFront) registerObjects(ctx context.Context) {
 		{Name: "status", Encoded: encoded(d.statusDoc)},
 		{Name: "check", Encoded: encoded(d.checkDoc)},
 		{Name: "crashes", Params: []ubus.Param{{Name: "limit", Kind: ubus.Int32}, {Name: "offset", Kind: ubus.Int32}},
-			Handler: func(_ context.Context, req *ubus.Request) ([]ubus.Value, error) {
+			Encoded: func(_ context.Context, req *ubus.Request) ([]byte, error) {
 				doc, err := d.crashesDoc(int(req.Args["limit"].Int), int(req.Args["offset"].Int))
 				if err != nil {
 					return nil, ubusErr(err)
 				}
-				return ubus.ValuesOf(&doc), nil
+				return ubus.AppendStruct(nil, &doc), nil
 			}},
 		{Name: "clear_crashes", Handler: func(ctx context.Context, _ *ubus.Request) ([]ubus.Value, error) {
 			if err := d.clearCrashes(ctx); err != nil {
