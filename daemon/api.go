@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -11,12 +13,12 @@ import (
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/metrics"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
 )
 
-// The documents every bus answers with, from one snapshot: ubus sends
-// the blobmsg bodies as they are, D-Bus and the reporter their JSON. A
-// reader finds each answer here once, whatever carries it.
+// The documents every bus answers with, from one snapshot, as Go values:
+// the ubus front encodes them as blobmsg (ubus.AppendStruct), D-Bus and
+// the reporter as JSON (encoding/json). A reader finds each answer here
+// once, whatever carries it.
 
 // evalWait bounds how long a request waits for an evaluation it asked
 // the safety worker for (events are evaluated at most once per
@@ -64,9 +66,9 @@ func (d *Daemon) now() time.Time { return d.clock.Now() }
 // errInvalid: the caller's arguments were wrong.
 var errInvalid = errors.New("invalid argument")
 
-func (d *Daemon) statusBody() []byte  { return d.sys.StatusDoc(d.snapshot(), d.now()) }
-func (d *Daemon) checkBody() []byte   { return d.sys.CheckDoc(d.snapshot(), d.now()) }
-func (d *Daemon) threadsBody() []byte { return d.snapshot().ThreadsBody }
+func (d *Daemon) statusDoc() health.SoftwareHealth { return d.sys.StatusDoc(d.snapshot(), d.now()) }
+func (d *Daemon) checkDoc() health.Check           { return d.sys.CheckDoc(d.snapshot(), d.now()) }
+func (d *Daemon) threadsDoc() health.Threads       { return d.sys.ThreadsDoc(d.snapshot()) }
 
 func (d *Daemon) crashesDoc(limit, offset int) (health.Crashes, error) {
 	if limit < 0 || offset < 0 {
@@ -117,7 +119,8 @@ func (d *Daemon) historyPage(limit, offset int) (health.HistoryDoc, error) {
 
 // metricsText is the Prometheus exposition of the latest evaluation.
 func (d *Daemon) metricsText() []byte {
-	in := metrics.Input{Snap: d.snapshot(), Status: d.services(), Now: d.now()}
+	svc := d.services()
+	in := metrics.Input{Snap: d.snapshot(), Services: &svc, Now: d.now()}
 	if d.metricsSrv != nil {
 		st := d.metricsSrv.Stats()
 		in.Refused = st.Refused()
@@ -128,35 +131,86 @@ func (d *Daemon) metricsText() []byte {
 	return metrics.Render(in)
 }
 
-// services are the status document's service tables (sip, directory,
+// services are the status document's service sections (sip, directory,
 // monitor): all that the metrics read of it.
-func (d *Daemon) services() []ubus.Value {
-	return []ubus.Value{d.sip.Status(), d.fetcher.Status(), d.monitor.Status()}
+func (d *Daemon) services() metrics.Services {
+	return metrics.Services{SIP: d.sip.Status(), Directory: d.fetcher.Status(), Monitor: d.monitor.Status()}
 }
 
-// status is the showphonebook document: directory, settings problems and
+// StatusDocument is the showphonebook document ("phonebook status"): the
+// services, the reporter and the metrics listener, settings problems and
 // the software_health section.
-func (d *Daemon) status() []ubus.Value {
+type StatusDocument struct {
+	metrics.Services
+	Reporter       ReporterStatus        `json:"reporter"`
+	Metrics        MetricsStatus         `json:"metrics"`
+	DBus           DBusStatus            `json:"dbus"`
+	ConfigErrors   []string              `json:"config_errors"`
+	SoftwareHealth health.SoftwareHealth `json:"software_health"`
+	HealthStatus   string                `json:"health_status"`
+}
+
+// DBusStatus is the D-Bus front's table in "phonebook status": its
+// calls and the calls it shed; only "enabled" where there is no front.
+type DBusStatus struct {
+	Enabled bool `json:"enabled"`
+	*DBusCalls
+}
+
+// DBusCalls are the D-Bus front's counters (dbus.Stats).
+type DBusCalls struct {
+	MaxCalls int32 `json:"max_calls"`
+	InFlight int32 `json:"in_flight"`
+	Calls    int64 `json:"calls"`
+	Shed     int64 `json:"shed"`
+	Invalid  int64 `json:"invalid"`
+	Panics   int64 `json:"panics"`
+}
+
+// ReporterStatus is the collector reporter's table in "phonebook status".
+type ReporterStatus struct {
+	Enabled     bool        `json:"enabled"`
+	Queued      int32       `json:"queued"`
+	Sent        int64       `json:"sent"`
+	Failed      int64       `json:"failed"`
+	Dropped     int64       `json:"dropped"`
+	LastSuccess health.Time `json:"last_success"` // null: none yet
+	LastError   string      `json:"last_error,omitempty"`
+}
+
+// status is the showphonebook document.
+func (d *Daemon) status() StatusDocument {
 	snap := d.snapshot()
 	d.mu.Lock()
-	errs := ubus.Arr("config_errors")
-	for _, e := range d.cfgErrs {
-		errs.List = append(errs.List, ubus.Str("", e))
-	}
+	errs := append([]string{}, d.cfgErrs...)
 	d.mu.Unlock()
 	rs := d.reporter.Stats()
-	rep := ubus.Tbl("reporter", ubus.Bool("enabled", d.config().Reporter.URL != ""), ubus.I32("queued", int32(rs.Queued)),
-		ubus.I64("sent", rs.Sent), ubus.I64("failed", rs.Failed), ubus.I64("dropped", rs.Dropped), health.Time{Time: rs.LastSuccess}.UbusValue("last_success"))
-	if rs.LastError != "" {
-		rep.List = append(rep.List, ubus.Str("last_error", rs.LastError))
-	}
-	return append(d.services(), rep, d.metricsStatus(), d.dbusStatus(), errs,
-		ubus.Tbl("software_health", d.sys.SoftwareHealth(snap, d.now())...),
-		ubus.Str("health_status", snap.Status))
+	return StatusDocument{Services: d.services(),
+		Reporter: ReporterStatus{Enabled: d.config().Reporter.URL != "", Queued: int32(rs.Queued), Sent: rs.Sent, Failed: rs.Failed,
+			Dropped: rs.Dropped, LastSuccess: health.Time{Time: rs.LastSuccess}, LastError: rs.LastError},
+		Metrics: d.metricsStatus(), DBus: d.dbusStatus(), ConfigErrors: errs, SoftwareHealth: d.sys.StatusDoc(snap, d.now()), HealthStatus: snap.Status}
 }
 
-// report is the agent health report for the collector (docs/REPORTER.md):
+// Report is the agent health report for the collector (docs/REPORTER.md):
 // the specification's section 5.1 sip_status and its software_health.
+type Report struct {
+	Node           string                `json:"node"`
+	Timestamp      health.Time           `json:"timestamp"`
+	Reason         string                `json:"reason"`
+	SIPStatus      ReportSIP             `json:"sip_status"`
+	HealthStatus   string                `json:"health_status"`
+	HealthScore    *float64              `json:"health_score"` // null: monitoring disabled
+	SoftwareHealth health.SoftwareHealth `json:"software_health"`
+}
+
+// ReportSIP is the report's sip_status.
+type ReportSIP struct {
+	RegisteredUsers int32 `json:"registered_users"`
+	ActiveCalls     int32 `json:"active_calls"`
+	UptimeSeconds   int64 `json:"uptime_seconds"`
+}
+
+// report is the agent health report, as the JSON the collector takes.
 func (d *Daemon) report(reason string) ([]byte, error) {
 	snap, now := d.snapshot(), d.now()
 	node := d.config().Reporter.Node
@@ -166,32 +220,38 @@ func (d *Daemon) report(reason string) ([]byte, error) {
 			return nil, fmt.Errorf("report: host name: %w", err)
 		}
 	}
-	sh := d.sys.SoftwareHealth(snap, now)
-	uptime, _ := ubus.Get(sh, "uptime_seconds")
+	sh := d.sys.StatusDoc(snap, now)
 	reg, active := d.sip.Counts()
-	score := ubus.Null("health_score")
-	if s := snap.Check.HealthScore; s != nil {
-		score = ubus.Dbl("health_score", *s)
+	doc := Report{Node: node, Timestamp: health.Time{Time: now}, Reason: reason,
+		SIPStatus:    ReportSIP{RegisteredUsers: int32(reg), ActiveCalls: int32(active), UptimeSeconds: sh.UptimeSeconds},
+		HealthStatus: snap.Status, HealthScore: snap.Check.HealthScore, SoftwareHealth: sh}
+	b, err := jsonText(doc)
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
 	}
-	doc := []ubus.Value{
-		ubus.Str("node", node),
-		ubus.Str("timestamp", now.UTC().Format(time.RFC3339)),
-		ubus.Str("reason", reason),
-		ubus.Tbl("sip_status", ubus.I32("registered_users", int32(reg)), ubus.I32("active_calls", int32(active)), ubus.I64("uptime_seconds", uptime.Int)),
-		ubus.Str("health_status", snap.Status),
-		score,
-		ubus.Tbl("software_health", sh...),
-	}
-	return []byte(ubus.FormatJSON(doc, false, -1)), nil
+	return b, nil
 }
 
-// jsonOf renders a blobmsg table body as the JSON "ubus call" prints.
-func jsonOf(body []byte) string {
-	vs, err := ubus.DecodeValues(body)
-	if err != nil { // our own encoding: cannot happen short of a bug
+// jsonText is a document as one line of JSON, as D-Bus, the reporter and
+// the CGI send it (texts as they are: no HTML escapes).
+func jsonText(doc any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(doc); err != nil {
+		return nil, fmt.Errorf("encode JSON: %w", err)
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// jsonOf is jsonText as a string, with an error document where the
+// encoding failed (a bug: every figure is finite).
+func jsonOf(doc any) string {
+	b, err := jsonText(doc)
+	if err != nil {
 		return fmt.Sprintf(`{"error":%q}`, err.Error())
 	}
-	return ubus.FormatJSON(vs, false, -1)
+	return string(b)
 }
 
 // serveMetrics runs the optional Prometheus listener (metrics.listen) and

@@ -12,7 +12,6 @@ import (
 
 	"github.com/aredn/phonebookd/dbus"
 	"github.com/aredn/phonebookd/health"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 // dbusFront publishes the daemon on D-Bus (Debian, Raspberry Pi OS) as
@@ -76,16 +75,15 @@ func (f *dbusFront) tick(context.Context, time.Time) {
 
 // dbusStatus is the status document's dbus table: the calls answered
 // and those refused.
-func (d *Daemon) dbusStatus() ubus.Value {
+func (d *Daemon) dbusStatus() DBusStatus {
 	for _, fr := range d.fronts {
 		if f, ok := fr.(*dbusFront); ok {
 			st := f.svc.Stats()
-			return ubus.Tbl("dbus", ubus.Bool("enabled", true), ubus.I32("max_calls", int32(st.MaxCalls)),
-				ubus.I32("in_flight", int32(st.InFlight)), ubus.I64("calls", int64(st.Calls)),
-				ubus.I64("shed", int64(st.Shed)), ubus.I64("invalid", int64(st.Invalid)), ubus.I64("panics", int64(st.Panics)))
+			return DBusStatus{Enabled: true, DBusCalls: &DBusCalls{MaxCalls: int32(st.MaxCalls), InFlight: int32(st.InFlight),
+				Calls: int64(st.Calls), Shed: int64(st.Shed), Invalid: int64(st.Invalid), Panics: int64(st.Panics)}}
 		}
 	}
-	return ubus.Tbl("dbus", ubus.Bool("enabled", false))
+	return DBusStatus{}
 }
 
 // evaluated keeps the properties current with each evaluation.
@@ -158,14 +156,14 @@ func (a *dbusAPI) cached(k answerKey, build func() (string, error)) (string, err
 	return a.cache.get(a.d.snapshot().Seq, k, build)
 }
 
-func (a *dbusAPI) fixed(method string, body func() []byte) string {
-	s, _ := a.cached(answerKey{method: method}, func() (string, error) { return jsonOf(body()), nil })
+func (a *dbusAPI) fixed(method string, doc func() any) string {
+	s, _ := a.cached(answerKey{method: method}, func() (string, error) { return jsonOf(doc()), nil })
 	return s
 }
 
-func (a *dbusAPI) Status() string  { return a.fixed("status", a.d.statusBody) }
-func (a *dbusAPI) Check() string   { return a.fixed("check", a.d.checkBody) }
-func (a *dbusAPI) Threads() string { return a.fixed("threads", a.d.threadsBody) }
+func (a *dbusAPI) Status() string  { return a.fixed("status", func() any { return a.d.statusDoc() }) }
+func (a *dbusAPI) Check() string   { return a.fixed("check", func() any { return a.d.checkDoc() }) }
+func (a *dbusAPI) Threads() string { return a.fixed("threads", func() any { return a.d.threadsDoc() }) }
 
 func (a *dbusAPI) Crashes(limit, offset int) (string, error) {
 	return a.cached(answerKey{"crashes", limit, offset}, func() (string, error) {
@@ -173,7 +171,7 @@ func (a *dbusAPI) Crashes(limit, offset int) (string, error) {
 		if err != nil {
 			return "", dbusErr(err)
 		}
-		return ubus.FormatJSON(ubus.ValuesOf(&doc), false, -1), nil
+		return jsonOf(doc), nil
 	})
 }
 
@@ -187,7 +185,7 @@ func (a *dbusAPI) History(limit, offset int) (string, error) {
 		if err != nil {
 			return "", dbusErr(err)
 		}
-		return jsonOf(doc.AppendBlob(nil)), nil
+		return jsonOf(doc), nil
 	})
 }
 

@@ -5,7 +5,6 @@ import (
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/metrics"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 // metricsLimits are the listener's bounds from its settings.
@@ -14,16 +13,34 @@ func metricsLimits(cfg config.Metrics) metrics.Limits {
 		RequestTimeout: time.Duration(cfg.RequestTimeout) * time.Second}
 }
 
-// metricsStatus is the listener's table in "phonebook status": its
-// counters readable over ubus, not only on the endpoint that refuses.
-func (d *Daemon) metricsStatus() ubus.Value {
+// MetricsStatus is the listener's table in "phonebook status": its
+// counters readable over the buses, not only on the endpoint that
+// refuses.
+type MetricsStatus struct {
+	Enabled bool              `json:"enabled"`
+	Open    int32             `json:"open"`
+	Served  int64             `json:"served"`
+	Refused int64             `json:"refused"`
+	Shed    MetricsShedCounts `json:"shed"`
+	Panics  int64             `json:"panics"`
+}
+
+// MetricsShedCounts are the listener's connections shed, by cause.
+type MetricsShedCounts struct {
+	PerSource      int64 `json:"per_source"`
+	Busy           int64 `json:"busy"`
+	Evicted        int64 `json:"evicted"`
+	RequestTimeout int64 `json:"request_timeout"`
+}
+
+// metricsStatus is the listener's table in "phonebook status".
+func (d *Daemon) metricsStatus() MetricsStatus {
 	cfg := d.config().Metrics
 	var st metrics.Stats
 	if d.metricsSrv != nil {
 		st = d.metricsSrv.Stats()
 	}
-	return ubus.Tbl("metrics", ubus.Bool("enabled", cfg.Listen != ""), ubus.I32("open", int32(st.Open)),
-		ubus.I64("served", st.Served), ubus.I64("refused", st.Refused()),
-		ubus.Tbl("shed", ubus.I64("per_source", st.PerSource), ubus.I64("busy", st.Busy), ubus.I64("evicted", st.Evicted), ubus.I64("request_timeout", st.TimedOut)),
-		ubus.I64("panics", st.Panics))
+	return MetricsStatus{Enabled: cfg.Listen != "", Open: int32(st.Open), Served: st.Served, Refused: st.Refused(),
+		Shed:   MetricsShedCounts{PerSource: st.PerSource, Busy: st.Busy, Evicted: st.Evicted, RequestTimeout: st.TimedOut},
+		Panics: st.Panics}
 }

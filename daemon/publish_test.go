@@ -127,7 +127,7 @@ func TestConcurrentRequestsOneEvaluator(t *testing.T) {
 				if d.sys.Evaluations() <= before {
 					t.Errorf("clear_crashes answered before an evaluation")
 				}
-				_ = d.statusBody()
+				_ = d.statusDoc()
 			}
 		})
 	}

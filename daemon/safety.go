@@ -12,7 +12,6 @@ import (
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/httpc"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 // safetyPeriod is the safety worker's heartbeat period.
@@ -137,7 +136,7 @@ func (s *safety) hygiene(now time.Time) {
 }
 
 // workerExtra adds the specification's worker-specific figures.
-func (d *Daemon) workerExtra(worker string, all []supervisor.WorkerStatus) []ubus.Value {
+func (d *Daemon) workerExtra(worker string, all []supervisor.WorkerStatus) health.WorkerFigures {
 	switch worker {
 	case "safety":
 		// Recoveries: automatic restarts of crashed or stuck workers.
@@ -147,21 +146,13 @@ func (d *Daemon) workerExtra(worker string, all []supervisor.WorkerStatus) []ubu
 		for _, w := range all {
 			n += int64(w.AutoRestarts)
 		}
-		return []ubus.Value{ubus.I64("recoveries_performed", n)}
+		return health.WorkerFigures{SafetyFigures: &health.SafetyFigures{RecoveriesPerformed: n}}
 	case "monitor":
-		if r := d.monitor.SuccessRate(); r != nil {
-			return []ubus.Value{ubus.Dbl("probe_success_rate", *r)}
-		}
-		return []ubus.Value{ubus.Null("probe_success_rate")} // no probe yet
+		// probe_success_rate is null before the first probe.
+		return health.WorkerFigures{MonitorFigures: &health.MonitorFigures{ProbeSuccessRate: d.monitor.SuccessRate()}}
 	case "fetcher":
 		st := d.fetcher.Status()
-		var out []ubus.Value
-		for _, k := range []string{"last_success", "entries"} {
-			if v, ok := ubus.Get(st.List, k); ok {
-				out = append(out, v)
-			}
-		}
-		return out
+		return health.WorkerFigures{FetcherFigures: &health.FetcherFigures{LastSuccess: st.LastSuccess, Entries: st.Entries}}
 	}
-	return nil
+	return health.WorkerFigures{}
 }

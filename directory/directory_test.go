@@ -296,8 +296,8 @@ func TestFetchPublishAndCutoffs(t *testing.T) {
 	if !bytes.Equal(bad.xml(t), good) {
 		t.Error("last good directory replaced after failed fetches")
 	}
-	if st := bad.f.Status(); !strings.Contains(FormatStatus(st), "larger than 1024 KiB") {
-		t.Errorf("status lacks the cap error: %s", FormatStatus(st))
+	if st := bad.f.Status(); !strings.Contains(st.String(), "larger than 1024 KiB") {
+		t.Errorf("status lacks the cap error: %s", st.String())
 	}
 	t.Logf("hang + 50 MB cut off after %s", time.Since(start).Round(time.Millisecond))
 }

@@ -3,6 +3,7 @@ package directory
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/aredn/phonebookd/httpc"
@@ -17,7 +18,6 @@ import (
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 // CSVFile is the last good phonebook, kept on flash in the state directory.
@@ -406,44 +406,52 @@ func (f *Fetcher) Writes() int {
 	return f.writes
 }
 
-// Status is the directory section of "phonebook status".
-func (f *Fetcher) Status() ubus.Value {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	t := func(name string, at time.Time) ubus.Value {
-		if at.IsZero() {
-			return ubus.Null(name)
-		}
-		return ubus.Str(name, at.UTC().Format(time.RFC3339))
-	}
-	v := ubus.Tbl("directory",
-		ubus.I32("entries", int32(len(f.entries))),
-		ubus.I32("bad_rows", int32(f.stats.Bad)),
-		ubus.I32("duplicates", int32(f.stats.Duplicates)),
-		ubus.Str("xml_path", f.xmlPath()),
-		t("last_fetch", f.lastTry),
-		t("last_success", f.lastOK),
-		ubus.I32("servers", int32(len(f.cfg.Servers))),
-		ubus.I32("files_written", int32(f.writes)),
-	)
-	if f.source != "" {
-		v.List = append(v.List, ubus.Str("source", f.source))
-	} else {
-		v.List = append(v.List, ubus.Null("source"))
-	}
-	if f.lastErr != "" {
-		v.List = append(v.List, ubus.Str("last_error", f.lastErr))
-	} else {
-		v.List = append(v.List, ubus.Null("last_error"))
-	}
-	// A phonebook held back: its entries, until a second fetch confirms it.
-	if f.held != nil {
-		v.List = append(v.List, ubus.I32("held_entries", int32(f.held.entries)))
-	} else {
-		v.List = append(v.List, ubus.Null("held_entries"))
-	}
-	return v
+// Status is the directory section of "phonebook status": read as fields
+// by the metrics, the page and the fetcher's thread entry, encoded by each
+// front through its json tags.
+type Status struct {
+	Entries      int32       `json:"entries"`
+	BadRows      int32       `json:"bad_rows"`
+	Duplicates   int32       `json:"duplicates"`
+	XMLPath      string      `json:"xml_path"`
+	LastFetch    health.Time `json:"last_fetch"`   // null: no fetch yet
+	LastSuccess  health.Time `json:"last_success"` // null: no success yet
+	Servers      int32       `json:"servers"`
+	FilesWritten int32       `json:"files_written"`
+	Source       *string     `json:"source"`     // null: nothing fetched
+	LastError    *string     `json:"last_error"` // null: the last fetch worked
+	// HeldEntries: a phonebook held back, its entries, until a second
+	// fetch confirms it (null: none held).
+	HeldEntries *int32 `json:"held_entries"`
 }
 
-// FormatStatus renders the status as one line of JSON (logs, tests).
-func FormatStatus(v ubus.Value) string { return ubus.FormatJSON(v.List, false, -1) }
+// Status is the directory section of "phonebook status".
+func (f *Fetcher) Status() Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := Status{Entries: int32(len(f.entries)), BadRows: int32(f.stats.Bad), Duplicates: int32(f.stats.Duplicates),
+		XMLPath: f.xmlPath(), LastFetch: health.Time{Time: f.lastTry}, LastSuccess: health.Time{Time: f.lastOK},
+		Servers: int32(len(f.cfg.Servers)), FilesWritten: int32(f.writes)}
+	if f.source != "" {
+		src := f.source // a copy: the status is read after f.mu is released
+		st.Source = &src
+	}
+	if f.lastErr != "" {
+		e := f.lastErr
+		st.LastError = &e
+	}
+	if f.held != nil {
+		n := int32(f.held.entries)
+		st.HeldEntries = &n
+	}
+	return st
+}
+
+// String renders the status as one line of JSON (logs, tests).
+func (st Status) String() string {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Sprintf(`{"error":%q}`, err.Error())
+	}
+	return string(b)
+}

@@ -176,7 +176,7 @@ func TestTruncatedBodies(t *testing.T) {
 				t.Fatalf("%d requests", srv.hits.Load())
 			}
 			e.intact(t, tc.name)
-			st := FormatStatus(e.f.Status())
+			st := e.f.Status().String()
 			if tc.name != "no length, cut at a row boundary after 12 rows" && strings.Contains(st, `"held_entries":`) && !strings.Contains(st, `"held_entries":null`) {
 				t.Errorf("held back as a shrink instead of refused as cut off: %s", st)
 			}
@@ -226,7 +226,7 @@ func TestHalfSizePhonebookHeld(t *testing.T) {
 	if !ok || args[health.ArgCount] == "" || args[health.ArgTotal] == "" || args[health.ArgPath] != srv.URL {
 		t.Fatalf("no %s condition: %v", health.DirectoryShrunk.Code, args)
 	}
-	if st := FormatStatus(e.f.Status()); !strings.Contains(st, `"held_entries":`+args[health.ArgCount]) {
+	if st := e.f.Status().String(); !strings.Contains(st, `"held_entries":`+args[health.ArgCount]) {
 		t.Errorf("status does not show the held phonebook: %s", st)
 	}
 
@@ -313,7 +313,7 @@ func TestFailedPublishKeepsNoValidators(t *testing.T) {
 	if err := e.f.Fetch(ctx, nil); err == nil {
 		t.Error("a failed write reported as success")
 	}
-	if st := FormatStatus(e.f.Status()); !strings.Contains(st, "publish") {
+	if st := e.f.Status().String(); !strings.Contains(st, "publish") {
 		t.Errorf("status lacks the write error: %s", st)
 	}
 	awkward, _, _ := Parse(fixture(t, "phonebook-awkward.csv"))

@@ -9,25 +9,21 @@ import (
 	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/procfs"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
 )
 
-// The documents are Go types: built once per evaluation, encoded once for
-// ubus (ubus.ValuesOf, by their json tags), and decoded from JSON by
-// whatever reads them (the app page, the CGI), so that a member has one
-// name, one type and one place. docs/schema holds their JSON Schemas.
+// The documents are Go types: built once per evaluation and encoded by
+// each front as it sends them (blobmsg by the ubus front, through the
+// json tags; encoding/json for D-Bus, the reporter and the CGI), so that a
+// member has one name, one type and one place, and this package knows no
+// wire format. docs/schema holds their JSON Schemas.
 
 // Time is an instant in a document: the specification's ISO 8601 (UTC,
 // whole seconds), null when not known.
 type Time struct{ time.Time }
 
-// UbusValue encodes the time for ubus.
-func (t Time) UbusValue(name string) ubus.Value {
-	if t.IsZero() {
-		return ubus.Null(name)
-	}
-	return ubus.Str(name, iso(t.Time))
-}
+// MarshalText is the ISO form, for encoders that take text (the ubus
+// front's blobmsg string); they write null where IsZero.
+func (t Time) MarshalText() ([]byte, error) { return []byte(iso(t.Time)), nil }
 
 // MarshalJSON writes the ISO form, or null.
 func (t Time) MarshalJSON() ([]byte, error) {
@@ -84,9 +80,35 @@ type Thread struct {
 	Essential              bool     `json:"essential"`
 	AbandonedGoroutines    int32    `json:"abandoned_goroutines"`
 	LastError              *string  `json:"last_error"`
-	// Extra holds the worker's own figures (probe_success_rate,
-	// recoveries_performed, the fetcher's last_success and entries).
-	Extra []ubus.Value `json:"-" ubus:",inline"`
+	// WorkerFigures are the worker's own figures, after the common ones
+	// (a worker without any has none of these members).
+	WorkerFigures
+}
+
+// WorkerFigures are the specification's worker-specific members of a
+// thread entry: each group is present only for its worker (nil: the
+// members are left out), embedded so that its members sit in the entry.
+type WorkerFigures struct {
+	*SafetyFigures
+	*MonitorFigures
+	*FetcherFigures
+}
+
+// SafetyFigures are the safety worker's own members.
+type SafetyFigures struct {
+	// RecoveriesPerformed: automatic restarts of crashed or stuck workers.
+	RecoveriesPerformed int64 `json:"recoveries_performed"`
+}
+
+// MonitorFigures are the monitor's own members.
+type MonitorFigures struct {
+	ProbeSuccessRate *float64 `json:"probe_success_rate"` // null: no probe yet
+}
+
+// FetcherFigures are the fetcher's own members.
+type FetcherFigures struct {
+	LastSuccess Time  `json:"last_success"`
+	Entries     int32 `json:"entries"`
 }
 
 // CrashRecord is one crash in the documents.
@@ -244,7 +266,7 @@ func (h *System) threads(snap *Snapshot) map[string]*Thread {
 			t.LastError = ptr(w.LastError)
 		}
 		if h.opt.WorkerExtra != nil {
-			t.Extra = h.opt.WorkerExtra(w.Name, snap.Workers)
+			t.WorkerFigures = h.opt.WorkerExtra(w.Name, snap.Workers)
 		}
 		out[w.Name] = t
 	}

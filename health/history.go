@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/crash"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 // History is the last day of health at a glance: a fixed ring of points,
@@ -270,53 +269,4 @@ func (h *History) Page(crashes []crash.Record, limit, offset int) HistoryDoc {
 		}
 	}
 	return d
-}
-
-// AppendBlob encodes the document for ubus exactly as
-// ubus.ValuesOf would, but column by column through one scratch list: a
-// full day then costs about its own size in garbage (some 170 KB) rather
-// than 80 bytes of ubus.Value per point and column (5 MB), which a 64 MB
-// router should not pay for each page view.
-func (d *HistoryDoc) AppendBlob(dst []byte) []byte {
-	if dst == nil { // about 116 bytes a point: one allocation, not a doubling series
-		dst = make([]byte, 0, 120*len(d.Time)+1024)
-	}
-	scratch := make([]ubus.Value, len(d.Time))
-	col := func(name string, v func(i int) ubus.Value) {
-		for i := range scratch {
-			scratch[i] = v(i)
-		}
-		dst = ubus.AppendValue(dst, ubus.Value{Name: name, Kind: ubus.Array, List: scratch})
-	}
-	f64 := func(p *float64) ubus.Value {
-		if p == nil {
-			return ubus.Null("")
-		}
-		return ubus.Dbl("", *p)
-	}
-	i32 := func(p *int32) ubus.Value {
-		if p == nil {
-			return ubus.Null("")
-		}
-		return ubus.I32("", *p)
-	}
-	dst = ubus.AppendValue(dst, ubus.I32("step_seconds", d.StepSeconds))
-	dst = ubus.AppendValue(dst, ubus.I32("capacity", d.Capacity))
-	dst = ubus.AppendValue(dst, ubus.I32("total", d.Total))
-	dst = ubus.AppendValue(dst, ubus.I32("offset", d.Offset))
-	col("time", func(i int) ubus.Value { return ubus.I64("", d.Time[i]) })
-	col("status", func(i int) ubus.Value { return ubus.Str("", d.Status[i]) })
-	col("score", func(i int) ubus.Value { return i32(d.Score[i]) })
-	col("rss_mb", func(i int) ubus.Value { return f64(d.RSSMB[i]) })
-	col("private_mb", func(i int) ubus.Value { return f64(d.PrivateMB[i]) })
-	col("fds", func(i int) ubus.Value { return i32(d.FDs[i]) })
-	col("phones", func(i int) ubus.Value { return ubus.I32("", d.Phones[i]) })
-	col("sip_errors_per_hour", func(i int) ubus.Value { return ubus.I32("", d.SIPErrorsPerHour[i]) })
-	col("probe_failures_per_hour", func(i int) ubus.Value { return ubus.I32("", d.ProbeFailuresPerHour[i]) })
-	col("fetch_failures_per_hour", func(i int) ubus.Value { return ubus.I32("", d.FetchFailuresPerHour[i]) })
-	marks := ubus.Arr("marks")
-	for i := range d.Marks {
-		marks.List = append(marks.List, ubus.Tbl("", ubus.ValuesOf(&d.Marks[i])...))
-	}
-	return ubus.AppendValue(dst, marks)
 }

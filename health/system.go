@@ -1,7 +1,6 @@
 package health
 
 import (
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math"
@@ -15,7 +14,6 @@ import (
 	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/procfs"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 // Alert levels.
@@ -64,13 +62,11 @@ type Snapshot struct {
 	Alerts  []Alert
 	Workers []supervisor.WorkerStatus
 	Crashes crash.Summary
-	// The documents, built once per evaluation, and their blobmsg
-	// encodings (table bodies), encoded once.
-	Health      SoftwareHealth
-	Check       Check
-	StatusBody  []byte
-	CheckBody   []byte
-	ThreadsBody []byte
+	// The documents, built once per evaluation as Go values; each front
+	// encodes them as it sends them (StatusDoc, CheckDoc, ThreadsDoc).
+	Health  SoftwareHealth
+	Check   Check
+	Threads Threads
 }
 
 // Options configure the health system.
@@ -84,7 +80,7 @@ type Options struct {
 	RunDir     string
 	// WorkerExtra adds worker-specific figures to a worker's entry
 	// (probe_success_rate, recoveries_performed).
-	WorkerExtra func(worker string, all []supervisor.WorkerStatus) []ubus.Value
+	WorkerExtra func(worker string, all []supervisor.WorkerStatus) WorkerFigures
 	// Phones counts the registered phones, for the history.
 	Phones func() int
 }
@@ -574,13 +570,11 @@ func (h *System) processCPU() *float64 {
 func (h *System) publish(snap *Snapshot, cfg config.Health, m procfs.MemSample, fds procfs.FDSample, disks []procfs.DiskSample, reachable *bool) {
 	snap.Health = h.softwareHealth(snap, cfg, m, fds, disks)
 	snap.Check = h.check(snap, cfg, reachable)
-	snap.StatusBody = ubus.AppendValues(nil, ubus.ValuesOf(&snap.Health))
-	snap.CheckBody = ubus.AppendValues(nil, ubus.ValuesOf(&snap.Check))
 	threads := snap.Health.Threads
 	if threads == nil { // monitoring disabled: the workers still run
 		threads = h.threads(snap)
 	}
-	snap.ThreadsBody = ubus.AppendValues(nil, ubus.ValuesOf(&Threads{Threads: threads}))
+	snap.Threads = Threads{Threads: threads}
 
 	phones := 0
 	if h.opt.Phones != nil {
@@ -614,39 +608,29 @@ func (h *System) publish(snap *Snapshot, cfg config.Health, m procfs.MemSample, 
 func iso(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // StatusDoc is the software_health document as sent at now: the
-// snapshot's encoding with uptime_seconds computed now, one allocation
-// (the document).
-func (h *System) StatusDoc(snap *Snapshot, now time.Time) []byte {
-	b := append([]byte(nil), snap.StatusBody...)
-	h.patchUptime(b, now)
-	return b
+// snapshot's document with uptime_seconds computed now. The threads it
+// shares with the snapshot are read-only.
+func (h *System) StatusDoc(snap *Snapshot, now time.Time) SoftwareHealth {
+	doc := snap.Health
+	doc.UptimeSeconds = h.uptime(now)
+	return doc
 }
 
 // CheckDoc is the healthcheck document as sent at now: timestamp and
 // uptime_seconds computed now.
-func (h *System) CheckDoc(snap *Snapshot, now time.Time) []byte {
-	b := append([]byte(nil), snap.CheckBody...)
-	h.patchUptime(b, now)
-	if off, n, ok := ubus.FieldPayload(b, "timestamp"); ok && n >= len(time.RFC3339)-5 {
-		var ts [32]byte
-		t := now.UTC().AppendFormat(ts[:0], "2006-01-02T15:04:05Z")
-		if len(t) == n-1 { // same width: years 1000-9999
-			copy(b[off:], t)
-		}
+func (h *System) CheckDoc(snap *Snapshot, now time.Time) Check {
+	doc := snap.Check
+	doc.Timestamp = Time{now.Truncate(time.Second)}
+	if doc.UptimeSeconds != nil {
+		doc.UptimeSeconds = ptr(h.uptime(now))
 	}
-	return b
+	return doc
 }
 
-func (h *System) patchUptime(b []byte, now time.Time) {
-	if off, n, ok := ubus.FieldPayload(b, "uptime_seconds"); ok && n == 8 {
-		binary.BigEndian.PutUint64(b[off:], uint64(max(now.Sub(h.started)/time.Second, 0)))
-	}
-}
+// ThreadsDoc is the phonebook.threads list document.
+func (h *System) ThreadsDoc(snap *Snapshot) Threads { return snap.Threads }
 
-// SoftwareHealth is the software_health section of phonebook status as
-// sent at now.
-func (h *System) SoftwareHealth(snap *Snapshot, now time.Time) []ubus.Value {
-	doc := snap.Health
-	doc.UptimeSeconds = int64(max(now.Sub(h.started)/time.Second, 0))
-	return ubus.ValuesOf(&doc)
+// uptime is the whole seconds since the system started, at now.
+func (h *System) uptime(now time.Time) int64 {
+	return int64(max(now.Sub(h.started)/time.Second, 0))
 }

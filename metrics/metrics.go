@@ -17,9 +17,11 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/crash"
+	"github.com/aredn/phonebookd/directory"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/monitor"
+	"github.com/aredn/phonebookd/sip"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 // ContentType is the exposition format's media type.
@@ -28,15 +30,26 @@ const ContentType = "text/plain; version=0.0.4; charset=utf-8"
 // Input is what one rendering reads.
 type Input struct {
 	Snap *health.Snapshot
-	// Status is the daemon's "phonebook status" document (sip,
-	// directory, monitor tables); nil leaves those families out.
-	Status []ubus.Value
-	Now    time.Time
+	// Services are the service sections of the daemon's "phonebook
+	// status" document (sip, directory, monitor); nil leaves those
+	// families out.
+	Services *Services
+	Now      time.Time
 	// Refused counts scrapes the listener turned away at its bounds.
 	Refused int64
 	// Listener is the listener's counters; nil when it is off (the
 	// node's own /metrics through ubus).
 	Listener *Stats
+}
+
+// Services are the service sections of "phonebook status", as the
+// services report them: read here field by field, so that a member
+// renamed is a compile error rather than a metric silently gone. The
+// daemon's document embeds it; the page decodes it.
+type Services struct {
+	SIP       sip.Status       `json:"sip"`
+	Directory directory.Status `json:"directory"`
+	Monitor   monitor.Status   `json:"monitor"`
 }
 
 // writer emits families: HELP and TYPE once, then samples.
@@ -169,8 +182,8 @@ func Render(in Input) []byte {
 	}
 
 	if t := h.Threads["monitor"]; t != nil {
-		if v, ok := number(t.Extra, "probe_success_rate"); ok {
-			w.one("phonebook_probe_success_ratio", "gauge", "Share of recent probes answered (targets and phones).", v/100)
+		if f := t.MonitorFigures; f != nil && f.ProbeSuccessRate != nil {
+			w.one("phonebook_probe_success_ratio", "gauge", "Share of recent probes answered (targets and phones).", *f.ProbeSuccessRate/100)
 		}
 	}
 
@@ -189,8 +202,8 @@ func Render(in Input) []byte {
 		w.sample("phonebook_errors_per_hour", float64(e.ProbeFailuresPerHour), "source", "probe")
 		w.sample("phonebook_errors_per_hour", float64(e.FetchFailuresPerHour), "source", "fetch")
 	}
-	if in.Status != nil {
-		service(w, in.Status, in.Now)
+	if in.Services != nil {
+		service(w, in.Services, in.Now)
 	}
 	w.one("phonebook_metrics_scrapes_refused_total", "counter", "Scrapes turned away at the listener's bounds (max_connections, max_connections_per_source) or cut off waiting for their request to give another source a slot.", float64(in.Refused))
 	if l := in.Listener; l != nil {
@@ -218,100 +231,65 @@ func uncleanExits(records []crash.Record) int {
 	return n
 }
 
-// number reads a numeric member at path in a status document.
-func number(vs []ubus.Value, path ...string) (float64, bool) {
-	for i, name := range path {
-		v, ok := ubus.Get(vs, name)
-		if !ok {
-			return 0, false
-		}
-		if i < len(path)-1 {
-			vs = v.List
-			continue
-		}
-		switch {
-		case v.IsInt():
-			return float64(v.Int), true
-		case v.Kind == ubus.Double:
-			return v.Float, true
-		}
-	}
-	return 0, false
-}
-
-func service(w *writer, st []ubus.Value, now time.Time) {
-	// Figures read from the status document: the family, its type and
-	// the member's path.
+func service(w *writer, st *Services, now time.Time) {
+	sp := &st.SIP
 	for _, f := range []struct {
 		name, typ, help string
-		path            []string
+		v               float64
 	}{
-		{"phonebook_sip_registered_users", "gauge", "Users with at least one binding.", []string{"sip", "registered_users"}},
-		{"phonebook_sip_bindings", "gauge", "Registered contacts.", []string{"sip", "bindings"}},
-		{"phonebook_sip_max_bindings", "gauge", "Bound on registered users (sip.max_bindings).", []string{"sip", "max_bindings"}},
-		{"phonebook_sip_active_calls", "gauge", "Calls in progress through the proxy.", []string{"sip", "active_calls"}},
-		{"phonebook_sip_transactions", "gauge", "Proxied INVITE transactions open.", []string{"sip", "transactions"}},
-		{"phonebook_sip_tcp_connections", "gauge", "SIP over TCP connections open.", []string{"sip", "tcp_connections"}},
-		{"phonebook_directory_entries", "gauge", "Entries in the published phone directory.", []string{"directory", "entries"}},
-		{"phonebook_sip_registrations_total", "counter", "REGISTER requests accepted.", []string{"sip", "registrations_total"}},
-		{"phonebook_sip_malformed_total", "counter", "Malformed SIP messages answered 400 or dropped.", []string{"sip", "malformed_total"}},
-		{"phonebook_sip_calls_total", "counter", "Calls set up through the proxy.", []string{"sip", "calls_total"}},
-		{"phonebook_sip_tcp_accept_errors_total", "counter", "Failed TCP accepts (descriptor exhaustion and the like).", []string{"sip", "tcp_accept_errors"}},
-		{"phonebook_sip_forged_responses_total", "counter", "Responses dropped because their branch MAC did not verify.", []string{"sip", "forged_responses"}},
-		{"phonebook_sip_calls_expired_unacked_total", "counter", "Calls freed because their 200 was never ACKed within 64*T1.", []string{"sip", "calls_expired_unacked"}},
+		{"phonebook_sip_registered_users", "gauge", "Users with at least one binding.", float64(sp.RegisteredUsers)},
+		{"phonebook_sip_bindings", "gauge", "Registered contacts.", float64(sp.Bindings)},
+		{"phonebook_sip_max_bindings", "gauge", "Bound on registered users (sip.max_bindings).", float64(sp.MaxBindings)},
+		{"phonebook_sip_active_calls", "gauge", "Calls in progress through the proxy.", float64(sp.ActiveCalls)},
+		{"phonebook_sip_transactions", "gauge", "Proxied INVITE transactions open.", float64(sp.Transactions)},
+		{"phonebook_sip_tcp_connections", "gauge", "SIP over TCP connections open.", float64(sp.TCPConnections)},
+		{"phonebook_directory_entries", "gauge", "Entries in the published phone directory.", float64(st.Directory.Entries)},
+		{"phonebook_sip_registrations_total", "counter", "REGISTER requests accepted.", float64(sp.RegistrationsTotal)},
+		{"phonebook_sip_malformed_total", "counter", "Malformed SIP messages answered 400 or dropped.", float64(sp.MalformedTotal)},
+		{"phonebook_sip_calls_total", "counter", "Calls set up through the proxy.", float64(sp.CallsTotal)},
+		{"phonebook_sip_tcp_accept_errors_total", "counter", "Failed TCP accepts (descriptor exhaustion and the like).", float64(sp.TCPAcceptErrors)},
+		{"phonebook_sip_forged_responses_total", "counter", "Responses dropped because their branch MAC did not verify.", float64(sp.ForgedResponses)},
+		{"phonebook_sip_calls_expired_unacked_total", "counter", "Calls freed because their 200 was never ACKed within 64*T1.", float64(sp.CallsExpiredUnacked)},
 	} {
-		if v, ok := number(st, f.path...); ok {
-			w.one(f.name, f.typ, f.help, v)
-		}
+		w.one(f.name, f.typ, f.help, f.v)
 	}
-	if sip, ok := ubus.Get(st, "sip"); ok {
-		if shed, ok := ubus.Get(sip.List, "shed"); ok {
-			w.family("phonebook_sip_shed_total", "counter", "Requests or connections shed at a bound, by cause.")
-			for _, v := range shed.List {
-				w.sample("phonebook_sip_shed_total", float64(v.Int), "cause", v.Name)
-			}
-		}
+	w.family("phonebook_sip_shed_total", "counter", "Requests or connections shed at a bound, by cause.")
+	for _, c := range sp.Shed.Causes() {
+		w.sample("phonebook_sip_shed_total", float64(c.Count), "cause", c.Cause)
 	}
-	if dir, ok := ubus.Get(st, "directory"); ok {
-		for _, f := range []struct{ member, name, help string }{
-			{"last_success", "phonebook_directory_last_success_age_seconds", "Seconds since the directory was last fetched successfully."},
-			{"last_fetch", "phonebook_directory_last_fetch_age_seconds", "Seconds since the last fetch attempt."},
-		} {
-			if v, ok := ubus.Get(dir.List, f.member); ok && v.Kind == ubus.String {
-				if t, err := time.Parse(time.RFC3339, v.Str); err == nil {
-					w.one(f.name, "gauge", f.help, max(now.Sub(t).Seconds(), 0))
-				}
-			}
-		}
-	}
-	mon, ok := ubus.Get(st, "monitor")
-	if !ok {
-		return
-	}
-	if v, ok := number(mon.List, "phones", "probed"); ok {
-		w.one("phonebook_probe_phones", "gauge", "Registered phones probed.", v)
-	}
-	if v, ok := number(mon.List, "phones", "not_answering"); ok {
-		w.one("phonebook_probe_phones_not_answering", "gauge", "Probed phones whose last probe went unanswered.", v)
-	}
-	targets, _ := ubus.Get(mon.List, "targets")
 	for _, f := range []struct {
-		member, name, help string
-		scale              float64
+		at         health.Time
+		name, help string
 	}{
-		{"rtt_ms", "phonebook_probe_rtt_seconds", "Last probe round trip to a configured target.", 1e-3},
-		{"jitter_ms", "phonebook_probe_jitter_seconds", "Probe jitter to a configured target.", 1e-3},
-		{"loss_pct", "phonebook_probe_loss_ratio", "Share of recent probes to a configured target that went unanswered.", 1e-2},
+		{st.Directory.LastSuccess, "phonebook_directory_last_success_age_seconds", "Seconds since the directory was last fetched successfully."},
+		{st.Directory.LastFetch, "phonebook_directory_last_fetch_age_seconds", "Seconds since the last fetch attempt."},
+	} {
+		if !f.at.IsZero() { // else never: no age
+			// Whole seconds, as the document says the time.
+			w.one(f.name, "gauge", f.help, max(now.Sub(f.at.Truncate(time.Second)).Seconds(), 0))
+		}
+	}
+	mon := &st.Monitor
+	w.one("phonebook_probe_phones", "gauge", "Registered phones probed.", float64(mon.Phones.Probed))
+	w.one("phonebook_probe_phones_not_answering", "gauge", "Probed phones whose last probe went unanswered.", float64(mon.Phones.NotAnswering))
+	for _, f := range []struct {
+		name, help string
+		v          func(t *monitor.TargetStatus) *float64
+		scale      float64
+	}{
+		{"phonebook_probe_rtt_seconds", "Last probe round trip to a configured target.", func(t *monitor.TargetStatus) *float64 { return t.RTTMS }, 1e-3},
+		{"phonebook_probe_jitter_seconds", "Probe jitter to a configured target.", func(t *monitor.TargetStatus) *float64 { return t.JitterMS }, 1e-3},
+		{"phonebook_probe_loss_ratio", "Share of recent probes to a configured target that went unanswered.", func(t *monitor.TargetStatus) *float64 { return &t.LossPct }, 1e-2},
 	} {
 		first := true
-		for _, t := range targets.List {
-			name, _ := ubus.Get(t.List, "target")
-			if v, ok := number(t.List, f.member); ok {
+		for i := range mon.Targets {
+			t := &mon.Targets[i]
+			if v := f.v(t); v != nil { // null: not measured yet
 				if first {
 					w.family(f.name, "gauge", f.help)
 					first = false
 				}
-				w.sample(f.name, v*f.scale, "target", name.Str)
+				w.sample(f.name, *v*f.scale, "target", t.Target)
 			}
 		}
 	}

@@ -15,9 +15,11 @@ import (
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/crash"
+	"github.com/aredn/phonebookd/directory"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/internal/clock"
-	"github.com/aredn/phonebookd/ubus"
+	"github.com/aredn/phonebookd/monitor"
+	"github.com/aredn/phonebookd/sip"
 )
 
 func sampleInput(t *testing.T) Input {
@@ -27,17 +29,17 @@ func sampleInput(t *testing.T) Input {
 	h.SetUnhealthy(health.Overload, "", health.Args{health.ArgWhat: "registrations"})
 	snap := h.Sample()
 	now := snap.Time.Add(3 * time.Second)
-	status := []ubus.Value{
-		ubus.Tbl("sip", ubus.I32("registered_users", 12), ubus.I32("bindings", 14), ubus.I32("active_calls", 2),
-			ubus.I32("max_bindings", 256), ubus.I64("registrations_total", 99), ubus.I64("malformed_total", 3),
-			ubus.Tbl("shed", ubus.I64("registrations", 5), ubus.I64("transactions", 0))),
-		ubus.Tbl("directory", ubus.I32("entries", 600), ubus.Str("last_success", now.Add(-time.Hour).UTC().Format(time.RFC3339)), ubus.Null("last_fetch")),
-		ubus.Tbl("monitor", ubus.Arr("targets",
-			ubus.Tbl("", ubus.Str("target", `odd"name\x`), ubus.Dbl("rtt_ms", 12.5), ubus.Dbl("jitter_ms", 1.5), ubus.Dbl("loss_pct", 25)),
-			ubus.Tbl("", ubus.Str("target", "silent.local.mesh"), ubus.Null("rtt_ms"), ubus.Null("jitter_ms"), ubus.Dbl("loss_pct", 100))),
-			ubus.Tbl("phones", ubus.I32("probed", 12), ubus.I32("not_answering", 1))),
+	rtt, jitter := 12.5, 1.5
+	status := &Services{
+		SIP: sip.Status{RegisteredUsers: 12, Bindings: 14, ActiveCalls: 2, MaxBindings: 256, RegistrationsTotal: 99, MalformedTotal: 3,
+			Shed: sip.ShedCounts{Registrations: 5}},
+		Directory: directory.Status{Entries: 600, LastSuccess: health.Time{Time: now.Add(-time.Hour)}},
+		Monitor: monitor.Status{Targets: []monitor.TargetStatus{
+			{Target: `odd"name\x`, RTTMS: &rtt, JitterMS: &jitter, LossPct: 25},
+			{Target: "silent.local.mesh", LossPct: 100}},
+			Phones: monitor.PhonesStatus{Probed: 12, NotAnswering: 1}},
 	}
-	return Input{Snap: snap, Status: status, Now: now, Refused: 7, Listener: &Stats{PerSource: 1, Busy: 2, Evicted: 4, TimedOut: 3}}
+	return Input{Snap: snap, Services: status, Now: now, Refused: 7, Listener: &Stats{PerSource: 1, Busy: 2, Evicted: 4, TimedOut: 3}}
 }
 
 // promtool runs "promtool check metrics" (Debian package prometheus) on

@@ -21,7 +21,6 @@ import (
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/sip"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 // Window is how many recent probes per target the figures cover.
@@ -362,17 +361,36 @@ func (m *Monitor) SuccessRate() *float64 {
 	return &p
 }
 
-func optMS(name string, p *float64) ubus.Value {
-	if p == nil {
-		return ubus.Null(name)
-	}
-	return ubus.Dbl(name, *p)
+// Status is the monitor section of "phonebook status": read as fields by
+// the metrics and the page, encoded by each front through its json tags.
+type Status struct {
+	Targets []TargetStatus `json:"targets"`
+	Phones  PhonesStatus   `json:"phones"`
+}
+
+// TargetStatus is one configured target's figures.
+type TargetStatus struct {
+	Target    string   `json:"target"`
+	RTTMS     *float64 `json:"rtt_ms"`    // null: no answer yet
+	JitterMS  *float64 `json:"jitter_ms"` // null: fewer than two answers
+	LossPct   float64  `json:"loss_pct"`
+	Probes    int32    `json:"probes"`
+	LastError string   `json:"last_error,omitempty"`
+}
+
+// PhonesStatus counts the registered phones probed, with the numbers of
+// those that did not answer their last probe (sorted, at most MaxListed).
+type PhonesStatus struct {
+	Probed                   int32    `json:"probed"`
+	NotAnswering             int32    `json:"not_answering"`
+	NotAnsweringNumbersTotal int32    `json:"not_answering_numbers_total"`
+	NotAnsweringNumbers      []string `json:"not_answering_numbers"`
 }
 
 // Status is the monitor section of "phonebook status": the configured
 // targets' figures, and the phones as counts with the numbers of those
 // that did not answer their last probe (sorted, at most MaxListed).
-func (m *Monitor) Status() ubus.Value {
+func (m *Monitor) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	names := make([]string, 0, len(m.targets))
@@ -386,7 +404,7 @@ func (m *Monitor) Status() ubus.Value {
 	}
 	phonesDown, _, numbers := m.silentPhones()
 	sort.Strings(names)
-	list := ubus.Arr("targets")
+	st := Status{Targets: make([]TargetStatus, 0, len(names))}
 	for _, n := range names {
 		t := m.targets[n]
 		var last *float64
@@ -401,19 +419,12 @@ func (m *Monitor) Status() ubus.Value {
 			}
 		}
 		loss := 100 * float64(lost) / float64(max(len(t.results), 1))
-		e := ubus.Tbl("", ubus.Str("target", n), optMS("rtt_ms", last), optMS("jitter_ms", jitterOf(t.rtts)),
-			ubus.Dbl("loss_pct", loss), ubus.I32("probes", int32(len(t.results))))
-		if t.lastErr != "" {
-			e.List = append(e.List, ubus.Str("last_error", t.lastErr))
-		}
-		list.List = append(list.List, e)
+		st.Targets = append(st.Targets, TargetStatus{Target: n, RTTMS: last, JitterMS: jitterOf(t.rtts), LossPct: loss,
+			Probes: int32(len(t.results)), LastError: t.lastErr})
 	}
-	silent := ubus.Arr("not_answering_numbers")
-	for _, n := range numbers[:min(len(numbers), MaxListed)] {
-		silent.List = append(silent.List, ubus.Str("", n))
-	}
-	return ubus.Tbl("monitor", list, ubus.Tbl("phones", ubus.I32("probed", int32(phones)), ubus.I32("not_answering", int32(phonesDown)),
-		ubus.I32("not_answering_numbers_total", int32(len(numbers))), silent))
+	st.Phones = PhonesStatus{Probed: int32(phones), NotAnswering: int32(phonesDown), NotAnsweringNumbersTotal: int32(len(numbers)),
+		NotAnsweringNumbers: append([]string{}, numbers[:min(len(numbers), MaxListed)]...)}
+	return st
 }
 
 // Targets is how many targets the monitor keeps figures for.

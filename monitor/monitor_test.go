@@ -14,7 +14,6 @@ import (
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/sip"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 type script struct {
@@ -154,27 +153,6 @@ func TestPhonesChurnBounded(t *testing.T) {
 }
 
 // field finds a named member of a table.
-func field(v ubus.Value, path ...string) ubus.Value {
-	for _, name := range path {
-		found := ubus.Value{}
-		for _, e := range v.List {
-			if e.Name == name {
-				found = e
-			}
-		}
-		v = found
-	}
-	return v
-}
-
-func strs(v ubus.Value) []string {
-	out := []string{}
-	for _, e := range v.List {
-		out = append(out, e.Str)
-	}
-	return out
-}
-
 // realServer runs a SIP server on a loopback port.
 func realServer(t *testing.T) (*sip.Server, *net.UDPAddr) {
 	cfg := config.Defaults().SIP
@@ -274,10 +252,10 @@ func TestPhonesProbedAsTheyAnswer(t *testing.T) {
 	m.Round(context.Background(), nil)
 
 	st := m.Status()
-	if got := field(st, "phones", "not_answering").Int; got != 2 || field(st, "phones", "probed").Int != 4 {
-		t.Errorf("phones %+v", field(st, "phones"))
+	if got := st.Phones.NotAnswering; got != 2 || st.Phones.Probed != 4 {
+		t.Errorf("phones %+v", st.Phones)
 	}
-	if got := strs(field(st, "phones", "not_answering_numbers")); fmt.Sprint(got) != "[403 406]" {
+	if got := st.Phones.NotAnsweringNumbers; fmt.Sprint(got) != "[403 406]" {
 		t.Errorf("not answering %v, want [403 406]", got)
 	}
 	if msg := al.set[phonesCode].Message; msg != "2 of 4 registered phones do not answer SIP OPTIONS: 403, 406" {
@@ -289,7 +267,7 @@ func TestPhonesProbedAsTheyAnswer(t *testing.T) {
 
 	leave403(0)
 	m.Round(context.Background(), nil)
-	if got := strs(field(m.Status(), "phones", "not_answering_numbers")); fmt.Sprint(got) != "[406]" {
+	if got := m.Status().Phones.NotAnsweringNumbers; fmt.Sprint(got) != "[406]" {
 		t.Errorf("after 403 left: %v", got)
 	}
 	if msg := al.set[phonesCode].Message; msg != "1 of 3 registered phones do not answer SIP OPTIONS: 406" {
@@ -297,7 +275,7 @@ func TestPhonesProbedAsTheyAnswer(t *testing.T) {
 	}
 	leave406(0)
 	m.Round(context.Background(), nil)
-	if al.has(phonesCode) || field(m.Status(), "phones", "not_answering").Int != 0 {
+	if al.has(phonesCode) || m.Status().Phones.NotAnswering != 0 {
 		t.Errorf("after the silent phones left: %v", al.set)
 	}
 }
@@ -316,9 +294,9 @@ func TestSilentPhonesListBounded(t *testing.T) {
 	m := New(cfg, nil, c, health.NewRates(health.SystemClock{}), al, func(ok bool) { reach = append(reach, ok) })
 	m.Round(context.Background(), nil)
 	st := m.Status()
-	got := strs(field(st, "phones", "not_answering_numbers"))
-	if len(got) != MaxListed || got[0] != "500" || got[15] != "515" || field(st, "phones", "not_answering_numbers_total").Int != 40 {
-		t.Errorf("listed %v, total %d", got, field(st, "phones", "not_answering_numbers_total").Int)
+	got := st.Phones.NotAnsweringNumbers
+	if len(got) != MaxListed || got[0] != "500" || got[15] != "515" || st.Phones.NotAnsweringNumbersTotal != 40 {
+		t.Errorf("listed %v, total %d", got, st.Phones.NotAnsweringNumbersTotal)
 	}
 	if msg := al.set[phonesCode].Message; msg != "40 of 40 registered phones do not answer SIP OPTIONS: 500, 501, 502 and 37 more" {
 		t.Errorf("condition %q", msg)

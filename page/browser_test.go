@@ -5,6 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/aredn/phonebookd/directory"
+	"github.com/aredn/phonebookd/metrics"
+	"github.com/aredn/phonebookd/monitor"
+	"github.com/aredn/phonebookd/sip"
 	"html"
 	"image"
 	"image/png"
@@ -266,7 +270,7 @@ func showcase(t *testing.T) Data {
 		{"reporter", &health.Thread{Status: "healthy", LastHeartbeat: at(3 * time.Minute), CPUPct: f(0), Goroutines: 1, LastError: s(refused)}},
 		{"safety", &health.Thread{Status: "healthy", LastHeartbeat: at(7 * time.Second), CPUPct: nil, Goroutines: 1}},
 	}
-	silent := []any{"1004", "1017", "1022", "2310", "2311"}
+	silent := []string{"1004", "1017", "1022", "2310", "2311"}
 	conds := []health.Condition{
 		health.ConditionOf(health.PhonesUnreachable, "", health.Args{health.ArgCount: "5", health.ArgTotal: "14", health.ArgDetail: "1004, 1017, 1022 and 2 more"}),
 		health.ConditionOf(health.RecentCrashes, "", health.Args{health.ArgCount: "1", health.ArgError: "panic: runtime error: index out of range"}),
@@ -282,13 +286,10 @@ func showcase(t *testing.T) Data {
 	d.Health = health.SoftwareHealth{RestartCount: 0, CrashCount24h: 1,
 		Memory:          &health.Memory{RSSMB: f(9.8), RSSAnonMB: f(3.1), HeapMB: f(1.4)},
 		FileDescriptors: &health.FileDescriptors{Open: i32(17), Max: 1024}}
-	d.Status = map[string]any{
-		"sip": map[string]any{"registered_users": int64(14), "active_calls": int64(1)},
-		"monitor": map[string]any{"phones": map[string]any{"probed": int64(14), "not_answering": int64(5),
-			"not_answering_numbers": silent, "not_answering_numbers_total": int64(5)}},
-		"directory": map[string]any{"entries": int64(502), "bad_rows": int64(0), "last_success": now.Add(-23 * time.Minute).Format(time.RFC3339),
-			"source": "http://pb.local.mesh/phonebook/phonebook.csv"},
-	}
+	src := "http://pb.local.mesh/phonebook/phonebook.csv"
+	d.Status = &metrics.Services{SIP: sip.Status{RegisteredUsers: 14, ActiveCalls: 1},
+		Monitor:   monitor.Status{Phones: monitor.PhonesStatus{Probed: 14, NotAnswering: 5, NotAnsweringNumbers: silent, NotAnsweringNumbersTotal: 5}},
+		Directory: directory.Status{Entries: 502, LastSuccess: health.Time{Time: now.Add(-23 * time.Minute)}, Source: &src}}
 	return d
 }
 

@@ -72,7 +72,13 @@ func askCheck(ctx context.Context, socket string) ([]byte, error) {
 	if len(r) == 0 {
 		return nil, fmt.Errorf("phonebookd sent no document")
 	}
-	return []byte(ubus.FormatJSON(r[0], false, 1)), nil
+	// The document's own type, written by encoding/json as every
+	// document that is not on ubus is.
+	var doc health.Check
+	if err := decode(r[0], &doc); err != nil {
+		return nil, fmt.Errorf("phonebookd sent an unreadable document: %w", err)
+	}
+	return checkJSON(doc), nil
 }
 
 // DownDocument is the healthcheck document when the daemon cannot be
@@ -93,11 +99,17 @@ func DownDocument(now time.Time, why error) []byte {
 		Alerts:          []health.Notice{{Level: c.Level, Code: c.Code, Since: health.Time{Time: now}, Message: c.Message}},
 		Recommendations: []string{c.Recommendation},
 	}
+	return checkJSON(doc)
+}
+
+// checkJSON is the healthcheck document as the CGI sends it: indented
+// with tabs, texts as they are.
+func checkJSON(doc health.Check) []byte {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "\t")
 	enc.SetEscapeHTML(false)
-	enc.Encode(doc)
+	enc.Encode(doc) // cannot fail: every figure of the document is finite
 	return bytes.TrimSpace(b.Bytes())
 }
 

@@ -165,7 +165,7 @@ func TestPageAsksHistoryInPages(t *testing.T) {
 		}
 		calls++
 		doc := h.Page(crashes, limit, offset)
-		blob := doc.AppendBlob(nil)
+		blob := ubus.AppendStruct(nil, &doc)
 		if len(blob) >= 512<<10 {
 			t.Errorf("page at offset %d: %d B of blobmsg", offset, len(blob))
 		}

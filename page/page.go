@@ -15,48 +15,19 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/metrics"
 	"github.com/aredn/phonebookd/ubus"
 )
 
-// ToGo turns a blobmsg table body into plain Go values for templates.
-func ToGo(vs []ubus.Value) map[string]any {
-	m := make(map[string]any, len(vs))
-	for _, v := range vs {
-		m[v.Name] = value(v)
-	}
-	return m
-}
-
-func value(v ubus.Value) any {
-	switch v.Kind {
-	case ubus.Table:
-		return ToGo(v.List)
-	case ubus.Array:
-		l := make([]any, len(v.List))
-		for i, it := range v.List {
-			l[i] = value(it)
-		}
-		return l
-	case ubus.String:
-		return v.Str
-	case ubus.Int8:
-		return v.Int != 0
-	case ubus.Int16, ubus.Int32, ubus.Int64:
-		return v.Int
-	case ubus.Double:
-		return v.Float
-	}
-	return nil
-}
-
 // Data is what the page shows: the daemon's own documents, as their Go
-// types, and the status document (directory, SIP) as decoded values.
+// types, the status document's service sections (directory, SIP, monitor)
+// included.
 type Data struct {
 	Running bool
 	Error   string
 	Check   health.Check
 	Health  health.SoftwareHealth
-	Status  map[string]any
+	Status  *metrics.Services // nil: "phonebook status" not read
 	Crashes []health.CrashRecord
 	Workers []Worker
 	History health.HistoryDoc
@@ -70,7 +41,8 @@ type Worker struct {
 }
 
 // decode reads a reply into a document type, through the JSON the ubus
-// CLI would print.
+// CLI would print: the page reads the documents' Go types with
+// encoding/json, as D-Bus and the reporter send them.
 func decode(vs []ubus.Value, doc any) error {
 	return json.Unmarshal([]byte(ubus.FormatJSON(vs, false, -1)), doc)
 }
@@ -100,8 +72,9 @@ func Collect(ctx context.Context, socket string) Data {
 	}
 	d.Running = true
 	get("phonebook.health", "status", nil, &d.Health)
-	if r, err := c.Call(ctx, "phonebook", "status", nil); err == nil && len(r) > 0 {
-		d.Status = ToGo(r[0])
+	var st metrics.Services
+	if get("phonebook", "status", nil, &st) == nil {
+		d.Status = &st
 	}
 	var cr health.Crashes
 	if get("phonebook.health", "crashes", []ubus.Value{ubus.I32("limit", 5)}, &cr) == nil {
@@ -453,19 +426,12 @@ func HTML(d Data) string {
 // notAnswering is the monitor's list of phones whose last probe went
 // unanswered (phonebook status monitor.phones): the numbers listed (at
 // most monitor.MaxListed) and how many there are in all.
-func notAnswering(status map[string]any) (numbers []string, total int64) {
-	if l, ok := At(status, "monitor", "phones", "not_answering_numbers").([]any); ok {
-		for _, n := range l {
-			if s, ok := n.(string); ok {
-				numbers = append(numbers, s)
-			}
-		}
+func notAnswering(status *metrics.Services) (numbers []string, total int64) {
+	if status == nil {
+		return nil, 0
 	}
-	total = int64(len(numbers))
-	if t, ok := At(status, "monitor", "phones", "not_answering_numbers_total").(int64); ok && t > total {
-		total = t
-	}
-	return numbers, total
+	p := status.Monitor.Phones
+	return p.NotAnsweringNumbers, max(int64(len(p.NotAnsweringNumbers)), int64(p.NotAnsweringNumbersTotal))
 }
 
 // numbersHTML lists phone numbers as chips, saying how many more there
@@ -544,30 +510,25 @@ func (w *writer) body(d Data) {
 		w.cell("Open files", fd.Open, fmt.Sprintf(" / %d", fd.Max))
 	}
 	w.raw("</div>\n")
-	sip, hasSIP := d.Status["sip"].(map[string]any)
-	phones, hasPhones := At(d.Status, "monitor", "phones").(map[string]any)
-	if hasSIP || hasPhones {
+	if st := d.Status; st != nil {
 		w.raw(`<h2>Phones</h2><div class="grid">`)
-		if hasSIP {
-			w.cell("Registered", sip["registered_users"], "")
-			w.cell("Active calls", sip["active_calls"], "")
-		}
-		if hasPhones {
-			w.cell("Probed", phones["probed"], "")
-			w.cell("Not answering", phones["not_answering"], "")
-		}
+		w.cell("Registered", st.SIP.RegisteredUsers, "")
+		w.cell("Active calls", st.SIP.ActiveCalls, "")
+		w.cell("Probed", st.Monitor.Phones.Probed, "")
+		w.cell("Not answering", st.Monitor.Phones.NotAnswering, "")
 		w.raw("</div>\n")
 		if len(numbers) > 0 {
 			w.raw(`<div class="label">Not answering their last SIP OPTIONS probe</div>` + numbersHTML(numbers, total) + "\n")
 		}
 	}
-	if dir, ok := d.Status["directory"].(map[string]any); ok {
+	if d.Status != nil {
+		dir := &d.Status.Directory
 		w.raw(`<h2>Directory</h2><div class="grid">`)
-		w.cell("Entries", dir["entries"], "")
-		w.cell("Skipped rows", dir["bad_rows"], "")
-		w.cell("Last fetch", dir["last_success"], "")
+		w.cell("Entries", dir.Entries, "")
+		w.cell("Skipped rows", dir.BadRows, "")
+		w.cell("Last fetch", dir.LastSuccess, "")
 		w.raw(`</div><div class="label">Source</div><div class="err">`)
-		w.esc(dir["source"])
+		w.esc(dir.Source)
 		w.raw("</div>\n")
 	}
 	w.raw("<h2>Last 24 hours</h2>\n")

@@ -2,6 +2,10 @@ package page
 
 import (
 	"fmt"
+	"github.com/aredn/phonebookd/directory"
+	"github.com/aredn/phonebookd/metrics"
+	"github.com/aredn/phonebookd/monitor"
+	"github.com/aredn/phonebookd/sip"
 	"html"
 	"regexp"
 	"strings"
@@ -50,7 +54,7 @@ func TestTimesAreRelative(t *testing.T) {
 		Check:   health.Check{Status: "healthy", Timestamp: at(0), Alerts: []health.Notice{{Level: "warning", Message: "m", Since: at(2*time.Hour + 5*time.Minute)}}},
 		Workers: []Worker{{Name: "main", Thread: &health.Thread{Status: "healthy", LastHeartbeat: at(3*time.Minute + 20*time.Second)}}},
 		Crashes: []health.CrashRecord{{Time: at(50 * time.Hour), Kind: "panic", Reason: reason, Count: 1}},
-		Status:  map[string]any{"directory": map[string]any{"last_success": now.Add(-45 * time.Second).Format(time.RFC3339)}},
+		Status:  &metrics.Services{Directory: directory.Status{LastSuccess: at(45 * time.Second)}},
 	}
 	page := HTML(d)
 	for _, want := range []struct {
@@ -123,21 +127,19 @@ func TestErrorTextSaidOnce(t *testing.T) {
 // answer (phonebook status monitor.phones) are listed under Phones and
 // with the phones_unreachable alert, with how many more there are.
 func TestPhonesNotAnsweringListed(t *testing.T) {
-	var listed []any
+	var listed []string
 	for i := 0; i < 16; i++ {
 		listed = append(listed, fmt.Sprintf("%d", 3000+i))
 	}
 	c := health.ConditionOf(health.PhonesUnreachable, "", health.Args{health.ArgCount: "20", health.ArgTotal: "30", health.ArgDetail: "3000, 3001, 3002 and 17 more"})
 	d := Data{Running: true, Now: "2026-11-28T12:00:00Z",
 		Check: health.Check{Status: "degraded", Alerts: []health.Notice{{Level: c.Level, Code: c.Code, Message: c.Message}}},
-		Status: map[string]any{
-			"sip":     map[string]any{"registered_users": int64(30), "active_calls": int64(0)},
-			"monitor": map[string]any{"phones": map[string]any{"probed": int64(30), "not_answering": int64(20), "not_answering_numbers": listed, "not_answering_numbers_total": int64(20)}},
-		},
+		Status: &metrics.Services{SIP: sip.Status{RegisteredUsers: 30},
+			Monitor: monitor.Status{Phones: monitor.PhonesStatus{Probed: 30, NotAnswering: 20, NotAnsweringNumbers: listed, NotAnsweringNumbersTotal: 20}}},
 	}
 	page := HTML(d)
 	for _, n := range listed {
-		if c := strings.Count(page, "<li>"+n.(string)+"</li>"); c != 2 {
+		if c := strings.Count(page, "<li>"+n+"</li>"); c != 2 {
 			t.Errorf("number %s listed %d times, want under Phones and in the alert", n, c)
 		}
 	}
@@ -149,7 +151,7 @@ func TestPhonesNotAnsweringListed(t *testing.T) {
 	if c := strings.Count(HTML(d), "<li>3000</li>"); c != 1 {
 		t.Errorf("number listed %d times with no phones alert, want 1", c)
 	}
-	d.Status["monitor"] = map[string]any{"phones": map[string]any{"probed": int64(30), "not_answering": int64(0), "not_answering_numbers": []any{}, "not_answering_numbers_total": int64(0)}}
+	d.Status.Monitor.Phones = monitor.PhonesStatus{Probed: 30, NotAnsweringNumbers: []string{}}
 	if strings.Contains(HTML(d), `class="nums"`) {
 		t.Error("a list with no phone in it")
 	}

@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/netip"
@@ -15,7 +16,6 @@ import (
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/internal/clock"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
 )
 
 func TestBodyLength(t *testing.T) {
@@ -112,10 +112,19 @@ func serveObserved(t testing.TB, mod func(*config.SIP)) (*Server, string, *condL
 	return s, s.Addr(), alerts
 }
 
-// statusInt reads one integer of the sip status section.
+// statusInt reads one integer of the sip status section by its member
+// name, through the JSON every front sends.
 func statusInt(s *Server, name string) int64 {
-	v, _ := ubus.Get(s.Status().List, name)
-	return v.Int
+	b, err := json.Marshal(s.Status())
+	if err != nil {
+		panic(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		panic(err)
+	}
+	n, _ := m[name].(float64)
+	return int64(n)
 }
 
 // outcomesAddUp: every message counted ended as exactly one outcome. A

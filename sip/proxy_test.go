@@ -3,7 +3,7 @@ package sip
 import (
 	"bufio"
 	"context"
-	"fmt"
+	"encoding/json"
 	"io"
 	"net"
 	"net/netip"
@@ -275,7 +275,7 @@ func TestForgedResponsesDropped(t *testing.T) {
 	if r := caller.recvFinal(2 * time.Second); !strings.HasPrefix(r, "SIP/2.0 200") {
 		t.Fatalf("the callee's 200: %q", status(r))
 	}
-	if st := fmt.Sprint(s.Status()); !strings.Contains(st, "forged_responses") {
+	if st, _ := json.Marshal(s.Status()); !strings.Contains(string(st), `"forged_responses":`) {
 		t.Errorf("status lacks forged_responses: %s", st)
 	}
 }

@@ -49,7 +49,7 @@ func TestListenChangeRebinds(t *testing.T) {
 	s.Configure(cfg)
 	var now string
 	poll.Within(t, 10*time.Second, "the new address bound", func() bool {
-		now = s.Status().List[0].Str
+		now = s.Status().Listen
 		return strings.HasPrefix(now, "127.0.0.2:")
 	})
 	if !answers(t, now) {
@@ -117,7 +117,7 @@ func TestListenSamePortWildcard(t *testing.T) {
 	old := netip.MustParseAddrPort(s.Addr())
 	cfg.Listen = netip.AddrPortFrom(netip.IPv4Unspecified(), old.Port()).String()
 	s.Configure(cfg)
-	poll.Within(t, 10*time.Second, "the wildcard bound", func() bool { return s.Status().List[0].Str == cfg.Listen })
+	poll.Within(t, 10*time.Second, "the wildcard bound", func() bool { return s.Status().Listen == cfg.Listen })
 	if !answers(t, old.String()) {
 		t.Errorf("%s does not answer after the change to %s", old, cfg.Listen)
 	}

@@ -34,7 +34,6 @@ import (
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/internal/loglimit"
 	"github.com/aredn/phonebookd/supervisor"
-	"github.com/aredn/phonebookd/ubus"
 	"golang.org/x/sys/unix"
 )
 
@@ -1038,8 +1037,60 @@ func (s *Server) Shed() map[string]int64 {
 	return out
 }
 
+// Status is the sip section of "phonebook status": read as fields by
+// the metrics and the page, encoded by each front through its json tags.
+type Status struct {
+	Listen              string     `json:"listen"`
+	RegisteredUsers     int32      `json:"registered_users"`
+	Bindings            int32      `json:"bindings"`
+	ActiveCalls         int32      `json:"active_calls"`
+	MaxBindings         int32      `json:"max_bindings"`
+	Transactions        int32      `json:"transactions"`
+	TCPConnections      int32      `json:"tcp_connections"`
+	RegistrationsTotal  int64      `json:"registrations_total"`
+	RejectedAtCapacity  int64      `json:"rejected_at_capacity"`
+	MessagesTotal       int64      `json:"messages_total"`
+	HandledTotal        int64      `json:"handled_total"`
+	MalformedTotal      int64      `json:"malformed_total"`
+	HandlerPanics       int64      `json:"handler_panics"`
+	CallsTotal          int64      `json:"calls_total"`
+	EvictedContacts     int64      `json:"evicted_contacts"`
+	TCPAcceptErrors     int64      `json:"tcp_accept_errors"`
+	ForgedResponses     int64      `json:"forged_responses"`
+	CallsExpiredUnacked int64      `json:"calls_expired_unacked"`
+	Shed                ShedCounts `json:"shed"`
+}
+
+// ShedCounts are the shed counters by cause, in the order of the causes.
+type ShedCounts struct {
+	Registrations         int64 `json:"registrations"`
+	Transactions          int64 `json:"transactions"`
+	Calls                 int64 `json:"calls"`
+	TCPConnections        int64 `json:"tcp_connections"`
+	MessageSize           int64 `json:"message_size"`
+	StrayResponses        int64 `json:"stray_responses"`
+	ReceiveQueue          int64 `json:"receive_queue"`
+	TransactionsPerSource int64 `json:"transactions_per_source"`
+	CallsPerSource        int64 `json:"calls_per_source"`
+}
+
+// Causes lists the counters with their causes' names (as in
+// shedNames), in order: the metrics' labels.
+func (c *ShedCounts) Causes() [numShed]ShedCause {
+	return [numShed]ShedCause{{shedNames[ShedRegistrations], c.Registrations}, {shedNames[ShedTransactions], c.Transactions},
+		{shedNames[ShedCalls], c.Calls}, {shedNames[ShedTCPConnections], c.TCPConnections}, {shedNames[ShedMessageSize], c.MessageSize},
+		{shedNames[ShedStray], c.StrayResponses}, {shedNames[ShedReceiveQueue], c.ReceiveQueue},
+		{shedNames[ShedTxPerSource], c.TransactionsPerSource}, {shedNames[ShedCallsPerSource], c.CallsPerSource}}
+}
+
+// ShedCause is one shed counter with its cause's name.
+type ShedCause struct {
+	Cause string
+	Count int64
+}
+
 // Status is the sip section of "phonebook status".
-func (s *Server) Status() ubus.Value {
+func (s *Server) Status() Status {
 	reg, active := s.Counts()
 	cfg := s.config()
 	s.mu.Lock()
@@ -1052,31 +1103,30 @@ func (s *Server) Status() ubus.Value {
 	s.tcpMu.Lock()
 	conns := len(s.tcpConns)
 	s.tcpMu.Unlock()
-	shed := ubus.Tbl("shed")
-	for i := range s.shed {
-		shed.List = append(shed.List, ubus.I64(shedNames[i], s.shed[i].Load()))
+	sh := func(i int) int64 { return s.shed[i].Load() }
+	return Status{
+		Listen:              addr,
+		RegisteredUsers:     int32(reg),
+		Bindings:            int32(contacts),
+		ActiveCalls:         int32(active),
+		MaxBindings:         int32(cfg.MaxBindings),
+		Transactions:        int32(s.Transactions()),
+		TCPConnections:      int32(conns),
+		RegistrationsTotal:  s.registers.Load(),
+		RejectedAtCapacity:  sh(ShedRegistrations),
+		MessagesTotal:       s.messages.Load(),
+		HandledTotal:        s.handled.Load(),
+		MalformedTotal:      s.malformed.Load(),
+		HandlerPanics:       s.panics.count.Load(),
+		CallsTotal:          s.callsTotal.Load(),
+		EvictedContacts:     s.evicted.Load(),
+		TCPAcceptErrors:     s.acceptErrors.Load(),
+		ForgedResponses:     s.forged.Load(),
+		CallsExpiredUnacked: s.callsExpired.Load(),
+		Shed: ShedCounts{Registrations: sh(ShedRegistrations), Transactions: sh(ShedTransactions), Calls: sh(ShedCalls),
+			TCPConnections: sh(ShedTCPConnections), MessageSize: sh(ShedMessageSize), StrayResponses: sh(ShedStray),
+			ReceiveQueue: sh(ShedReceiveQueue), TransactionsPerSource: sh(ShedTxPerSource), CallsPerSource: sh(ShedCallsPerSource)},
 	}
-	return ubus.Tbl("sip",
-		ubus.Str("listen", addr),
-		ubus.I32("registered_users", int32(reg)),
-		ubus.I32("bindings", int32(contacts)),
-		ubus.I32("active_calls", int32(active)),
-		ubus.I32("max_bindings", int32(cfg.MaxBindings)),
-		ubus.I32("transactions", int32(s.Transactions())),
-		ubus.I32("tcp_connections", int32(conns)),
-		ubus.I64("registrations_total", s.registers.Load()),
-		ubus.I64("rejected_at_capacity", s.shed[ShedRegistrations].Load()),
-		ubus.I64("messages_total", s.messages.Load()),
-		ubus.I64("handled_total", s.handled.Load()),
-		ubus.I64("malformed_total", s.malformed.Load()),
-		ubus.I64("handler_panics", s.panics.count.Load()),
-		ubus.I64("calls_total", s.callsTotal.Load()),
-		ubus.I64("evicted_contacts", s.evicted.Load()),
-		ubus.I64("tcp_accept_errors", s.acceptErrors.Load()),
-		ubus.I64("forged_responses", s.forged.Load()),
-		ubus.I64("calls_expired_unacked", s.callsExpired.Load()),
-		shed,
-	)
 }
 
 // ErrNotRunning: the server is not (yet) up, so nothing was sent.

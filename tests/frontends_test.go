@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,11 +27,30 @@ func dbusCall(addr, path, member string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
-// withoutClock drops what is computed at the moment of the call.
+// withoutClock drops what is computed at the moment of the call, and
+// says every fraction as "ubus call" prints it (libubox's %f: six
+// decimals; D-Bus's encoding/json keeps every digit).
 func withoutClock(m map[string]any) map[string]any {
 	delete(m, "uptime_seconds")
 	delete(m, "timestamp")
-	return m
+	return sixDecimals(m).(map[string]any)
+}
+
+func sixDecimals(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = sixDecimals(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = sixDecimals(e)
+		}
+	case float64:
+		f, _ := strconv.ParseFloat(strconv.FormatFloat(x, 'f', 6, 64), 64)
+		return f
+	}
+	return v
 }
 
 // sameDoc fetches a document over ubus, D-Bus, and ubus again until the

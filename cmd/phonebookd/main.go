@@ -9,6 +9,10 @@
 //	phonebookd list [-s SOCKET] [-v] [PATTERN]
 //	phonebookd page [-s SOCKET]   (the AREDN app page, as CGI)
 //	phonebookd cgi healthcheck [-s SOCKET] [-c CONFDIR] [-t SAVEDIR]
+//
+// call, list, page and cgi are ubus clients: a build tagged noubus (the
+// Debian package, which has D-Bus and no ubusd) leaves them and the ubus
+// codec out, and says so when they are asked for.
 package main
 
 import (
@@ -21,11 +25,8 @@ import (
 	"os"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/aredn/phonebookd/daemon"
-	"github.com/aredn/phonebookd/page"
-	"github.com/aredn/phonebookd/ubus"
 	"github.com/aredn/phonebookd/uci"
 )
 
@@ -41,24 +42,18 @@ func init() {
 
 func main() {
 	if len(os.Args) > 1 {
-		cli := &ubus.CLI{Stdout: os.Stdout, Stderr: os.Stderr}
 		switch os.Args[1] {
 		case "uci":
 			os.Exit(uci.RunCLI(os.Args[2:], os.Stdout, os.Stderr))
-		case "call":
-			os.Exit(cli.Call(os.Args[2:]))
-		case "list":
-			os.Exit(cli.List(os.Args[2:]))
-		case "page":
-			os.Exit(runPage(os.Args[2:]))
-		case "cgi":
-			os.Exit(runCGI(os.Args[2:]))
+		case "call", "list", "page", "cgi":
+			// ubus clients: in builds with ubus only (see ubuscmd.go).
+			os.Exit(runUbusCommand(os.Args[1], os.Args[2:]))
 		}
 	}
 	fs := flag.NewFlagSet("phonebookd", flag.ExitOnError)
 	confDir := fs.String("c", "/etc/config", "UCI configuration directory")
 	saveDir := fs.String("t", "/tmp/.uci", "UCI save directory (uncommitted changes)")
-	socket := fs.String("s", ubus.DefaultSocket, "ubusd socket")
+	socket := fs.String("s", defaultSocket, "ubusd socket")
 	verbose := fs.Bool("v", false, "log debug messages")
 	ubusFlag := fs.String("ubus", "", "publish on ubus: auto, 1 or 0 (overrides phonebook.main.ubus)")
 	dbusFlag := fs.String("dbus", "", "publish on D-Bus: auto, 1 or 0 (overrides phonebook.main.dbus)")
@@ -89,36 +84,4 @@ func main() {
 		fmt.Fprintln(stderr, "phonebookd:", err)
 		os.Exit(1)
 	}
-}
-
-// runPage writes the AREDN app page as a CGI response.
-func runPage(args []string) int {
-	fs := flag.NewFlagSet("page", flag.ContinueOnError)
-	sock := fs.String("s", ubus.DefaultSocket, "ubusd socket")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := page.Render(os.Stdout, page.Collect(ctx, *sock)); err != nil {
-		return 1
-	}
-	return 0
-}
-
-// runCGI serves a CGI document: healthcheck.
-func runCGI(args []string) int {
-	if len(args) == 0 || args[0] != "healthcheck" {
-		fmt.Fprintln(os.Stderr, "usage: phonebookd cgi healthcheck [-s SOCKET] [-c CONFDIR] [-t SAVEDIR]")
-		return 2
-	}
-	fs := flag.NewFlagSet("cgi", flag.ContinueOnError)
-	sock := fs.String("s", ubus.DefaultSocket, "ubusd socket")
-	confDir := fs.String("c", "/etc/config", "UCI configuration directory")
-	saveDir := fs.String("t", "/tmp/.uci", "UCI save directory")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
-	}
-	page.Healthcheck(os.Stdout, page.HealthcheckOptions{Socket: *sock, Store: uci.Store{ConfDir: *confDir, SaveDir: *saveDir}})
-	return 0
 }
