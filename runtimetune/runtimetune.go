@@ -178,9 +178,10 @@ func (s *Scavenger) Run(ctx context.Context) int {
 func Start(ctx context.Context, log *slog.Logger) Tuning {
 	t, err := Apply(os.Getenv, "/proc/meminfo")
 	if err != nil {
-		log.Warn("runtime: no memory limit", "err", err)
+		log.Warn("runtime: no memory limit", "err", err, "gomaxprocs", t.GOMAXPROCS)
+	} else {
+		log.Info("runtime", "memory_limit_mb", t.Limit>>20, "limit_from", string(t.Source), "ram_mb", t.MemTotal>>20, "gomaxprocs", t.GOMAXPROCS)
 	}
-	log.Info("runtime", "memory_limit_mb", t.Limit>>20, "limit_from", string(t.Source), "ram_mb", t.MemTotal>>20, "gomaxprocs", t.GOMAXPROCS)
 	go NewScavenger(log).Run(ctx)
 	return t
 }
