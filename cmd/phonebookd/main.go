@@ -27,6 +27,7 @@ import (
 	"syscall"
 
 	"github.com/aredn/phonebookd/daemon"
+	"github.com/aredn/phonebookd/runtimetune"
 	"github.com/aredn/phonebookd/uci"
 )
 
@@ -74,7 +75,11 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	stdlog.SetOutput(stderr) // any library's log package output goes to syslog too
-	err := daemon.Run(context.Background(), daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, SocketGiven: socketGiven, Ubus: *ubusFlag, DBus: *dbusFlag, Log: log, Stderr: stderr, Signals: sigs})
+	// A memory limit from the router's RAM, free heap given back after load.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runtimetune.Start(ctx, log)
+	err := daemon.Run(ctx, daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, SocketGiven: socketGiven, Ubus: *ubusFlag, DBus: *dbusFlag, Log: log, Stderr: stderr, Signals: sigs})
 	var fatal *daemon.FatalError
 	switch {
 	case errors.As(err, &fatal):
