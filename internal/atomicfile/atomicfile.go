@@ -6,6 +6,7 @@ package atomicfile
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -15,6 +16,15 @@ import (
 // directory, fsync, rename, then fsync of the directory. The file keeps the
 // mode of the one it replaces (perm when there is none).
 func Write(path string, data []byte, perm os.FileMode) error {
+	return WriteFunc(path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteFunc is Write for contents that write streams into the file (a
+// large table encoded row by row, never whole in memory).
+func WriteFunc(path string, perm os.FileMode, write func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	if st, err := os.Stat(path); err == nil {
 		perm = st.Mode().Perm()
@@ -29,7 +39,7 @@ func Write(path string, data []byte, perm os.FileMode) error {
 		os.Remove(name)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if _, err := tmp.Write(data); err != nil {
+	if err := write(tmp); err != nil {
 		return fail(err)
 	}
 	if err := tmp.Chmod(perm); err != nil {
