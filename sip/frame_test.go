@@ -1,7 +1,6 @@
 package sip
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -11,11 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/internal/clock"
-	"github.com/aredn/phonebookd/supervisor"
 )
 
 func TestBodyLength(t *testing.T) {
@@ -95,23 +92,6 @@ func (c *crashLog) all() []crash.Record {
 	return append([]crash.Record(nil), c.recs...)
 }
 
-// serveObserved runs a server like serve, with its conditions recorded.
-func serveObserved(t testing.TB, mod func(*config.SIP)) (*Server, string, *condLog) {
-	cfg := config.Defaults().SIP
-	cfg.Listen = "127.0.0.1:0"
-	if mod != nil {
-		mod(&cfg)
-	}
-	alerts := newCondLog()
-	s := New(cfg, nil, health.NewRates(health.SystemClock{}), alerts)
-	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
-	sup.Add(supervisor.Spec{Name: "main", Period: Period, Run: s.Run})
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); sup.Wait(context.Background()) })
-	sup.Start(ctx)
-	return s, s.Addr(), alerts
-}
-
 // statusInt reads one integer of the sip status section by its member
 // name, through the JSON every front sends.
 func statusInt(s *Server, name string) int64 {
@@ -169,7 +149,7 @@ const optionsTCP = "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:
 // answered 400, the connection (whose framing is lost) closed, the
 // message counted; and the server goes on answering.
 func TestTCPContentLengthBoundedBeforeArithmetic(t *testing.T) {
-	s, addr, _ := serveObserved(t, nil)
+	s, addr, _ := serveAlerts(t, nil)
 	for _, c := range []struct{ name, cl string }{
 		{"2^63-1", "Content-Length: 9223372036854775807\r\n"},
 		{"2^64", "Content-Length: 18446744073709551616\r\n"},
@@ -240,7 +220,7 @@ func TestUDPConflictingContentLength(t *testing.T) {
 // "handler_panic" raised, one crash record per window, and the reader
 // answers the next message. The window runs on a fake clock.
 func TestHandlerPanicRecovered(t *testing.T) {
-	s, addr, alerts := serveObserved(t, nil)
+	s, addr, alerts := serveAlerts(t, nil)
 	crashes := &crashLog{}
 	s.SetCrashes(crashes)
 	fake := clock.NewFake(time.Unix(1_800_000_000, 0))

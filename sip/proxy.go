@@ -114,17 +114,7 @@ func (s *Server) verifyBranch(m *Msg, branch string) bool {
 	if !ok || len(mac) != 16 {
 		return false
 	}
-	var next string
-	i := 0
-	m.Each("via", func(v string) bool {
-		if i == 1 {
-			next = v
-			return false
-		}
-		i++
-		return true
-	})
-	v, err := ParseVia(next)
+	v, err := ParseVia(secondVia(m))
 	if err != nil {
 		return false
 	}
@@ -960,8 +950,9 @@ func (r *reader) response(m *Msg, from peer) {
 	r.relay(m)
 }
 
-// relay sends a response on to the address in its second Via.
-func (r *reader) relay(m *Msg) {
+// secondVia is a response's second Via: the hop below ours, where it
+// goes on to ("" when there is none).
+func secondVia(m *Msg) string {
 	var next string
 	i := 0
 	m.Each("via", func(v string) bool {
@@ -972,7 +963,12 @@ func (r *reader) relay(m *Msg) {
 		i++
 		return true
 	})
-	via, err := ParseVia(next)
+	return next
+}
+
+// relay sends a response on to the address in its second Via.
+func (r *reader) relay(m *Msg) {
+	via, err := ParseVia(secondVia(m))
 	if err != nil {
 		return
 	}

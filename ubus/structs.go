@@ -161,25 +161,8 @@ func appendMember(dst []byte, name string, v reflect.Value) []byte {
 			break
 		}
 		return appendMember(dst[:start], name, v.Elem())
-	case reflect.String:
-		kind = String
-		dst = append(append(dst, v.String()...), 0)
-	case reflect.Bool:
-		kind = Int8
-		b := uint8(0)
-		if v.Bool() {
-			b = 1
-		}
-		dst = append(dst, b)
-	case reflect.Int32:
-		kind = Int32
-		dst = binary.BigEndian.AppendUint32(dst, uint32(v.Int()))
-	case reflect.Int, reflect.Int64:
-		kind = Int64
-		dst = binary.BigEndian.AppendUint64(dst, uint64(v.Int()))
-	case reflect.Float64:
-		kind = Double
-		dst = binary.BigEndian.AppendUint64(dst, math.Float64bits(v.Float()))
+	case reflect.String, reflect.Bool, reflect.Int32, reflect.Int, reflect.Int64, reflect.Float64:
+		dst, kind = appendScalar(dst, v)
 	case reflect.Struct:
 		kind = Table
 		dst = appendMembers(dst, v)
@@ -233,33 +216,34 @@ func appendPlain(dst []byte, v reflect.Value) []byte {
 	// An unnamed attribute: the header, a zero name length and its
 	// terminating NUL, padded to 4 bytes.
 	dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0)
-	var kind Kind
 	if v.Kind() == reflect.Pointer {
 		if v.IsNil() {
 			return finishAttr(dst, start, uint8(Unspec), true)
 		}
 		v = v.Elem()
 	}
+	dst, kind := appendScalar(dst, v)
+	return finishAttr(dst, start, uint8(kind), true)
+}
+
+// appendScalar appends the payload of a string, bool or number (a plain
+// type, isPlain) and returns its blobmsg kind.
+func appendScalar(dst []byte, v reflect.Value) ([]byte, Kind) {
 	switch v.Kind() {
 	case reflect.String:
-		kind = String
-		dst = append(append(dst, v.String()...), 0)
+		return append(append(dst, v.String()...), 0), String
 	case reflect.Bool:
-		kind = Int8
 		b := uint8(0)
 		if v.Bool() {
 			b = 1
 		}
-		dst = append(dst, b)
+		return append(dst, b), Int8
 	case reflect.Int32:
-		kind = Int32
-		dst = binary.BigEndian.AppendUint32(dst, uint32(v.Int()))
+		return binary.BigEndian.AppendUint32(dst, uint32(v.Int())), Int32
 	case reflect.Int, reflect.Int64:
-		kind = Int64
-		dst = binary.BigEndian.AppendUint64(dst, uint64(v.Int()))
+		return binary.BigEndian.AppendUint64(dst, uint64(v.Int())), Int64
 	case reflect.Float64:
-		kind = Double
-		dst = binary.BigEndian.AppendUint64(dst, math.Float64bits(v.Float()))
+		return binary.BigEndian.AppendUint64(dst, math.Float64bits(v.Float())), Double
 	}
-	return finishAttr(dst, start, uint8(kind), true)
+	return dst, Unspec
 }
