@@ -283,9 +283,11 @@ func TestRestartFloodHonestOverDBus(t *testing.T) {
 		}
 	}
 	t.Logf("log: %d lines after the calls, %d of them about restart requests", len(lines)-1-logBefore, restartLines)
-	// 5 lines a minute: the bound counts every minute the calls and
-	// the wait took (the count, not the time, is what is asserted).
-	if bound := 5 * (int(time.Since(began)/time.Minute) + 2); restartLines > bound {
+	// 5 lines a minute: the bound counts every minute window the calls
+	// and the wait touched, so a slow machine only loosens it (the count,
+	// not the time, is what is asserted).
+	windows := int(time.Since(began)/time.Minute) + 2
+	if bound := 5 * windows; restartLines > bound {
 		t.Errorf("%d restart calls wrote %d lines about them, want at most %d (5 a minute)", callers*calls, restartLines, bound)
 	}
 	if p.exited() {
