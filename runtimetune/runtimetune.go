@@ -133,12 +133,17 @@ type Scavenger struct {
 	Clock   clock.Clock
 	Read    func() Sample // ReadRuntime
 	Free    func()        // debug.FreeOSMemory: a collection, then every free page released
+	// PageOut drops the executable's resident pages (PageOutCode): at
+	// the first period, once start-up has touched them, and after each
+	// free; nil leaves them.
+	PageOut func() (int, error)
 	Log     *slog.Logger
 }
 
 // NewScavenger is a scavenger on the runtime: every 10 s, from 1 MB free.
 func NewScavenger(log *slog.Logger) *Scavenger {
-	return &Scavenger{Period: 10 * time.Second, MinFree: 1 << 20, Clock: clock.Real{}, Read: ReadRuntime, Free: debug.FreeOSMemory, Log: log}
+	return &Scavenger{Period: 10 * time.Second, MinFree: 1 << 20, Clock: clock.Real{}, Read: ReadRuntime, Free: debug.FreeOSMemory,
+		PageOut: PageOutCode, Log: log}
 }
 
 // due is the scavenger's rule: enough free heap, and the load fell.
@@ -151,6 +156,7 @@ func (s *Scavenger) Run(ctx context.Context) int {
 	prev := s.Read()
 	var prevRate uint64
 	freed := 0
+	started := false
 	for {
 		t := s.Clock.NewTimer(s.Period)
 		select {
@@ -161,13 +167,22 @@ func (s *Scavenger) Run(ctx context.Context) int {
 		}
 		cur := s.Read()
 		rate := cur.Allocs - prev.Allocs
+		pageOut := !started
+		started = true
 		if s.due(prevRate, rate, cur.HeapFree) {
 			s.Free()
 			freed++
+			pageOut = true
 			if s.Log != nil {
 				s.Log.Debug("returned free heap to the kernel", "free_kb", cur.HeapFree>>10, "alloc_kb_per_period", rate>>10)
 			}
 			cur = s.Read() // the collection moved the figures
+		}
+		if pageOut && s.PageOut != nil {
+			if _, err := s.PageOut(); err != nil && s.Log != nil {
+				s.Log.Debug("code pages left resident", "err", err)
+				s.PageOut = nil // the kernel refuses it: not asked again
+			}
 		}
 		prev, prevRate = cur, rate
 	}

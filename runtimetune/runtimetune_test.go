@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,10 +137,20 @@ func TestApplyWithoutMemInfo(t *testing.T) {
 // script is a scavenger's heap as a test sets it: each read returns the
 // current sample; a free gives the free heap back.
 type script struct {
-	mu    sync.Mutex
-	cur   Sample
-	frees int
+	mu       sync.Mutex
+	cur      Sample
+	frees    int
+	pageOuts int
 }
+
+func (s *script) pageOut() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pageOuts++
+	return 4096, nil
+}
+
+func (s *script) pagedOut() int { s.mu.Lock(); defer s.mu.Unlock(); return s.pageOuts }
 
 func (s *script) read() Sample { s.mu.Lock(); defer s.mu.Unlock(); return s.cur }
 
@@ -154,7 +166,7 @@ func (s *script) freed() int { s.mu.Lock(); defer s.mu.Unlock(); return s.frees 
 func TestScavengerAfterLoadFalls(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	sc := &script{}
-	s := &Scavenger{Period: 10 * time.Second, MinFree: 1 << 20, Clock: clk, Read: sc.read, Free: sc.free}
+	s := &Scavenger{Period: 10 * time.Second, MinFree: 1 << 20, Clock: clk, Read: sc.read, Free: sc.free, PageOut: sc.pageOut}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() { done <- s.Run(ctx) }()
@@ -173,11 +185,17 @@ func TestScavengerAfterLoadFalls(t *testing.T) {
 	if n := sc.freed(); n != 0 {
 		t.Fatalf("freed %d times under a steady load", n)
 	}
+	if n := sc.pagedOut(); n != 1 {
+		t.Fatalf("code paged out %d times by the first periods, want once (after start-up)", n)
+	}
 	// the load falls to 1 MB a period
 	period(Sample{HeapFree: 6 << 20, Allocs: 61 << 20})
 	waitTimer(t, clk)
 	if n := sc.freed(); n != 1 {
 		t.Fatalf("freed %d times after the load fell, want 1", n)
+	}
+	if n := sc.pagedOut(); n != 2 {
+		t.Fatalf("code paged out %d times, want again with the free", n)
 	}
 	// quiet, nothing left to give back
 	period(Sample{HeapFree: 128 << 10, Allocs: 61<<20 + 100<<10})
@@ -234,5 +252,57 @@ func TestScavengerReturnsRuntimeMemory(t *testing.T) {
 	// Other goroutines may free a little meanwhile; the 32 MB must be gone.
 	if after.HeapFree > before.HeapFree/4 {
 		t.Errorf("free heap still resident: %d KB of %d KB", after.HeapFree>>10, before.HeapFree>>10)
+	}
+}
+
+// TestPageOutCodeDropsResidentPages: the test binary's own file pages,
+// resident after start-up, are reclaimed: RssFile falls (MADV_PAGEOUT,
+// Linux 5.4 and later, as OpenWrt 23.05 and 24.10 run).
+func TestPageOutCodeDropsResidentPages(t *testing.T) {
+	rssFile := func() int {
+		b, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "RssFile:"); ok {
+				n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+				return n
+			}
+		}
+		t.Fatal("no RssFile in /proc/self/status")
+		return 0
+	}
+	before := rssFile()
+	n, err := PageOutCode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := rssFile()
+	t.Logf("advised %d KB of the executable's mappings; RssFile %d KB before, %d KB after", n>>10, before, after)
+	if n == 0 || after >= before-256 {
+		t.Errorf("RssFile %d KB before, %d KB after: the code pages were not reclaimed", before, after)
+	}
+}
+
+// TestParseMapsLine reads /proc/self/maps lines as the kernel writes them.
+func TestParseMapsLine(t *testing.T) {
+	for _, c := range []struct {
+		line        string
+		start, end  uintptr
+		perms, path string
+		ok          bool
+	}{
+		{"00400000-00a5b000 r-xp 00000000 08:01 1234 /usr/sbin/phonebookd", 0x400000, 0xa5b000, "r-xp", "/usr/sbin/phonebookd", true},
+		{"7f00-8f00 r--p 00000000 08:01 99 /tmp/a dir/phone book", 0x7f00, 0x8f00, "r--p", "/tmp/a dir/phone book", true},
+		{"7ffd1000-7ffd2000 rw-p 00000000 00:00 0 ", 0, 0, "", "", false},
+		{"zz-10 r-xp 0 0 0 /x", 0, 0, "", "", false},
+		{"20-10 r-xp 0 0 0 /x", 0, 0, "", "", false},
+		{"", 0, 0, "", "", false},
+	} {
+		s, e, perms, path, ok := parseMapsLine(c.line)
+		if ok != c.ok || ok && (s != c.start || e != c.end || perms != c.perms || path != c.path) {
+			t.Errorf("%q: %x %x %q %q %v", c.line, s, e, perms, path, ok)
+		}
 	}
 }

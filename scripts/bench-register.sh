@@ -2,7 +2,7 @@
 # REGISTER throughput: sipp sends N REGISTERs (distinct users) at RATE per
 # second to a freshly started phonebookd; prints sipp's counts and the
 # daemon's CPU time per REGISTER. Loopback only.
-# Usage: scripts/bench-register.sh [RATE] [N]   (after make build)
+# Usage: [SETTLE=S] scripts/bench-register.sh [RATE] [N]   (after make build)
 set -eu
 rate=${1:-1000}
 n=${2:-10000}
@@ -45,6 +45,9 @@ t1=$(ticks)
 grep -E "Successful call|Failed call|Retransmissions|Elapsed" "$work/sipp.out" | tail -4 || true
 registered=$("$bin" call -s "$work/ubus.sock" phonebook status | grep -o '"registered_users": [0-9]*')
 echo "daemon: $registered"
+# SETTLE=S: read the memory S seconds after the load, once the daemon's
+# scavenger has run (it pages out start-up code after its first period).
+sleep "${SETTLE:-0}"
 [ -n "${SHOW_MEMORY:-}" ] && "$bin" call -s "$work/ubus.sock" phonebook.health status | sed -n '/"memory"/,/}/p'
 echo "daemon RSS: $(awk '/VmRSS/ {print $2, $3}' "/proc/$daemon/status") (anonymous $(awk '/RssAnon/ {print $2, $3}' "/proc/$daemon/status"), file-backed code $(awk '/RssFile/ {print $2, $3}' "/proc/$daemon/status"), peak $(awk '/VmHWM/ {print $2, $3}' "/proc/$daemon/status"))"
 echo "daemon CPU: $(( (t1 - t0) * 1000000 / hz / n )) us per REGISTER ($(( t1 - t0 )) ticks at $hz Hz)"
