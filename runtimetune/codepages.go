@@ -14,10 +14,10 @@ import (
 // executable's own file mappings (its code and read-only data): the
 // start-up touches most of a Go binary once, and those pages stay
 // resident (4.4-4.7 MB of a router build's RSS) though the daemon runs in
-// a small part of them. Pages still used fault back in from the page
-// cache at once; the rest stay out. It returns how many bytes were
-// advised (MADV_PAGEOUT, Linux 5.4; an older kernel refuses it, and that
-// is returned as the error).
+// a small part of them. The pages it still runs in fault back in (read
+// again from the file: on a router, from flash); the rest stay out. It
+// returns how many bytes were advised (MADV_PAGEOUT, Linux 5.4; an older
+// kernel refuses it, and that is returned as the error).
 func PageOutCode() (int, error) {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {

@@ -133,9 +133,11 @@ type Scavenger struct {
 	Clock   clock.Clock
 	Read    func() Sample // ReadRuntime
 	Free    func()        // debug.FreeOSMemory: a collection, then every free page released
-	// PageOut drops the executable's resident pages (PageOutCode): at
-	// the first period, once start-up has touched them, and after each
-	// free; nil leaves them.
+	// PageOut drops the executable's resident pages (PageOutCode) once,
+	// at the first period, when start-up has touched them all: what the
+	// daemon runs in faults back once (from flash, decompressed, on a
+	// router), so it is not repeated at each fall of the load; nil leaves
+	// them.
 	PageOut func() (int, error)
 	Log     *slog.Logger
 }
@@ -172,7 +174,6 @@ func (s *Scavenger) Run(ctx context.Context) int {
 		if s.due(prevRate, rate, cur.HeapFree) {
 			s.Free()
 			freed++
-			pageOut = true
 			if s.Log != nil {
 				s.Log.Debug("returned free heap to the kernel", "free_kb", cur.HeapFree>>10, "alloc_kb_per_period", rate>>10)
 			}
@@ -181,7 +182,6 @@ func (s *Scavenger) Run(ctx context.Context) int {
 		if pageOut && s.PageOut != nil {
 			if _, err := s.PageOut(); err != nil && s.Log != nil {
 				s.Log.Debug("code pages left resident", "err", err)
-				s.PageOut = nil // the kernel refuses it: not asked again
 			}
 		}
 		prev, prevRate = cur, rate

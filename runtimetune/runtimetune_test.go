@@ -2,6 +2,7 @@ package runtimetune
 
 import (
 	"context"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/internal/clock"
+	"golang.org/x/sys/unix"
 )
 
 const meminfo64 = "MemTotal:          60224 kB\nMemFree:           21432 kB\nMemAvailable:      30120 kB\n"
@@ -194,8 +196,8 @@ func TestScavengerAfterLoadFalls(t *testing.T) {
 	if n := sc.freed(); n != 1 {
 		t.Fatalf("freed %d times after the load fell, want 1", n)
 	}
-	if n := sc.pagedOut(); n != 2 {
-		t.Fatalf("code paged out %d times, want again with the free", n)
+	if n := sc.pagedOut(); n != 1 {
+		t.Fatalf("code paged out %d times, want once, after start-up only", n)
 	}
 	// quiet, nothing left to give back
 	period(Sample{HeapFree: 128 << 10, Allocs: 61<<20 + 100<<10})
@@ -274,7 +276,15 @@ func TestPageOutCodeDropsResidentPages(t *testing.T) {
 		return 0
 	}
 	before := rssFile()
+	if before < 1024 {
+		// The test binary is on tmpfs (GOTMPDIR): its pages are the
+		// file's only copy and cannot be reclaimed.
+		t.Skipf("the test binary's file pages are %d KB resident: on tmpfs", before)
+	}
 	n, err := PageOutCode()
+	if errors.Is(err, unix.EINVAL) {
+		t.Skip("the kernel has no MADV_PAGEOUT (before Linux 5.4)")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

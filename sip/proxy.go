@@ -746,30 +746,10 @@ func (s *Server) armLocked(tx *proxyTx, now time.Time) {
 
 // txTimer runs Timers A/G (retransmit) and B/C/H (give up).
 func (s *Server) txTimer(tx *proxyTx) {
-	now := time.Now()
-	tx.mu.Lock()
-	if tx.done {
-		tx.mu.Unlock()
+	state, expired := s.txTick(tx, time.Now())
+	if !expired {
 		return
 	}
-	if now.Before(tx.deadline) {
-		if !tx.nextRetx.IsZero() && !now.Before(tx.nextRetx) {
-			switch tx.state {
-			case txCalling:
-				s.send(tx.down, tx.fwd, nil)
-				tx.interval *= 2
-			case txCompleted:
-				s.send(tx.up, tx.lastResp, nil)
-				tx.interval = min(2*tx.interval, 4*time.Second) // T2
-			}
-			tx.nextRetx = now.Add(tx.interval)
-		}
-		s.armLocked(tx, now)
-		tx.mu.Unlock()
-		return
-	}
-	state := tx.state
-	tx.mu.Unlock()
 	switch state {
 	case txCalling: // Timer B: the callee never answered
 		s.finalUp(tx, 408, "Request Timeout")
@@ -779,6 +759,34 @@ func (s *Server) txTimer(tx *proxyTx) {
 	default: // Timer H: no ACK came
 		s.endTx(tx)
 	}
+}
+
+// txTick retransmits and re-arms a live transaction before its
+// deadline; past it, it reports the state the transaction expired in.
+// The lock is released by a defer, so that a panic recovered around the
+// timer cannot leave it held.
+func (s *Server) txTick(tx *proxyTx, now time.Time) (state int, expired bool) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.done {
+		return tx.state, false
+	}
+	if !now.Before(tx.deadline) {
+		return tx.state, true
+	}
+	if !tx.nextRetx.IsZero() && !now.Before(tx.nextRetx) {
+		switch tx.state {
+		case txCalling:
+			s.send(tx.down, tx.fwd, nil)
+			tx.interval *= 2
+		case txCompleted:
+			s.send(tx.up, tx.lastResp, nil)
+			tx.interval = min(2*tx.interval, 4*time.Second) // T2
+		}
+		tx.nextRetx = now.Add(tx.interval)
+	}
+	s.armLocked(tx, now)
+	return tx.state, false
 }
 
 // finalUp answers the caller ourselves with a final response and ends

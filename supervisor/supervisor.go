@@ -201,37 +201,39 @@ func (w *Worker) GoThread(f func()) {
 // runs it (BeginCPU); End counts it in the worker's cpu_pct.
 type CPUSpan struct {
 	inst  *instance
+	tid   int
 	start int64
 }
 
 // BeginCPU starts measuring a stretch of the worker's work done by a
 // goroutine that has no OS thread of its own (Go: a TCP connection's
 // message), so that such work counts in the worker's cpu_pct as a
-// GoThread's does. The goroutine stays on its thread until End, so the
-// thread's CPU clock measures this work alone. A span that cannot be
-// measured (no thread clock) counts nothing.
+// GoThread's does. The goroutine is not pinned to its thread (a message
+// whose answer waits on a slow peer would hold a thread, and Go keeps
+// the threads it made): End counts the thread's CPU clock only when the
+// stretch ended on the thread it began on. A stretch that moved counts
+// nothing (it cannot be told apart); one that blocked and came back to
+// the same thread counts what other goroutines ran there meanwhile, at
+// most the stretch's own wall time.
 func (w *Worker) BeginCPU() CPUSpan {
 	if w == nil || w.inst == nil {
 		return CPUSpan{}
 	}
-	runtime.LockOSThread()
 	start, ok := threadCPUNanos()
 	if !ok {
-		runtime.UnlockOSThread()
 		return CPUSpan{}
 	}
-	return CPUSpan{inst: w.inst, start: start}
+	return CPUSpan{inst: w.inst, tid: unix.Gettid(), start: start}
 }
 
 // End counts the span's CPU time in the worker's cpu_pct.
 func (c CPUSpan) End() {
-	if c.inst == nil {
+	if c.inst == nil || unix.Gettid() != c.tid {
 		return
 	}
 	if end, ok := threadCPUNanos(); ok && end > c.start {
 		c.inst.spanNanos.Add(end - c.start)
 	}
-	runtime.UnlockOSThread()
 }
 
 // threadCPUNanos is the calling thread's CPU time.
