@@ -532,15 +532,13 @@ func FuzzProxy(f *testing.F) {
 
 func netipMustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
-// TestTCPPhoneGoneNotTriedOverUDP: a phone registered over TCP with a
-// ;transport=tcp Contact whose connection has closed, and on whose
-// Contact nothing accepts TCP, gets no INVITE over UDP (its port may be
-// another program's); the caller gets 480.
-func TestTCPPhoneGoneNotTriedOverUDP(t *testing.T) {
-	s, addr, _ := serveAlerts(t, nil)
-	udpSide := newPhone(t, "127.0.0.1") // what listens on the Contact's port over UDP
+// registerThenLeave registers 2000 over TCP with its Contact at contact,
+// then closes that connection and waits until the server has forgotten
+// it: a TCP phone whose flow is gone.
+func registerThenLeave(t *testing.T, s *Server, addr, contact string) {
+	t.Helper()
 	callee := newTCPUA(t, addr)
-	callee.send(reg("2000", "Contact: <sip:2000@"+udpSide.addr()+";transport=tcp>\r\n", ""))
+	callee.send(reg("2000", "Contact: <sip:2000@"+contact+";transport=tcp>\r\n", ""))
 	if r := callee.recv(2*time.Second, "SIP/2.0"); !strings.HasPrefix(r, "SIP/2.0 200") {
 		t.Fatalf("register over TCP: %q", status(r))
 	}
@@ -550,6 +548,16 @@ func TestTCPPhoneGoneNotTriedOverUDP(t *testing.T) {
 		defer s.tcpMu.Unlock()
 		return len(s.tcpConns) == 0
 	})
+}
+
+// TestTCPPhoneGoneNotTriedOverUDP: a phone registered over TCP with a
+// ;transport=tcp Contact whose connection has closed, and on whose
+// Contact nothing accepts TCP, gets no INVITE over UDP (its port may be
+// another program's); the caller gets 480.
+func TestTCPPhoneGoneNotTriedOverUDP(t *testing.T) {
+	s, addr, _ := serveAlerts(t, nil)
+	udpSide := newPhone(t, "127.0.0.1") // what listens on the Contact's port over UDP
+	registerThenLeave(t, s, addr, udpSide.addr())
 	caller := newPhone(t, "127.0.0.1")
 	caller.send(addr, invite("2000", addr, ""))
 	if r := caller.recvFinal(2 * time.Second); !strings.HasPrefix(r, "SIP/2.0 480") {
@@ -600,17 +608,7 @@ func TestTCPConnectsToContactWhenFlowClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	callee := newTCPUA(t, addr)
-	callee.send(reg("2000", "Contact: <sip:2000@"+ln.Addr().String()+";transport=tcp>\r\n", ""))
-	if r := callee.recv(2*time.Second, "SIP/2.0"); !strings.HasPrefix(r, "SIP/2.0 200") {
-		t.Fatalf("register over TCP: %q", status(r))
-	}
-	callee.c.Close()
-	within(t, 5*time.Second, "the connection forgotten", func() bool {
-		s.tcpMu.Lock()
-		defer s.tcpMu.Unlock()
-		return len(s.tcpConns) == 0
-	})
+	registerThenLeave(t, s, addr, ln.Addr().String())
 	caller := newPhone(t, "127.0.0.1")
 	caller.send(addr, invite("2000", addr, ""))
 	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
