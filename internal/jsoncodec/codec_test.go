@@ -1,7 +1,6 @@
 package jsoncodec
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -98,64 +97,6 @@ func sample() doc {
 		Counts:  map[string]uint64{"b": 2, "a": 1}, Any: map[string]any{"k": []any{1.5, "s", nil, true}},
 		Text: 2, Skip: "no", Dash: "dash", NoTag: 9, Nested: &doc{Name: "n", Tags: []string{}},
 		Rows: []Inner{{A: 1}, {A: 2, B: "two"}}, EmptyArr: []int{},
-	}
-}
-
-// TestEncodeAsEncodingJSON: the encoder writes the bytes encoding/json
-// writes, compact and indented, with and without HTML escapes.
-func TestEncodeAsEncodingJSON(t *testing.T) {
-	floats := []float64{0, math.Copysign(0, -1), 1, -1.5, 1e-6, 9.99e-7, 1e20, 1e21, 123456789012345678, 5e-324, math.MaxFloat64, 0.1, 1.0 / 3}
-	values := []any{sample(), &doc{}, doc{}, nil, "plain", []any{}, map[string]any{}, floats, []float32{1e-7, 3.4e38, 0.1},
-		struct {
-			P *int `json:"p"`
-		}{}, []*doc{nil}, map[string]int{"<&>": 1}}
-	for i, v := range values {
-		want, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := Marshal(v)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("%d: Marshal\n got %s (%v)\nwant %s", i, got, err, want)
-		}
-		want, _ = json.MarshalIndent(v, "> ", "\t")
-		got, err = MarshalIndent(v, "> ", "\t")
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("%d: MarshalIndent\n got %s (%v)\nwant %s", i, got, err, want)
-		}
-		var b bytes.Buffer
-		enc := json.NewEncoder(&b)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "  ")
-		enc.Encode(v)
-		got, err = Options{Indent: "  "}.Append(nil, v)
-		if err != nil || !bytes.Equal(append(got, '\n'), b.Bytes()) {
-			t.Errorf("%d: no HTML escapes, indented\n got %s (%v)\nwant %s", i, got, err, b.Bytes())
-		}
-	}
-}
-
-// TestEncodeErrors: values with no JSON form are errors, as in
-// encoding/json, never a panic or a text that is not JSON.
-func TestEncodeErrors(t *testing.T) {
-	for _, v := range []any{math.NaN(), math.Inf(1), []float64{math.Inf(-1)}, make(chan int), map[int]string{1: "a"}, []byte("x"), func() {}} {
-		if _, jerr := json.Marshal(v); jerr == nil {
-			continue // encoding/json writes it (byte slices); we say we do not
-		}
-		if b, err := Marshal(v); err == nil {
-			t.Errorf("%#v: no error, wrote %s", v, b)
-		}
-	}
-	if b, err := Marshal([]byte("x")); err == nil {
-		t.Errorf("byte slice: no error, wrote %s", b)
-	}
-	type loop struct {
-		Next *loop `json:"next"`
-	}
-	l := &loop{}
-	l.Next = l
-	if _, err := Marshal(l); err == nil {
-		t.Error("a value that contains itself: no error")
 	}
 }
 

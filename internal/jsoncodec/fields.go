@@ -7,19 +7,17 @@ import (
 
 // field is a struct member as JSON sees it.
 type field struct {
-	name      string
-	index     []int // the path of field indexes from the outer struct
-	omitEmpty bool
-	omitZero  bool
-	tagged    bool // named by its tag
+	name   string
+	index  []int // the path of field indexes from the outer struct
+	tagged bool  // named by its tag
 }
 
 // fieldsOf lists t's members in encoding/json's way: exported fields by
 // their json tag's name (else the Go name; "-" left out), the fields of
 // embedded structs without a tag promoted in place, and where several
 // share a name, the shallowest wins (a tagged one among equals), or none
-// when that is ambiguous. The decoder and the encoder keep one list per
-// type for the call.
+// when that is ambiguous. The decoder keeps one list per type for the
+// call.
 func fieldsOf(t reflect.Type) []field {
 	var all []field
 	depthOf := map[string]int{}
@@ -36,7 +34,7 @@ func fieldsOf(t reflect.Type) []field {
 			if tag == "-" {
 				continue
 			}
-			name, opts, _ := strings.Cut(tag, ",")
+			name, _, _ := strings.Cut(tag, ",")
 			ft := sf.Type
 			if sf.Anonymous {
 				if ft.Kind() == reflect.Pointer {
@@ -55,10 +53,6 @@ func fieldsOf(t reflect.Type) []field {
 			f := field{name: name, index: append(append([]int(nil), index...), i), tagged: name != ""}
 			if !validName(f.name) {
 				f.name, f.tagged = sf.Name, false
-			}
-			for _, o := range strings.Split(opts, ",") {
-				f.omitEmpty = f.omitEmpty || o == "omitempty"
-				f.omitZero = f.omitZero || o == "omitzero"
 			}
 			if d, ok := depthOf[f.name]; !ok || len(f.index) < d {
 				depthOf[f.name] = len(f.index)

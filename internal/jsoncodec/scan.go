@@ -1,15 +1,16 @@
-// Package jsoncodec is the daemon's JSON: a tokenizer, a decoder into Go
-// values and an encoder from them, written for the documents and files
-// this project reads and writes (the health documents, the crash
-// history, the saved history and binding table, ubus call arguments).
+// Package jsoncodec is the daemon's JSON reader: a tokenizer and a
+// decoder into Go values, for what this project reads (the health
+// documents, the crash history and run state, the saved history and
+// binding table, ubus call arguments).
 //
-// It exists for the router's flash: encoding/json adds about 260 KB to
-// the mips binary, this package a fraction of it (docs/BENCHMARKS.md).
-// What it writes is byte for byte what encoding/json writes for the same
-// values (field order, omitempty, escapes, number forms, indentation),
-// and it reads what encoding/json wrote, so that files already on flash
-// still load and documents with golden files do not change. Its tests
-// hold it to encoding/json as the oracle, fuzzing included.
+// It exists for the router's flash. Every program that links log/slog
+// carries encoding/json's encoder (slog's handlers call it for JSON
+// output, and the linker cannot prove that branch dead), so the daemon
+// writes its JSON with encoding/json at no cost; encoding/json's decoder
+// is what a project's own use adds, and this package reads the same in
+// less (docs/BENCHMARKS.md). It reads what encoding/json wrote, so that
+// files already on flash still load; its tests hold it to encoding/json
+// as the oracle, fuzzing included.
 //
 // The input of the decoder comes from outside (files, the network): its
 // nesting and size are bounded (Limits), a malformed text is an error
@@ -38,9 +39,13 @@ type Limits struct {
 // documents nest fewer than ten levels.
 const DefaultDepth = 64
 
-// DefaultSize is the largest text accepted unless Limits say otherwise:
-// every file the daemon reads is bounded well below it by its reader.
-const DefaultSize = 64 << 20
+// DefaultSize is the largest text accepted unless Limits say otherwise.
+// It is a backstop: the text is already in memory, and each reader
+// bounds its own file by its settings (the binding table by
+// sip.max_bindings x sip.max_contacts), which on a host can reach
+// hundreds of MB; a reader of smaller texts (ubus arguments) sets its
+// own Limits.
+const DefaultSize = 1 << 30
 
 func (l Limits) depth() int {
 	if l.Depth <= 0 {
