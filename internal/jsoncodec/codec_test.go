@@ -191,3 +191,42 @@ func TestScannerTokens(t *testing.T) {
 		t.Errorf("tokens %q, want %q", strings.Join(got, " "), want)
 	}
 }
+
+// benchText is a table of 1,000 documents, as encoding/json writes it.
+func benchText(b *testing.B) []byte {
+	rows := make([]doc, 1000)
+	for i := range rows {
+		rows[i] = sample()
+		rows[i].Any, rows[i].Text = nil, 0
+	}
+	text, err := json.Marshal(rows)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return text
+}
+
+// BenchmarkUnmarshal and BenchmarkEncodingJSONUnmarshal read the same
+// table: what a start costs reading the saved files, against
+// encoding/json.
+func BenchmarkUnmarshal(b *testing.B) {
+	text := benchText(b)
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		var rows []doc
+		if err := Unmarshal(text, &rows); err != nil && !strings.Contains(err.Error(), "texty") {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncodingJSONUnmarshal(b *testing.B) {
+	text := benchText(b)
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		var rows []doc
+		if err := json.Unmarshal(text, &rows); err != nil && !strings.Contains(err.Error(), "texty") {
+			b.Fatal(err)
+		}
+	}
+}

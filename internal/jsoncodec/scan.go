@@ -115,6 +115,8 @@ type Scanner struct {
 	st    state
 	lim   Limits
 	err   error
+	// check: the grammar only, no token texts (Valid's first pass)
+	check bool
 }
 
 // NewScanner returns a scanner of data within lim.
@@ -334,6 +336,9 @@ func (s *Scanner) number() (Token, error) {
 		}
 	}
 	s.afterValue()
+	if s.check {
+		return Token{Kind: Number, Offset: start}, nil
+	}
 	return Token{Kind: Number, Text: string(d[start:s.pos]), Offset: start}, nil
 }
 
@@ -359,10 +364,16 @@ func (s *Scanner) str() (Token, error) {
 	}
 	if plain && i < len(d) {
 		s.pos = i + 1
+		if s.check {
+			return Token{Kind: String, Offset: start}, nil
+		}
 		return Token{Kind: String, Text: string(d[start+1 : i]), Offset: start}, nil
 	}
-	out := make([]byte, 0, i-start+16)
-	out = append(out, d[start+1:i]...)
+	var out []byte
+	if !s.check {
+		out = make([]byte, 0, i-start+16)
+		out = append(out, d[start+1:i]...)
+	}
 	s.pos = i
 	for {
 		if s.pos >= len(d) {
@@ -372,6 +383,9 @@ func (s *Scanner) str() (Token, error) {
 		switch {
 		case c == '"':
 			s.pos++
+			if s.check {
+				return Token{Kind: String, Offset: start}, nil
+			}
 			return Token{Kind: String, Text: string(out), Offset: start}, nil
 		case c < 0x20:
 			return Token{}, s.fail(s.describe() + " in string literal")
@@ -380,10 +394,16 @@ func (s *Scanner) str() (Token, error) {
 			if err != nil {
 				return Token{}, err
 			}
-			out = utf8.AppendRune(out, r)
+			if !s.check {
+				out = utf8.AppendRune(out, r)
+			}
 		case c < utf8.RuneSelf:
-			out = append(out, c)
+			if !s.check {
+				out = append(out, c)
+			}
 			s.pos++
+		case s.check:
+			s.pos++ // any byte of 0x80 and up is read (invalid UTF-8 as U+FFFD)
 		default:
 			r, size := utf8.DecodeRune(d[s.pos:])
 			if r == utf8.RuneError && size == 1 {
@@ -496,6 +516,7 @@ func (s *Scanner) Skip(t Token) error {
 // why (a *SyntaxError).
 func Valid(data []byte, lim Limits) error {
 	s := NewScanner(data, lim)
+	s.check = true
 	for {
 		if _, err := s.Next(); err != nil {
 			if err == io.EOF {
