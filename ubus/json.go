@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/aredn/phonebookd/internal/jsoncodec"
+	"github.com/aredn/phonebookd/internal/jsonread"
 )
 
 // ParseJSONObject converts a JSON object into a blobmsg table body with the
@@ -18,15 +18,15 @@ import (
 // The text is bounded as a ubus message is (MaxMessageLen bytes, the
 // nesting MaxDepth allows).
 func ParseJSONObject(s string) ([]Value, error) {
-	sc := jsoncodec.NewScanner([]byte(s), jsoncodec.Limits{Depth: MaxDepth + 1, Size: MaxMessageLen})
+	sc := jsonread.NewScanner([]byte(s), jsonread.Limits{Depth: MaxDepth + 1, Size: MaxMessageLen})
 	tok, err := sc.Next()
 	if err != nil {
 		return nil, fmt.Errorf("parse JSON: %w", err)
 	}
-	if tok.Kind != jsoncodec.ObjectStart {
+	if tok.Kind != jsonread.ObjectStart {
 		return nil, errors.New("parse JSON: the message must be a JSON object")
 	}
-	v, err := jsonMembers(sc, jsoncodec.ObjectEnd)
+	v, err := jsonMembers(sc, jsonread.ObjectEnd)
 	if err != nil {
 		return nil, fmt.Errorf("parse JSON: %w", err)
 	}
@@ -36,7 +36,7 @@ func ParseJSONObject(s string) ([]Value, error) {
 	return v, nil
 }
 
-func jsonMembers(sc *jsoncodec.Scanner, end jsoncodec.Kind) ([]Value, error) {
+func jsonMembers(sc *jsonread.Scanner, end jsonread.Kind) ([]Value, error) {
 	var out []Value
 	for {
 		tok, err := sc.Next()
@@ -47,7 +47,7 @@ func jsonMembers(sc *jsoncodec.Scanner, end jsoncodec.Kind) ([]Value, error) {
 			return out, nil
 		}
 		name := ""
-		if end == jsoncodec.ObjectEnd {
+		if end == jsonread.ObjectEnd {
 			name = tok.Text // the scanner gives only a string here
 			if tok, err = sc.Next(); err != nil {
 				return nil, err
@@ -62,15 +62,15 @@ func jsonMembers(sc *jsoncodec.Scanner, end jsoncodec.Kind) ([]Value, error) {
 	}
 }
 
-func jsonValue(sc *jsoncodec.Scanner, tok jsoncodec.Token) (Value, error) {
+func jsonValue(sc *jsonread.Scanner, tok jsonread.Token) (Value, error) {
 	switch tok.Kind {
-	case jsoncodec.Null:
+	case jsonread.Null:
 		return Value{Kind: Unspec}, nil
-	case jsoncodec.True, jsoncodec.False:
-		return Bool("", tok.Kind == jsoncodec.True), nil
-	case jsoncodec.String:
+	case jsonread.True, jsonread.False:
+		return Bool("", tok.Kind == jsonread.True), nil
+	case jsonread.String:
 		return Str("", tok.Text), nil
-	case jsoncodec.Number:
+	case jsonread.Number:
 		lit := tok.Text
 		if !strings.ContainsAny(lit, ".eE") {
 			if i, err := strconv.ParseInt(lit, 10, 64); err == nil {
@@ -85,11 +85,11 @@ func jsonValue(sc *jsoncodec.Scanner, tok jsoncodec.Token) (Value, error) {
 			return Value{}, fmt.Errorf("number %s: %w", lit, err)
 		}
 		return Dbl("", f), nil
-	case jsoncodec.ObjectStart:
-		m, err := jsonMembers(sc, jsoncodec.ObjectEnd)
+	case jsonread.ObjectStart:
+		m, err := jsonMembers(sc, jsonread.ObjectEnd)
 		return Tbl("", m...), err
-	case jsoncodec.ArrayStart:
-		m, err := jsonMembers(sc, jsoncodec.ArrayEnd)
+	case jsonread.ArrayStart:
+		m, err := jsonMembers(sc, jsonread.ArrayEnd)
 		return Arr("", m...), err
 	}
 	return Value{}, fmt.Errorf("unexpected JSON token at offset %d", tok.Offset)

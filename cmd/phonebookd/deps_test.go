@@ -44,7 +44,7 @@ func TestNoubusLinksNoUbus(t *testing.T) {
 // TestRouterBuildLinksNoCryptoNoJSONDecoder: the router build (tags
 // nodbus, as the package is built) links no crypto/* and no math/big
 // (the branch MAC is internal/siphash, its key from getrandom), and no
-// encoding/json decoder (internal/jsoncodec reads). encoding/json itself
+// encoding/json decoder (internal/jsonread reads). encoding/json itself
 // stays linked: log/slog imports it and keeps its encoder in every
 // program (slog's handlers call it for JSON output), so the daemon
 // writes its JSON with it; the test checks the decoder's symbols are
@@ -85,7 +85,7 @@ func TestRouterBuildLinksNoCryptoNoJSONDecoder(t *testing.T) {
 			t.Errorf("the router binary has %s* symbols", gone)
 		}
 	}
-	for _, there := range []string{"encoding/json.(*encodeState)", "github.com/aredn/phonebookd/internal/jsoncodec.", "github.com/aredn/phonebookd/internal/siphash.Sum64"} {
+	for _, there := range []string{"encoding/json.(*encodeState)", "github.com/aredn/phonebookd/internal/jsonread.", "github.com/aredn/phonebookd/internal/siphash.Sum64"} {
 		if !has(there) {
 			t.Errorf("the router binary has no %s* symbols: the check above reads the wrong table", there)
 		}

@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aredn/phonebookd/internal/jsoncodec"
+	"github.com/aredn/phonebookd/internal/jsonread"
 )
 
 // TestFilesWrittenByEncodingJSONLoad: the crash history on flash, the
 // run state and the run marker as the previous release wrote them
-// (encoding/json) read into the same values with jsoncodec, and a store
+// (encoding/json) read into the same values with jsonread, and a store
 // opened over them takes the records.
 func TestFilesWrittenByEncodingJSONLoad(t *testing.T) {
 	clock := newFakeClock()
@@ -48,11 +48,11 @@ func TestFilesWrittenByEncodingJSONLoad(t *testing.T) {
 		if err := json.Unmarshal(b, want); err != nil {
 			t.Fatal(err)
 		}
-		if err := jsoncodec.Unmarshal(b, got); err != nil {
+		if err := jsonread.Unmarshal(b, got); err != nil {
 			t.Fatalf("%s: %v", f.name, err)
 		}
 		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%s: jsoncodec read\n%+v\nencoding/json read\n%+v", f.name, got, want)
+			t.Errorf("%s: jsonread read\n%+v\nencoding/json read\n%+v", f.name, got, want)
 		}
 		if f.name == historyFile {
 			os.MkdirAll(filepath.Join(dir, "state"), 0o755)

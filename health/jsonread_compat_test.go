@@ -9,21 +9,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aredn/phonebookd/internal/jsoncodec"
+	"github.com/aredn/phonebookd/internal/jsonread"
 )
 
 // bothDecoders reads b into a new *T with encoding/json and with
-// internal/jsoncodec, and fails where they differ.
+// internal/jsonread, and fails where they differ.
 func bothDecoders[T any](t *testing.T, what string, b []byte) *T {
 	t.Helper()
 	want, got := new(T), new(T)
 	jerr := json.Unmarshal(b, want)
-	err := jsoncodec.Unmarshal(b, got)
+	err := jsonread.Unmarshal(b, got)
 	if jerr != nil || err != nil {
-		t.Fatalf("%s: encoding/json: %v, jsoncodec: %v", what, jerr, err)
+		t.Fatalf("%s: encoding/json: %v, jsonread: %v", what, jerr, err)
 	}
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("%s: jsoncodec read\n%+v\nencoding/json read\n%+v", what, got, want)
+		t.Fatalf("%s: jsonread read\n%+v\nencoding/json read\n%+v", what, got, want)
 	}
 	return got
 }
@@ -31,7 +31,7 @@ func bothDecoders[T any](t *testing.T, what string, b []byte) *T {
 // TestDocumentsReadAsEncodingJSON: the documents the page decodes (here
 // the golden ubus texts) and the same documents as encoding/json writes
 // them for D-Bus and the reporter read into the same Go values with
-// jsoncodec as with encoding/json.
+// jsonread as with encoding/json.
 func TestDocumentsReadAsEncodingJSON(t *testing.T) {
 	st, err := os.ReadFile(filepath.Join("testdata", "status.golden.json"))
 	if err != nil {

@@ -1,4 +1,4 @@
-package jsoncodec
+package jsonread
 
 import (
 	"fmt"
@@ -23,6 +23,7 @@ type TypeError struct {
 	Offset int
 }
 
+// Error names the value, the Go type and the member.
 func (e *TypeError) Error() string {
 	if e.Field != "" {
 		return fmt.Sprintf("JSON at offset %d: cannot read %s into Go struct field %s of type %s", e.Offset, e.Value, e.Field, e.Type)
@@ -46,7 +47,7 @@ func Unmarshal(data []byte, v any) error { return Limits{}.Unmarshal(data, v) }
 func (l Limits) Unmarshal(data []byte, v any) error {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
-		return fmt.Errorf("jsoncodec: Unmarshal into %T: not a non-nil pointer", v)
+		return fmt.Errorf("jsonread: Unmarshal into %T: not a non-nil pointer", v)
 	}
 	if err := Valid(data, l); err != nil {
 		return err

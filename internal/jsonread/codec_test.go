@@ -1,4 +1,4 @@
-package jsoncodec
+package jsonread
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-// Package jsoncodec is the daemon's JSON reader: a tokenizer and a
+// Package jsonread is the daemon's JSON reader: a tokenizer and a
 // decoder into Go values, for what this project reads (the health
 // documents, the crash history and run state, the saved history and
 // binding table, ubus call arguments).
@@ -15,7 +15,7 @@
 // The input of the decoder comes from outside (files, the network): its
 // nesting and size are bounded (Limits), a malformed text is an error
 // with its offset, and no input makes it panic.
-package jsoncodec
+package jsonread
 
 import (
 	"errors"
@@ -67,6 +67,7 @@ type SyntaxError struct {
 	Msg    string
 }
 
+// Error says where the text went wrong and how.
 func (e *SyntaxError) Error() string { return fmt.Sprintf("JSON at offset %d: %s", e.Offset, e.Msg) }
 
 // Kind is what a token is.
