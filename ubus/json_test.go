@@ -1,6 +1,7 @@
 package ubus
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -31,4 +32,53 @@ func TestParseJSONObject(t *testing.T) {
 			t.Errorf("%.40q: error %q", bad, err)
 		}
 	}
+}
+
+// FuzzParseJSONObject: `ubus call` arguments are accepted exactly when
+// encoding/json calls them one valid JSON object (within MaxDepth+1
+// levels), with one value per member; nothing panics.
+func FuzzParseJSONObject(f *testing.F) {
+	for _, seed := range []string{`{}`, `{"a":1,"b":[true,null,{"c":"d"}]}`, `{"n":-1.5e300,"i":9223372036854775807,"j":9223372036854775808}`,
+		`{"s":"\u00e9\ud83d\ude00\ud800"}`, `[1]`, `null`, ` {} `, `{"a":1}x`, `{"a":}`, strings.Repeat(`{"x":`, 70) + "1" + strings.Repeat("}", 70)} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		vs, err := ParseJSONObject(s)
+		var members map[string]json.RawMessage
+		object := json.Valid([]byte(s)) && strings.HasPrefix(strings.TrimLeft(s, " \t\r\n"), "{") && json.Unmarshal([]byte(s), &members) == nil
+		deep := depthOf(s) > MaxDepth+1
+		switch {
+		case err == nil && (!object || deep):
+			t.Fatalf("%q accepted: not one JSON object within the depth", s)
+		case err != nil && object && !deep:
+			t.Fatalf("%q refused: %v", s, err)
+		case err == nil && len(vs) < len(members):
+			t.Fatalf("%q: %d values for %d distinct members", s, len(vs), len(members))
+		}
+	})
+}
+
+// depthOf is the deepest nesting of a JSON text (strings skipped).
+func depthOf(s string) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case inString && c == '"':
+			inString = false
+		case inString:
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }
