@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aredn/phonebookd/internal/clock"
+	"github.com/aredn/phonebookd/internal/jsonread"
 	"github.com/aredn/phonebookd/procfs"
 )
 
@@ -214,7 +215,7 @@ func (s *Store) loadHistory() {
 		b, err = os.ReadFile(s.historyPath())
 	}
 	if err == nil {
-		err = json.Unmarshal(b, &s.hist)
+		err = jsonread.Unmarshal(b, &s.hist)
 		if err == nil && s.hist.Version != 1 {
 			err = fmt.Errorf("unknown version %d", s.hist.Version)
 		}
@@ -261,7 +262,7 @@ func (s *Store) loadRunState() {
 	if err != nil {
 		return
 	}
-	if err := json.Unmarshal(b, &s.run); err != nil {
+	if err := jsonread.Unmarshal(b, &s.run); err != nil {
 		s.opt.Log.Warn("run state unreadable; starting afresh", "err", err)
 		s.run = runState{}
 	}
@@ -298,7 +299,7 @@ func (s *Store) previousRun(now time.Time) (Record, bool) {
 		defer os.Remove(parsing)
 	}
 	var prev marker
-	hasMarker := merr == nil && json.Unmarshal(mb, &prev) == nil
+	hasMarker := merr == nil && jsonread.Unmarshal(mb, &prev) == nil
 	if merr == nil && !hasMarker {
 		hasMarker = true // unreadable but present: still an unclean end
 	}

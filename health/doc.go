@@ -7,15 +7,16 @@ import (
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/crash"
+	"github.com/aredn/phonebookd/internal/jsonread"
 	"github.com/aredn/phonebookd/procfs"
 	"github.com/aredn/phonebookd/supervisor"
 )
 
 // The documents are Go types: built once per evaluation and encoded by
 // each front as it sends them (blobmsg by the ubus front, through the
-// json tags; encoding/json for D-Bus, the reporter and the CGI), so that a
-// member has one name, one type and one place, and this package knows no
-// wire format. docs/schema holds their JSON Schemas.
+// json tags; encoding/json for D-Bus, the reporter and the CGI, read back
+// by internal/jsonread), so that a member has one name, one type and one
+// place, and this package knows no wire format. docs/schema holds their JSON Schemas.
 
 // Time is an instant in a document: the specification's ISO 8601 (UTC,
 // whole seconds), null when not known.
@@ -40,7 +41,7 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
+	if err := jsonread.Unmarshal(b, &s); err != nil {
 		return err
 	}
 	v, err := time.Parse(time.RFC3339, s)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aredn/phonebookd/internal/atomicfile"
 	"github.com/aredn/phonebookd/internal/clock"
+	"github.com/aredn/phonebookd/internal/jsonread"
 )
 
 // HistoryFile is the history's copy in run_dir (RAM): the last day's
@@ -196,7 +197,7 @@ func (h *History) Load(path string, now time.Time, log *slog.Logger) (int, error
 // are dropped; at most capacity points and maxMarks marks are taken.
 func parseHistory(b []byte, now time.Time, step time.Duration, capacity int) ([]point, []HistoryMark, error) {
 	var f savedHistory
-	if err := json.Unmarshal(b, &f); err != nil {
+	if err := jsonread.Unmarshal(b, &f); err != nil {
 		return nil, nil, fmt.Errorf("not a history: %w", err)
 	}
 	if f.Version != historyVersion {

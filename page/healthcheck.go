@@ -10,6 +10,7 @@ import (
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/internal/jsonread"
 	"github.com/aredn/phonebookd/ubus"
 	"github.com/aredn/phonebookd/uci"
 )
@@ -48,7 +49,7 @@ func Healthcheck(w io.Writer, opt HealthcheckOptions) {
 	var parsed struct {
 		Status string `json:"status"`
 	}
-	if err := json.Unmarshal(doc, &parsed); err != nil || parsed.Status == "" {
+	if err := jsonread.Unmarshal(doc, &parsed); err != nil || parsed.Status == "" {
 		reply(w, "503 Service Unavailable", DownDocument(opt.Now(), fmt.Errorf("unreadable answer from phonebookd")))
 		return
 	}

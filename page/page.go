@@ -6,7 +6,6 @@ package page
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"html"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/internal/jsonread"
 	"github.com/aredn/phonebookd/metrics"
 	"github.com/aredn/phonebookd/ubus"
 )
@@ -42,9 +42,9 @@ type Worker struct {
 
 // decode reads a reply into a document type, through the JSON the ubus
 // CLI would print: the page reads the documents' Go types with
-// encoding/json, as D-Bus and the reporter send them.
+// internal/jsonread, as it reads what D-Bus and the reporter send.
 func decode(vs []ubus.Value, doc any) error {
-	return json.Unmarshal([]byte(ubus.FormatJSON(vs, false, -1)), doc)
+	return jsonread.Unmarshal([]byte(ubus.FormatJSON(vs, false, -1)), doc)
 }
 
 // Collect asks the daemon for its documents over ubus.

@@ -3,7 +3,6 @@ package sip
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/internal/atomicfile"
 	"github.com/aredn/phonebookd/internal/clock"
+	"github.com/aredn/phonebookd/internal/jsonread"
 )
 
 // BindingsFile is the binding table's file in run_dir (RAM): phones
@@ -292,7 +292,7 @@ type contactEntry struct {
 // the network gets (lengths, URIs, addresses).
 func parseBindings(b []byte, cfg config.SIP, now time.Time) ([]contactEntry, int, error) {
 	var t savedTable
-	if err := json.Unmarshal(b, &t); err != nil {
+	if err := jsonread.Unmarshal(b, &t); err != nil {
 		return nil, 0, fmt.Errorf("not a binding table: %w", err)
 	}
 	if t.Version != bindingsVersion {

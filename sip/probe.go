@@ -3,10 +3,11 @@ package sip
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -84,8 +85,13 @@ func probeDest(ctx context.Context, target string) (netip.AddrPort, error) {
 // probeBranch is a new probe's branch: ours (the Via prefix), counted, and
 // with random bits so that it cannot be guessed from the previous one.
 func (s *Server) probeBranch() string {
+	// The random bits stop a forger off the path from guessing the next
+	// probe's branch (and answering for a phone that is gone). That needs
+	// bits an observer of the previous branches cannot predict, not a
+	// secret key: math/rand/v2's functions draw from the runtime's
+	// ChaCha8 generator, seeded per thread from the kernel at start.
 	var r [4]byte
-	rand.Read(r[:])
+	binary.LittleEndian.PutUint32(r[:], rand.Uint32())
 	return s.viaPrefix() + "p" + strconv.FormatUint(s.probeSeq.Add(1), 10) + "x" + hex.EncodeToString(r[:])
 }
 

@@ -14,11 +14,12 @@ package sip
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -33,6 +34,7 @@ import (
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/internal/loglimit"
+	"github.com/aredn/phonebookd/internal/siphash"
 	"github.com/aredn/phonebookd/supervisor"
 	"golang.org/x/sys/unix"
 )
@@ -98,8 +100,8 @@ type Server struct {
 	token  string
 	// secret keys the MAC in the branches this proxy creates, so that a
 	// response can be told from a forged one; new at every start
-	// (crypto/rand), never stored.
-	secret [32]byte
+	// (getrandom), never stored.
+	secret siphash.Key
 
 	cfgMu sync.Mutex
 	cfg   config.SIP
@@ -177,14 +179,23 @@ func New(cfg config.SIP, log *slog.Logger, rates *health.Rates, alerts Alerts) *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The token needs only to differ between starts and from another
+	// phonebookd on the path: math/rand/v2's functions draw from the
+	// runtime's ChaCha8 generator, seeded from the kernel at start.
 	var tok [4]byte
-	rand.Read(tok[:])
+	binary.LittleEndian.PutUint32(tok[:], rand.Uint32())
 	s := &Server{cfg: cfg, log: log, logs: loglimit.New(log, 5, time.Minute, nil), rates: rates, alerts: alerts,
 		token: hex.EncodeToString(tok[:]), aors: map[string]*aor{}, calls: map[uint64]*callEntry{}, callsSrc: map[netip.Addr]int{},
 		names: map[string]bool{}, ownAddrs: map[netip.Addr]bool{}, ifaces: net.InterfaceAddrs, ownByBind: map[netip.Addr]bool{},
 		txUp: map[string]*proxyTx{}, txDown: map[string]*proxyTx{}, txSrc: map[netip.Addr]int{}, probes: map[string]chan int{},
 		tcpConns: map[netip.AddrPort]*tcpConn{}, tcpAlias: map[netip.AddrPort]*tcpConn{}, ready: make(chan struct{}), relisten: make(chan struct{}, 1)}
-	rand.Read(s.secret[:])
+	secret, err := siphash.RandomKey()
+	if err != nil {
+		// As crypto/rand would: without random bytes no branch can be
+		// signed, and this is at start, not input from the network.
+		panic(fmt.Sprintf("sip: %v", err))
+	}
+	s.secret = secret
 	return s
 }
 

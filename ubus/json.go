@@ -2,63 +2,58 @@ package ubus
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/aredn/phonebookd/internal/jsonread"
 )
 
 // ParseJSONObject converts a JSON object into a blobmsg table body with the
 // ubus tool's rules: integers as int32 when they fit, else int64; booleans
 // as int8; other numbers as double; null as unspec; member order kept.
+// The text is bounded as a ubus message is (MaxMessageLen bytes, the
+// nesting MaxDepth allows).
 func ParseJSONObject(s string) ([]Value, error) {
-	dec := json.NewDecoder(strings.NewReader(s))
-	dec.UseNumber()
-	tok, err := dec.Token()
+	sc := jsonread.NewScanner([]byte(s), jsonread.Limits{Depth: MaxDepth + 1, Size: MaxMessageLen})
+	tok, err := sc.Next()
 	if err != nil {
 		return nil, fmt.Errorf("parse JSON: %w", err)
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	if tok.Kind != jsonread.ObjectStart {
 		return nil, errors.New("parse JSON: the message must be a JSON object")
 	}
-	v, err := jsonMembers(dec, '}', 0)
+	v, err := jsonMembers(sc, jsonread.ObjectEnd)
 	if err != nil {
 		return nil, fmt.Errorf("parse JSON: %w", err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := sc.Next(); err != io.EOF {
 		return nil, errors.New("parse JSON: trailing data after the object")
 	}
 	return v, nil
 }
 
-func jsonMembers(dec *json.Decoder, end json.Delim, depth int) ([]Value, error) {
-	if depth > MaxDepth {
-		return nil, fmt.Errorf("nesting deeper than %d", MaxDepth)
-	}
+func jsonMembers(sc *jsonread.Scanner, end jsonread.Kind) ([]Value, error) {
 	var out []Value
 	for {
-		tok, err := dec.Token()
+		tok, err := sc.Next()
 		if err != nil {
 			return nil, err
 		}
-		if d, ok := tok.(json.Delim); ok && d == end {
+		if tok.Kind == end {
 			return out, nil
 		}
 		name := ""
-		if end == '}' {
-			k, ok := tok.(string)
-			if !ok {
-				return nil, fmt.Errorf("object key %v is not a string", tok)
-			}
-			name = k
-			if tok, err = dec.Token(); err != nil {
+		if end == jsonread.ObjectEnd {
+			name = tok.Text // the scanner gives only a string here
+			if tok, err = sc.Next(); err != nil {
 				return nil, err
 			}
 		}
-		v, err := jsonValue(dec, tok, depth)
+		v, err := jsonValue(sc, tok)
 		if err != nil {
 			return nil, err
 		}
@@ -67,16 +62,16 @@ func jsonMembers(dec *json.Decoder, end json.Delim, depth int) ([]Value, error) 
 	}
 }
 
-func jsonValue(dec *json.Decoder, tok json.Token, depth int) (Value, error) {
-	switch t := tok.(type) {
-	case nil:
+func jsonValue(sc *jsonread.Scanner, tok jsonread.Token) (Value, error) {
+	switch tok.Kind {
+	case jsonread.Null:
 		return Value{Kind: Unspec}, nil
-	case bool:
-		return Bool("", t), nil
-	case string:
-		return Str("", t), nil
-	case json.Number:
-		lit := string(t)
+	case jsonread.True, jsonread.False:
+		return Bool("", tok.Kind == jsonread.True), nil
+	case jsonread.String:
+		return Str("", tok.Text), nil
+	case jsonread.Number:
+		lit := tok.Text
 		if !strings.ContainsAny(lit, ".eE") {
 			if i, err := strconv.ParseInt(lit, 10, 64); err == nil {
 				if i >= math.MinInt32 && i <= math.MaxInt32 {
@@ -90,15 +85,14 @@ func jsonValue(dec *json.Decoder, tok json.Token, depth int) (Value, error) {
 			return Value{}, fmt.Errorf("number %s: %w", lit, err)
 		}
 		return Dbl("", f), nil
-	case json.Delim:
-		if t == '{' {
-			m, err := jsonMembers(dec, '}', depth+1)
-			return Tbl("", m...), err
-		}
-		m, err := jsonMembers(dec, ']', depth+1)
+	case jsonread.ObjectStart:
+		m, err := jsonMembers(sc, jsonread.ObjectEnd)
+		return Tbl("", m...), err
+	case jsonread.ArrayStart:
+		m, err := jsonMembers(sc, jsonread.ArrayEnd)
 		return Arr("", m...), err
 	}
-	return Value{}, fmt.Errorf("unexpected JSON token %v", tok)
+	return Value{}, fmt.Errorf("unexpected JSON token at offset %d", tok.Offset)
 }
 
 // FormatJSON renders a table (or array) body as libubox's
