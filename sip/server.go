@@ -467,7 +467,7 @@ func (s *Server) serve(ctx context.Context, w *supervisor.Worker, ep *endpoint, 
 	}
 	if ep.ln != nil {
 		wg.Add(1)
-		w.Go(func() { defer wg.Done(); s.acceptTCP(ctx, ep.ln, w, wg) })
+		w.Go(func() { defer wg.Done(); s.acceptTCP(ctx, ep.ln, w) })
 	}
 	s.mu.Lock()
 	s.readers = readers
