@@ -286,8 +286,8 @@ type reader struct {
 }
 
 // newReader makes a reader; size > 0 gives it a heap buffer of that size
-// (tests drive handle directly), 0 none (the UDP reader's is a mapping,
-// set by serve; TCP readers read into chunks).
+// (a TCP reader's chunk, see tcppoll.go; tests that drive handle
+// directly), 0 none (the UDP reader's is a mapping, set by serve).
 func newReader(s *Server, size int) *reader {
 	r := &reader{s: s, oobIn: make([]byte, 128),
 		msg: Msg{Headers: make([]Header, 0, 24)}, out: make([]byte, 0, 1500), extra: make([]byte, 0, 512), via: make([]byte, 0, 64)}
