@@ -187,8 +187,10 @@ func (s *Server) probeNewTCP(ctx context.Context, dst netip.AddrPort, uri string
 		return 0, fmt.Errorf("probe %s over TCP: %w", dst, err)
 	}
 	limit := s.config().MaxMessageSize
-	buf := make([]byte, 0, 2048)
-	chunk := make([]byte, 2048)
+	// A pooled chunk, grown only for an answer larger than it and given
+	// back when the probe ends (buffers.go).
+	buf := s.chunks.get()
+	defer func() { s.chunks.put(buf) }()
 	var m Msg
 	for {
 		if end := bytes.Index(buf, []byte("\r\n\r\n")); end >= 0 {
@@ -211,8 +213,13 @@ func (s *Server) probeNewTCP(ctx context.Context, dst netip.AddrPort, uri string
 		if len(buf) > limit {
 			return 0, fmt.Errorf("probe %s over TCP: answer larger than %d bytes", dst, limit)
 		}
-		n, err := c.Read(chunk)
-		buf = append(buf, chunk[:n]...)
+		if len(buf) == cap(buf) {
+			grown := s.growPending(buf, limit)
+			s.chunks.put(buf)
+			buf = grown
+		}
+		n, err := c.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
 		if err != nil {
 			if ctx.Err() != nil {
 				return 0, errNoAnswer(ctx.Err())

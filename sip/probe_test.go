@@ -164,7 +164,8 @@ func readSIP(rd *bufio.Reader) string {
 
 // TestProbeTCPPhone: a phone registered over TCP is probed over the
 // connection it registered on, and once that is gone (as after a
-// restart) over a new connection to its contact; never over UDP.
+// restart) over a new connection to its contact (read into a pooled
+// chunk, grown for an answer larger than it); never over UDP.
 func TestProbeTCPPhone(t *testing.T) {
 	s, addr := serve(t, func(c *config.SIP) { c.TCPMaxConnections = 8 })
 	p := newTCPPhone(t, addr, "301")
@@ -203,7 +204,12 @@ func TestProbeTCPPhone(t *testing.T) {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		req := readSIP(bufio.NewReader(c))
 		got <- req
-		c.Write([]byte(answerTo(req, 100, "Trying") + answerTo(req, 486, "Busy Here")))
+		// A provisional answer larger than a pooled chunk, in two
+		// pieces: the probe's buffer grows for it.
+		trying := strings.Replace(answerTo(req, 100, "Trying"), "\r\n\r\n", "\r\nSubject: "+strings.Repeat("x", 3*chunkSize)+"\r\n\r\n", 1)
+		c.Write([]byte(trying[:chunkSize+100]))
+		time.Sleep(10 * time.Millisecond)
+		c.Write([]byte(trying[chunkSize+100:] + answerTo(req, 486, "Busy Here")))
 		time.Sleep(time.Second)
 	}()
 	if _, err := s.ProbeBinding(ctx, b); err != nil {

@@ -168,6 +168,11 @@ type Server struct {
 	readers []*reader
 	ready   chan struct{}
 
+	// udpBufs are the UDP readers' receive buffers (buffers.go), chunks
+	// the TCP connections' buffers for an incomplete message.
+	udpBufs udpBufs
+	chunks  chunkPool
+
 	// panics: recovered handler panics (see recover.go).
 	panics panicState
 	// stuck, in fault builds only, makes the handler hang (see faults_on.go).
@@ -276,6 +281,7 @@ func (s *Server) refreshNames() {
 type reader struct {
 	s     *Server
 	buf   []byte
+	ubuf  *udpBuf // buf's mapping, for a UDP reader (nil: buf is a heap slice)
 	oobIn []byte
 	name  rawName
 	oob   oobCache
@@ -290,9 +296,16 @@ type reader struct {
 	rejected bool
 }
 
+// newReader makes a reader; size > 0 gives it a heap buffer of that size
+// (a TCP reader's chunk, see tcppoll.go; tests that drive handle
+// directly), 0 none (the UDP reader's is a mapping, set by serve).
 func newReader(s *Server, size int) *reader {
-	return &reader{s: s, buf: make([]byte, size), oobIn: make([]byte, 128),
+	r := &reader{s: s, oobIn: make([]byte, 128),
 		msg: Msg{Headers: make([]Header, 0, 24)}, out: make([]byte, 0, 1500), extra: make([]byte, 0, 512), via: make([]byte, 0, 64)}
+	if size > 0 {
+		r.buf = make([]byte, size)
+	}
+	return r
 }
 
 // endpoint is what the server listens on: one sip.listen setting bound
@@ -304,6 +317,10 @@ type endpoint struct {
 	udp   *udpSock
 	ln    net.Listener
 	probe *net.UDPConn
+	// drain receives the self-probe's answers, which are dropped: a
+	// short buffer (the rest of a datagram is discarded by the kernel),
+	// kept here so that each period allocates none.
+	drain [64]byte
 }
 
 func (e *endpoint) close() {
@@ -448,14 +465,20 @@ func (s *Server) serve(ctx context.Context, w *supervisor.Worker, ep *endpoint, 
 	readers := make([]*reader, n)
 	size := s.config().MaxMessageSize
 	for i := range readers {
-		r := newReader(s, size)
+		r := newReader(s, 0)
+		u := s.udpBufs.get(size)
+		r.buf, r.ubuf = u.b[:size], u
 		readers[i] = r
 		wg.Add(1)
-		w.GoThread(func() { defer wg.Done(); r.serveUDP(ep.udp) })
+		w.GoThread(func() {
+			defer wg.Done()
+			defer s.udpBufs.put(u)
+			r.serveUDP(ep.udp)
+		})
 	}
 	if ep.ln != nil {
 		wg.Add(1)
-		w.Go(func() { defer wg.Done(); s.acceptTCP(ctx, ep.ln, w, wg) })
+		w.Go(func() { defer wg.Done(); s.acceptTCP(ctx, ep.ln, w) })
 	}
 	s.mu.Lock()
 	s.readers = readers
@@ -577,10 +600,9 @@ func selfProbeSocket(bound netip.AddrPort) (*net.UDPConn, error) {
 // the OPTIONS waits behind thousands of datagrams or is dropped with them.
 func (s *Server) exercise(ep *endpoint) {
 	c, bound := ep.probe, ep.bound
-	buf := make([]byte, 2048)
 	c.SetReadDeadline(time.Now()) // drain what came since the last period
 	for {
-		if _, err := c.Read(buf); err != nil {
+		if _, err := c.Read(ep.drain[:]); err != nil {
 			break
 		}
 	}
@@ -670,11 +692,21 @@ func (r *reader) serveUDP(u *udpSock) {
 				r.out = b
 				u.write(b, from, local, &r.oob)
 			}
+			r.giveBack(n)
 			continue
 		case err != nil:
 			continue // ICMP errors of earlier sends, and the like
 		}
 		r.handle(r.buf[:n], peer{addr: from, local: local})
+		r.giveBack(n)
+	}
+}
+
+// giveBack releases the pages of the receive buffer past the first that
+// a datagram of n bytes touched: a large message's memory is not kept.
+func (r *reader) giveBack(n int) {
+	if r.ubuf != nil {
+		r.ubuf.giveBack(n)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/aredn/phonebookd/health"
@@ -26,6 +27,22 @@ type tcpConn struct {
 	// w is the worker serving it: its messages' CPU counts in main's
 	// cpu_pct (BeginCPU), as the UDP readers' threads do.
 	w *supervisor.Worker
+
+	// Its place in the poller's epoll set (tcppoll.go).
+	rc syscall.RawConn
+	id int32
+	// parked and deadline are the poller's (its mu held): parked while
+	// in the set waiting, deadline when it is handed to a reader if
+	// nothing comes.
+	parked   bool
+	deadline time.Time
+	// The framing state, the reader's that holds the connection: the
+	// incomplete rest of what arrived (nil between messages: an idle
+	// connection holds no buffer), when the message being read began
+	// (zero between messages) and when data last arrived.
+	pending    []byte
+	msgStart   time.Time
+	lastActive time.Time
 }
 
 // writeTimeout bounds a write to a peer that does not read.
@@ -139,10 +156,10 @@ func (s *Server) dropConn(tc *tcpConn) {
 }
 
 // tcpServing is what serving a connection needs, set while the TCP
-// listener runs: the worker and the wait group its goroutines join.
+// listener runs: the worker and the epoll set its connections wait in.
 type tcpServing struct {
 	w    *supervisor.Worker
-	wg   *sync.WaitGroup
+	poll *tcpPoller
 	open bool
 }
 
@@ -157,24 +174,24 @@ func (s *Server) closeTCP() {
 	}
 }
 
-// addConn enters a connection and starts serving it, unless TCP is
-// stopped or at sip.tcp_max_connections.
+// addConn enters a connection and starts serving it (parked in the
+// poller's epoll set: no goroutine of its own), unless TCP is stopped or
+// at sip.tcp_max_connections.
 func (s *Server) addConn(tc *tcpConn) bool {
 	s.tcpMu.Lock()
-	defer s.tcpMu.Unlock()
 	sv := s.tcpServe
-	if !sv.open || len(s.tcpConns) >= s.config().TCPMaxConnections {
+	if !sv.open || sv.poll == nil || len(s.tcpConns) >= s.config().TCPMaxConnections {
+		s.tcpMu.Unlock()
 		return false
 	}
 	s.tcpConns[tc.remote] = tc
 	tc.w = sv.w
-	sv.wg.Add(1)
-	sv.w.Go(func() {
-		defer sv.wg.Done()
-		s.serveTCPRecovered(tc)
+	s.tcpMu.Unlock()
+	if err := sv.poll.add(tc); err != nil {
 		s.dropConn(tc)
-		tc.c.Close()
-	})
+		s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp connection not served", "from", tc.remote.String(), "err", err.Error())
+		return false
+	}
 	return true
 }
 
@@ -224,12 +241,44 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 // descriptor limit) back off, 5 ms doubling to 1 s, and raise
 // "sip_accept_errors" until an accept succeeds again: the worker never
 // fails for them.
-func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.Worker, wg *sync.WaitGroup) {
-	s.tcpMu.Lock()
-	s.tcpServe = tcpServing{w: w, wg: wg, open: true}
-	s.tcpMu.Unlock()
+func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.Worker) {
 	var delay time.Duration
 	failing := false
+	var poll *tcpPoller
+	for poll == nil {
+		p, err := newTCPPoller(s, w)
+		if err == nil {
+			poll = p
+			break
+		}
+		// The descriptors or memory an epoll set needs are short: as
+		// for accept errors, back off and say so.
+		s.acceptErrors.Add(1)
+		s.logs.Log(slog.LevelError, "accept", "sip: tcp epoll set cannot be made; backing off", "err", err.Error())
+		if !failing {
+			failing = true
+			s.alerts.SetUnhealthy(health.SIPAcceptErrors, "", health.Args{health.ArgError: err.Error()})
+		}
+		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+	// The set goes with the listener: its connections are closed when
+	// the listener is (Run's stop, a rebind).
+	defer poll.stop()
+	s.tcpMu.Lock()
+	s.tcpServe = tcpServing{w: w, poll: poll, open: true}
+	s.tcpMu.Unlock()
+	defer func() {
+		s.tcpMu.Lock()
+		if s.tcpServe.poll == poll {
+			s.tcpServe.poll = nil
+		}
+		s.tcpMu.Unlock()
+	}()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -267,29 +316,18 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 	}
 }
 
-// serveTCPRecovered serves one connection; a panic in its framing (a
-// handler's own is recovered per message in handle) is recovered and
-// counted, and closes this connection only, whose framing is lost.
-func (s *Server) serveTCPRecovered(tc *tcpConn) {
-	defer s.recoverPanic()
-	s.serveTCP(tc)
-}
-
-// serveTCP frames messages on one connection: a message's header must
-// arrive within sip.tcp_header_timeout of its first byte, a connection
-// without a message for sip.tcp_idle_timeout is closed unless a phone
-// registered on it and its binding lives, and nothing larger
-// than sip.max_message_size is read (513, then closed). A Content-Length
-// that cannot be believed (see bodyLength) is answered 400 and closes the
-// connection, since where the next message starts is unknown. A message
-// cut short by the peer's close or a timeout is counted as malformed.
-func (s *Server) serveTCP(tc *tcpConn) {
-	cfg := s.config()
-	idle := time.Duration(cfg.TCPIdleTimeout) * time.Second
-	headerTimeout := time.Duration(cfg.TCPHeaderTimeout) * time.Second
-	r := newReader(s, 0)
-	buf := make([]byte, 0, 2048)
-	chunk := make([]byte, 2048)
+// frame handles the complete messages at the start of buf, what one
+// connection sent, and returns the incomplete rest (a part of buf) and
+// whether it handled any. A message's header must arrive within
+// sip.tcp_header_timeout of its first byte and a connection without a
+// message for sip.tcp_idle_timeout is closed unless a phone registered on
+// it and its binding lives (both applied by the poller's reader, turn).
+// Nothing larger than max (sip.max_message_size) is read: 513, and the
+// connection closed (ok false). A Content-Length that cannot be believed
+// (see bodyLength) is answered 400 and closes the connection, since where
+// the next message starts is unknown. A message cut short by the peer's
+// close or a timeout is counted as malformed (incomplete).
+func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte, handled, ok bool) {
 	from := peer{addr: tc.remote, local: tc.local, tcp: tc}
 	for {
 		// Leading CRLFs are keep-alives: a double CRLF gets a single one.
@@ -300,51 +338,20 @@ func (s *Server) serveTCP(tc *tcpConn) {
 				continue
 			}
 			if len(buf) < 4 && bytes.Equal(buf, []byte("\r\n\r\n")[:len(buf)]) {
-				break // the rest of a keep-alive may follow
+				return buf, handled, true // the rest of a keep-alive may follow
 			}
 			buf = buf[1:]
 		}
-		var msgStart time.Time
-		if len(buf) > 0 && buf[0] != '\r' && buf[0] != '\n' {
-			msgStart = time.Now()
+		if len(buf) == 0 {
+			return buf, handled, true
 		}
-		end := -1
-		for {
-			if end = bytes.Index(buf, []byte("\r\n\r\n")); end >= 0 {
-				break
-			}
-			if len(buf) > cfg.MaxMessageSize {
-				s.tooLarge(r, tc, buf)
-				return
-			}
-			deadline := time.Now().Add(idle)
-			if !msgStart.IsZero() {
-				deadline = msgStart.Add(headerTimeout)
-			}
-			tc.c.SetReadDeadline(deadline)
-			n, err := tc.c.Read(chunk)
-			if n > 0 && msgStart.IsZero() && !isKeepalive(chunk[:n]) {
-				msgStart = time.Now()
-			}
-			buf = append(buf, chunk[:n]...)
-			if err != nil && isTimeout(err) && msgStart.IsZero() && s.carriesBinding(tc.remote, time.Now()) {
-				// The phone registered on this connection: it is its
-				// flow (RFC 5626), the only way requests reach it, kept
-				// while the binding lives however quiet it is.
-				continue
-			}
-			if err != nil {
-				if len(bytes.TrimLeft(buf, "\r\n")) > 0 {
-					s.incomplete(tc, err)
-				}
-				return
-			}
-			if n > 0 && len(bytes.TrimLeft(buf, "\r\n")) == 0 {
-				break // keep-alive only: handled at the top
-			}
-		}
+		end := bytes.Index(buf, []byte("\r\n\r\n"))
 		if end < 0 {
-			continue
+			if len(buf) > max {
+				s.tooLarge(r, tc, buf)
+				return nil, handled, false
+			}
+			return buf, handled, true
 		}
 		head := end + 4
 		cl, err := headerLength(buf[:head])
@@ -352,30 +359,22 @@ func (s *Server) serveTCP(tc *tcpConn) {
 			s.messages.Add(1)
 			s.malformed.Add(1)
 			r.malformed(string(buf[:head]), from, err)
-			return
+			return nil, handled, false
 		}
 		// cl has at most 9 digits and head is under the size bound: the
 		// comparison is made without adding them.
-		if cl > cfg.MaxMessageSize-head {
+		if cl > max-head {
 			s.tooLarge(r, tc, buf[:head])
-			return
+			return nil, handled, false
 		}
-		for len(buf) < head+cl {
-			tc.c.SetReadDeadline(msgStart.Add(headerTimeout))
-			n, err := tc.c.Read(chunk)
-			buf = append(buf, chunk[:n]...)
-			if err != nil && len(buf) < head+cl {
-				s.incomplete(tc, err)
-				return
-			}
+		if len(buf) < head+cl {
+			return buf, handled, true
 		}
 		span := tc.w.BeginCPU()
 		r.handle(buf[:head+cl], from)
 		span.End()
-		buf = append(buf[:0], buf[head+cl:]...)
-		if cap(buf) > 4*2048 { // do not keep a large message's buffer
-			buf = append(make([]byte, 0, 2048), buf...)
-		}
+		buf = buf[head+cl:]
+		handled = true
 	}
 }
 

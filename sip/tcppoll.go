@@ -1,0 +1,553 @@
+package sip
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/aredn/phonebookd/supervisor"
+)
+
+// No goroutine per idle TCP peer (issue 19). Every connection, idle or
+// not, is parked in one epoll set watched by one goroutine (tcpPoller.run);
+// a connection that becomes readable, or whose timeout passed, is handed
+// to a reader, of which at most maxTCPReaders run at once, started when
+// work is queued and ended when none is left. A reader reads without
+// blocking (syscall.RawConn.Read with a callback that reads once) until
+// the socket would block, handles every complete message, and parks the
+// connection again. An idle connection costs its socket, its tcpConn and
+// its place in the set: no goroutine, no stack, no buffer (see buffers.go
+// for the one an incomplete message holds).
+
+// maxTCPReaders bounds the goroutines reading TCP connections at once. A
+// reader is held only while a message is handled (an answer written to a
+// peer that does not read waits up to writeTimeout), so two serve every
+// connection of a router; a third and fourth keep a slow peer or two from
+// delaying the others.
+const maxTCPReaders = 4
+
+// maxReadsPerTurn bounds the reads a reader makes on one connection
+// before it parks it again and takes the next: a peer that sends without
+// pause cannot keep the others waiting.
+const maxReadsPerTurn = 8
+
+// maxPollWait bounds a wait of the poller; the eventfd wakes it earlier
+// for a stop or for a deadline earlier than the one it sleeps toward.
+const maxPollWait = time.Minute
+
+// pollEvents are the events a parked connection waits for: data, the
+// peer's close (EPOLLRDHUP) or an error (EPOLLERR and EPOLLHUP are always
+// reported). One-shot: a connection is handed to one reader at a time,
+// and the reader arms it again when it parks it.
+const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
+// wakeID is the event data of the poller's own eventfd; connections are
+// numbered from 1.
+const wakeID = 0
+
+// tcpPoller is one listener's epoll set of TCP connections, its poller
+// goroutine and its readers.
+type tcpPoller struct {
+	s      *Server
+	w      *supervisor.Worker
+	epfd   int
+	wakefd int
+	wg     sync.WaitGroup // the poller and its readers
+
+	mu      sync.Mutex
+	conns   map[int32]*tcpConn // every connection of this set, parked or not
+	nextID  int32
+	queue   []*tcpConn // connections ready for a reader
+	readers int        // readers running
+	idle    []*reader  // the ended readers' buffers, for the next ones
+	stopped bool
+	// nextScan is when the earliest parked deadline falls (the poller
+	// looks for timed-out connections then); waiting is whether the
+	// poller sleeps toward it, so that an earlier deadline must wake it.
+	nextScan time.Time
+	waiting  bool
+}
+
+// newTCPPoller makes the epoll set and starts its poller goroutine on w,
+// supervised: a panic in it restarts the worker.
+func newTCPPoller(s *Server, w *supervisor.Worker) (*tcpPoller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("sip: tcp epoll set: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("sip: tcp poller eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeID}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("sip: tcp poller eventfd: %w", err)
+	}
+	p := &tcpPoller{s: s, w: w, epfd: epfd, wakefd: wakefd, conns: map[int32]*tcpConn{},
+		nextScan: time.Now().Add(maxPollWait)}
+	p.wg.Add(1)
+	w.Go(func() {
+		defer p.wg.Done()
+		p.run()
+	})
+	return p, nil
+}
+
+// wake interrupts the poller's wait.
+func (p *tcpPoller) wake() {
+	one := [8]byte{1} // eventfd counts in host order; any non-zero value wakes
+	unix.Write(p.wakefd, one[:])
+}
+
+// stop ends the poller and its readers, waits for them, closes every
+// connection left in the set and releases the set. Called once, when the
+// listener has closed.
+func (p *tcpPoller) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	p.wake()
+	p.wg.Wait()
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = map[int32]*tcpConn{}
+	p.mu.Unlock()
+	for _, tc := range conns {
+		p.release(tc)
+	}
+	unix.Close(p.epfd)
+	unix.Close(p.wakefd)
+}
+
+// add enters a connection into the set, parked until it is readable or
+// idle for sip.tcp_idle_timeout. It fails when the poller has stopped or
+// the connection has no descriptor to watch.
+func (p *tcpPoller) add(tc *tcpConn) error {
+	sc, ok := tc.c.(syscall.Conn)
+	if !ok {
+		return errors.New("sip: tcp connection without a descriptor")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("sip: tcp connection: %w", err)
+	}
+	tc.rc = rc
+	now := time.Now()
+	tc.lastActive = now
+	deadline := now.Add(p.idleTimeout())
+	p.mu.Lock()
+	// Entered, armed and parked under the lock: stop (which closes the
+	// set) cannot come between, nor the poller see its event unparked.
+	if p.stopped {
+		p.mu.Unlock()
+		return errNoTCP
+	}
+	p.nextID++
+	if p.nextID <= wakeID {
+		p.nextID = wakeID + 1
+	}
+	for p.conns[p.nextID] != nil { // after a wrap: skip numbers in use
+		p.nextID++
+	}
+	tc.id = p.nextID
+	if err := p.ctl(tc, unix.EPOLL_CTL_ADD); err != nil {
+		p.mu.Unlock()
+		return fmt.Errorf("sip: tcp connection into the epoll set: %w", err)
+	}
+	p.conns[tc.id] = tc
+	tc.parked, tc.deadline = true, deadline
+	p.noteDeadlineLocked(deadline)
+	p.mu.Unlock()
+	return nil
+}
+
+// noteDeadlineLocked makes the poller look for timed-out connections by
+// deadline, waking it if it sleeps toward a later time (p.mu held: stop
+// cannot have closed the eventfd).
+func (p *tcpPoller) noteDeadlineLocked(deadline time.Time) {
+	if deadline.Before(p.nextScan) {
+		p.nextScan = deadline
+		if p.waiting {
+			p.wake()
+		}
+	}
+}
+
+func (p *tcpPoller) idleTimeout() time.Duration {
+	return time.Duration(p.s.config().TCPIdleTimeout) * time.Second
+}
+
+// ctl adds, arms again or removes a connection's descriptor.
+func (p *tcpPoller) ctl(tc *tcpConn, op int) error {
+	var err error
+	cerr := tc.rc.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: pollEvents, Fd: tc.id}
+		err = unix.EpollCtl(p.epfd, op, int(fd), &ev)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// park marks a connection as waiting, with the deadline at which it is
+// handed to a reader even if nothing arrives, and arms its event (a
+// one-shot event fired when it was taken). The caller, its reader, owns
+// the connection until then and must not touch it after.
+func (p *tcpPoller) park(tc *tcpConn, deadline time.Time) {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return // stop closes it
+	}
+	tc.parked, tc.deadline = true, deadline
+	p.noteDeadlineLocked(deadline)
+	p.mu.Unlock()
+	// Armed after it is marked parked: its event finds it parked. A
+	// failure is a connection closed under its reader (the worker
+	// stops): its deadline hands it to a reader, whose read fails and
+	// closes it; stop does at the latest.
+	p.ctl(tc, unix.EPOLL_CTL_MOD)
+}
+
+// enqueueLocked queues a connection for a reader and starts one if fewer
+// than maxTCPReaders run (p.mu held).
+func (p *tcpPoller) enqueueLocked(tc *tcpConn) {
+	p.queue = append(p.queue, tc)
+	// A new reader whenever fewer run: those that run may be held by a
+	// handler writing to a slow peer. One that finds the queue empty
+	// ends at once.
+	if p.readers >= maxTCPReaders {
+		return
+	}
+	p.readers++
+	var r *reader
+	if n := len(p.idle); n > 0 {
+		r, p.idle[n-1] = p.idle[n-1], nil
+		p.idle = p.idle[:n-1]
+	} else {
+		r = newReader(p.s, chunkSize)
+	}
+	p.wg.Add(1)
+	p.w.Go(func() {
+		defer p.wg.Done()
+		p.read(r)
+	})
+}
+
+// run is the poller goroutine: it waits for events and deadlines and
+// hands the connections to readers, until stop.
+func (p *tcpPoller) run() {
+	events := make([]unix.EpollEvent, 32)
+	for {
+		p.mu.Lock()
+		if p.stopped {
+			p.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		if !now.Before(p.nextScan) {
+			p.scanLocked(now)
+		}
+		wait := p.nextScan.Sub(now)
+		p.waiting = true
+		p.mu.Unlock()
+		ms := int((wait + time.Millisecond - 1) / time.Millisecond)
+		n, err := unix.EpollWait(p.epfd, events, max(ms, 0))
+		if err != nil && err != unix.EINTR {
+			// Not expected of a valid set; do not spin on it.
+			p.s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp epoll wait failed", "err", err.Error())
+			time.Sleep(100 * time.Millisecond)
+		}
+		p.mu.Lock()
+		p.waiting = false
+		for _, ev := range events[:max(n, 0)] {
+			if ev.Fd == wakeID {
+				var b [8]byte
+				unix.Read(p.wakefd, b[:])
+				continue
+			}
+			// A connection closed since is gone from conns; one a reader
+			// holds (taken at its deadline while armed) is armed again
+			// when it is parked, and the event comes again if data waits.
+			if tc := p.conns[ev.Fd]; tc != nil && tc.parked {
+				tc.parked = false
+				p.enqueueLocked(tc)
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// scanLocked hands the parked connections whose deadline passed to
+// readers and sets nextScan to the earliest deadline left (p.mu held).
+// It looks at every connection, bounded by sip.tcp_max_connections, once
+// per deadline that falls, not per event.
+func (p *tcpPoller) scanLocked(now time.Time) {
+	next := now.Add(maxPollWait)
+	for _, tc := range p.conns {
+		if !tc.parked {
+			continue
+		}
+		if !now.Before(tc.deadline) {
+			tc.parked = false
+			p.enqueueLocked(tc)
+			continue
+		}
+		if tc.deadline.Before(next) {
+			next = tc.deadline
+		}
+	}
+	p.nextScan = next.Add(scanSlack)
+}
+
+// scanSlack: a scan comes this long after the earliest deadline, so that
+// the connections whose deadlines fall close together (each is its last
+// data plus the same timeout) are taken by one scan, not one each.
+const scanSlack = 250 * time.Millisecond
+
+// next takes a queued connection; a reader ends (false) when none is
+// queued or the poller stopped, leaving its buffers for the next one.
+func (p *tcpPoller) next(r *reader) (*tcpConn, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) == 0 || p.stopped {
+		p.readers--
+		if len(p.idle) < maxTCPReaders {
+			p.idle = append(p.idle, r)
+		}
+		return nil, false
+	}
+	tc := p.queue[0]
+	p.queue[0] = nil
+	p.queue = p.queue[1:]
+	if len(p.queue) == 0 {
+		p.queue = nil // the backing array is not kept growing at its tail
+	}
+	return tc, true
+}
+
+// read is a reader goroutine: it serves queued connections until none is
+// left.
+func (p *tcpPoller) read(r *reader) {
+	for {
+		tc, ok := p.next(r)
+		if !ok {
+			return
+		}
+		p.turn(r, tc)
+	}
+}
+
+// turn serves one connection until it would block: it reads, frames and
+// handles what arrived, applies the timeouts, and parks it again or
+// closes it. A panic in the framing (a handler's own is recovered per
+// message in handle) is recovered and counted, and closes this
+// connection only, whose framing is lost.
+func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
+	s := p.s
+	parked := false
+	defer func() {
+		if v := recover(); v != nil {
+			s.handlerPanic(v, debug.Stack())
+		}
+		if !parked {
+			p.drop(tc)
+		}
+	}()
+	cfg := s.config()
+	idle := time.Duration(cfg.TCPIdleTimeout) * time.Second
+	headerTimeout := time.Duration(cfg.TCPHeaderTimeout) * time.Second
+	for range maxReadsPerTurn {
+		scratch := tc.pending == nil
+		buf := tc.pending
+		if scratch {
+			buf = r.buf[:0]
+		} else if len(buf) == cap(buf) {
+			buf = s.growPending(buf, cfg.MaxMessageSize)
+			s.chunks.put(tc.pending) // copied: a chunk goes back
+			tc.pending = buf
+		}
+		n, err := readOnce(tc.rc, buf[len(buf):cap(buf)])
+		if err == unix.EAGAIN {
+			break
+		}
+		if err == nil && n == 0 {
+			err = io.EOF
+		}
+		if err != nil {
+			if len(trimCRLF(buf)) > 0 {
+				s.incomplete(tc, err)
+			}
+			return
+		}
+		data := buf[len(buf) : len(buf)+n]
+		buf = buf[:len(buf)+n]
+		now := time.Now()
+		tc.lastActive = now
+		if tc.msgStart.IsZero() && !isKeepalive(data) {
+			tc.msgStart = now
+		}
+		rest, handled, ok := s.frame(r, tc, buf, cfg.MaxMessageSize)
+		if !ok {
+			return
+		}
+		switch {
+		case len(trimCRLF(rest)) == 0:
+			tc.msgStart = time.Time{}
+		case handled:
+			tc.msgStart = now // the next message began with this read
+		}
+		tc.pending = s.keepRest(buf, scratch, rest)
+	}
+	now := time.Now()
+	if !tc.msgStart.IsZero() {
+		deadline := tc.msgStart.Add(headerTimeout)
+		if !now.Before(deadline) {
+			s.incomplete(tc, errHeaderTimeout)
+			return
+		}
+		parked = true
+		p.park(tc, deadline)
+		return
+	}
+	deadline := tc.lastActive.Add(idle)
+	if !now.Before(deadline) {
+		if !s.carriesBinding(tc.remote, now) {
+			return // idle for sip.tcp_idle_timeout: closed
+		}
+		// The phone registered on this connection: it is its flow (RFC
+		// 5626), the only way requests reach it, kept while the binding
+		// lives however quiet it is.
+		tc.lastActive = now
+		deadline = now.Add(idle)
+	}
+	parked = true
+	p.park(tc, deadline)
+}
+
+// errHeaderTimeout: a message did not arrive whole within
+// sip.tcp_header_timeout of its first byte.
+var errHeaderTimeout = timeoutError{}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "sip.tcp_header_timeout passed" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+// drop closes a connection that its reader owns and forgets it.
+func (p *tcpPoller) drop(tc *tcpConn) {
+	p.mu.Lock()
+	if p.conns[tc.id] == tc {
+		delete(p.conns, tc.id)
+	}
+	p.mu.Unlock()
+	p.release(tc)
+}
+
+// release closes a connection no one else holds: out of the set, out of
+// the server's tables, its buffer back to the pool.
+func (p *tcpPoller) release(tc *tcpConn) {
+	if tc.rc != nil {
+		p.ctl(tc, unix.EPOLL_CTL_DEL) // closing would remove it too; a closed one has nothing to remove
+	}
+	p.s.chunks.put(tc.pending)
+	tc.pending = nil
+	p.s.dropConn(tc)
+	tc.c.Close()
+}
+
+// readOnce reads what the socket holds into b without blocking: EAGAIN
+// when it holds nothing. The callback returns true, so the runtime's
+// poller is never waited on: the epoll set is what waits.
+func readOnce(rc syscall.RawConn, b []byte) (int, error) {
+	var n int
+	var err error
+	cerr := rc.Read(func(fd uintptr) bool {
+		for {
+			n, err = unix.Read(int(fd), b)
+			if err != unix.EINTR {
+				return true
+			}
+		}
+	})
+	if cerr != nil {
+		return 0, cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// growPending is a buffer for an incomplete message that did not fit its
+// buffer: a pooled chunk for the few bytes of a keep-alive's start, else
+// twice as large, never above what the largest message and one more byte
+// need (a header section that long is refused).
+func (s *Server) growPending(b []byte, maxSize int) []byte {
+	if cap(b) < chunkSize {
+		return append(s.chunks.get(), b...)
+	}
+	n := min(2*cap(b), maxSize+1)
+	if n <= cap(b) {
+		n = cap(b) + chunkSize // at the bound already: framing refuses it on this read
+	}
+	nb := make([]byte, len(b), n)
+	copy(nb, b)
+	return nb
+}
+
+// keepRest keeps the incomplete rest of what a connection sent after its
+// complete messages were handled (rest, a part of buf, what was read):
+// nothing when there is none (a pooled buffer goes back), in a pooled
+// chunk when it came in the reader's own buffer (scratch) or when a large
+// message's buffer is no longer needed, else moved to the front of buf.
+func (s *Server) keepRest(buf []byte, scratch bool, rest []byte) []byte {
+	pending := buf
+	if len(rest) == 0 {
+		if !scratch {
+			s.chunks.put(pending)
+		}
+		return nil
+	}
+	if len(trimCRLF(rest)) == 0 {
+		// The start of a keep-alive (at most three bytes of "\r\n\r\n"):
+		// a few bytes, not a chunk, on a connection otherwise idle.
+		nb := append(make([]byte, 0, 8), rest...)
+		if !scratch {
+			s.chunks.put(pending)
+		}
+		return nb
+	}
+	if scratch || cap(pending) > chunkSize && len(rest) <= chunkSize/2 {
+		nb := s.chunks.get()
+		if len(rest) > cap(nb) {
+			nb = make([]byte, 0, len(rest)+chunkSize)
+		}
+		nb = append(nb, rest...)
+		if !scratch {
+			s.chunks.put(pending) // dropped if not a chunk
+		}
+		return nb
+	}
+	return pending[:copy(pending[:cap(pending)], rest)]
+}
+
+// trimCRLF is b without its leading CRs and LFs (keep-alives).
+func trimCRLF(b []byte) []byte {
+	for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
+		b = b[1:]
+	}
+	return b
+}
