@@ -324,6 +324,9 @@ type Supervisor struct {
 	monitoring bool
 	wg         sync.WaitGroup
 	clkTck     float64 // clock ticks per second from the kernel (0: unknown)
+	// stat reads the threads' CPU ticks every second without
+	// allocating (s.mu held).
+	stat procfs.StatReader
 	// restartLog bounds the log lines of the operator's restart calls:
 	// a caller looping on restart must not fill the syslog ring.
 	restartLog *loglimit.Limiter
@@ -758,7 +761,7 @@ func (s *Supervisor) sampleCPU(inst *instance) {
 	if tid == 0 {
 		return
 	}
-	total, at, ok := procfs.ThreadTicks(tid)
+	total, at, ok := s.stat.Thread(tid)
 	if !ok {
 		return
 	}
@@ -767,7 +770,7 @@ func (s *Supervisor) sampleCPU(inst *instance) {
 	total += inst.exitedTicks
 	total += uint64(float64(inst.spanNanos.Load()) * s.clkTck / 1e9)
 	for _, t := range inst.threads {
-		if v, _, ok := procfs.ThreadTicks(t); ok {
+		if v, _, ok := s.stat.Thread(t); ok {
 			total += v
 		}
 	}
