@@ -429,6 +429,9 @@ func (h *System) Sample() *Snapshot {
 	if m.Goroutines >= cfg.GoroutineWarn {
 		add(ConditionOf(GoroutinesHigh, "", Args{ArgCount: itoa(m.Goroutines), ArgLimit: itoa(cfg.GoroutineWarn)}))
 	}
+	if m.ThreadsKnown && cfg.OSThreadWarn > 0 && m.Threads >= cfg.OSThreadWarn {
+		add(ConditionOf(OSThreadsHigh, "", Args{ArgCount: itoa(m.Threads), ArgLimit: itoa(cfg.OSThreadWarn)}))
+	}
 	if m.Stacks >= uint64(cfg.StackWarnKB)*1024 {
 		add(ConditionOf(StackHigh, "", Args{ArgCount: itoa(int(m.Stacks / 1024)), ArgLimit: itoa(cfg.StackWarnKB)}))
 	}

@@ -189,6 +189,11 @@ type MemSample struct {
 	Goroutines int
 	GCCycles   uint64
 	RSSKnown   bool // false where /proc/self/status is unreadable
+	// Threads is the process's OS threads (Threads of /proc/self/status,
+	// the kernel's count: the Go runtime's and any other), known where
+	// ThreadsKnown.
+	Threads      int
+	ThreadsKnown bool
 }
 
 var memMetrics = []string{
@@ -237,6 +242,9 @@ func (r *MemReader) Read() MemSample {
 		m.PeakRSS = statusKB(r.buf[:n], "VmHWM:") * 1024
 		m.RSSAnon = statusKB(r.buf[:n], "RssAnon:") * 1024
 		m.RSSFile = statusKB(r.buf[:n], "RssFile:") * 1024
+		if v, ok := statusValue(r.buf[:n], "Threads:"); ok {
+			m.Threads, m.ThreadsKnown = int(v), true
+		}
 	}
 	return m
 }
@@ -259,9 +267,16 @@ func (r *MemReader) readFile(path string) (int, bool) {
 }
 
 func statusKB(b []byte, key string) uint64 {
+	v, _ := statusValue(b, key)
+	return v
+}
+
+// statusValue is the number after key in /proc/self/status; false where
+// the key is not there.
+func statusValue(b []byte, key string) (uint64, bool) {
 	i := bytes.Index(b, []byte(key))
 	if i < 0 {
-		return 0
+		return 0, false
 	}
 	rest := b[i+len(key):]
 	if j := bytes.IndexByte(rest, '\n'); j >= 0 {
@@ -269,10 +284,9 @@ func statusKB(b []byte, key string) uint64 {
 	}
 	f := bytes.Fields(rest)
 	if len(f) == 0 {
-		return 0
+		return 0, false
 	}
-	v, _ := strconv.ParseUint(string(f[0]), 10, 64)
-	return v
+	return parseUint(f[0])
 }
 
 // FDSample counts the process's open file descriptors by kind.
