@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/health"
-	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -184,7 +183,7 @@ func (u *ubusFront) watchdog(ctx context.Context) {
 	if !d.config().Health.Watchdog || !u.bus.Connected() {
 		return
 	}
-	if !supervisor.EssentialAlive(d.sup.Snapshot(), d.clock.Now()) {
+	if !d.sup.EssentialAlive(d.clock.Now()) {
 		return
 	}
 	c, err := u.bus.Conn()

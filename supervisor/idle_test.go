@@ -99,3 +99,49 @@ func osThreads() (int, bool) {
 	n, err := strconv.Atoi(f[0])
 	return n, err == nil
 }
+
+// TestEssentialAliveWithoutSnapshot: procd's watchdog asks every 5 s
+// whether the essential workers are alive; the supervisor answers from
+// its workers as they are, by the same rule as EssentialAlive on a
+// snapshot, without building one (a slice of every worker's figures,
+// about 1 KB, every 5 s).
+func TestEssentialAliveWithoutSnapshot(t *testing.T) {
+	clk := newFakeClock()
+	s := New(Options{Clock: clk, MaxRestarts: 1, Window: time.Hour})
+	beat := make(chan struct{})
+	beaten := make(chan struct{})
+	s.Add(Spec{Name: "main", Period: time.Minute, Essential: true, Run: func(ctx context.Context, w *Worker) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-beat:
+				w.Beat()
+				beaten <- struct{}{}
+			}
+		}
+	}})
+	s.Add(Spec{Name: "fetcher", Period: time.Minute, Run: func(ctx context.Context, w *Worker) error { <-ctx.Done(); return nil }})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); s.Wait(context.Background()) }()
+	s.Start(ctx)
+	same := func(when string, want bool) {
+		t.Helper()
+		now := clk.Now()
+		if got, rule := s.EssentialAlive(now), EssentialAlive(s.Snapshot(), now); got != want || rule != want {
+			t.Errorf("%s: alive %v, the rule on a snapshot %v, want %v", when, got, rule, want)
+		}
+	}
+	same("before the first beat", false)
+	beat <- struct{}{}
+	<-beaten
+	same("after a beat", true)
+	if n := testing.AllocsPerRun(50, func() { s.EssentialAlive(clk.Now()) }); n != 0 {
+		t.Errorf("%.1f allocations per answer, want 0", n)
+	}
+	clk.Advance(2*time.Minute + time.Second)
+	same("two periods after the last beat", false)
+	beat <- struct{}{}
+	<-beaten
+	same("beating again", true)
+}

@@ -796,14 +796,38 @@ func (s *Supervisor) sampleCPU(inst *instance) {
 // a restarted instance that has not beaten yet does not.
 func EssentialAlive(workers []WorkerStatus, now time.Time) bool {
 	for _, w := range workers {
-		if !w.Essential {
+		if w.Essential && !alive(w.Status, w.LastHeartbeat, w.Period, now) {
+			return false
+		}
+	}
+	return true
+}
+
+// alive is EssentialAlive's rule for one essential worker.
+func alive(status string, lastBeat time.Time, period time.Duration, now time.Time) bool {
+	switch {
+	case status == StatusBlocked:
+		return true
+	case status != StatusHealthy:
+		return false
+	}
+	return !lastBeat.IsZero() && now.Sub(lastBeat) <= 2*period
+}
+
+// EssentialAlive is the package's EssentialAlive on the workers as they
+// are now, without building a snapshot: procd's watchdog asks every 5 s.
+func (s *Supervisor) EssentialAlive(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ws := range s.workers {
+		if !ws.spec.Essential {
 			continue
 		}
-		switch {
-		case w.Status == StatusBlocked:
-		case w.Status != StatusHealthy:
-			return false
-		case w.LastHeartbeat.IsZero() || now.Sub(w.LastHeartbeat) > 2*w.Period:
+		var last time.Time
+		if ws.inst != nil && ws.inst.beaten.Load() {
+			last = time.Unix(0, ws.inst.lastBeat.Load())
+		}
+		if !alive(ws.status, last, ws.spec.Period, now) {
 			return false
 		}
 	}
