@@ -297,47 +297,81 @@ type FDSample struct {
 }
 
 // ReadFDs lists /proc/self/fd (not counting the descriptor used to read
-// it) and reads the RLIMIT_NOFILE soft limit.
+// it) and reads the RLIMIT_NOFILE soft limit (a rare read; the health
+// evaluation keeps an FDReader).
 func ReadFDs() FDSample {
+	var r FDReader
+	return r.Read()
+}
+
+// FDReader counts the open descriptors without allocating: the health
+// evaluation does it each time (every second at health_check_interval
+// 1), and os.ReadDir's names, the link paths and the directory buffer
+// the os package pools (8 KB anew after each collection) were most of
+// what an evaluation allocated. Not safe for concurrent use.
+type FDReader struct {
+	dents [2048]byte
+	link  [64]byte
+}
+
+// Read is ReadFDs with the reader's buffers.
+func (r *FDReader) Read() FDSample {
 	var s FDSample
 	var lim unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
 		s.Max = int(min(lim.Cur, 1<<31-1))
 	}
-	d, err := os.Open("/proc/self/fd")
-	if err != nil {
+	dir := []byte("/proc/self/fd\x00")
+	dfd, _, errno := syscall.Syscall6(syscall.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(&dir[0])),
+		uintptr(syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC), 0, 0, 0)
+	if errno != 0 {
 		return s
 	}
-	defer d.Close()
-	own := strconv.Itoa(int(d.Fd()))
-	names, err := d.Readdirnames(-1)
-	if err != nil {
-		return s
+	defer syscall.Close(int(dfd))
+	for {
+		n, err := unix.Getdents(int(dfd), r.dents[:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return FDSample{Max: s.Max}
+		}
+		if n <= 0 {
+			break
+		}
+		for off := 0; off+19 < n; {
+			// struct linux_dirent64: ino 8, off 8, reclen 2, type 1, name
+			reclen := int(binary.NativeEndian.Uint16(r.dents[off+16:]))
+			if reclen <= 19 || off+reclen > n {
+				return FDSample{Max: s.Max}
+			}
+			name := r.dents[off+19 : off+reclen] // NUL-terminated, padded
+			off += reclen
+			fd, ok := parseUint(name[:max(bytes.IndexByte(name, 0), 0)])
+			if !ok || uintptr(fd) == dfd { // ".", "..", the one listing
+				continue
+			}
+			s.Open++
+			k, _, errno := syscall.Syscall6(syscall.SYS_READLINKAT, dfd, uintptr(unsafe.Pointer(&name[0])),
+				uintptr(unsafe.Pointer(&r.link[0])), uintptr(len(r.link)), 0, 0)
+			if errno != 0 {
+				s.Other++
+				continue
+			}
+			target := r.link[:k]
+			switch {
+			case bytes.HasPrefix(target, []byte("socket:")):
+				s.Socket++
+			case bytes.HasPrefix(target, []byte("pipe:")):
+				s.Pipe++
+			case bytes.HasPrefix(target, []byte("/")):
+				s.File++
+			default:
+				s.Other++
+			}
+		}
 	}
 	s.Known = true
-	var buf [256]byte
-	for _, n := range names {
-		if n == own {
-			continue
-		}
-		s.Open++
-		k, err := unix.Readlink("/proc/self/fd/"+n, buf[:])
-		if err != nil {
-			s.Other++
-			continue
-		}
-		target := buf[:k]
-		switch {
-		case bytes.HasPrefix(target, []byte("socket:")):
-			s.Socket++
-		case bytes.HasPrefix(target, []byte("pipe:")):
-			s.Pipe++
-		case bytes.HasPrefix(target, []byte("/")):
-			s.File++
-		default:
-			s.Other++
-		}
-	}
 	return s
 }
 
