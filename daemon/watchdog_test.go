@@ -92,16 +92,17 @@ func TestWatchdogLooksProcdUpOnce(t *testing.T) {
 	defer br.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var arms atomic.Int32
-	startProcd := func() (*ubus.Bus, context.CancelFunc) {
+	var arms atomic.Int32 // the first procd's re-arms
+	startProcd := func(arms *atomic.Int32) (*ubus.Bus, func()) {
 		pctx, pcancel := context.WithCancel(ctx)
 		procd := ubus.NewBus(br.Path(), nil)
-		go procd.Run(pctx)
+		done := make(chan struct{})
+		go func() { defer close(done); procd.Run(pctx) }()
 		procd.Register(pctx, &ubus.Object{Path: "service", Methods: []ubus.Method{{Name: "watchdog",
 			Handler: func(context.Context, *ubus.Request) ([]ubus.Value, error) { arms.Add(1); return nil, nil }}}})
-		return procd, pcancel
+		return procd, func() { pcancel(); <-done }
 	}
-	_, stopProcd := startProcd()
+	_, stopProcd := startProcd(&arms)
 	sup := supervisor.New(supervisor.Options{MaxRestarts: 5, Window: time.Hour})
 	sup.Add(supervisor.Spec{Name: "main", Period: time.Hour, Essential: true, Run: func(ctx context.Context, w *supervisor.Worker) error {
 		return w.Wait(ctx, 24*time.Hour)
@@ -134,12 +135,12 @@ func TestWatchdogLooksProcdUpOnce(t *testing.T) {
 
 	// procd restarts: its object gets a new id.
 	stopProcd()
-	_, stopProcd = startProcd()
+	var rearms atomic.Int32 // the restarted procd's
+	_, stopProcd = startProcd(&rearms)
 	defer stopProcd()
-	armed := arms.Load()
 	poll.Within(t, 5*time.Second, "a re-arm of the restarted procd", func() bool {
 		u.watchdog(ctx)
-		return arms.Load() > armed
+		return rearms.Load() > 0
 	})
 	if u.procd.id == id {
 		t.Errorf("still the old id %d after procd's restart", id)
