@@ -122,6 +122,7 @@ type Health struct {
 	StackWarnKB         int
 	GoroutineWarn       int
 	WorkerGoroutineWarn int
+	OSThreadWarn        int // OS threads of the process
 	SIPErrorsWarn       int // per hour
 	ProbeFailuresWarn   int // per hour
 	FetchFailuresWarn   int // per hour
@@ -225,6 +226,7 @@ func fields() []field {
 		{"health", "stack_warn_kb", kInt, "4096", 1, 1 << 20, func(c *Config) any { return &c.Health.StackWarnKB }, "total goroutine stack KiB that raises a warning", nil},
 		{"health", "goroutine_warn", kInt, "1000", 1, 1 << 20, func(c *Config) any { return &c.Health.GoroutineWarn }, "goroutines that raise a warning", nil},
 		{"health", "worker_goroutine_warn", kInt, "200", 1, 1 << 20, func(c *Config) any { return &c.Health.WorkerGoroutineWarn }, "goroutines of one worker that raise a warning", nil},
+		{"health", "os_thread_warn", kInt, "32", 1, 1 << 14, func(c *Config) any { return &c.Health.OSThreadWarn }, "OS threads of the process that raise a warning", nil},
 		{"health", "sip_errors_warn", kInt, "100", 1, 1 << 30, func(c *Config) any { return &c.Health.SIPErrorsWarn }, "SIP errors per hour that raise a warning", nil},
 		{"health", "probe_failures_warn", kInt, "30", 1, 1 << 30, func(c *Config) any { return &c.Health.ProbeFailuresWarn }, "probe failures per hour that raise a warning", nil},
 		{"health", "fetch_failures_warn", kInt, "3", 1, 1 << 30, func(c *Config) any { return &c.Health.FetchFailuresWarn }, "fetch failures per hour that raise a warning", nil},

@@ -358,7 +358,7 @@ loop:
 			}
 		case <-wdTick:
 			// The same rule as procd's watchdog.
-			if d.config().Health.Watchdog && supervisor.EssentialAlive(d.sup.Snapshot(), d.clock.Now()) {
+			if d.config().Health.Watchdog && d.sup.EssentialAlive(d.clock.Now()) {
 				d.notify("WATCHDOG=1")
 			}
 		}

@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -55,4 +57,42 @@ func TestEventsEvaluateAtMostOncePerSecond(t *testing.T) {
 		clk.Advance(100 * time.Millisecond)
 		return d.sys.Evaluations() > last
 	})
+}
+
+// TestOrphansSweptAtStartThenEvery10Minutes: temporary files left by an
+// interrupted write are removed at the first evaluation, and the
+// directories are listed again only every orphanSweepEvery, not at each
+// evaluation.
+func TestOrphansSweptAtStartThenEvery10Minutes(t *testing.T) {
+	cfg := config.Defaults()
+	dir := t.TempDir()
+	cfg.Main.StateDir, cfg.Main.RunDir, cfg.Main.WWWDir = dir, dir, dir
+	d := &Daemon{cfg: cfg, log: slog.New(slog.DiscardHandler), opt: Options{ConfDir: dir}}
+	d.sip = sip.New(cfg.SIP, nil, nil, nil)
+	s := &safety{d: d}
+	orphan := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		old := time.Now().Add(-time.Hour)
+		os.Chtimes(p, old, old)
+		return p
+	}
+	gone := func(p string) bool { _, err := os.Stat(p); return os.IsNotExist(err) }
+	now := time.Now()
+	first := orphan(".history.tmp-1")
+	s.hygiene(now)
+	if !gone(first) {
+		t.Fatal("an orphan left at the first evaluation")
+	}
+	second := orphan(".bindings.tmp-2")
+	s.hygiene(now.Add(time.Minute))
+	if gone(second) {
+		t.Error("the directories listed again a minute later")
+	}
+	s.hygiene(now.Add(orphanSweepEvery))
+	if !gone(second) {
+		t.Error("an orphan left after orphanSweepEvery")
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/health"
-	"github.com/aredn/phonebookd/supervisor"
 	"github.com/aredn/phonebookd/ubus"
 )
 
@@ -23,6 +22,17 @@ type ubusFront struct {
 	// healthObj is set by run's goroutine and read by the publisher's.
 	healthObj    atomic.Pointer[ubus.Object]
 	lastWatchdog time.Time
+	// procd is procd's service object as last looked up, on the
+	// connection it was looked up on; only the main loop uses it.
+	procd procdRef
+}
+
+// procdRef is procd's service object id on one ubus connection, with
+// the watchdog call's arguments (the instance procd watches).
+type procdRef struct {
+	conn *ubus.Conn
+	id   uint32
+	args []ubus.Value
 }
 
 // newUbusFront returns the ubus front if main.ubus asks for it: 1, or auto
@@ -173,13 +183,33 @@ func (u *ubusFront) watchdog(ctx context.Context) {
 	if !d.config().Health.Watchdog || !u.bus.Connected() {
 		return
 	}
-	if !supervisor.EssentialAlive(d.sup.Snapshot(), d.clock.Now()) {
+	if !d.sup.EssentialAlive(d.clock.Now()) {
+		return
+	}
+	c, err := u.bus.Conn()
+	if err != nil {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	_, err := u.bus.Call(cctx, "service", "watchdog", []ubus.Value{ubus.Str("name", "phonebook"), ubus.Str("instance", "instance1")})
-	if err != nil && !errors.Is(err, ubus.StatusNotFound) {
-		d.log.Debug("procd watchdog", "err", err)
+	// procd's object is looked up once per connection, not at each
+	// re-arm (every 5 s, a lookup and its reply decoded each time); a
+	// failed call (procd restarted: a new id) looks it up again at the
+	// next, well inside procd's 30 s.
+	if u.procd.conn != c {
+		id, err := c.LookupID(cctx, "service")
+		if err != nil {
+			if !errors.Is(err, ubus.StatusNotFound) {
+				d.log.Debug("procd watchdog", "err", err)
+			}
+			return
+		}
+		u.procd = procdRef{conn: c, id: id, args: []ubus.Value{ubus.Str("name", "phonebook"), ubus.Str("instance", "instance1")}}
+	}
+	if _, err := c.Invoke(cctx, u.procd.id, "watchdog", u.procd.args); err != nil {
+		u.procd = procdRef{}
+		if !errors.Is(err, ubus.StatusNotFound) {
+			d.log.Debug("procd watchdog", "err", err)
+		}
 	}
 }

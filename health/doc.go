@@ -166,6 +166,10 @@ type ErrorRates struct {
 type Process struct {
 	PID    int32    `json:"pid"`
 	CPUPct *float64 `json:"cpu_pct"`
+	// OSThreads is the process's OS threads (Threads of
+	// /proc/self/status); null where it cannot be read. Bounded by
+	// os_thread_warn (condition os_threads_high).
+	OSThreads *int32 `json:"os_threads"`
 }
 
 // Storage is the flash section.
@@ -325,6 +329,9 @@ func (h *System) softwareHealth(snap *Snapshot, cfg config.Health, m procfs.MemS
 	doc.ErrorRates = &ErrorRates{SIPErrorsPerHour: int32(h.opt.Rates.PerHour(CategorySIP)),
 		ProbeFailuresPerHour: int32(h.opt.Rates.PerHour(CategoryProbe)), FetchFailuresPerHour: int32(h.opt.Rates.PerHour(CategoryFetch))}
 	doc.Process = &Process{PID: int32(os.Getpid()), CPUPct: h.processCPU()}
+	if m.ThreadsKnown {
+		doc.Process.OSThreads = ptr(int32(m.Threads))
+	}
 	st := &Storage{FlashWrites: c.FlashWrites}
 	for i, d := range disks { // the flash state, then the RAM run filesystem
 		if !d.Known {

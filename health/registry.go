@@ -169,6 +169,10 @@ var (
 	// StackHigh, condition `stack_high`: goroutine stacks at stack_warn_kb.
 	StackHigh = Register(&Descriptor{Code: "stack_high", Level: LevelWarning, Penalty: 5, When: "goroutine stacks at `stack_warn_kb`",
 		Text: sprintf("Goroutine stacks use %s KB (warning at %s KB)", ArgCount, ArgLimit), Recommend: sprintf("Deep recursion or many goroutines; restart the daemon and report it.")})
+	// OSThreadsHigh, condition `os_threads_high`: os_thread_warn OS threads.
+	OSThreadsHigh = Register(&Descriptor{Code: "os_threads_high", Level: LevelWarning, Penalty: 5, When: "`os_thread_warn` OS threads in the process (`process.os_threads`)",
+		Text:      sprintf("%s OS threads (warning at %s); each holds about 35 KB of memory and a kernel stack, and the Go runtime keeps the threads it made", ArgCount, ArgLimit),
+		Recommend: sprintf("Threads are made for blocking system calls and kept until the daemon restarts; restart it if memory is short, and report it.")})
 	// Config, condition `config`: a setting rejected (the previous value kept).
 	Config = Register(&Descriptor{Code: "config", Level: LevelWarning, Penalty: 5, When: "a setting rejected (the previous value kept)",
 		Text: sprintf("Setting rejected, previous value kept: %s", ArgError), Recommend: sprintf("Correct the setting with uci set and uci commit phonebook.")})

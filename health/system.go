@@ -110,7 +110,8 @@ type System struct {
 	due      time.Time
 	external map[string]Condition
 	reach    map[string]reachState
-	cpu      procfs.CPUWindow // process CPU, sampled each second by SampleCPU
+	cpu      procfs.CPUWindow  // process CPU, sampled each second by SampleCPU
+	stat     procfs.StatReader // reads it without allocating
 	clkTck   float64
 
 	history *History
@@ -428,6 +429,9 @@ func (h *System) Sample() *Snapshot {
 	if m.Goroutines >= cfg.GoroutineWarn {
 		add(ConditionOf(GoroutinesHigh, "", Args{ArgCount: itoa(m.Goroutines), ArgLimit: itoa(cfg.GoroutineWarn)}))
 	}
+	if m.ThreadsKnown && cfg.OSThreadWarn > 0 && m.Threads >= cfg.OSThreadWarn {
+		add(ConditionOf(OSThreadsHigh, "", Args{ArgCount: itoa(m.Threads), ArgLimit: itoa(cfg.OSThreadWarn)}))
+	}
 	if m.Stacks >= uint64(cfg.StackWarnKB)*1024 {
 		add(ConditionOf(StackHigh, "", Args{ArgCount: itoa(int(m.Stacks / 1024)), ArgLimit: itoa(cfg.StackWarnKB)}))
 	}
@@ -549,14 +553,13 @@ func (h *System) settling(now time.Time, w supervisor.WorkerStatus, add func(Con
 // second, so that process.cpu_pct always covers the last cpuWindow
 // however often the documents are evaluated.
 func (h *System) SampleCPU() {
-	ticks, ok := procfs.ProcessTicks()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ticks, ok := h.stat.Process()
 	if !ok {
 		return
 	}
-	now := time.Now()
-	h.mu.Lock()
-	h.cpu.Add(now, ticks)
-	h.mu.Unlock()
+	h.cpu.Add(time.Now(), ticks)
 }
 
 // processCPU is the process's share of one CPU over the last cpuWindow;

@@ -144,6 +144,9 @@ func Render(in Input) []byte {
 	if p := h.Process; p != nil && p.CPUPct != nil {
 		w.one("phonebook_process_cpu_ratio", "gauge", "CPU used by the process over the last 10 s, as a fraction of one core.", *p.CPUPct/100)
 	}
+	if p := h.Process; p != nil && p.OSThreads != nil {
+		w.one("phonebook_process_os_threads", "gauge", "OS threads of the process (the Go runtime keeps the threads it made).", float64(*p.OSThreads))
+	}
 	if m := h.Memory; m != nil {
 		mb := func(name, help string, v *float64) {
 			if v != nil {

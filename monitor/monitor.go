@@ -38,6 +38,10 @@ type Prober interface {
 	ProbeBinding(ctx context.Context, b sip.Binding) (time.Duration, error)
 	// Bindings lists the live bindings.
 	Bindings() []sip.Binding
+	// Counts is how many phones are registered (and calls active): a
+	// round with no phone does not ask for the bindings, whose list is
+	// copied and sorted each time.
+	Counts() (registered, active int)
 }
 
 type target struct {
@@ -121,16 +125,22 @@ func (m *Monitor) Round(ctx context.Context, w *supervisor.Worker) {
 	cfg := m.cfg
 	m.mu.Unlock()
 	jobs := make([]job, 0, len(cfg.Targets))
-	seen := map[string]bool{}
+	var seen map[string]bool // made with the first job: an idle round allocates nothing
+	if len(cfg.Targets) > 0 {
+		seen = map[string]bool{}
+	}
 	for _, t := range cfg.Targets {
 		if !seen[t] {
 			seen[t] = true
 			jobs = append(jobs, job{key: t})
 		}
 	}
-	if cfg.ProbePhones {
+	if reg, _ := m.prober.Counts(); cfg.ProbePhones && reg > 0 {
 		for _, b := range m.prober.Bindings() {
 			k := phoneKey(b)
+			if seen == nil {
+				seen = map[string]bool{}
+			}
 			if !seen[k] {
 				seen[k] = true
 				jobs = append(jobs, job{key: k, phone: &b})
@@ -141,6 +151,9 @@ func (m *Monitor) Round(ctx context.Context, w *supervisor.Worker) {
 	// another port, a target removed from UCI) are forgotten, with their
 	// conditions: the monitor's memory and alerts follow the set.
 	m.prune(jobs)
+	if len(jobs) == 0 {
+		return // nothing to probe: prune settled the phones condition
+	}
 	timeout := time.Duration(cfg.ProbeTimeoutMS) * time.Millisecond
 	var mu sync.Mutex
 	anyOK, any, stopped := false, false, false
@@ -197,6 +210,12 @@ func (m *Monitor) Round(ctx context.Context, w *supervisor.Worker) {
 
 // prune drops targets not among jobs and clears their conditions.
 func (m *Monitor) prune(jobs []job) {
+	m.mu.Lock()
+	none := len(jobs) == 0 && len(m.targets) == 0 && m.phonesKey == ""
+	m.mu.Unlock()
+	if none { // nothing probed, nothing kept, nothing raised: nothing to do
+		return
+	}
 	keep := make(map[string]bool, len(jobs))
 	for _, j := range jobs {
 		keep[j.key] = true

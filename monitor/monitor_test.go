@@ -42,6 +42,8 @@ func (s *script) ProbeBinding(ctx context.Context, b sip.Binding) (time.Duration
 
 func (s *script) Bindings() []sip.Binding { return nil }
 
+func (s *script) Counts() (int, int) { return 0, 0 }
+
 type alerts struct {
 	mu  sync.Mutex
 	set map[string]health.Condition
@@ -115,6 +117,12 @@ func (c *churn) Bindings() []sip.Binding {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]sip.Binding(nil), c.bindings...)
+}
+
+func (c *churn) Counts() (int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.bindings), 0
 }
 
 // TestPhonesChurnBounded: phones with dead contacts that change port each
@@ -303,5 +311,38 @@ func TestSilentPhonesListBounded(t *testing.T) {
 	}
 	if len(reach) != 0 {
 		t.Errorf("silent phones judged the mesh: %v", reach)
+	}
+}
+
+// noPhones is a registrar with no phone registered that counts how
+// often its binding table is listed (sip copies and sorts it each time).
+type noPhones struct {
+	script
+	listed int
+}
+
+func (n *noPhones) Bindings() []sip.Binding { n.listed++; return nil }
+
+// TestIdleRoundIsFree: with no target configured and no phone
+// registered (the shipped configuration on a node without phones), a
+// round every minute neither lists the binding table nor allocates: the
+// idle daemon's monitor round built maps, listed and sorted an empty
+// table and formatted the phones condition's key each time.
+func TestIdleRoundIsFree(t *testing.T) {
+	p := &noPhones{}
+	al := &alerts{set: map[string]health.Condition{}}
+	cfg := config.Defaults().Monitor
+	cfg.Targets, cfg.ProbePhones = nil, true
+	m := New(cfg, nil, p, health.NewRates(health.SystemClock{}), al, nil)
+	ctx := context.Background()
+	m.Round(ctx, nil)
+	if n := testing.AllocsPerRun(20, func() { m.Round(ctx, nil) }); n != 0 {
+		t.Errorf("an idle round allocates %.1f times, want 0", n)
+	}
+	if p.listed != 0 {
+		t.Errorf("the binding table listed %d times with no phone registered", p.listed)
+	}
+	if m.SuccessRate() != nil || m.Targets() != 0 || len(al.set) != 0 {
+		t.Errorf("an idle round left figures or alerts: rate %v, targets %d, alerts %v", m.SuccessRate(), m.Targets(), al.set)
 	}
 }

@@ -2,8 +2,12 @@ package procfs
 
 import (
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestStatTicksCommandWithSpaces(t *testing.T) {
@@ -49,5 +53,125 @@ func TestCPUWindow(t *testing.T) {
 	}
 	if w.Pct(0) != nil {
 		t.Error("a share without USER_HZ")
+	}
+}
+
+// TestStatReaderAllocatesNothing: the process's and a thread's CPU are
+// read every second, each measured thread's too; before StatReader each
+// read allocated a path, a file, a buffer and a slice of fields (about
+// 750 bytes, 9 KB/s of the idle daemon's heap growth).
+func TestStatReaderAllocatesNothing(t *testing.T) {
+	var r StatReader
+	if _, ok := r.Process(); !ok {
+		t.Skip("no /proc/self/stat here")
+	}
+	tid := unix.Gettid()
+	if _, _, ok := r.Thread(tid); !ok {
+		t.Fatalf("thread %d not read", tid)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		r.Process()
+		r.Thread(tid)
+	}); n != 0 {
+		t.Errorf("%.1f allocations per read of the process and a thread, want 0", n)
+	}
+}
+
+// TestStatReaderAgreesWithTheKernel: the ticks read in place are those
+// of the stat line split into fields, and they rise with CPU used.
+func TestStatReaderAgreesWithTheKernel(t *testing.T) {
+	var r StatReader
+	before, ok := r.Process()
+	if !ok {
+		t.Skip("no /proc/self/stat here")
+	}
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	u, _ := strconv.ParseUint(f[11], 10, 64)
+	s, _ := strconv.ParseUint(f[12], 10, 64)
+	after, _ := r.Process()
+	if u+s < before || u+s > after {
+		t.Errorf("split fields %d, read in place %d then %d", u+s, before, after)
+	}
+	if _, _, ok := r.Thread(1 << 30); ok {
+		t.Error("a thread that does not exist was read")
+	}
+}
+
+func TestStatTicksEdges(t *testing.T) {
+	for _, line := range []string{
+		"",
+		"4711 (x",
+		"4711 (x) S 1 2 3 4 5 6 7 8 9 10 11", // utime without stime
+		"4711 (x) S 1 2 3 4 5 6 7 8 9 10 x 12 13",                // not a number
+		"4711 (x) S 1 2 3 4 5 6 7 8 9 10 11\n12 13 14",           // the line ends first
+		"4711 (x) S 1 2 3 4 5 6 7 8 9 10 99999999999999999999 1", // overflows
+	} {
+		if n, ok := statTicks([]byte(line)); ok {
+			t.Errorf("%q read as %d", line, n)
+		}
+	}
+	if n, ok := statTicks([]byte("1 (x) S 1 2 3 4 5 6 7 8 9 10 7 8\n")); !ok || n != 15 {
+		t.Errorf("a line ending at stime: %d %v", n, ok)
+	}
+}
+
+// TestFDReaderAllocatesNothing: the evaluation counts descriptors each
+// time; with os.ReadDir's names, a path string per descriptor and the
+// os package's pooled 8 KB directory buffer it allocated about 5 KB per
+// evaluation. The counts are those of listing /proc/self/fd the plain
+// way, with more descriptors than one getdents buffer holds.
+func TestFDReaderAllocatesNothing(t *testing.T) {
+	var r FDReader
+	if !r.Read().Known {
+		t.Skip("no /proc/self/fd here")
+	}
+	var files []*os.File
+	for range 150 { // past one 2 KB getdents read
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	got := r.Read()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want FDSample
+	for _, e := range ents {
+		link, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // the descriptor ReadDir listed with
+		}
+		want.Open++
+		switch {
+		case strings.HasPrefix(link, "socket:"):
+			want.Socket++
+		case strings.HasPrefix(link, "pipe:"):
+			want.Pipe++
+		case strings.HasPrefix(link, "/"):
+			want.File++
+		default:
+			want.Other++
+		}
+	}
+	if got.Open != want.Open || got.File != want.File || got.Socket != want.Socket || got.Pipe != want.Pipe || got.Open < 150 {
+		t.Errorf("read %+v, listed %+v", got, want)
+	}
+	if n := testing.AllocsPerRun(20, func() { r.Read() }); n != 0 {
+		t.Errorf("%.1f allocations per read, want 0", n)
+	}
+	if n := testing.AllocsPerRun(20, func() { ReadFDs() }); n != 0 { // the health evaluation's call
+		t.Errorf("ReadFDs: %.1f allocations, want 0", n)
 	}
 }

@@ -3,8 +3,11 @@
 // panic, an error or a missed deadline, failed past max_restart_attempts
 // (and for an essential worker, escalated to a process restart), retried
 // without counting while blocked by an outside cause; a goroutine that
-// does not return after cancellation is counted as abandoned. Each
-// worker's CPU share follows the threads that do its work.
+// does not return after cancellation is counted as abandoned. A worker's
+// CPU share is that of the work it hands to a thread of its own
+// (GoThread) or measures in stretches (BeginCPU); a worker's own
+// goroutine runs on the scheduler's shared threads and is not measured
+// apart from the process (see WorkerStatus.CPUPct).
 package supervisor
 
 import (
@@ -169,10 +172,14 @@ func (w *Worker) recoverGo() {
 
 // GoThread starts a goroutine of the worker's real work (a socket
 // reader) on an OS thread of its own, whose CPU time counts in the
-// worker's cpu_pct; the thread ends with the goroutine.
+// worker's cpu_pct; the thread ends with the goroutine. Each such thread
+// costs about 35 KB of private memory (its Go stacks: 16 KB g0 and
+// 32 KB signal, mostly touched) and a kernel stack, for as long as the
+// goroutine runs: keep it for work whose CPU matters.
 func (w *Worker) GoThread(f func()) {
 	w.ws.goroutines.Add(1)
 	inst := w.inst
+	inst.measured.Store(true)
 	go func() {
 		defer w.ws.goroutines.Add(-1)
 		runtime.LockOSThread()
@@ -219,6 +226,9 @@ func (w *Worker) BeginCPU() CPUSpan {
 	if w == nil || w.inst == nil {
 		return CPUSpan{}
 	}
+	if !w.inst.measured.Load() {
+		w.inst.measured.Store(true)
+	}
 	start, ok := threadCPUNanos()
 	if !ok {
 		return CPUSpan{}
@@ -251,8 +261,10 @@ type instance struct {
 	started  time.Time
 	lastBeat atomic.Int64 // the start until the first beat (for the deadline)
 	beaten   atomic.Bool  // a beat came since the start
-	tid      atomic.Int32
 	goid     atomic.Uint64
+	// measured: some of the instance's work is measured (GoThread,
+	// BeginCPU); until then its cpu_pct is null, not a zero.
+	measured atomic.Bool
 	done     chan struct{}
 	manual   bool // restart requested by the operator
 	hung     bool // cancelled for a missed deadline
@@ -324,6 +336,9 @@ type Supervisor struct {
 	monitoring bool
 	wg         sync.WaitGroup
 	clkTck     float64 // clock ticks per second from the kernel (0: unknown)
+	// stat reads the threads' CPU ticks every second without
+	// allocating (s.mu held).
+	stat procfs.StatReader
 	// restartLog bounds the log lines of the operator's restart calls:
 	// a caller looping on restart must not fill the syslog ring.
 	restartLog *loglimit.Limiter
@@ -401,10 +416,11 @@ func (s *Supervisor) launch(ws *workerState) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		// The worker keeps its own OS thread so that its CPU time can be
-		// read from /proc/self/task/<tid>/stat; the thread ends with it.
-		runtime.LockOSThread()
-		inst.tid.Store(int32(unix.Gettid()))
+		// The worker's own goroutine is not locked to a thread of its
+		// own: that cost a thread per worker (13 threads idle, 10
+		// without), each about 35 KB of private memory and a kernel
+		// stack, for goroutines that mostly wait. What they do runs on
+		// the scheduler's threads and counts in process.cpu_pct.
 		inst.goid.Store(goroutineID())
 		if s.opt.OnGoroutine != nil {
 			s.opt.OnGoroutine(ws.spec.Name, inst.goid.Load())
@@ -710,9 +726,13 @@ type WorkerStatus struct {
 	LastError     string
 	Abandoned     int
 	Goroutines    int
-	// CPUPct is the share of one CPU the worker's threads (its own and
-	// its GoThread ones) used over the last procfs.CPUSpan; nil when it cannot
-	// be measured (no /proc, not running, fewer than two samples yet).
+	// CPUPct is the share of one CPU the worker's measured work used
+	// over the last procfs.CPUSpan: its GoThread threads and its
+	// BeginCPU stretches. Nil when it cannot be measured: no /proc, not
+	// running, fewer than two samples yet, or no work of the worker is
+	// measured. A worker's own goroutine shares the scheduler's threads
+	// with every other goroutine and Linux counts CPU per thread, not per
+	// goroutine: its CPU is in process.cpu_pct only, never guessed here.
 	CPUPct *float64
 	// AutoRestarts counts restarts after a panic, error or missed
 	// deadline: recoveries, unlike the operator's restarts.
@@ -748,30 +768,25 @@ func (s *Supervisor) Snapshot() []WorkerStatus {
 	return out
 }
 
-// sampleCPU adds the instance's cumulative CPU ticks to its ring (s.mu
-// held).
+// sampleCPU adds the instance's cumulative measured CPU ticks to its
+// ring (s.mu held); nothing for an instance none of whose work is
+// measured.
 func (s *Supervisor) sampleCPU(inst *instance) {
-	if s.clkTck == 0 {
-		return
-	}
-	tid := int(inst.tid.Load())
-	if tid == 0 {
-		return
-	}
-	total, at, ok := procfs.ThreadTicks(tid)
-	if !ok {
+	if s.clkTck == 0 || !inst.measured.Load() {
 		return
 	}
 	inst.cpuMu.Lock()
 	defer inst.cpuMu.Unlock()
-	total += inst.exitedTicks
+	total := inst.exitedTicks
 	total += uint64(float64(inst.spanNanos.Load()) * s.clkTck / 1e9)
 	for _, t := range inst.threads {
-		if v, _, ok := procfs.ThreadTicks(t); ok {
-			total += v
+		v, _, ok := s.stat.Thread(t)
+		if !ok {
+			return // not a whole figure: no sample rather than a low one
 		}
+		total += v
 	}
-	inst.cpu.Add(at, total)
+	inst.cpu.Add(time.Now(), total)
 }
 
 // EssentialAlive is the watchdog rule, the same for procd and systemd:
@@ -781,14 +796,38 @@ func (s *Supervisor) sampleCPU(inst *instance) {
 // a restarted instance that has not beaten yet does not.
 func EssentialAlive(workers []WorkerStatus, now time.Time) bool {
 	for _, w := range workers {
-		if !w.Essential {
+		if w.Essential && !alive(w.Status, w.LastHeartbeat, w.Period, now) {
+			return false
+		}
+	}
+	return true
+}
+
+// alive is EssentialAlive's rule for one essential worker.
+func alive(status string, lastBeat time.Time, period time.Duration, now time.Time) bool {
+	switch {
+	case status == StatusBlocked:
+		return true
+	case status != StatusHealthy:
+		return false
+	}
+	return !lastBeat.IsZero() && now.Sub(lastBeat) <= 2*period
+}
+
+// EssentialAlive is the package's EssentialAlive on the workers as they
+// are now, without building a snapshot: procd's watchdog asks every 5 s.
+func (s *Supervisor) EssentialAlive(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ws := range s.workers {
+		if !ws.spec.Essential {
 			continue
 		}
-		switch {
-		case w.Status == StatusBlocked:
-		case w.Status != StatusHealthy:
-			return false
-		case w.LastHeartbeat.IsZero() || now.Sub(w.LastHeartbeat) > 2*w.Period:
+		var last time.Time
+		if ws.inst != nil && ws.inst.beaten.Load() {
+			last = time.Unix(0, ws.inst.lastBeat.Load())
+		}
+		if !alive(ws.status, last, ws.spec.Period, now) {
 			return false
 		}
 	}
