@@ -269,6 +269,10 @@ t1=$(date +%s)
 until_t 60 "$t1"
 sample "... 60 s after"
 
+# the limit and GOGC in force as the snapshot gives them (the keys it has)
+tuning=$(sed -n '/"memory": {/,/}/p' "$work/health.json" |
+	awk '$1 ~ /^"(memory_limit_mb|memory_limit_source|gc_percent)":$/ {k = $1; v = $2; gsub(/[":]/, "", k); sub(/,$/, "", v); printf "%s%s %s", sep, k, v; sep = ", "}')
+echo "the runtime's settings in the last snapshot: ${tuning:-none}" >>"$work/notes"
 echo "settings: sip.max_bindings $maxb, health.health_check_interval $interval, monitor.probe_phones 0; the daemon's start-up line on the runtime: $(grep -m 1 -o 'msg=runtime .*' "$work/daemon.log" || echo none)" >>"$work/notes"
 echo "/proc at the sample time (MB):"
 echo
