@@ -48,7 +48,7 @@ const (
 	footprintAfterKB    = 1024     // back within base + 1 MB after load
 	footprintFlatKB     = 512      // idle flat within 0.5 MB
 	footprintMarginKB   = 512      // see above
-	footprintThreads    = 24       // OS threads: 12-13 measured with GOMAXPROCS 2
+	footprintThreads    = 24       // OS threads: 12-14 measured with GOMAXPROCS 2
 	footprintGoroutines = 8        // goroutines over idle: none per phone or source
 	footprintFloodN     = 5000     // the scaled flood: 5,000 new users at 5,000/s
 	footprintOptionsN   = 5000     // 5,000 OPTIONS from 100 sources
