@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,31 +16,154 @@ import (
 	"time"
 )
 
-// The footprint test is scripts/footprint.sh scaled down (issue 19): the
-// router build as packaged (CGO_ENABLED=0, -trimpath, -ldflags '-s -w',
-// tags nodbus) in a network namespace of its own, sampled at idle, with
-// 256 phones, after 2,000 REGISTERs at 5,000/s and after 5,000 OPTIONS
-// from 100 sources. It asserts bounds on RSS, OS threads and goroutines,
-// never durations. The bounds hold today with a margin for noise; the
-// issue's targets (idle <= 4 MB, <= 4.5 MB with 256 phones, back within
-// base + 1 MB after load) are docs/BENCHMARKS.md's "after" column, for
-// the work that follows.
+// The footprint test is scripts/footprint.sh scaled down for CI (issue
+// 19): the router build as packaged (CGO_ENABLED=0, -trimpath, -ldflags
+// '-s -w', tags nodbus) with the shipped settings (sip.max_bindings 256,
+// health_check_interval 60) in a network namespace of its own, its
+// scavenger's period cut to 1 s (health.scavenge_interval, 10 s as
+// shipped) so that the test samples after the scavenger has had a few
+// periods without waiting minutes. It samples idle at 5 s, idle 60 s later
+// (the scaled stand-in for 10 minutes), with 256 phones, and after a
+// REGISTER flood and an OPTIONS flood, and asserts the issue's bounds on
+// VmRSS with a margin, and bounds on OS threads and goroutines; never
+// durations.
 
-// footprint is one sample of the daemon's memory, in KB.
+// footprintScavengePeriod is health.scavenge_interval in the test: every
+// wait below is counted in these periods.
+const footprintScavengePeriod = time.Second
+
+// The issue's acceptance (VmRSS, KB) and the margin the test adds for
+// noise. The margin: VmRSS counts the executable's file pages (RssFile),
+// and which of them are resident depends on the kernel, not on the daemon:
+// the scavenger pages the code out and every later fault brings back its
+// fault-around block (up to 64 KB) and read-around (128 KB). Two runs of
+// this test at ee39f7c read 6,556 and 6,536 KB idle at 5 s, 6,180 and
+// 5,848 KB 30 s later, 7,564 and 7,208 KB with 256 phones: up to 0.36 MB
+// apart, 0.31 MB of it RssFile. Half a MB covers that and stays small
+// against the 4 MB bound: a regression of half a MB of private memory
+// still fails.
+const (
+	footprintIdleKB     = 4 * 1024 // RSS idle <= 4 MB
+	footprintPhonesKB   = 4608     // with 256 phones <= 4.5 MB
+	footprintAfterKB    = 1024     // back within base + 1 MB after load
+	footprintFlatKB     = 512      // idle flat within 0.5 MB
+	footprintMarginKB   = 512      // see above
+	footprintThreads    = 24       // OS threads: 12-14 measured with GOMAXPROCS 2
+	footprintGoroutines = 8        // goroutines over idle: none per phone or source
+	footprintFloodN     = 5000     // the scaled flood: 5,000 new users at 5,000/s
+	footprintOptionsN   = 5000     // 5,000 OPTIONS from 100 sources
+	footprintSettle     = 6        // scavenger periods waited after a load
+	// Seconds between the two idle samples: past the first periodic
+	// health evaluation and monitor round (60 s each as shipped), whose
+	// code the scavenger paged out after start-up and which fault it
+	// back in: a shorter window would miss that growth.
+	footprintIdleGap = 60
+)
+
+// footprint is one sample of the daemon: /proc at the sample time (KB)
+// and the health snapshot's goroutine count with the snapshot's age (the
+// runtime's figures are read at each evaluation only).
 type footprint struct {
 	rss, anon, file, hwm int
 	threads              int
-	goroutines           int // the health snapshot's, at most a second old
+	maps                 mappingSplit
+	goroutines           int
+	age                  int // seconds from the snapshot's evaluation to the sample
 }
 
 func (f footprint) String() string {
-	return fmt.Sprintf("VmRSS %d KB (RssAnon %d, RssFile %d, VmHWM %d), %d threads, %d goroutines",
-		f.rss, f.anon, f.file, f.hwm, f.threads, f.goroutines)
+	return fmt.Sprintf("VmRSS %d KB (RssAnon %d, RssFile %d, VmHWM %d; by mapping %v), %d threads, %d goroutines (snapshot %d s old)",
+		f.rss, f.anon, f.file, f.hwm, f.maps, f.threads, f.goroutines, f.age)
 }
 
-// readFootprint samples /proc/PID/status and the health snapshot.
-func readFootprint(t *testing.T, pid int, sock string) footprint {
+// mappingSplit is the resident memory by mapping, in KB, as
+// scripts/footprint.sh splits it: the executable's code and read-only
+// data, its data and bss, the Go heap arenas, the runtime's other
+// anonymous mappings, and the rest ([stack], [vdso]).
+type mappingSplit struct {
+	code, data, arena, other, rest int
+}
+
+func (m mappingSplit) String() string {
+	return fmt.Sprintf("code %d, data+bss %d, arenas %d, runtime other %d, rest %d", m.code, m.data, m.arena, m.other, m.rest)
+}
+
+// arenaDistance: an anonymous mapping further than this below the vDSO
+// is a Go heap arena (the runtime places arenas at its hint addresses;
+// everything else it maps comes from mmap(NULL), in the kernel's mmap
+// area next to the vDSO). 64-bit address spaces only.
+const arenaDistance = 64 << 30
+
+// readMappings splits /proc/PID/smaps by mapping; exe is the daemon's
+// executable.
+func readMappings(t *testing.T, pid int, exe string) mappingSplit {
 	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatalf("smaps: %v", err)
+	}
+	defer f.Close()
+	type mapping struct {
+		start      uint64
+		write      bool
+		path       string
+		rss        int
+		afterExeRW bool
+	}
+	var maps []*mapping
+	var vdso uint64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		w := strings.Fields(sc.Text())
+		if len(w) >= 5 && strings.Contains(w[0], "-") && !strings.HasSuffix(w[0], ":") {
+			lo, _, _ := strings.Cut(w[0], "-")
+			start, err := strconv.ParseUint(lo, 16, 64)
+			if err != nil {
+				continue
+			}
+			m := &mapping{start: start, write: strings.HasPrefix(w[1], "rw")}
+			if len(w) >= 6 {
+				m.path = w[5]
+			}
+			if n := len(maps); n > 0 && maps[n-1].path == exe && maps[n-1].write {
+				m.afterExeRW = true
+			}
+			if m.path == "[vdso]" {
+				vdso = start
+			}
+			maps = append(maps, m)
+			continue
+		}
+		if len(w) >= 2 && w[0] == "Rss:" && len(maps) > 0 {
+			maps[len(maps)-1].rss, _ = strconv.Atoi(w[1])
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("smaps: %v", err)
+	}
+	var s mappingSplit
+	for _, m := range maps {
+		switch {
+		case m.path == exe && m.write, m.path == "" && m.afterExeRW:
+			s.data += m.rss
+		case m.path == exe:
+			s.code += m.rss
+		case m.path == "" && vdso > arenaDistance && m.start < vdso-arenaDistance:
+			s.arena += m.rss
+		case m.path == "":
+			s.other += m.rss
+		default:
+			s.rest += m.rss
+		}
+	}
+	return s
+}
+
+// readFootprint samples /proc/PID/status and smaps, then the health
+// snapshot's goroutines and the time of its evaluation.
+func readFootprint(t *testing.T, pid int, exe, sock string) footprint {
+	t.Helper()
+	now := time.Now()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatalf("read status: %v", err)
@@ -59,16 +183,41 @@ func readFootprint(t *testing.T, pid int, sock string) footprint {
 	if len(fields) > 0 {
 		t.Fatalf("/proc/%d/status without %v", pid, fields)
 	}
+	f.maps = readMappings(t, pid, exe)
 	g, ok := get(call(t, sock, "phonebook.health", "status", ""), "memory", "goroutines").(float64)
 	if !ok {
 		t.Fatal("phonebook.health status: no memory.goroutines")
 	}
 	f.goroutines = int(g)
+	f.age = int(now.Sub(evaluatedAt(t, sock)) / time.Second)
 	return f
 }
 
+// evaluatedAt is when the health snapshot was evaluated
+// (phonebook_health_evaluation_timestamp_seconds of phonebook.health
+// metrics).
+func evaluatedAt(t *testing.T, sock string) time.Time {
+	t.Helper()
+	text, _ := call(t, sock, "phonebook.health", "metrics", "")["text"].(string)
+	for l := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "phonebook_health_evaluation_timestamp_seconds "); ok {
+			s, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("evaluation timestamp %q: %v", v, err)
+			}
+			return time.Unix(0, int64(s*1e9))
+		}
+	}
+	t.Fatal("phonebook.health metrics: no phonebook_health_evaluation_timestamp_seconds")
+	return time.Time{}
+}
+
 // buildRouter builds the daemon as Makefile's cross target does, for
-// this machine's architecture.
+// this machine's architecture, into a file of this test's own: no other
+// process maps it (MADV_PAGEOUT skips pages two processes map). The file
+// is synced, as a package's binary on flash is: the page cache's pages
+// of a file just written are dirty, and smaps would count the code as
+// Private_Dirty.
 func buildRouter(t *testing.T) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "phonebookd-router-nodbus")
@@ -78,12 +227,21 @@ func buildRouter(t *testing.T) string {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("router build: %v\n%s", err, b)
 	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		t.Fatalf("sync the router build: %v", err)
+	}
 	return out
 }
 
 // sippRegisterIn registers n users from first at rate per second with
-// sipp, run in the network namespace of pid.
-func sippRegisterIn(t *testing.T, pid int, target string, first, n, rate int) {
+// sipp, run in the network namespace of pid, and returns the number of
+// calls sipp counted failed (a 503 is one).
+func sippRegisterIn(t *testing.T, pid int, target string, first, n, rate int) int {
 	t.Helper()
 	sipp := sippPath(t)
 	dir := shortDir(t)
@@ -103,11 +261,27 @@ func sippRegisterIn(t *testing.T, pid int, target string, first, n, rate int) {
 	cmd := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", sipp, "-sf", scenario, "-inf", inf,
 		"-m", strconv.Itoa(n), "-r", strconv.Itoa(rate), "-l", "2000", "-i", "127.0.0.1", "-nostdin", "-timeout", "60s", target)
 	cmd.Dir = dir
-	if b, err := cmd.CombinedOutput(); err != nil {
-		// sipp exits non-zero when a call failed: UDP may lose a few;
-		// the registered count the test reads says how many landed.
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		// sipp exits non-zero when a call failed: a 503, or UDP lost;
+		// the daemon's counters say what landed.
 		t.Logf("sipp: %v (%d bytes of output)", err, len(b))
 	}
+	failed := 0
+	for l := range strings.Lines(string(b)) {
+		if strings.Contains(l, "Failed call") {
+			w := strings.Fields(l)
+			failed, _ = strconv.Atoi(w[len(w)-1])
+		}
+	}
+	return failed
+}
+
+// shedRegistrations is the daemon's count of REGISTERs shed at
+// max_bindings (phonebook status, sip.shed.registrations).
+func shedRegistrations(t *testing.T, sock string) int {
+	t.Helper()
+	return int(num(get(call(t, sock, "phonebook", "status", ""), "sip", "shed", "registrations")))
 }
 
 // optionsFrom sends total OPTIONS to target round robin from sources
@@ -165,28 +339,24 @@ func optionsFrom(t *testing.T, pid int, target string, sources, total int) int64
 	return answered.Load()
 }
 
-// Bounds in KB on today's router build (amd64), with a margin over the
-// figures measured when they were set (docs/BENCHMARKS.md, "before").
-const (
-	idleBoundKB      = 12 * 1024 // measured 6.5 MB
-	phonesBoundKB    = 14 * 1024 // measured 7.4 MB
-	registerGrowthKB = 10 * 1024 // 2,000 more bindings; measured +3.7 MB
-	optionsGrowthKB  = 2 * 1024  // OPTIONS leave nothing behind
-	threadsBound     = 24        // measured 12-13 with GOMAXPROCS 2
-	goroutineGrowth  = 8         // no goroutine per peer; measured +2
-)
-
-// TestFootprintRouterBuild: the router build's RSS idle, with 256 phones,
-// after 2,000 REGISTERs at 5,000/s and after 5,000 OPTIONS from 100
-// sources stays inside its bounds; OS threads stay bounded and no
-// goroutine is left per phone or per source.
+// TestFootprintRouterBuild: the router build with the shipped settings
+// stays within the issue's footprint (VmRSS, with a margin for noise):
+// idle at most 4 MB and flat within 0.5 MB over 60 s, at most 4.5 MB with
+// 256 phones registered, back within that base + 1 MB a few scavenger
+// periods after a flood of new users refused at max_bindings and after
+// OPTIONS from 100 sources; OS threads stay bounded and no goroutine is
+// left per phone or per source.
 func TestFootprintRouterBuild(t *testing.T) {
 	netns := privateNet(t)
 	bin := buildRouter(t)
 	sock := filepath.Join(shortDir(t), "ubus.sock")
 	startBroker(t, sock)
+	// As shipped (files/etc/config/phonebook), but: the scavenger every
+	// second, and no probes of the registered phones (sipp's phones are
+	// gone once registered: the probes would measure unanswered OPTIONS
+	// to nobody; scripts/footprint.sh does the same).
 	tr := newTree(t, sock, map[string]string{
-		"sip.max_bindings": "4096", "monitor.probe_phones": "0", "health.health_check_interval": "1",
+		"health.scavenge_interval": strconv.Itoa(int(footprintScavengePeriod / time.Second)), "monitor.probe_phones": "0",
 	})
 	// Loopback up before the daemon starts, as on a router: with it down
 	// the SIP self-probe's send fails at once and its loop spins.
@@ -200,48 +370,71 @@ func TestFootprintRouterBuild(t *testing.T) {
 			t.Errorf("%s: %d, bound %d", name, got, bound)
 		}
 	}
+	settle := func() { time.Sleep(footprintSettle * footprintScavengePeriod) }
 	start := time.Now()
 
-	time.Sleep(time.Until(start.Add(5 * time.Second)))
-	idle := readFootprint(t, pid, sock)
+	// Idle after start-up, once the scavenger has had its first periods
+	// (the start-up code is paged out after the first).
+	time.Sleep(time.Until(start.Add(5 * footprintScavengePeriod)))
+	idle := readFootprint(t, pid, bin, sock)
 	t.Logf("idle, 5 s: %v", idle)
-	check("idle VmRSS (KB)", idle.rss, idleBoundKB)
-	check("idle threads", idle.threads, threadsBound)
+	check("idle VmRSS (KB)", idle.rss, footprintIdleKB+footprintMarginKB)
+	check("idle threads", idle.threads, footprintThreads)
+
+	// Idle again: the scaled stand-in for the issue's 10 minutes. Growth
+	// is what must stay within 0.5 MB; a fall is memory given back.
+	time.Sleep(time.Until(start.Add(5*footprintScavengePeriod + footprintIdleGap*time.Second)))
+	idle2 := readFootprint(t, pid, bin, sock)
+	t.Logf("idle, %d s later: %v (%+d KB)", footprintIdleGap, idle2, idle2.rss-idle.rss)
+	check(fmt.Sprintf("idle VmRSS growth over %d s (KB)", footprintIdleGap), idle2.rss-idle.rss, footprintFlatKB)
+	check(fmt.Sprintf("idle VmRSS, %d s later (KB)", footprintIdleGap), idle2.rss, footprintIdleKB+footprintMarginKB)
 
 	sippRegisterIn(t, pid, target, 1000, 256, 500)
 	if reg, _ := sipCounts(t, sock); reg != 256 {
 		t.Fatalf("registered phones: %d, want 256", reg)
 	}
-	time.Sleep(time.Second)
-	phones := readFootprint(t, pid, sock)
+	time.Sleep(2 * footprintScavengePeriod)
+	phones := readFootprint(t, pid, bin, sock)
 	t.Logf("256 phones: %v", phones)
-	check("VmRSS with 256 phones (KB)", phones.rss, phonesBoundKB)
-	check("goroutines with 256 phones", phones.goroutines, idle.goroutines+goroutineGrowth)
+	check("VmRSS with 256 phones (KB)", phones.rss, footprintPhonesKB+footprintMarginKB)
+	check("goroutines with 256 phones", phones.goroutines, idle.goroutines+footprintGoroutines)
+	// The base of "back within base + 1 MB": the 256-phones sample.
+	base := phones.rss
 
-	sippRegisterIn(t, pid, target, 100000, 2000, 5000)
+	// New users past the shipped max_bindings (256): each is refused
+	// with 503 and counted shed; the table does not grow.
+	shed0 := shedRegistrations(t, sock)
+	failed := sippRegisterIn(t, pid, target, 100000, footprintFloodN, 5000)
+	shed := shedRegistrations(t, sock) - shed0
 	reg, _ := sipCounts(t, sock)
-	if reg < 256+1900 {
-		t.Fatalf("registered after 2,000 REGISTERs: %d, want at least %d", reg, 256+1900)
+	t.Logf("%d REGISTERs of new users at 5,000/s: sipp counted %d failed, the daemon shed %d with 503, %d registered", footprintFloodN, failed, shed, reg)
+	if shed < footprintFloodN/2 {
+		t.Fatalf("shed REGISTERs: %d of %d; the flood did not reach the daemon", shed, footprintFloodN)
 	}
-	time.Sleep(10 * time.Second)
-	registered := readFootprint(t, pid, sock)
-	t.Logf("2,000 REGISTERs at 5,000/s, 10 s after (%d registered): %v", reg, registered)
-	check("VmRSS 10 s after 2,000 REGISTERs (KB)", registered.rss, phones.rss+registerGrowthKB)
-	check("VmHWM through 2,000 REGISTERs (KB)", registered.hwm, phones.rss+registerGrowthKB)
-	check("goroutines after 2,000 REGISTERs", registered.goroutines, idle.goroutines+goroutineGrowth)
-	check("threads after 2,000 REGISTERs", registered.threads, threadsBound)
+	if reg != 256 {
+		t.Errorf("registered after the flood: %d, want the 256 phones (max_bindings 256)", reg)
+	}
+	flood := readFootprint(t, pid, bin, sock)
+	t.Logf("flood, end: %v", flood)
+	settle()
+	afterFlood := readFootprint(t, pid, bin, sock)
+	t.Logf("flood, %d scavenger periods after: %v (base %d KB %+d KB)", footprintSettle, afterFlood, base, afterFlood.rss-base)
+	check("VmRSS after the REGISTER flood (KB)", afterFlood.rss, base+footprintAfterKB+footprintMarginKB)
+	check("goroutines after the REGISTER flood", afterFlood.goroutines, idle.goroutines+footprintGoroutines)
+	check("threads after the REGISTER flood", afterFlood.threads, footprintThreads)
 
-	const sent = 5000
-	answered := optionsFrom(t, pid, target, 100, sent)
-	time.Sleep(10 * time.Second)
-	after := readFootprint(t, pid, sock)
-	t.Logf("5,000 OPTIONS from 100 sources (%d answered), 10 s after: %v", answered, after)
-	if answered < sent/2 {
-		t.Errorf("OPTIONS answered: %d of %d; the load did not reach the daemon", answered, sent)
+	answered := optionsFrom(t, pid, target, 100, footprintOptionsN)
+	if answered < footprintOptionsN/2 {
+		t.Errorf("OPTIONS answered: %d of %d; the load did not reach the daemon", answered, footprintOptionsN)
 	}
-	check("VmRSS 10 s after the OPTIONS (KB)", after.rss, registered.rss+optionsGrowthKB)
-	check("goroutines after the OPTIONS", after.goroutines, idle.goroutines+goroutineGrowth)
-	check("threads after the OPTIONS", after.threads, threadsBound)
+	settle()
+	after := readFootprint(t, pid, bin, sock)
+	t.Logf("%d OPTIONS from 100 sources (%d answered), %d scavenger periods after: %v (base %d KB %+d KB)",
+		footprintOptionsN, answered, footprintSettle, after, base, after.rss-base)
+	// OPTIONS keep no state: the same bound as after the REGISTERs.
+	check("VmRSS after the OPTIONS (KB)", after.rss, base+footprintAfterKB+footprintMarginKB)
+	check("goroutines after the OPTIONS", after.goroutines, idle.goroutines+footprintGoroutines)
+	check("threads after the OPTIONS", after.threads, footprintThreads)
 	if p.exited() {
 		t.Fatalf("daemon exited: %d", p.code)
 	}
