@@ -2,12 +2,14 @@ package health
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"time"
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/procfs"
+	"github.com/aredn/phonebookd/runtimetune"
 	"github.com/aredn/phonebookd/supervisor"
 )
 
@@ -139,7 +141,18 @@ type Memory struct {
 	GoTotalMB          float64  `json:"go_total_mb"`
 	StackKB            float64  `json:"stack_kb"`
 	Goroutines         int32    `json:"goroutines"`
-	MemoryLimitMB      *int32   `json:"memory_limit_mb"`
+	// MemoryLimitMB is the Go memory limit in force (GOMEMLIMIT, UCI or
+	// derived from the RAM); null when there is none.
+	MemoryLimitMB *int32 `json:"memory_limit_mb"`
+	// MemoryLimitSource says where it came from: env, uci, derived or
+	// none (runtimetune.Source).
+	MemoryLimitSource string `json:"memory_limit_source"`
+	// GCPercent is GOGC in force (gc_percent, or the environment's);
+	// -1 when collection is off (GOGC=off).
+	GCPercent int32 `json:"gc_percent"`
+	// OSThreads is the process's kernel threads (/proc/self/status);
+	// null where that file cannot be read.
+	OSThreads *int32 `json:"os_threads"`
 }
 
 // FileDescriptors is the descriptors section.
@@ -308,8 +321,13 @@ func (h *System) softwareHealth(snap *Snapshot, cfg config.Health, m procfs.MemS
 	if based { // else still warming up
 		mem.BaselineHeapMB = ptr(base / (1 << 20))
 	}
-	if cfg.MemoryLimitMB > 0 {
-		mem.MemoryLimitMB = ptr(int32(cfg.MemoryLimitMB))
+	rt := runtimetune.ReadInForce(cfg, os.Getenv)
+	if rt.Limit != math.MaxInt64 { // else no limit: null
+		mem.MemoryLimitMB = ptr(int32(min(rt.Limit>>20, math.MaxInt32)))
+	}
+	mem.MemoryLimitSource, mem.GCPercent = string(rt.Source), int32(max(min(rt.GCPercent, math.MaxInt32), -1))
+	if rt.OSThreads > 0 { // else /proc/self/status unreadable
+		mem.OSThreads = ptr(int32(rt.OSThreads))
 	}
 	doc.Memory = mem
 
