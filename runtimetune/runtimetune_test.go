@@ -335,38 +335,45 @@ func TestScavengerAfterLoadFalls(t *testing.T) {
 	}
 	// quiet, nothing left to give back
 	period(func() {
-		sc.set(Sample{HeapFree: 128 << 10, Allocs: 61<<20 + 100<<10, HeapLive: 8 << 20, HeapObjects: 8<<20 + 100<<10})
+		sc.set(Sample{HeapFree: 128 << 10, Allocs: 61<<20 + 50<<10, HeapLive: 8 << 20, HeapObjects: 8<<20 + 50<<10})
 	})
 	period(func() {
-		sc.set(Sample{HeapFree: 128 << 10, Allocs: 61<<20 + 200<<10, HeapLive: 8 << 20, HeapObjects: 8<<20 + 200<<10})
+		sc.set(Sample{HeapFree: 128 << 10, Allocs: 61<<20 + 100<<10, HeapLive: 8 << 20, HeapObjects: 8<<20 + 100<<10})
 	})
 	if n := stop(); n != 1 {
 		t.Errorf("freed %d times in all, want 1", n)
 	}
 }
 
-// TestScavengerCollectsIdleGarbage: the idle daemon allocates 20 KB/s
-// and nothing else collects; the scavenger collects each time 256 KB
-// have piled up since the last collection, so the heap stays within
-// 256 KB plus a period's allocations of the live heap, where before it
-// grew to the runtime's 4 MB minimum goal.
+// TestScavengerCollectsIdleGarbage: the idle daemon allocates 10-20 KB/s
+// and nothing else collects; the scavenger collects each time
+// IdleGarbage has piled up since the last collection, so the heap stays
+// within IdleGarbage plus a period's allocations of the live heap, where
+// before it grew to the runtime's 4 MB minimum goal.
 func TestScavengerCollectsIdleGarbage(t *testing.T) {
-	sc := &script{cur: Sample{HeapFree: 64 << 10, HeapLive: 400 << 10, HeapObjects: 400 << 10}}
-	_, _, period, stop := runScavenger(t, sc)
-	peak := uint64(0)
-	for range 30 { // 5 minutes
-		period(func() { sc.allocate(200 << 10) })
-		sc.mu.Lock()
-		peak = max(peak, sc.cur.HeapObjects+200<<10) // the heap just before the next look
-		sc.mu.Unlock()
-	}
-	n := stop()
-	// 200 KB a period: a collection every second period
-	if n < 14 || n > 16 {
-		t.Errorf("collected %d times in 30 idle periods, want 15", n)
-	}
-	if peak > 400<<10+DefaultIdleGarbage+200<<10 {
-		t.Errorf("the idle heap reached %d KB", peak>>10)
+	for _, c := range []struct {
+		perPeriod uint64
+		want      int // collections in 30 periods
+	}{
+		{100 << 10, 15}, // 10 KB/s: every second period
+		{200 << 10, 30}, // 20 KB/s: every period
+	} {
+		sc := &script{cur: Sample{HeapFree: 64 << 10, HeapLive: 400 << 10, HeapObjects: 400 << 10}}
+		_, _, period, stop := runScavenger(t, sc)
+		peak := uint64(0)
+		for range 30 { // 5 minutes
+			period(func() { sc.allocate(c.perPeriod) })
+			sc.mu.Lock()
+			peak = max(peak, sc.cur.HeapObjects+c.perPeriod) // the heap just before the next look
+			sc.mu.Unlock()
+		}
+		n := stop()
+		if n < c.want-1 || n > c.want {
+			t.Errorf("%d KB a period: collected %d times in 30 idle periods, want %d", c.perPeriod>>10, n, c.want)
+		}
+		if peak > 400<<10+DefaultIdleGarbage+c.perPeriod {
+			t.Errorf("%d KB a period: the idle heap reached %d KB", c.perPeriod>>10, peak>>10)
+		}
 	}
 }
 
@@ -397,6 +404,7 @@ func TestDecide(t *testing.T) {
 		{0, 20 << 10, Sample{HeapFree: 2 << 20}, Burst},       // quiet with free heap
 		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1<<20 + 300<<10}, Idle},
 		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1<<20 + 100<<10}, Keep},
+		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1<<20 + 128<<10}, Idle},
 		{1 << 20, 1 << 20, Sample{HeapLive: 1 << 20, HeapObjects: 3 << 20}, Keep}, // busy: the runtime's own pacing
 		{20 << 10, 20 << 10, Sample{HeapLive: 2 << 20, HeapObjects: 1 << 20}, Keep},
 	} {
@@ -421,6 +429,9 @@ func TestScavengerPagesOutCode(t *testing.T) {
 	waitTimer(t, clk)
 	s.Started()
 	waitFor(t, func() bool { return sc.pagedOut() == 1 }, "the page-out at start-up")
+	if n := sc.freed(); n != StartupCollections {
+		t.Errorf("collected %d times at start-up, want %d (with the page-out)", n, StartupCollections)
+	}
 	for range 12 { // two idle minutes
 		period(func() { sc.allocate(100 << 10) })
 	}
