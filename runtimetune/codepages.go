@@ -25,13 +25,17 @@ func NewCodePager() *CodePager { return &CodePager{} }
 // 4.4-4.7 MB of an amd64 router build's RSS once start-up has touched
 // them, though the daemon runs in a small part of them).
 //
-// The first call sets MADV_RANDOM on those mappings (once; it stays):
-// without it, each fault on a paged-out page reads around it (the mmap
-// read-around, 128 KB) and so a few touched pages brought megabytes back
-// (measured: RssFile 4.66 MB, 3.07 MB right after the page-out, 4.7 MB
-// again within a minute of idle). With it a fault reads the one page
-// (RssFile 4.7 MB down to 1.0 MB, and the idle daemon's own code back
-// within the first minute, then flat).
+// The first call sets MADV_RANDOM on those mappings (once; it stays): a
+// fault on a paged-out page then reads that page alone rather than the
+// mmap read-around (128 KB by default), which otherwise brings megabytes
+// back for a few touched pages. Where the kernel honours it, this took
+// RssFile from 4.7 MB to 1.0 MB rather than 3.1 MB (the lead's
+// measurement at ee39f7c). The 6.18 kernel of the test machine does not for executable mappings: it
+// reads ahead for VM_EXEC mappings whatever the advice (measured: ten
+// touches 1 MB apart in a 20 MB file read 10 pages with PROT_READ and
+// MADV_RANDOM, 4,096 with PROT_EXEC added), and there the router build's
+// RssFile after the start-up page-out is 3.2-3.5 MB at 5 s and 3.6 MB
+// over the next 10 minutes, against 4.66 MB never paged out.
 //
 // The cost is flash reads. Every page the daemon runs in again faults
 // back in once, read again from the file; on a router the file is on
@@ -39,14 +43,16 @@ func NewCodePager() *CodePager { return &CodePager{} }
 // squashfs block holding the page (64-256 KB of xz), and the kernel keeps
 // the block's other pages in its page cache, where fault-around (up to
 // 64 KB) maps those the process touches: on a router a page-out brings
-// back more than the one page per fault measured here on ext4. The
-// daemon's idle working set is read once after the start-up page-out;
-// the Scavenger repeats the page-out only after a load has fallen, at
-// most every 10 minutes (a re-read of that working set each time), and
-// never at idle, where the evaluations would fault the same code back
-// every minute. It returns how many bytes were advised (MADV_PAGEOUT,
-// Linux 5.4; an older kernel refuses it, and that is returned as the
-// error).
+// back more than the one page per fault. The daemon's idle working set
+// (1.4-3.6 MB as measured: it depends on the kernel's read-around) is
+// read once after the start-up page-out. The Scavenger repeats the
+// page-out only once the daemon is quiet after a load, at most every 10
+// minutes, a re-read of that working set each time (at most 144 a day
+// under loads every 10 minutes), and never at idle: there the minute's
+// evaluations fault the same code back (a second page-out 70 s after
+// start: RssFile 3.62 MB, 2.16 MB 5 s later, 3.27 MB at 180 s, for 0.35
+// MB). It returns how many bytes were advised (MADV_PAGEOUT, Linux 5.4;
+// an older kernel refuses it, and that is returned as the error).
 func (p *CodePager) PageOut() (int, error) {
 	var err error
 	p.random.Do(func() { _, err = adviseCode(unix.MADV_RANDOM) })
