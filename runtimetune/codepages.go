@@ -47,8 +47,9 @@ func NewCodePager() *CodePager { return &CodePager{} }
 // (1.4-3.6 MB as measured: it depends on the kernel's read-around) is
 // read once after the start-up page-out. The Scavenger repeats the
 // page-out only once the daemon is quiet after a load, at most every 10
-// minutes, a re-read of that working set each time (at most 144 a day
-// under loads every 10 minutes), and never at idle: there the minute's
+// minutes (the start-up page-out aside), a re-read of that working set
+// each time (at most 144 a day under loads every 10 minutes), and never
+// at idle: there the minute's
 // evaluations fault the same code back (a second page-out 70 s after
 // start: RssFile 3.62 MB, 2.16 MB 5 s later, 3.27 MB at 180 s, for 0.35
 // MB). It returns how many bytes were advised (MADV_PAGEOUT, Linux 5.4;

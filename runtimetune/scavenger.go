@@ -29,11 +29,12 @@ import (
 //     few periods.
 //   - Start-up: once start-up is done (Started), Free (StartupCollections
 //     times), then PageOut.
-//   - Code: PageOut once as soon as start-up is done (Started), and
-//     again once the daemon is quiet after a load (a period at or over
-//     QuietRate), at most every PageOutEvery. See PageOutCode for what a
-//     page-out costs; it is not repeated at idle: the idle daemon's own
-//     code would fault back in each time, read again from flash.
+//   - Code: PageOut again once the daemon is quiet after a load (a
+//     period at or over QuietRate), at most every PageOutEvery (the
+//     start-up page-out aside: the phones registering after a start are
+//     such a load). See CodePager.PageOut for what a page-out costs; it
+//     is not repeated at idle: the idle daemon's own code would fault
+//     back in each time, read again from flash.
 //
 // Free is debug.FreeOSMemory on the runtime: a collection, then every
 // free page returned to the kernel.
@@ -55,12 +56,13 @@ type Scavenger struct {
 
 	mu         sync.Mutex
 	wake       chan struct{}
-	pageOutOff bool // code_pageout 0
-	started    bool // Started was called
-	pending    bool // a page-out is asked for (start-up, code_pageout turned on)
-	owed       bool // a load fell since the last page-out
-	pagedOut   bool
-	lastPage   time.Time
+	pageOutOff bool      // code_pageout 0
+	started    bool      // Started was called
+	pending    bool      // a page-out is asked for (start-up, code_pageout turned on)
+	owed       bool      // a load fell since the last page-out
+	pagedOut   bool      // a page-out was done (start-up's, or any since)
+	loadPaged  bool      // a page-out after a load was done
+	lastLoad   time.Time // when the last page-out after a load was
 }
 
 // NewScavenger is a scavenger on the runtime with the defaults.
@@ -146,17 +148,21 @@ func (s *Scavenger) Decide(prevRate, rate uint64, cur Sample) Rule {
 
 // pageOutDue says whether the code is paged out now (s.mu held): when
 // asked for (start-up), or when a load fell and the daemon is quiet,
-// PageOutEvery after the last.
+// PageOutEvery after the last page-out after a load (the start-up one
+// does not count: the phones registering after a start are such a load).
 func (s *Scavenger) pageOutDue(now time.Time, quiet bool) bool {
 	if s.PageOut == nil || s.pageOutOff || !s.started {
 		return false
 	}
-	return s.pending || s.owed && quiet && (!s.pagedOut || now.Sub(s.lastPage) >= s.PageOutEvery)
+	return s.pending || s.owed && quiet && (!s.loadPaged || now.Sub(s.lastLoad) >= s.PageOutEvery)
 }
 
 func (s *Scavenger) pageOut(now time.Time) {
 	s.mu.Lock()
-	s.pending, s.owed, s.pagedOut, s.lastPage = false, false, true, now
+	if !s.pending {
+		s.loadPaged, s.lastLoad = true, now
+	}
+	s.pending, s.owed, s.pagedOut = false, false, true
 	s.mu.Unlock()
 	n, err := s.PageOut()
 	if s.Log == nil {
