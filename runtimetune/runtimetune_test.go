@@ -3,6 +3,7 @@ package runtimetune
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -657,5 +658,33 @@ func TestParseMapsLine(t *testing.T) {
 		if ok != c.ok || ok && (s != c.start || e != c.end || perms != c.perms || path != c.path) {
 			t.Errorf("%q: %x %x %q %q %v", c.line, s, e, perms, path, ok)
 		}
+	}
+}
+
+// TestTunerConfigure: the tuner applies each reload's settings: the
+// limit (re-derived when memory_limit_mb goes back to 0), GOGC, the
+// scavenger's period and code page-out.
+func TestTunerConfigure(t *testing.T) {
+	keepRuntime(t)
+	tu := &Tuner{getenv: noEnv, meminfo: writeMeminfo(t, "MemTotal: 131072 kB\n"), log: slog.New(slog.DiscardHandler), scav: NewScavenger(nil)}
+	h := config.Defaults().Health
+	h.MemoryLimitMB, h.GCPercent, h.ScavengeInterval = 24, 30, 5
+	tu.Configure(h)
+	if in := ReadInForce(h, noEnv); in.Limit != 24<<20 || in.Source != FromUCI || in.GCPercent != 30 {
+		t.Errorf("after memory_limit_mb 24, gc_percent 30: %+v", in)
+	}
+	if p := tu.Scavenger().period(); p != 5*time.Second {
+		t.Errorf("scavenge_interval 5: period %v", p)
+	}
+	h.MemoryLimitMB, h.CodePageOut = 0, false
+	tu.Configure(h)
+	if in := ReadInForce(h, noEnv); in.Limit != 16<<20 || in.Source != FromRAM {
+		t.Errorf("after memory_limit_mb back to 0: %+v, want the derived 16 MB", in)
+	}
+	tu.scav.mu.Lock()
+	off := tu.scav.pageOutOff
+	tu.scav.mu.Unlock()
+	if !off {
+		t.Error("code_pageout 0 left the page-out on")
 	}
 }
