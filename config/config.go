@@ -109,9 +109,24 @@ type Health struct {
 	CrashHistoryDays    int
 	CrashHistoryMax     int
 	MaxRestartAttempts  int
-	RestartWindow       int     // seconds in which restarts are counted
-	CrashCoalesce       int     // seconds: crash records closer than this are merged
-	MemoryLimitMB       int     // 0: no Go memory limit
+	RestartWindow       int // seconds in which restarts are counted
+	CrashCoalesce       int // seconds: crash records closer than this are merged
+	// MemoryLimitMB is the Go memory limit; 0 derives it: MemTotal /
+	// MemoryLimitShare within [MemoryLimitMinMB, MemoryLimitMaxMB]
+	// (runtimetune). GOMEMLIMIT in the environment wins over both.
+	MemoryLimitMB    int
+	MemoryLimitShare int // the derived limit is this fraction (1/N) of the RAM
+	MemoryLimitMinMB int // the derived limit's floor
+	MemoryLimitMaxMB int // the derived limit's ceiling (below the floor: the floor)
+	// GCPercent is GOGC for a small heap (GOGC in the environment wins):
+	// the runtime's minimum heap goal is 4 MB x GCPercent/100.
+	GCPercent int
+	// ScavengeInterval is the seconds between the scavenger's looks at
+	// the heap (runtimetune.Scavenger).
+	ScavengeInterval int
+	// CodePageOut pages the executable's resident code out once start-up
+	// is done and after a load falls (runtimetune.PageOutCode).
+	CodePageOut         bool
 	LeakWarmup          int     // seconds before the baseline is taken
 	LeakWindow          int     // seconds of samples in the trend
 	LeakGrowthFactor    float64 // the specification's 1.5 x baseline rule
@@ -215,7 +230,13 @@ func fields() []field {
 		{"health", "max_restart_attempts", kInt, "3", 0, 1000, func(c *Config) any { return &c.Health.MaxRestartAttempts }, "worker restarts inside restart_window before it is failed", nil},
 		{"health", "restart_window", kInt, "600", 1, 86400, func(c *Config) any { return &c.Health.RestartWindow }, "seconds in which worker restarts are counted", nil},
 		{"health", "crash_coalesce", kInt, "600", 0, 86400, func(c *Config) any { return &c.Health.CrashCoalesce }, "seconds within which crash records share one flash write", nil},
-		{"health", "memory_limit_mb", kInt, "0", 0, 4096, func(c *Config) any { return &c.Health.MemoryLimitMB }, "Go memory limit (0: none)", nil},
+		{"health", "memory_limit_mb", kInt, "0", 0, 4096, func(c *Config) any { return &c.Health.MemoryLimitMB }, "Go memory limit in MB; 0 derives it from the RAM (memory_limit_share, _min_mb, _max_mb); GOMEMLIMIT in the environment wins", nil},
+		{"health", "memory_limit_share", kInt, "8", 1, 64, func(c *Config) any { return &c.Health.MemoryLimitShare }, "the derived memory limit is the RAM divided by this", nil},
+		{"health", "memory_limit_min_mb", kInt, "8", 1, 4096, func(c *Config) any { return &c.Health.MemoryLimitMinMB }, "the derived memory limit's floor (MB)", nil},
+		{"health", "memory_limit_max_mb", kInt, "64", 1, 4096, func(c *Config) any { return &c.Health.MemoryLimitMaxMB }, "the derived memory limit's ceiling (MB; below the floor, the floor)", nil},
+		{"health", "gc_percent", kInt, "50", 10, 1000, func(c *Config) any { return &c.Health.GCPercent }, "GOGC: heap growth over the live heap before a collection, in percent (minimum goal 4 MB x this/100); GOGC in the environment wins", nil},
+		{"health", "scavenge_interval", kInt, "10", 1, 3600, func(c *Config) any { return &c.Health.ScavengeInterval }, "seconds between the scavenger's looks at the heap (free memory given back after a load, idle garbage collected)", nil},
+		{"health", "code_pageout", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.CodePageOut }, "page the executable's code out after start-up and after a load (0: never; each page used again is read back from flash)", nil},
 		{"health", "leak_warmup", kInt, "300", 0, 86400, func(c *Config) any { return &c.Health.LeakWarmup }, "seconds after start before the memory baseline is taken", nil},
 		{"health", "leak_window", kInt, "1800", 60, 604800, func(c *Config) any { return &c.Health.LeakWindow }, "seconds of samples the leak trend is fitted over", nil},
 		{"health", "leak_growth_factor", kFloat, "1.5", 1.01, 100, func(c *Config) any { return &c.Health.LeakGrowthFactor }, "growth over the baseline that, still rising, is a leak", nil},

@@ -51,6 +51,13 @@ type Options struct {
 	// subscribes first thing, so that a stop at any moment is clean. Nil:
 	// the daemon subscribes itself.
 	Signals <-chan os.Signal
+	// Runtime fits the Go runtime to the router (runtimetune.Tuner):
+	// given the health settings at start and on each reload, told when
+	// every worker has started. Nil leaves the runtime as it is.
+	Runtime interface {
+		Configure(config.Health)
+		Started()
+	}
 }
 
 // Subscribe makes sure the daemon's signals are delivered to a channel and
@@ -143,6 +150,9 @@ func Run(ctx context.Context, opt Options) error {
 	d.cfg = cfg
 	for _, err := range errs {
 		d.log.Error("setting rejected; default kept", "err", err)
+	}
+	if opt.Runtime != nil {
+		opt.Runtime.Configure(cfg.Health)
 	}
 	if err := d.setup(); err != nil {
 		return err
@@ -318,6 +328,9 @@ func (d *Daemon) run(ctx context.Context) error {
 		d.log.Warn("systemd watchdog", "err", err)
 	}
 	d.notify("READY=1\nSTATUS=workers started")
+	if d.opt.Runtime != nil {
+		d.opt.Runtime.Started()
+	}
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -403,6 +416,9 @@ func (d *Daemon) Reload() {
 	}
 	d.sup.Configure(cfg.Health.MaxRestartAttempts, time.Duration(cfg.Health.RestartWindow)*time.Second, cfg.Health.ThreadMonitoring)
 	d.sys.Configure(cfg.Health)
+	if d.opt.Runtime != nil {
+		d.opt.Runtime.Configure(cfg.Health)
+	}
 	d.crashes.SetReporting(cfg.Health.CrashReporting)
 	d.fetcher.Configure(cfg.Fetcher, cfg.Main)
 	d.sip.Configure(cfg.SIP)

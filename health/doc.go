@@ -2,6 +2,7 @@ package health
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/aredn/phonebookd/crash"
 	"github.com/aredn/phonebookd/internal/jsonread"
 	"github.com/aredn/phonebookd/procfs"
+	"github.com/aredn/phonebookd/runtimetune"
 	"github.com/aredn/phonebookd/supervisor"
 )
 
@@ -140,7 +142,15 @@ type Memory struct {
 	GoTotalMB          float64  `json:"go_total_mb"`
 	StackKB            float64  `json:"stack_kb"`
 	Goroutines         int32    `json:"goroutines"`
-	MemoryLimitMB      *int32   `json:"memory_limit_mb"`
+	// MemoryLimitMB is the Go memory limit in force (GOMEMLIMIT, UCI or
+	// derived from the RAM); null when there is none.
+	MemoryLimitMB *int32 `json:"memory_limit_mb"`
+	// MemoryLimitSource says where it came from: env, uci, derived or
+	// none (runtimetune.Source).
+	MemoryLimitSource string `json:"memory_limit_source"`
+	// GCPercent is GOGC in force (gc_percent, or the environment's);
+	// -1 when collection is off (GOGC=off).
+	GCPercent int32 `json:"gc_percent"`
 }
 
 // FileDescriptors is the descriptors section.
@@ -313,9 +323,11 @@ func (h *System) softwareHealth(snap *Snapshot, cfg config.Health, m procfs.MemS
 	if based { // else still warming up
 		mem.BaselineHeapMB = ptr(base / (1 << 20))
 	}
-	if cfg.MemoryLimitMB > 0 {
-		mem.MemoryLimitMB = ptr(int32(cfg.MemoryLimitMB))
+	rt := runtimetune.ReadInForce(cfg, os.Getenv)
+	if rt.Limit != math.MaxInt64 { // else no limit: null
+		mem.MemoryLimitMB = ptr(int32(min(rt.Limit>>20, math.MaxInt32)))
 	}
+	mem.MemoryLimitSource, mem.GCPercent = string(rt.Source), int32(max(min(rt.GCPercent, math.MaxInt32), -1))
 	doc.Memory = mem
 
 	fd := &FileDescriptors{Max: int32(fds.Max), Leaked: int32(leaked)}

@@ -17,7 +17,7 @@ import (
 // heap, descriptors, CPU, free space, pid): they are normalised before
 // the comparison; everything else (names, layout, statuses, alerts,
 // nulls, counters the test drives) is compared as it is.
-var measured = regexp.MustCompile(`"(rss_mb|peak_rss_mb|rss_anon_mb|rss_file_mb|heap_mb|heap_objects_mb|gc_cycles|go_total_mb|stack_kb|goroutines|open|max|socket|file|pipe|other|baseline|pid|cpu_pct|os_threads|state_free_kb|run_free_kb|heap_trend_kb_per_hour|heap_trend_fit|rss_trend_kb_per_hour)": (-?[0-9.e+-]+|null)`)
+var measured = regexp.MustCompile(`"(rss_mb|peak_rss_mb|rss_anon_mb|rss_file_mb|heap_mb|heap_objects_mb|gc_cycles|go_total_mb|stack_kb|goroutines|open|max|socket|file|pipe|other|baseline|pid|cpu_pct|state_free_kb|run_free_kb|heap_trend_kb_per_hour|heap_trend_fit|rss_trend_kb_per_hour|memory_limit_mb|gc_percent|os_threads)": (-?[0-9.e+-]+|null)`)
 
 func normalise(doc string) string { return measured.ReplaceAllString(doc, `"$1": <measured>`) }
 

@@ -3,8 +3,6 @@ package health
 import (
 	"fmt"
 	"log/slog"
-	"math"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -174,11 +172,10 @@ func (h *System) Configure(cfg config.Health) {
 	} else {
 		h.history.Resize(step, points)
 	}
-	if cfg.MemoryLimitMB > 0 {
-		debug.SetMemoryLimit(int64(cfg.MemoryLimitMB) << 20)
-	} else if old.MemoryLimitMB > 0 {
-		debug.SetMemoryLimit(math.MaxInt64) // no limit
-	}
+	// The memory limit (memory_limit_mb and the derived one) is the
+	// runtime tuner's (runtimetune.Tuner.Configure, which the daemon calls
+	// at start and on each reload): set here too, a reload to 0 would
+	// wipe the derived limit.
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.heapLeak == nil || old.LeakWarmup != cfg.LeakWarmup || old.LeakWindow != cfg.LeakWindow ||

@@ -1,8 +1,16 @@
 // Package runtimetune fits the Go runtime to a small router (issue 19,
-// point 2): a memory limit derived from the router's RAM unless the
-// environment sets GOMEMLIMIT, and a scavenger that hands free heap pages
-// back to the kernel once the load has fallen, so that a burst does not
-// leave the daemon's RSS at its peak.
+// point 2): a memory limit derived from the router's RAM unless UCI or
+// the environment sets one, GOGC for a small heap, a scavenger that
+// collects idle garbage and hands free heap pages back to the kernel once
+// a load has fallen, and the executable's code paged out once start-up is
+// done, so that neither a burst nor the idle daemon's trickle of
+// allocations leaves the RSS above what the daemon really uses.
+//
+// Every setting comes from phonebook.health (memory_limit_mb,
+// memory_limit_share, memory_limit_min_mb, memory_limit_max_mb,
+// gc_percent, scavenge_interval, code_pageout) and is applied at start
+// and on each reload; GOMEMLIMIT and GOGC in the environment win over
+// UCI.
 //
 // GOMAXPROCS is left to the runtime: since Go 1.25 it follows the CPUs
 // the process may run on (affinity and cgroup limit) and keeps following
@@ -16,47 +24,81 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
+	"sync"
 	"time"
 
-	"github.com/aredn/phonebookd/internal/clock"
+	"github.com/aredn/phonebookd/config"
 )
 
-// The derived limit is RAMShare of the router's RAM, within
-// [MinLimit, MaxLimit]: 8 MB on a 64 MB router, 16 MB on 128 MB. The
-// limit is soft: past it the collector runs more often (at most half the
-// CPU, the runtime's own guard), nothing fails.
+// The derived limit's defaults (phonebook.health.memory_limit_share,
+// memory_limit_min_mb, memory_limit_max_mb): RAMShare of the router's
+// RAM within [MinLimit, MaxLimit], 8 MB on a 64 MB router, 16 MB on
+// 128 MB. The limit is soft: past it the collector runs more often (at
+// most half the CPU, the runtime's own guard), nothing fails.
 const (
 	RAMShare = 8 // one eighth
 	MinLimit = 8 << 20
 	MaxLimit = 64 << 20
 )
 
-// Source says where the memory limit in force came from.
+// DefaultGCPercent is GOGC when the settings carry none (settings built
+// in code rather than read from UCI, where gc_percent has a default).
+const DefaultGCPercent = 50
+
+// Source says where the memory limit in force came from; the health
+// document reports it beside the limit (memory_limit_source).
 type Source string
 
 // Sources of the memory limit.
 const (
-	FromEnv     Source = "GOMEMLIMIT" // the environment's, left alone
-	FromMemInfo Source = "meminfo"    // derived from MemTotal
-	NoLimit     Source = "none"       // MemTotal unreadable: no limit set
+	FromEnv Source = "env"     // GOMEMLIMIT in the environment, left alone
+	FromRAM Source = "derived" // MemTotal / memory_limit_share, within the bounds
+	FromUCI Source = "uci"     // phonebook.health.memory_limit_mb above 0
+	NoLimit Source = "none"    // MemTotal unreadable (or nothing applied): no limit
 )
 
-// Tuning is what Apply found and set, for the start-up log.
+// Tuning is what Apply found and set, for the log.
 type Tuning struct {
 	MemTotal   uint64 // bytes of RAM, 0 when unread
 	Limit      int64  // the memory limit in force (math.MaxInt64: none)
 	Source     Source
+	GCPercent  int  // GOGC in force; negative: collection off (GOGC=off)
+	GCFromEnv  bool // GOGC came from the environment
 	GOMAXPROCS int
 }
 
+// LimitBounds are the derived limit's share and bounds, in bytes.
+type LimitBounds struct {
+	Share    int // the limit is MemTotal / Share
+	Min, Max int64
+}
+
+// boundsOf reads the derived limit's settings; zero (settings built in
+// code) is the default, and a ceiling below the floor is the floor.
+func boundsOf(h config.Health) LimitBounds {
+	b := LimitBounds{Share: RAMShare, Min: MinLimit, Max: MaxLimit}
+	if h.MemoryLimitShare > 0 {
+		b.Share = h.MemoryLimitShare
+	}
+	if h.MemoryLimitMinMB > 0 {
+		b.Min = int64(h.MemoryLimitMinMB) << 20
+	}
+	if h.MemoryLimitMaxMB > 0 {
+		b.Max = int64(h.MemoryLimitMaxMB) << 20
+	}
+	b.Max = max(b.Max, b.Min)
+	return b
+}
+
 // DeriveLimit is the memory limit for a router with memTotal bytes of RAM.
-func DeriveLimit(memTotal uint64) int64 {
-	return min(max(int64(memTotal/RAMShare), MinLimit), MaxLimit)
+func DeriveLimit(memTotal uint64, b LimitBounds) int64 {
+	return min(max(int64(memTotal/uint64(max(b.Share, 1))), b.Min), b.Max)
 }
 
 // ParseMemTotal reads MemTotal (bytes) from the text of /proc/meminfo.
@@ -79,124 +121,218 @@ func ParseMemTotal(b []byte) (uint64, error) {
 	return 0, errors.New("meminfo: no MemTotal")
 }
 
-// Apply sets the memory limit from meminfo (the path of /proc/meminfo)
-// unless getenv("GOMEMLIMIT") is set, in which case the runtime already
-// applied it. A later phonebook.health.memory_limit_mb above 0 overrides
-// the derived limit (the health system sets it on every configure).
-func Apply(getenv func(string) string, meminfo string) (Tuning, error) {
+// Apply sets the memory limit and GOGC from the settings h. The memory
+// limit: GOMEMLIMIT in the environment (getenv) wins, the runtime has
+// applied it; else memory_limit_mb above 0; else derived from
+// MemTotal in meminfo (the path of /proc/meminfo), and no limit at all
+// when that is unreadable. It is called again on each reload, so a
+// memory_limit_mb going from a figure back to 0 derives the limit again
+// rather than leave the old one, or none. GOGC in the environment
+// likewise wins over gc_percent.
+func Apply(h config.Health, getenv func(string) string, meminfo string) (Tuning, error) {
 	t := Tuning{GOMAXPROCS: runtime.GOMAXPROCS(0)}
-	if getenv("GOMEMLIMIT") != "" {
+	var err error
+	switch {
+	case getenv("GOMEMLIMIT") != "":
 		t.Source, t.Limit = FromEnv, debug.SetMemoryLimit(-1)
-		return t, nil
+	case h.MemoryLimitMB > 0:
+		t.Source, t.Limit = FromUCI, int64(h.MemoryLimitMB)<<20
+		debug.SetMemoryLimit(t.Limit)
+	default:
+		var b []byte
+		b, err = os.ReadFile(meminfo)
+		if err == nil {
+			t.MemTotal, err = ParseMemTotal(b)
+		}
+		if err != nil {
+			t.Source, t.Limit = NoLimit, math.MaxInt64
+			debug.SetMemoryLimit(t.Limit)
+			err = fmt.Errorf("memory limit not derived: %w", err)
+			break
+		}
+		t.Source, t.Limit = FromRAM, DeriveLimit(t.MemTotal, boundsOf(h))
+		debug.SetMemoryLimit(t.Limit)
 	}
-	b, err := os.ReadFile(meminfo)
-	if err == nil {
-		t.MemTotal, err = ParseMemTotal(b)
+	if getenv("GOGC") != "" {
+		t.GCFromEnv = true
+		t.GCPercent = readInForce().gcPercent
+	} else {
+		t.GCPercent = h.GCPercent
+		if t.GCPercent <= 0 {
+			t.GCPercent = DefaultGCPercent
+		}
+		debug.SetGCPercent(t.GCPercent)
 	}
-	if err != nil {
-		t.Source, t.Limit = NoLimit, debug.SetMemoryLimit(-1)
-		return t, fmt.Errorf("memory limit not derived: %w", err)
-	}
-	t.Source, t.Limit = FromMemInfo, DeriveLimit(t.MemTotal)
-	debug.SetMemoryLimit(t.Limit)
-	return t, nil
+	return t, err
 }
+
+// InForce is the runtime's tuning as it stands, for the health
+// document's memory section.
+type InForce struct {
+	// Limit is the memory limit in bytes; math.MaxInt64 is none.
+	Limit  int64
+	Source Source
+	// GCPercent is GOGC in force; negative: collection off (GOGC=off).
+	GCPercent int
+}
+
+type runtimeTuning struct {
+	limit     int64
+	gcPercent int
+}
+
+// readInForce reads the memory limit and GOGC from runtime/metrics,
+// which, unlike debug.SetGCPercent, reads without setting.
+func readInForce() runtimeTuning {
+	s := []metrics.Sample{{Name: "/gc/gomemlimit:bytes"}, {Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	r := runtimeTuning{limit: debug.SetMemoryLimit(-1), gcPercent: DefaultGCPercent}
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		r.limit = int64(min(s[0].Value.Uint64(), math.MaxInt64))
+	}
+	if s[1].Value.Kind() == metrics.KindUint64 {
+		// GOGC=off is the runtime's -1, which the metric carries as
+		// a uint64.
+		r.gcPercent = int(int64(s[1].Value.Uint64()))
+	}
+	return r
+}
+
+// ReadInForce reads the limit and GOGC in force and says where the limit
+// came from, by the same precedence as Apply: the environment's
+// GOMEMLIMIT, then h.MemoryLimitMB when the limit in force is that one,
+// else a derived limit, or none. It keeps no state of its own, so it
+// tells the truth also where Apply never ran (a daemon started without
+// the tuner, in tests): there the limit is none.
+func ReadInForce(h config.Health, getenv func(string) string) InForce {
+	r := readInForce()
+	f := InForce{Limit: r.limit, GCPercent: r.gcPercent}
+	switch {
+	case getenv("GOMEMLIMIT") != "":
+		f.Source = FromEnv
+	case f.Limit == math.MaxInt64:
+		f.Source = NoLimit
+	case h.MemoryLimitMB > 0 && f.Limit == int64(h.MemoryLimitMB)<<20:
+		f.Source = FromUCI
+	default:
+		f.Source = FromRAM
+	}
+	return f
+}
+
+// Tuner applies the settings at start and on each reload, and runs the
+// scavenger; it is the daemon's one handle on the runtime
+// (daemon.Options.Runtime).
+type Tuner struct {
+	getenv  func(string) string
+	meminfo string
+	log     *slog.Logger
+	scav    *Scavenger
+
+	mu   sync.Mutex
+	last Tuning
+	have bool
+}
+
+// NewTuner prepares a tuner on the real runtime and /proc/meminfo.
+func NewTuner(log *slog.Logger) *Tuner {
+	return &Tuner{getenv: os.Getenv, meminfo: "/proc/meminfo", log: log, scav: NewScavenger(log)}
+}
+
+// Configure applies the health settings h: the memory limit, GOGC, the
+// scavenger's period and whether the code is paged out. The daemon calls
+// it at start, before the workers, and on each reload.
+func (t *Tuner) Configure(h config.Health) {
+	tu, err := Apply(h, t.getenv, t.meminfo)
+	t.mu.Lock()
+	changed := !t.have || tu != t.last
+	t.last, t.have = tu, true
+	t.mu.Unlock()
+	switch {
+	case err != nil:
+		t.log.Warn("runtime: no memory limit", "err", err, "gc_percent", tu.GCPercent, "gomaxprocs", tu.GOMAXPROCS)
+	case changed:
+		t.log.Info("runtime", "memory_limit_mb", tu.Limit>>20, "limit_from", string(tu.Source), "ram_mb", tu.MemTotal>>20,
+			"gc_percent", tu.GCPercent, "gogc_from_env", tu.GCFromEnv, "gomaxprocs", tu.GOMAXPROCS)
+	}
+	t.scav.Set(intervalOf(h), h.CodePageOut)
+}
+
+// intervalOf is the scavenger's period: scavenge_interval, 10 s when
+// the settings carry none.
+func intervalOf(h config.Health) time.Duration {
+	if h.ScavengeInterval <= 0 {
+		return DefaultPeriod
+	}
+	return time.Duration(h.ScavengeInterval) * time.Second
+}
+
+// Run runs the scavenger until ctx ends.
+func (t *Tuner) Run(ctx context.Context) { t.scav.Run(ctx) }
+
+// Started tells the tuner that start-up is done (every worker started):
+// the scavenger pages the code out now.
+func (t *Tuner) Started() { t.scav.Started() }
+
+// Scavenger is the tuner's scavenger.
+func (t *Tuner) Scavenger() *Scavenger { return t.scav }
 
 // Sample is the runtime's heap at one moment, as the scavenger reads it.
 type Sample struct {
 	HeapFree uint64 // free heap pages the runtime keeps mapped and resident
 	Allocs   uint64 // bytes allocated since the start (a counter)
+	// HeapObjects is the bytes of heap objects, garbage not yet swept
+	// included; HeapLive the live heap the last collection marked. Their
+	// difference is what was allocated since that collection.
+	HeapObjects uint64
+	HeapLive    uint64
+}
+
+// Garbage is the heap allocated since the last collection (most of it
+// garbage at idle).
+func (s Sample) Garbage() uint64 {
+	if s.HeapObjects < s.HeapLive {
+		return 0
+	}
+	return s.HeapObjects - s.HeapLive
 }
 
 // ReadRuntime samples runtime/metrics.
 func ReadRuntime() Sample {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/allocs:bytes"}}
+	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/allocs:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
-	var out Sample
-	if s[0].Value.Kind() == metrics.KindUint64 {
-		out.HeapFree = s[0].Value.Uint64()
-	}
-	if s[1].Value.Kind() == metrics.KindUint64 {
-		out.Allocs = s[1].Value.Uint64()
-	}
-	return out
-}
-
-// Scavenger returns free heap to the kernel after a burst. Each Period it
-// reads the heap; when at least MinFree bytes of free heap are resident
-// and the allocation rate has fallen (under half of the period before, or
-// under MinFree a period: quiet), it calls Free. During a steady load it
-// leaves the pages alone: the load would only fault them back in.
-type Scavenger struct {
-	Period  time.Duration
-	MinFree uint64
-	Clock   clock.Clock
-	Read    func() Sample // ReadRuntime
-	Free    func()        // debug.FreeOSMemory: a collection, then every free page released
-	// PageOut drops the executable's resident pages (PageOutCode) once,
-	// at the first period, when start-up has touched them all: what the
-	// daemon runs in faults back once (from flash, decompressed, on a
-	// router), so it is not repeated at each fall of the load; nil leaves
-	// them.
-	PageOut func() (int, error)
-	Log     *slog.Logger
-}
-
-// NewScavenger is a scavenger on the runtime: every 10 s, from 1 MB free.
-func NewScavenger(log *slog.Logger) *Scavenger {
-	return &Scavenger{Period: 10 * time.Second, MinFree: 1 << 20, Clock: clock.Real{}, Read: ReadRuntime, Free: debug.FreeOSMemory,
-		PageOut: PageOutCode, Log: log}
-}
-
-// due is the scavenger's rule: enough free heap, and the load fell.
-func (s *Scavenger) due(prevRate, rate, heapFree uint64) bool {
-	return heapFree >= s.MinFree && (rate*2 <= prevRate || rate < s.MinFree)
-}
-
-// Run scavenges until ctx ends; it returns how often it freed memory.
-func (s *Scavenger) Run(ctx context.Context) int {
-	prev := s.Read()
-	var prevRate uint64
-	freed := 0
-	started := false
-	for {
-		t := s.Clock.NewTimer(s.Period)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return freed
-		case <-t.C():
+	get := func(i int) uint64 {
+		if s[i].Value.Kind() == metrics.KindUint64 {
+			return s[i].Value.Uint64()
 		}
-		cur := s.Read()
-		rate := cur.Allocs - prev.Allocs
-		pageOut := !started
-		started = true
-		if s.due(prevRate, rate, cur.HeapFree) {
-			s.Free()
-			freed++
-			if s.Log != nil {
-				s.Log.Debug("returned free heap to the kernel", "free_kb", cur.HeapFree>>10, "alloc_kb_per_period", rate>>10)
-			}
-			cur = s.Read() // the collection moved the figures
-		}
-		if pageOut && s.PageOut != nil {
-			if _, err := s.PageOut(); err != nil && s.Log != nil {
-				s.Log.Debug("code pages left resident", "err", err)
-			}
-		}
-		prev, prevRate = cur, rate
+		return 0
 	}
+	return Sample{HeapFree: get(0), Allocs: get(1), HeapObjects: get(2), HeapLive: get(3)}
 }
 
-// Start applies the memory limit, logs what the runtime runs with, and
-// starts the scavenger until ctx ends: the daemon's one call.
-func Start(ctx context.Context, log *slog.Logger) Tuning {
-	t, err := Apply(os.Getenv, "/proc/meminfo")
-	if err != nil {
-		log.Warn("runtime: no memory limit", "err", err, "gomaxprocs", t.GOMAXPROCS)
-	} else {
-		log.Info("runtime", "memory_limit_mb", t.Limit>>20, "limit_from", string(t.Source), "ram_mb", t.MemTotal>>20, "gomaxprocs", t.GOMAXPROCS)
-	}
-	go NewScavenger(log).Run(ctx)
-	return t
-}
+// The scavenger's defaults.
+const (
+	// DefaultPeriod is scavenge_interval's default.
+	DefaultPeriod = 10 * time.Second
+	// DefaultMinFree is the free heap worth giving back after a burst.
+	DefaultMinFree = 1 << 20
+	// DefaultQuietRate is the allocation rate (bytes a second) under
+	// which the daemon counts as quiet: the idle daemon allocates about
+	// 20 KB/s (the 1 s health sampling), 256 phones re-registering
+	// hourly much less, a REGISTER flood megabytes a second.
+	DefaultQuietRate = 100 << 10
+	// DefaultIdleGarbage is the heap allocated since the last
+	// collection past which a quiet daemon collects: without it the
+	// idle heap grows to the runtime's minimum goal (4 MB x GOGC/100)
+	// before the first collection, minutes later, and keeps those pages.
+	DefaultIdleGarbage = 128 << 10
+	// StartupCollections is how many collections end start-up: the
+	// runtime's own collection structures reach their size within three
+	// (measured: a trivial Go 1.26 program's metadata/other 1,395,
+	// 1,720, 1,988 KB, then 1,988 KB for 57 more).
+	StartupCollections = 3
+	// DefaultPageOutEvery bounds how often the code is paged out again
+	// after a load falls.
+	DefaultPageOutEvery = 10 * time.Minute
+)

@@ -3,17 +3,20 @@ package runtimetune
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/internal/clock"
 	"golang.org/x/sys/unix"
 )
@@ -59,23 +62,50 @@ func FuzzParseMemTotal(f *testing.F) {
 }
 
 func TestDeriveLimit(t *testing.T) {
-	for _, c := range []struct{ ram, want uint64 }{
-		{60224 << 10, MinLimit}, // a 64 MB router: MemTotal is below 64 MB
-		{128 << 20, 16 << 20},
-		{256 << 20, 32 << 20},
-		{32 << 20, MinLimit},
-		{4 << 30, MaxLimit},
+	def := boundsOf(config.Health{})
+	for _, c := range []struct {
+		ram  uint64
+		b    LimitBounds
+		want uint64
+	}{
+		{60224 << 10, def, MinLimit}, // a 64 MB router: MemTotal is below 64 MB
+		{128 << 20, def, 16 << 20},
+		{256 << 20, def, 32 << 20},
+		{32 << 20, def, MinLimit},
+		{4 << 30, def, MaxLimit},
+		{128 << 20, LimitBounds{Share: 4, Min: 8 << 20, Max: 64 << 20}, 32 << 20},
+		{128 << 20, LimitBounds{Share: 16, Min: 12 << 20, Max: 64 << 20}, 12 << 20},
+		{4 << 30, LimitBounds{Share: 8, Min: 8 << 20, Max: 24 << 20}, 24 << 20},
 	} {
-		if got := DeriveLimit(c.ram); got != int64(c.want) {
-			t.Errorf("DeriveLimit(%d MB) = %d MB, want %d MB", c.ram>>20, got>>20, c.want>>20)
+		if got := DeriveLimit(c.ram, c.b); got != int64(c.want) {
+			t.Errorf("DeriveLimit(%d MB, %+v) = %d MB, want %d MB", c.ram>>20, c.b, got>>20, c.want>>20)
 		}
 	}
 }
 
-// keepLimit restores the process's memory limit after a test.
-func keepLimit(t *testing.T) {
+func TestBoundsFromSettings(t *testing.T) {
+	for _, c := range []struct {
+		h    config.Health
+		want LimitBounds
+	}{
+		{config.Health{}, LimitBounds{Share: 8, Min: 8 << 20, Max: 64 << 20}}, // built in code: the defaults
+		{config.Defaults().Health, LimitBounds{Share: 8, Min: 8 << 20, Max: 64 << 20}},
+		{config.Health{MemoryLimitShare: 4, MemoryLimitMinMB: 16, MemoryLimitMaxMB: 32}, LimitBounds{Share: 4, Min: 16 << 20, Max: 32 << 20}},
+		// a ceiling below the floor is the floor
+		{config.Health{MemoryLimitShare: 4, MemoryLimitMinMB: 16, MemoryLimitMaxMB: 12}, LimitBounds{Share: 4, Min: 16 << 20, Max: 16 << 20}},
+	} {
+		if got := boundsOf(c.h); got != c.want {
+			t.Errorf("boundsOf(%+v) = %+v, want %+v", c.h, got, c.want)
+		}
+	}
+}
+
+// keepRuntime restores the process's memory limit and GOGC after a test.
+func keepRuntime(t *testing.T) {
 	old := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(old) })
+	oldGC := debug.SetGCPercent(100)
+	debug.SetGCPercent(oldGC)
+	t.Cleanup(func() { debug.SetMemoryLimit(old); debug.SetGCPercent(oldGC) })
 }
 
 func writeMeminfo(t *testing.T, text string) string {
@@ -86,14 +116,27 @@ func writeMeminfo(t *testing.T, text string) string {
 	return p
 }
 
+func noEnv(string) string { return "" }
+
+func env(kv ...string) func(string) string {
+	return func(k string) string {
+		for i := 0; i+1 < len(kv); i += 2 {
+			if kv[i] == k {
+				return kv[i+1]
+			}
+		}
+		return ""
+	}
+}
+
 func TestApplyFromMemInfo(t *testing.T) {
-	keepLimit(t)
+	keepRuntime(t)
 	debug.SetMemoryLimit(math.MaxInt64)
-	tu, err := Apply(func(string) string { return "" }, writeMeminfo(t, "MemTotal: 131072 kB\n"))
+	tu, err := Apply(config.Defaults().Health, noEnv, writeMeminfo(t, "MemTotal: 131072 kB\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tu.Source != FromMemInfo || tu.Limit != 16<<20 || tu.MemTotal != 128<<20 {
+	if tu.Source != FromRAM || tu.Limit != 16<<20 || tu.MemTotal != 128<<20 {
 		t.Errorf("tuning %+v", tu)
 	}
 	if got := debug.SetMemoryLimit(-1); got != 16<<20 {
@@ -102,42 +145,98 @@ func TestApplyFromMemInfo(t *testing.T) {
 	if tu.GOMAXPROCS != runtime.GOMAXPROCS(0) {
 		t.Errorf("GOMAXPROCS %d, runtime %d", tu.GOMAXPROCS, runtime.GOMAXPROCS(0))
 	}
+	in := ReadInForce(config.Defaults().Health, noEnv)
+	if in.Limit != 16<<20 || in.Source != FromRAM || in.GCPercent != config.Defaults().Health.GCPercent {
+		t.Errorf("in force %+v", in)
+	}
+}
+
+// TestApplyReloadRederives: memory_limit_mb from a figure back to 0 on a
+// reload derives the limit again. Before, the health system set "no
+// limit" on that reload, wiping the derived limit.
+func TestApplyReloadRederives(t *testing.T) {
+	keepRuntime(t)
+	mi := writeMeminfo(t, "MemTotal: 131072 kB\n")
+	h := config.Defaults().Health
+	h.MemoryLimitMB = 32
+	if tu, err := Apply(h, noEnv, mi); err != nil || tu.Source != FromUCI || tu.Limit != 32<<20 {
+		t.Fatalf("memory_limit_mb 32: %+v, %v", tu, err)
+	}
+	if in := ReadInForce(h, noEnv); in.Limit != 32<<20 || in.Source != FromUCI {
+		t.Errorf("in force with memory_limit_mb 32: %+v", in)
+	}
+	h.MemoryLimitMB = 0
+	if tu, err := Apply(h, noEnv, mi); err != nil || tu.Source != FromRAM || tu.Limit != 16<<20 {
+		t.Fatalf("memory_limit_mb back to 0: %+v, %v", tu, err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 16<<20 {
+		t.Errorf("limit in force %d after the reload to 0, want the derived 16 MB", got)
+	}
+	if in := ReadInForce(h, noEnv); in.Source != FromRAM {
+		t.Errorf("in force after the reload to 0: %+v", in)
+	}
+	// the share and bounds apply on a reload too
+	h.MemoryLimitShare, h.MemoryLimitMinMB, h.MemoryLimitMaxMB = 4, 8, 64
+	if tu, _ := Apply(h, noEnv, mi); tu.Limit != 32<<20 {
+		t.Errorf("memory_limit_share 4 on 128 MB: %d MB, want 32", tu.Limit>>20)
+	}
 }
 
 func TestApplyKeepsEnvironment(t *testing.T) {
-	keepLimit(t)
+	keepRuntime(t)
 	debug.SetMemoryLimit(24 << 20) // as the runtime does from GOMEMLIMIT=24MiB
-	env := func(k string) string {
-		if k == "GOMEMLIMIT" {
-			return "24MiB"
-		}
-		return ""
-	}
-	tu, err := Apply(env, writeMeminfo(t, "MemTotal: 131072 kB\n"))
-	if err != nil || tu.Source != FromEnv || tu.Limit != 24<<20 {
+	debug.SetGCPercent(75)         // and from GOGC=75
+	e := env("GOMEMLIMIT", "24MiB", "GOGC", "75")
+	h := config.Defaults().Health
+	h.MemoryLimitMB, h.GCPercent = 32, 25 // UCI asks for others: the environment wins
+	tu, err := Apply(h, e, writeMeminfo(t, "MemTotal: 131072 kB\n"))
+	if err != nil || tu.Source != FromEnv || tu.Limit != 24<<20 || tu.GCPercent != 75 || !tu.GCFromEnv {
 		t.Errorf("tuning %+v, %v", tu, err)
 	}
 	if got := debug.SetMemoryLimit(-1); got != 24<<20 {
 		t.Errorf("limit in force %d, want the environment's 24 MB", got)
 	}
+	if in := ReadInForce(h, e); in.Source != FromEnv || in.Limit != 24<<20 || in.GCPercent != 75 {
+		t.Errorf("in force %+v", in)
+	}
+}
+
+func TestApplyGCPercent(t *testing.T) {
+	keepRuntime(t)
+	mi := writeMeminfo(t, "MemTotal: 131072 kB\n")
+	for _, c := range []struct{ set, want int }{{25, 25}, {200, 200}, {0, DefaultGCPercent}} {
+		h := config.Defaults().Health
+		h.GCPercent = c.set
+		tu, err := Apply(h, noEnv, mi)
+		if err != nil || tu.GCPercent != c.want || tu.GCFromEnv {
+			t.Errorf("gc_percent %d: %+v, %v", c.set, tu, err)
+		}
+		if in := ReadInForce(h, noEnv); in.GCPercent != c.want {
+			t.Errorf("gc_percent %d: %d in force, want %d", c.set, in.GCPercent, c.want)
+		}
+	}
 }
 
 func TestApplyWithoutMemInfo(t *testing.T) {
-	keepLimit(t)
-	debug.SetMemoryLimit(math.MaxInt64)
+	keepRuntime(t)
 	for _, path := range []string{filepath.Join(t.TempDir(), "absent"), writeMeminfo(t, "MemFree: 1 kB\n")} {
-		tu, err := Apply(func(string) string { return "" }, path)
+		debug.SetMemoryLimit(20 << 20) // left from before: a reload that cannot derive clears it
+		tu, err := Apply(config.Defaults().Health, noEnv, path)
 		if err == nil || tu.Source != NoLimit || tu.Limit != math.MaxInt64 {
 			t.Errorf("%s: tuning %+v, %v", path, tu, err)
 		}
 		if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
-			t.Errorf("%s: a limit was set: %d", path, got)
+			t.Errorf("%s: a limit was left: %d", path, got)
+		}
+		if in := ReadInForce(config.Defaults().Health, noEnv); in.Source != NoLimit {
+			t.Errorf("%s: in force %+v", path, in)
 		}
 	}
 }
 
 // script is a scavenger's heap as a test sets it: each read returns the
-// current sample; a free gives the free heap back.
+// current sample; a free collects the garbage and gives the free heap
+// back.
 type script struct {
 	mu       sync.Mutex
 	cur      Sample
@@ -156,56 +255,239 @@ func (s *script) pagedOut() int { s.mu.Lock(); defer s.mu.Unlock(); return s.pag
 
 func (s *script) read() Sample { s.mu.Lock(); defer s.mu.Unlock(); return s.cur }
 
-func (s *script) free() { s.mu.Lock(); s.frees++; s.cur.HeapFree = 64 << 10; s.mu.Unlock() }
+func (s *script) free() {
+	s.mu.Lock()
+	s.frees++
+	s.cur.HeapFree = 64 << 10
+	s.cur.HeapObjects = s.cur.HeapLive
+	s.mu.Unlock()
+}
 
 func (s *script) set(x Sample) { s.mu.Lock(); s.cur = x; s.mu.Unlock() }
 
+// allocate adds n bytes allocated (and not yet collected).
+func (s *script) allocate(n uint64) {
+	s.mu.Lock()
+	s.cur.Allocs += n
+	s.cur.HeapObjects += n
+	s.mu.Unlock()
+}
+
 func (s *script) freed() int { s.mu.Lock(); defer s.mu.Unlock(); return s.frees }
+
+// run starts a scavenger on the fake clock with the defaults and the
+// script's heap; period lets one period pass after f changed the heap.
+func runScavenger(t *testing.T, sc *script) (s *Scavenger, clk *clock.Fake, period func(f func()), stop func() int) {
+	clk = clock.NewFake(time.Unix(0, 0))
+	s = &Scavenger{Period: 10 * time.Second, MinFree: DefaultMinFree, QuietRate: DefaultQuietRate, IdleGarbage: DefaultIdleGarbage,
+		PageOutEvery: DefaultPageOutEvery, Clock: clk, Read: sc.read, Free: sc.free, PageOut: sc.pageOut}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- s.Run(ctx) }()
+	period = func(f func()) {
+		t.Helper()
+		waitTimer(t, clk)
+		if f != nil {
+			f()
+		}
+		clk.Advance(s.period())
+		waitTimer(t, clk)
+	}
+	return s, clk, period, func() int { cancel(); return <-done }
+}
 
 // TestScavengerAfterLoadFalls: under a steady load with free heap the
 // scavenger waits; when the allocation rate falls it frees once; with
 // the free heap given back it does not free again.
 func TestScavengerAfterLoadFalls(t *testing.T) {
-	clk := clock.NewFake(time.Unix(0, 0))
 	sc := &script{}
-	s := &Scavenger{Period: 10 * time.Second, MinFree: 1 << 20, Clock: clk, Read: sc.read, Free: sc.free, PageOut: sc.pageOut}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int)
-	go func() { done <- s.Run(ctx) }()
-	// period sets the heap the next read sees and lets a period pass.
-	period := func(x Sample) {
-		t.Helper()
-		waitTimer(t, clk)
-		sc.set(x)
-		clk.Advance(10 * time.Second)
-	}
+	_, _, period, stop := runScavenger(t, sc)
 	// a steady load of 20 MB a period, with free heap resident
-	period(Sample{HeapFree: 4 << 20, Allocs: 20 << 20})
-	period(Sample{HeapFree: 6 << 20, Allocs: 40 << 20})
-	period(Sample{HeapFree: 6 << 20, Allocs: 60 << 20})
-	waitTimer(t, clk)
+	period(func() { sc.set(Sample{HeapFree: 4 << 20, Allocs: 20 << 20, HeapLive: 8 << 20, HeapObjects: 9 << 20}) })
+	period(func() { sc.set(Sample{HeapFree: 6 << 20, Allocs: 40 << 20, HeapLive: 8 << 20, HeapObjects: 12 << 20}) })
+	period(func() { sc.set(Sample{HeapFree: 6 << 20, Allocs: 60 << 20, HeapLive: 8 << 20, HeapObjects: 10 << 20}) })
 	if n := sc.freed(); n != 0 {
 		t.Fatalf("freed %d times under a steady load", n)
 	}
-	if n := sc.pagedOut(); n != 1 {
-		t.Fatalf("code paged out %d times by the first periods, want once (after start-up)", n)
-	}
 	// the load falls to 1 MB a period
-	period(Sample{HeapFree: 6 << 20, Allocs: 61 << 20})
-	waitTimer(t, clk)
+	period(func() { sc.set(Sample{HeapFree: 6 << 20, Allocs: 61 << 20, HeapLive: 8 << 20, HeapObjects: 9 << 20}) })
 	if n := sc.freed(); n != 1 {
 		t.Fatalf("freed %d times after the load fell, want 1", n)
 	}
-	if n := sc.pagedOut(); n != 1 {
-		t.Fatalf("code paged out %d times, want once, after start-up only", n)
-	}
 	// quiet, nothing left to give back
-	period(Sample{HeapFree: 128 << 10, Allocs: 61<<20 + 100<<10})
-	period(Sample{HeapFree: 128 << 10, Allocs: 61<<20 + 200<<10})
-	waitTimer(t, clk)
-	cancel()
-	if n := <-done; n != 1 {
+	period(func() {
+		sc.set(Sample{HeapFree: 128 << 10, Allocs: 61<<20 + 50<<10, HeapLive: 8 << 20, HeapObjects: 8<<20 + 50<<10})
+	})
+	period(func() {
+		sc.set(Sample{HeapFree: 128 << 10, Allocs: 61<<20 + 100<<10, HeapLive: 8 << 20, HeapObjects: 8<<20 + 100<<10})
+	})
+	if n := stop(); n != 1 {
 		t.Errorf("freed %d times in all, want 1", n)
+	}
+}
+
+// TestScavengerCollectsIdleGarbage: the idle daemon allocates 10-20 KB/s
+// and nothing else collects; the scavenger collects each time
+// IdleGarbage has piled up since the last collection, so the heap stays
+// within IdleGarbage plus a period's allocations of the live heap, where
+// before it grew to the runtime's 4 MB minimum goal.
+func TestScavengerCollectsIdleGarbage(t *testing.T) {
+	for _, c := range []struct {
+		perPeriod uint64
+		want      int // collections in 30 periods
+	}{
+		{100 << 10, 15}, // 10 KB/s: every second period
+		{200 << 10, 30}, // 20 KB/s: every period
+	} {
+		sc := &script{cur: Sample{HeapFree: 64 << 10, HeapLive: 400 << 10, HeapObjects: 400 << 10}}
+		_, _, period, stop := runScavenger(t, sc)
+		peak := uint64(0)
+		for range 30 { // 5 minutes
+			period(func() { sc.allocate(c.perPeriod) })
+			sc.mu.Lock()
+			peak = max(peak, sc.cur.HeapObjects+c.perPeriod) // the heap just before the next look
+			sc.mu.Unlock()
+		}
+		n := stop()
+		if n < c.want-1 || n > c.want {
+			t.Errorf("%d KB a period: collected %d times in 30 idle periods, want %d", c.perPeriod>>10, n, c.want)
+		}
+		if peak > 400<<10+DefaultIdleGarbage+c.perPeriod {
+			t.Errorf("%d KB a period: the idle heap reached %d KB", c.perPeriod>>10, peak>>10)
+		}
+	}
+}
+
+// TestScavengerLeavesSteadyLoad: a steady load above the quiet rate with
+// garbage but no free heap: the runtime's own collector paces it, the
+// scavenger does not collect.
+func TestScavengerLeavesSteadyLoad(t *testing.T) {
+	sc := &script{cur: Sample{HeapLive: 1 << 20, HeapObjects: 1 << 20}}
+	_, _, period, stop := runScavenger(t, sc)
+	for range 10 {
+		period(func() { sc.allocate(5 << 20) }) // 512 KB/s
+	}
+	if n := stop(); n != 0 {
+		t.Errorf("collected %d times under a steady load", n)
+	}
+}
+
+func TestDecide(t *testing.T) {
+	s := NewScavenger(nil)
+	for _, c := range []struct {
+		prevRate, rate uint64
+		cur            Sample
+		want           Rule
+	}{
+		{2 << 20, 2 << 20, Sample{HeapFree: 4 << 20}, Keep},   // steady load
+		{2 << 20, 1 << 20, Sample{HeapFree: 4 << 20}, Burst},  // halved
+		{2 << 20, 1 << 20, Sample{HeapFree: 512 << 10}, Keep}, // little free heap
+		{0, 20 << 10, Sample{HeapFree: 2 << 20}, Burst},       // quiet with free heap
+		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1<<20 + 300<<10}, Idle},
+		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1<<20 + 100<<10}, Keep},
+		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1<<20 + 128<<10}, Idle},
+		{1 << 20, 1 << 20, Sample{HeapLive: 1 << 20, HeapObjects: 3 << 20}, Keep}, // busy: the runtime's own pacing
+		{20 << 10, 20 << 10, Sample{HeapLive: 2 << 20, HeapObjects: 1 << 20}, Keep},
+	} {
+		if got := s.Decide(c.prevRate, c.rate, c.cur); got != c.want {
+			t.Errorf("Decide(%d, %d, %+v) = %v, want %v", c.prevRate, c.rate, c.cur, got, c.want)
+		}
+	}
+}
+
+// TestScavengerPagesOutCode: the code is paged out once start-up is done
+// (not before, and not again at idle); again once quiet after a load, at
+// most every PageOutEvery; never with code_pageout 0; at once when it is
+// turned on again.
+func TestScavengerPagesOutCode(t *testing.T) {
+	sc := &script{cur: Sample{HeapLive: 400 << 10, HeapObjects: 400 << 10}}
+	s, clk, period, stop := runScavenger(t, sc)
+	period(nil)
+	period(nil)
+	if n := sc.pagedOut(); n != 0 {
+		t.Fatalf("paged out %d times before start-up was done", n)
+	}
+	waitTimer(t, clk)
+	s.Started()
+	waitFor(t, func() bool { return sc.pagedOut() == 1 }, "the page-out at start-up")
+	if n := sc.freed(); n != StartupCollections {
+		t.Errorf("collected %d times at start-up, want %d (with the page-out)", n, StartupCollections)
+	}
+	for range 12 { // two idle minutes
+		period(func() { sc.allocate(100 << 10) })
+	}
+	if n := sc.pagedOut(); n != 1 {
+		t.Fatalf("paged out %d times at idle, want once (start-up)", n)
+	}
+	// a load, then quiet: paged out again (the start-up page-out does
+	// not count towards the spacing)
+	period(func() { sc.allocate(50 << 20) })
+	period(func() { sc.allocate(50 << 20) })
+	period(func() { sc.allocate(10 << 10) })
+	if n := sc.pagedOut(); n != 2 {
+		t.Fatalf("paged out %d times after the load fell, want 2", n)
+	}
+	// another load at once: owed, paged out when quiet 10 minutes after
+	// the last one
+	period(func() { sc.allocate(50 << 20) })
+	period(func() { sc.allocate(10 << 10) })
+	if n := sc.pagedOut(); n != 2 {
+		t.Fatalf("paged out %d times, want 2: the last one was 20 s ago", n)
+	}
+	for range 58 {
+		period(func() { sc.allocate(10 << 10) })
+	}
+	if n := sc.pagedOut(); n != 3 {
+		t.Fatalf("paged out %d times 10 minutes after, want 3", n)
+	}
+	// code_pageout 0: never, even after a load
+	s.Set(10*time.Second, false)
+	for range 70 {
+		period(func() { sc.allocate(50 << 20) })
+		period(func() { sc.allocate(10 << 10) })
+	}
+	if n := sc.pagedOut(); n != 3 {
+		t.Fatalf("paged out %d times with code_pageout 0", n)
+	}
+	// turned on again: at once
+	waitTimer(t, clk)
+	s.Set(10*time.Second, true)
+	waitFor(t, func() bool { return sc.pagedOut() == 4 }, "the page-out when code_pageout is turned on")
+	stop()
+}
+
+// TestScavengerSetPeriod: a new scavenge_interval takes effect at once,
+// not after the old (long) period.
+func TestScavengerSetPeriod(t *testing.T) {
+	sc := &script{cur: Sample{HeapLive: 400 << 10, HeapObjects: 400 << 10}}
+	s, clk, _, stop := runScavenger(t, sc)
+	waitTimer(t, clk)
+	s.Set(time.Hour, true)
+	waitFor(t, func() bool { return s.period() == time.Hour }, "the new period")
+	waitTimer(t, clk)
+	sc.allocate(300 << 10)
+	clk.Advance(10 * time.Second) // the old period: nothing
+	waitTimer(t, clk)
+	if n := sc.freed(); n != 0 {
+		t.Fatalf("collected after 10 s with a one-hour period")
+	}
+	s.Set(5*time.Second, true)
+	waitFor(t, func() bool { return s.period() == 5*time.Second }, "the new period")
+	time.Sleep(10 * time.Millisecond) // let Run re-arm its timer
+	waitTimer(t, clk)
+	clk.Advance(5 * time.Second)
+	waitFor(t, func() bool { return sc.freed() == 1 }, "a collection after 5 s")
+	stop()
+}
+
+func waitFor(t *testing.T, ok func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -238,7 +520,8 @@ func TestScavengerReturnsRuntimeMemory(t *testing.T) {
 		t.Skipf("the runtime already returned the heap (%d KB free): nothing to measure", before.HeapFree>>10)
 	}
 	clk := clock.NewFake(time.Unix(0, 0))
-	s := &Scavenger{Period: 10 * time.Second, MinFree: 1 << 20, Clock: clk, Read: ReadRuntime, Free: debug.FreeOSMemory}
+	s := NewScavenger(nil)
+	s.Clock, s.PageOut = clk, nil
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() { done <- s.Run(ctx) }()
@@ -254,6 +537,47 @@ func TestScavengerReturnsRuntimeMemory(t *testing.T) {
 	// Other goroutines may free a little meanwhile; the 32 MB must be gone.
 	if after.HeapFree > before.HeapFree/4 {
 		t.Errorf("free heap still resident: %d KB of %d KB", after.HeapFree>>10, before.HeapFree>>10)
+	}
+}
+
+// TestScavengerCollectsRuntimeGarbage: on the real runtime, with GOGC
+// high enough that the runtime would not collect, 1 MB of garbage left
+// by a quiet process is collected by the scavenger's idle rule.
+func TestScavengerCollectsRuntimeGarbage(t *testing.T) {
+	keepRuntime(t)
+	runtime.GC()
+	debug.SetGCPercent(1000) // the runtime's own goal: 40 MB
+	for range 1 << 10 {
+		sink = append(sink, make([]byte, 1024))
+	}
+	sink = nil
+	before := ReadRuntime()
+	if before.Garbage() < DefaultIdleGarbage {
+		t.Skipf("only %d KB since the last collection: one ran meanwhile", before.Garbage()>>10)
+	}
+	cycles := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	c0 := cycles()
+	clk := clock.NewFake(time.Unix(0, 0))
+	s := NewScavenger(nil)
+	s.Clock, s.PageOut = clk, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- s.Run(ctx) }()
+	waitTimer(t, clk)
+	clk.Advance(10 * time.Second)
+	waitTimer(t, clk)
+	cancel()
+	if n := <-done; n != 1 {
+		t.Fatalf("collected %d times, want 1 (%d KB of garbage)", n, before.Garbage()>>10)
+	}
+	after := ReadRuntime()
+	t.Logf("since the last collection: %d KB before, %d KB after; %d collections", before.Garbage()>>10, after.Garbage()>>10, cycles()-c0)
+	if cycles() == c0 || after.Garbage() >= before.Garbage()/2 {
+		t.Errorf("garbage left: %d KB of %d KB", after.Garbage()>>10, before.Garbage()>>10)
 	}
 }
 
@@ -281,7 +605,7 @@ func TestPageOutCodeDropsResidentPages(t *testing.T) {
 		// file's only copy and cannot be reclaimed.
 		t.Skipf("the test binary's file pages are %d KB resident: on tmpfs", before)
 	}
-	n, err := PageOutCode()
+	n, err := NewCodePager().PageOut()
 	if errors.Is(err, unix.EINVAL) {
 		t.Skip("the kernel has no MADV_PAGEOUT (before Linux 5.4)")
 	}
@@ -314,5 +638,33 @@ func TestParseMapsLine(t *testing.T) {
 		if ok != c.ok || ok && (s != c.start || e != c.end || perms != c.perms || path != c.path) {
 			t.Errorf("%q: %x %x %q %q %v", c.line, s, e, perms, path, ok)
 		}
+	}
+}
+
+// TestTunerConfigure: the tuner applies each reload's settings: the
+// limit (re-derived when memory_limit_mb goes back to 0), GOGC, the
+// scavenger's period and code page-out.
+func TestTunerConfigure(t *testing.T) {
+	keepRuntime(t)
+	tu := &Tuner{getenv: noEnv, meminfo: writeMeminfo(t, "MemTotal: 131072 kB\n"), log: slog.New(slog.DiscardHandler), scav: NewScavenger(nil)}
+	h := config.Defaults().Health
+	h.MemoryLimitMB, h.GCPercent, h.ScavengeInterval = 24, 30, 5
+	tu.Configure(h)
+	if in := ReadInForce(h, noEnv); in.Limit != 24<<20 || in.Source != FromUCI || in.GCPercent != 30 {
+		t.Errorf("after memory_limit_mb 24, gc_percent 30: %+v", in)
+	}
+	if p := tu.Scavenger().period(); p != 5*time.Second {
+		t.Errorf("scavenge_interval 5: period %v", p)
+	}
+	h.MemoryLimitMB, h.CodePageOut = 0, false
+	tu.Configure(h)
+	if in := ReadInForce(h, noEnv); in.Limit != 16<<20 || in.Source != FromRAM {
+		t.Errorf("after memory_limit_mb back to 0: %+v, want the derived 16 MB", in)
+	}
+	tu.scav.mu.Lock()
+	off := tu.scav.pageOutOff
+	tu.scav.mu.Unlock()
+	if !off {
+		t.Error("code_pageout 0 left the page-out on")
 	}
 }

@@ -75,11 +75,15 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	stdlog.SetOutput(stderr) // any library's log package output goes to syslog too
-	// A memory limit from the router's RAM, free heap given back after load.
+	// The runtime fitted to the router: a memory limit from its RAM,
+	// GOGC, idle garbage collected and free heap given back after a load,
+	// the code paged out after start-up (phonebook.health settings, which
+	// the daemon hands the tuner at start and on each reload).
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	runtimetune.Start(ctx, log)
-	err := daemon.Run(ctx, daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, SocketGiven: socketGiven, Ubus: *ubusFlag, DBus: *dbusFlag, Log: log, Stderr: stderr, Signals: sigs})
+	tuner := runtimetune.NewTuner(log)
+	go tuner.Run(ctx)
+	err := daemon.Run(ctx, daemon.Options{ConfDir: *confDir, SaveDir: *saveDir, Socket: *socket, SocketGiven: socketGiven, Ubus: *ubusFlag, DBus: *dbusFlag, Log: log, Stderr: stderr, Signals: sigs, Runtime: tuner})
 	var fatal *daemon.FatalError
 	switch {
 	case errors.As(err, &fatal):
