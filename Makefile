@@ -11,10 +11,8 @@ DIST    := dist
 # Routers have ubus and no D-Bus; Debian hosts D-Bus and no ubus daemon.
 ROUTER_TAGS ?= nodbus
 DEBIAN_TAGS ?= noubus
-# The router build compiles the project's packages without inlining: the
-# mips binary is 262 KB smaller, for a CPU cost per REGISTER within the
-# run-to-run spread (docs/BENCHMARKS.md, "The mips binary, by package").
-ROUTER_GCFLAGS ?= github.com/aredn/...=-l
+# The router build's flags (tags, no inlining in the project's packages)
+# are written once, in scripts/router-build.sh.
 PREFIX  ?= /usr
 DESTDIR ?=
 # Router targets: opkg architecture and Go settings.
@@ -85,8 +83,7 @@ cross:
 	@mkdir -p $(DIST)
 	@for t in $(TARGETS); do \
 		arch=$${t%%:*}; rest=$${t#*:}; goarch=$${rest%%:*}; extra=$${rest#*:}; \
-		env CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch $$extra $(GO) build -trimpath -ldflags '-s -w' -gcflags '$(ROUTER_GCFLAGS)' -tags '$(ROUTER_TAGS)' \
-			-o $(DIST)/phonebookd_$$arch ./cmd/phonebookd || exit 1; \
+		env GOOS=linux GOARCH=$$goarch $$extra scripts/router-build.sh $(DIST)/phonebookd_$$arch || exit 1; \
 		printf '%-28s %9d bytes\n' phonebookd_$$arch $$(stat -c %s $(DIST)/phonebookd_$$arch); \
 	done
 
@@ -167,8 +164,7 @@ uninstall-debian:
 # router build), without ubus, and without both (docs/BENCHMARKS.md).
 sizes:
 	@for tags in "" nodbus noubus "nodbus noubus"; do \
-		env CGO_ENABLED=0 GOOS=linux GOARCH=mips GOMIPS=softfloat $(GO) build -trimpath -ldflags '-s -w' -gcflags '$(ROUTER_GCFLAGS)' -tags "$$tags" \
-			-o $(BIN)/size-probe ./cmd/phonebookd || exit 1; \
+		env GOOS=linux GOARCH=mips GOMIPS=softfloat scripts/router-build.sh $(BIN)/size-probe "$$tags" || exit 1; \
 		printf 'mips, tags %-14s %9d bytes\n' "'$$tags'" $$(stat -c %s $(BIN)/size-probe); \
 	done; rm -f $(BIN)/size-probe
 

@@ -71,7 +71,7 @@ if [ -z "${FOOTPRINT_WORK:-}" ]; then
 	trap 'rm -rf "$work"' EXIT
 	cd "$top"
 	# the router build, as Makefile's cross target makes it (amd64 here)
-	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -tags nodbus -o "$work/phonebookd" ./cmd/phonebookd
+	sh scripts/router-build.sh "$work/phonebookd"
 	# the CLI (uci, call) from a copy: never the daemon's own file
 	cp "$work/phonebookd" "$work/phonebookd-cli"
 	# written back, as a package's binary on flash is: the page cache's

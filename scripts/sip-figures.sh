@@ -11,8 +11,8 @@ cd "$top"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-echo "== router build (amd64, CGO_ENABLED=0, -trimpath -ldflags '-s -w')"
-CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$work/phonebookd" ./cmd/phonebookd
+echo "== router build (amd64, scripts/router-build.sh)"
+sh scripts/router-build.sh "$work/phonebookd"
 go build -o "$work/ubus-broker" ./cmd/ubus-broker
 mkdir -p bin && cp "$work/ubus-broker" bin/ubus-broker
 

@@ -221,9 +221,8 @@ func evaluatedAt(t *testing.T, sock string) time.Time {
 func buildRouter(t *testing.T) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "phonebookd-router-nodbus")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-tags", "nodbus", "-o", out, "./cmd/phonebookd")
+	cmd := exec.Command("sh", "scripts/router-build.sh", out)
 	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("router build: %v\n%s", err, b)
 	}

@@ -34,9 +34,9 @@ func TestInstalledPackagesUnderQemu(t *testing.T) {
 				t.Fatalf("%s not installed (Debian package qemu-user-static; make setup installs it)", tg.qemu)
 			}
 			bin := filepath.Join(shortDir(t), "phonebookd")
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-tags", "nodbus", "-o", bin, "./cmd/phonebookd")
+			cmd := exec.Command("sh", "scripts/router-build.sh", bin)
 			cmd.Dir = ".."
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+tg.goarch, tg.env)
+			cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+tg.goarch, tg.env)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("build: %v\n%s", err, out)
 			}
