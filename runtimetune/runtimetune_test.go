@@ -473,8 +473,12 @@ func TestScavengerSetPeriod(t *testing.T) {
 	}
 	s.Set(5*time.Second, true)
 	waitFor(t, func() bool { return s.period() == 5*time.Second }, "the new period")
-	time.Sleep(10 * time.Millisecond) // let Run re-arm its timer
-	waitTimer(t, clk)
+	// Run re-arms on the new period: the one-hour timer goes, a 5 s one
+	// comes.
+	waitFor(t, func() bool {
+		at, ok := clk.Earliest()
+		return ok && at.Equal(clk.Now().Add(5*time.Second))
+	}, "a timer on the new period")
 	clk.Advance(5 * time.Second)
 	waitFor(t, func() bool { return sc.freed() == 1 }, "a collection after 5 s")
 	stop()

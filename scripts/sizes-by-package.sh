@@ -2,7 +2,7 @@
 # The router binary's size by package (issue 19, point 3): builds the mips
 # (softfloat) router build stripped and unstripped, packs the stripped one
 # as an .ipk, and sums `go tool nm -size` of the unstripped one by package
-# (KB). GCFLAGS= adds -gcflags (the Makefile's ROUTER_GCFLAGS is what the
+# (KB). GCFLAGS= adds -gcflags (scripts/router-build.sh's -gcflags is what the
 # packages ship). With -syms FILE, only sums FILE (any unstripped Go
 # binary).
 # Usage: [GCFLAGS=...] scripts/sizes-by-package.sh [OUTDIR] | -syms FILE

@@ -145,3 +145,21 @@ func (f *Fake) Timers() int {
 	defer f.mu.Unlock()
 	return len(f.timers)
 }
+
+// Earliest is when the first pending timer falls due; false when none is
+// pending. A test waits on it to know a worker armed the timer it means
+// (a new period), not an older one.
+func (f *Fake) Earliest() (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.timers) == 0 {
+		return time.Time{}, false
+	}
+	at := f.timers[0].at
+	for _, t := range f.timers[1:] {
+		if t.at.Before(at) {
+			at = t.at
+		}
+	}
+	return at, true
+}

@@ -35,7 +35,7 @@ func Sum64(key *Key, msg []byte) uint64 {
 	// remaining bytes and the length mod 256 in its top byte) is XORed
 	// into v3, two SipRounds, XORed into v0. The rounds are written out,
 	// not called: the router build compiles this package without
-	// inlining (ROUTER_GCFLAGS), and there a round as a closure made
+	// inlining (scripts/router-build.sh), and there a round as a closure made
 	// Sum64 about three times slower (BenchmarkSum64, 200 bytes).
 	n := len(msg)
 	for done := false; !done; {
