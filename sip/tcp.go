@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,17 +44,62 @@ type tcpConn struct {
 	pending    []byte
 	msgStart   time.Time
 	lastActive time.Time
+
+	// dead: a write failed and the connection is given up (kill).
+	dead atomic.Bool
+	// onStall counts and logs a write that timed out; set by addConn
+	// before the connection is shared.
+	onStall func()
 }
 
 // writeTimeout bounds a write to a peer that does not read.
 const writeTimeout = 2 * time.Second
 
+// errDeadConn: the connection was given up after a write failed; later
+// writes fail at once.
+var errDeadConn = errors.New("sip: tcp connection given up after a failed write")
+
+// write sends b. A write that fails or does not finish in writeTimeout
+// (the peer does not read) gives the connection up (kill): a peer that
+// never reads holds the goroutine writing, often a TCP reader, once for
+// writeTimeout, never once per answer.
 func (t *tcpConn) write(b []byte) error {
+	if t.dead.Load() {
+		return errDeadConn
+	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
+	if t.dead.Load() {
+		return errDeadConn
+	}
 	t.c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err := t.c.Write(b)
+	if err != nil {
+		t.kill(isTimeout(err))
+	}
 	return err
+}
+
+// kill gives the connection up after a failed write: later writes fail
+// at once, what it had not sent is discarded (linger 0: a reset, not
+// kernel memory held for a peer that does not read), and its reading
+// side is shut, so that its reader, or the poller if it is parked (the
+// shutdown makes it readable), finds its end and drops it. A write that
+// timed out is counted as shed (sip.shed.tcp_stalled, "overload"); one
+// that failed because the peer closed is not.
+func (t *tcpConn) kill(stalled bool) {
+	if !t.dead.CompareAndSwap(false, true) {
+		return
+	}
+	if c, ok := t.c.(*net.TCPConn); ok {
+		c.SetLinger(0)
+		c.CloseRead()
+	} else {
+		t.c.Close()
+	}
+	if stalled && t.onStall != nil {
+		t.onStall()
+	}
 }
 
 // listenTCP listens for SIP over TCP on the UDP listener's bound
@@ -186,6 +232,10 @@ func (s *Server) addConn(tc *tcpConn) bool {
 	}
 	s.tcpConns[tc.remote] = tc
 	tc.w = sv.w
+	tc.onStall = func() {
+		s.shedCount(ShedTCPStalled)
+		s.logs.Log(slog.LevelWarn, "tcp-stalled", "sip: tcp peer does not read its answers; closed", "from", tc.remote.String())
+	}
 	s.tcpMu.Unlock()
 	if err := sv.poll.add(tc); err != nil {
 		s.dropConn(tc)
@@ -375,6 +425,11 @@ func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte
 		span.End()
 		buf = buf[head+cl:]
 		handled = true
+		if tc.dead.Load() {
+			// Its answer could not be written: what else it sent
+			// is not handled, its reader drops it.
+			return nil, handled, false
+		}
 	}
 }
 

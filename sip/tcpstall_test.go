@@ -1,0 +1,105 @@
+package sip
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// nonReader is a TCP peer that sends pipelined OPTIONS without pause and
+// never reads an answer, its receive window shrunk to the least the
+// kernel allows.
+func nonReader(t *testing.T, addr string, name string, done <-chan struct{}, wg *sync.WaitGroup) {
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
+		})
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for turn := 0; ; turn++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			var b strings.Builder
+			for i := range 80 {
+				b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("%s-%d-%d", name, turn, i)) + "Content-Length: 0\r\n\r\n")
+			}
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write([]byte(b.String())); err != nil && !isTimeout(err) {
+				return // the server gave it up
+			}
+		}
+	}()
+}
+
+// TestTCPNonReadingPeersDoNotStallReaders: as many peers as there are TCP
+// readers flood pipelined requests and never read the answers. Before,
+// each answer waited writeTimeout in the reader that wrote it, so every
+// reader stayed held and no other TCP phone was served, with nothing
+// counted. Now a write that times out gives the connection up: a fifth,
+// well-behaved TCP client gets its OPTIONS and REGISTER answered, and
+// each non-reading peer is counted once in sip.shed.tcp_stalled, which
+// raises "overload".
+func TestTCPNonReadingPeersDoNotStallReaders(t *testing.T) {
+	s, addr, al := serveAlerts(t, nil)
+	readers := s.config().TCPReaders
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(done); wg.Wait() }()
+	for i := range readers {
+		nonReader(t, addr, fmt.Sprintf("flood%d", i), done, &wg)
+	}
+	// Every reader is held writing to a flooding peer (before: for good),
+	// or the peers that held one were given up (now).
+	within(t, 60*time.Second, "every reader held by a non-reading peer", func() bool {
+		return writersBlocked()+int(s.Status().Shed.TCPStalled) >= readers
+	})
+	ua := newTCPUA(t, addr)
+	ua.c.Write([]byte(strings.ReplaceAll(optionsTCP, "%s", "good") + "Content-Length: 0\r\n\r\n"))
+	if ans := ua.recv(15*time.Second, "SIP/2.0"); !strings.HasPrefix(ans, "SIP/2.0 200") || !strings.Contains(ans, "branch=z9hG4bK-clgood\r\n") {
+		t.Fatalf("the well-behaved client's OPTIONS: %q", ans)
+	}
+	local := ua.addr()
+	ua.c.Write([]byte("REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP " + local + ";branch=z9hG4bK-reg1\r\n" +
+		"From: <sip:1001@127.0.0.1>;tag=r1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: reg-good\r\nCSeq: 1 REGISTER\r\n" +
+		"Contact: <sip:1001@" + local + ";transport=tcp>\r\nExpires: 300\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"))
+	if ans := ua.recv(15*time.Second, "SIP/2.0"); !strings.HasPrefix(ans, "SIP/2.0 200") {
+		t.Fatalf("the well-behaved client's REGISTER: %q", ans)
+	}
+	within(t, 30*time.Second, "every non-reading peer given up", func() bool { return s.Status().Shed.TCPStalled >= int64(readers) })
+	if n := s.Status().Shed.TCPStalled; n != int64(readers) {
+		t.Errorf("sip.shed.tcp_stalled %d, want %d (one per non-reading peer)", n, readers)
+	}
+	within(t, 30*time.Second, "overload raised", func() bool { return al.isActive("overload") })
+	within(t, 30*time.Second, "only the good client left", func() bool { return s.Status().TCPConnections == 1 })
+}
+
+// writersBlocked counts the goroutines waiting in a TCP connection's
+// write.
+func writersBlocked() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "sip.(*tcpConn).write(") && strings.Contains(g, "internal/poll.(*pollDesc).wait") {
+			n++
+		}
+	}
+	return n
+}
