@@ -148,8 +148,10 @@ type Server struct {
 	// listening port) to the connection it sent that request on: at most
 	// one alias per connection, removed with it.
 	tcpAlias map[netip.AddrPort]*tcpConn
-	tcpServe tcpServing   // how a connection is served (set by acceptTCP)
-	dialing  atomic.Int64 // outgoing connections being made
+	tcpServe tcpServing // how a connection is served (set by acceptTCP)
+	// faults are failures a test injects, set before Run (nil: none).
+	faults  tcpFaults
+	dialing atomic.Int64 // outgoing connections being made
 
 	registers atomic.Int64
 	// messages counts every message a reader delimited (a datagram, a

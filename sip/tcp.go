@@ -209,6 +209,14 @@ type tcpServing struct {
 	open bool
 }
 
+// tcpFaults are failures of the TCP poller a test injects (nil: none),
+// set before Run and only read after.
+type tcpFaults struct {
+	// pollAdd, when it returns an error, fails a connection's entry into
+	// the epoll set with it.
+	pollAdd func(*tcpConn) error
+}
+
 // closeTCP closes every connection (the worker is stopping); none is
 // added after it.
 func (s *Server) closeTCP() {
@@ -220,15 +228,24 @@ func (s *Server) closeTCP() {
 	}
 }
 
+// errTCPLimit: sip.tcp_max_connections connections are open.
+var errTCPLimit = errors.New("sip: at sip.tcp_max_connections")
+
 // addConn enters a connection and starts serving it (parked in the
-// poller's epoll set: no goroutine of its own), unless TCP is stopped or
-// at sip.tcp_max_connections.
-func (s *Server) addConn(tc *tcpConn) bool {
+// poller's epoll set: no goroutine of its own). It fails with errNoTCP
+// when TCP is stopped, errTCPLimit at sip.tcp_max_connections, or the
+// poller's error when the connection cannot enter its set: only the
+// limit is a shed connection.
+func (s *Server) addConn(tc *tcpConn) error {
 	s.tcpMu.Lock()
 	sv := s.tcpServe
-	if !sv.open || sv.poll == nil || len(s.tcpConns) >= s.config().TCPMaxConnections {
+	if !sv.open || sv.poll == nil {
 		s.tcpMu.Unlock()
-		return false
+		return errNoTCP
+	}
+	if len(s.tcpConns) >= s.config().TCPMaxConnections {
+		s.tcpMu.Unlock()
+		return errTCPLimit
 	}
 	s.tcpConns[tc.remote] = tc
 	tc.w = sv.w
@@ -237,12 +254,34 @@ func (s *Server) addConn(tc *tcpConn) bool {
 		s.logs.Log(slog.LevelWarn, "tcp-stalled", "sip: tcp peer does not read its answers; closed", "from", tc.remote.String())
 	}
 	s.tcpMu.Unlock()
-	if err := sv.poll.add(tc); err != nil {
-		s.dropConn(tc)
-		s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp connection not served", "from", tc.remote.String(), "err", err.Error())
-		return false
+	var err error
+	if s.faults.pollAdd != nil {
+		err = s.faults.pollAdd(tc)
 	}
-	return true
+	if err == nil {
+		err = sv.poll.add(tc)
+	}
+	if err != nil {
+		s.dropConn(tc)
+		return err
+	}
+	return nil
+}
+
+// notServed counts and logs a connection addConn refused, by its reason.
+func (s *Server) notServed(tc *tcpConn, err error) {
+	switch {
+	case errors.Is(err, errTCPLimit):
+		s.shedCount(ShedTCPConnections)
+		s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", "from", tc.remote.String())
+	case errors.Is(err, errNoTCP):
+		// TCP stops (the worker, a rebind): nothing failed.
+	default:
+		// The epoll set could not take it (descriptors or memory short):
+		// an error of serving connections, as an accept's is.
+		s.acceptErrors.Add(1)
+		s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp connection not served", "from", tc.remote.String(), "err", err.Error())
+	}
 }
 
 // errNoTCP: no connection could be made (TCP off, at its bound, or too
@@ -278,10 +317,10 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 	}
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	tc := &tcpConn{c: c, remote: addr, local: local}
-	if !s.addConn(tc) {
+	if err := s.addConn(tc); err != nil {
 		c.Close()
-		s.shedCount(ShedTCPConnections)
-		return nil, errNoTCP
+		s.notServed(tc, err)
+		return nil, fmt.Errorf("sip: connect to %s: %w", addr, errors.Join(errNoTCP, err))
 	}
 	return tc, nil
 }
@@ -357,11 +396,9 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		tc := &tcpConn{c: c, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), local: local}
-		if !s.addConn(tc) {
-			s.shedCount(ShedTCPConnections)
-			s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", "from", tc.remote.String())
+		if err := s.addConn(tc); err != nil {
 			c.Close()
-			continue
+			s.notServed(tc, err)
 		}
 	}
 }

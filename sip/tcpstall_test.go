@@ -1,16 +1,23 @@
 package sip
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
 )
 
 // nonReader is a TCP peer that sends pipelined OPTIONS without pause and
@@ -102,4 +109,57 @@ func writersBlocked() int {
 		}
 	}
 	return n
+}
+
+// serveFaults is serveAlerts with failures injected before the server
+// starts.
+func serveFaults(t *testing.T, mod func(*config.SIP), f tcpFaults) (*Server, string, *condLog) {
+	cfg := config.Defaults().SIP
+	cfg.Listen = "127.0.0.1:0"
+	if mod != nil {
+		mod(&cfg)
+	}
+	al := newCondLog()
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), al)
+	s.faults = f
+	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
+	sup.Add(supervisor.Spec{Name: "main", Period: Period, Run: s.Run})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); sup.Wait(context.Background()) })
+	sup.Start(ctx)
+	return s, s.Addr(), al
+}
+
+// TestTCPPollFailureIsNotALimitShed: a connection the epoll set cannot
+// take is closed and counted as a TCP accept error, not as shed at
+// sip.tcp_max_connections (before: counted and logged as refused at the
+// limit, which it was not); the next connection is served.
+func TestTCPPollFailureIsNotALimitShed(t *testing.T) {
+	var fail atomic.Bool
+	fail.Store(true)
+	s, addr, _ := serveFaults(t, nil, tcpFaults{pollAdd: func(*tcpConn) error {
+		if fail.Load() {
+			return errors.New("epoll_ctl: no space left on device")
+		}
+		return nil
+	}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("the connection not served was not closed: %v", err)
+	}
+	st := s.Status()
+	if st.Shed.TCPConnections != 0 || st.TCPAcceptErrors != 1 {
+		t.Errorf("sip.shed.tcp_connections %d, tcp_accept_errors %d; want 0 and 1", st.Shed.TCPConnections, st.TCPAcceptErrors)
+	}
+	fail.Store(false)
+	ua := newTCPUA(t, addr)
+	ua.c.Write([]byte(strings.ReplaceAll(optionsTCP, "%s", "after") + "Content-Length: 0\r\n\r\n"))
+	if ans := ua.recv(15*time.Second, "SIP/2.0"); !strings.HasPrefix(ans, "SIP/2.0 200") {
+		t.Fatalf("OPTIONS after: %q", ans)
+	}
 }
