@@ -215,6 +215,9 @@ type tcpFaults struct {
 	// pollAdd, when it returns an error, fails a connection's entry into
 	// the epoll set with it.
 	pollAdd func(*tcpConn) error
+	// pollRun is called by the poller goroutine with the poller's lock
+	// held, before each wait: a panic there.
+	pollRun func()
 }
 
 // closeTCP closes every connection (the worker is stopping); none is

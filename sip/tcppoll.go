@@ -248,22 +248,17 @@ func (p *tcpPoller) enqueueLocked(tc *tcpConn) {
 }
 
 // run is the poller goroutine: it waits for events and deadlines and
-// hands the connections to readers, until stop.
+// hands the connections to readers, until stop. p.mu is taken only in
+// helpers that release it deferred: a panic in them (recovered by the
+// worker's Go, which restarts the worker) leaves it unlocked, so stop
+// still returns.
 func (p *tcpPoller) run() {
 	events := make([]unix.EpollEvent, 32)
 	for {
-		p.mu.Lock()
-		if p.stopped {
-			p.mu.Unlock()
+		wait, ok := p.beforeWait()
+		if !ok {
 			return
 		}
-		now := time.Now()
-		if !now.Before(p.nextScan) {
-			p.scanLocked(now)
-		}
-		wait := p.nextScan.Sub(now)
-		p.waiting = true
-		p.mu.Unlock()
 		ms := int((wait + time.Millisecond - 1) / time.Millisecond)
 		n, err := unix.EpollWait(p.epfd, events, max(ms, 0))
 		if err != nil && err != unix.EINTR {
@@ -271,23 +266,47 @@ func (p *tcpPoller) run() {
 			p.s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp epoll wait failed", "err", err.Error())
 			time.Sleep(100 * time.Millisecond)
 		}
-		p.mu.Lock()
-		p.waiting = false
-		for _, ev := range events[:max(n, 0)] {
-			if ev.Fd == wakeID {
-				var b [8]byte
-				unix.Read(p.wakefd, b[:])
-				continue
-			}
-			// A connection closed since is gone from conns; one a reader
-			// holds (taken at its deadline while armed) is armed again
-			// when it is parked, and the event comes again if data waits.
-			if tc := p.conns[ev.Fd]; tc != nil && tc.parked {
-				tc.parked = false
-				p.enqueueLocked(tc)
-			}
+		p.afterWait(events[:max(n, 0)])
+	}
+}
+
+// beforeWait hands the connections whose deadline passed to readers and
+// returns how long the poller may wait; false: it stopped.
+func (p *tcpPoller) beforeWait() (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return 0, false
+	}
+	if f := p.s.faults.pollRun; f != nil {
+		f()
+	}
+	now := time.Now()
+	if !now.Before(p.nextScan) {
+		p.scanLocked(now)
+	}
+	p.waiting = true
+	return p.nextScan.Sub(now), true
+}
+
+// afterWait hands the connections whose events came to readers.
+func (p *tcpPoller) afterWait(events []unix.EpollEvent) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.waiting = false
+	for _, ev := range events {
+		if ev.Fd == wakeID {
+			var b [8]byte
+			unix.Read(p.wakefd, b[:])
+			continue
 		}
-		p.mu.Unlock()
+		// A connection closed since is gone from conns; one a reader
+		// holds (taken at its deadline while armed) is armed again
+		// when it is parked, and the event comes again if data waits.
+		if tc := p.conns[ev.Fd]; tc != nil && tc.parked {
+			tc.parked = false
+			p.enqueueLocked(tc)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -125,7 +126,16 @@ func serveFaults(t *testing.T, mod func(*config.SIP), f tcpFaults) (*Server, str
 	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
 	sup.Add(supervisor.Spec{Name: "main", Period: Period, Run: s.Run})
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); sup.Wait(context.Background()) })
+	t.Cleanup(func() {
+		cancel()
+		// Bounded: a worker that cannot stop (a lock left held) fails
+		// the test instead of hanging it.
+		wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
+		defer wcancel()
+		if !sup.Wait(wctx) {
+			t.Error("the worker did not stop")
+		}
+	})
 	sup.Start(ctx)
 	return s, s.Addr(), al
 }
@@ -162,4 +172,47 @@ func TestTCPPollFailureIsNotALimitShed(t *testing.T) {
 	if ans := ua.recv(15*time.Second, "SIP/2.0"); !strings.HasPrefix(ans, "SIP/2.0 200") {
 		t.Fatalf("OPTIONS after: %q", ans)
 	}
+}
+
+// TestTCPPollerPanicReleasesItsLock: a panic in the poller goroutine
+// while it holds the poller's lock restarts the worker, and the restart
+// completes: the poller's stop takes the lock, which the panic released
+// (before: left locked, stop and the worker's end waited for ever), and
+// TCP is served again.
+func TestTCPPollerPanicReleasesItsLock(t *testing.T) {
+	var armed atomic.Bool
+	s, addr, _ := serveFaults(t, nil, tcpFaults{pollRun: func() {
+		if armed.CompareAndSwap(true, false) {
+			panic("injected: the tcp poller")
+		}
+	}})
+	p := pollerOf(s)
+	for p == nil {
+		runtime.Gosched()
+		p = pollerOf(s)
+	}
+	armed.Store(true)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("\r\n\r\n")) // its event ends the poller's wait
+	within(t, 30*time.Second, "the poller panicked", func() bool { return !armed.Load() })
+	within(t, 60*time.Second, "TCP served by the restarted worker", func() bool {
+		q := pollerOf(s)
+		if q == nil || q == p {
+			return false
+		}
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.Write([]byte(strings.ReplaceAll(optionsTCP, "%s", "restarted") + "Content-Length: 0\r\n\r\n"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 12)
+		_, err = io.ReadFull(c, b)
+		return err == nil && string(b) == "SIP/2.0 200 "
+	})
 }
