@@ -149,6 +149,9 @@ type Server struct {
 	// one alias per connection, removed with it.
 	tcpAlias map[netip.AddrPort]*tcpConn
 	tcpServe tcpServing // how a connection is served (set by acceptTCP)
+	// tcpLn is the installed endpoint's TCP listener (install): only its
+	// acceptor may set tcpServe.
+	tcpLn net.Listener
 	// faults are failures a test injects, set before Run (nil: none).
 	faults  tcpFaults
 	dialing atomic.Int64 // outgoing connections being made
@@ -498,6 +501,9 @@ func (s *Server) install(ep *endpoint) {
 	s.mu.Unlock()
 	s.port.Store(uint32(ep.bound.Port()))
 	s.udp.Store(ep.udp)
+	s.tcpMu.Lock()
+	s.tcpLn = ep.ln
+	s.tcpMu.Unlock()
 }
 
 // listening is the sip.listen setting the server last served on ("" before

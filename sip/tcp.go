@@ -218,6 +218,17 @@ type tcpFaults struct {
 	// pollRun is called by the poller goroutine with the poller's lock
 	// held, before each wait: a panic there.
 	pollRun func()
+	// newPoller, when it returns an error, fails the making of the epoll
+	// set for the listener ln with it.
+	newPoller func(ln net.Listener) error
+}
+
+// tcpListening reports whether ln is the installed endpoint's listener
+// (a rebind or restart installs another).
+func (s *Server) tcpListening(ln net.Listener) bool {
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	return s.tcpLn == ln
 }
 
 // closeTCP closes every connection (the worker is stopping); none is
@@ -338,7 +349,17 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 	failing := false
 	var poll *tcpPoller
 	for poll == nil {
-		p, err := newTCPPoller(s, w)
+		if !s.tcpListening(ln) {
+			return // rebound while it backed off: another acceptor serves
+		}
+		var p *tcpPoller
+		var err error
+		if f := s.faults.newPoller; f != nil {
+			err = f(ln)
+		}
+		if err == nil {
+			p, err = newTCPPoller(s, w)
+		}
 		if err == nil {
 			poll = p
 			break
@@ -362,6 +383,12 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 	// the listener is (Run's stop, a rebind).
 	defer poll.stop()
 	s.tcpMu.Lock()
+	if s.tcpLn != ln {
+		// Rebound (or restarted) while the set was being made: the
+		// installed endpoint's acceptor serves; its set is not replaced.
+		s.tcpMu.Unlock()
+		return
+	}
 	s.tcpServe = tcpServing{w: w, poll: poll, open: true}
 	s.tcpMu.Unlock()
 	defer func() {

@@ -216,3 +216,50 @@ func TestTCPPollerPanicReleasesItsLock(t *testing.T) {
 		return err == nil && string(b) == "SIP/2.0 200 "
 	})
 }
+
+// acceptorsRunning counts the goroutines in acceptTCP.
+func acceptorsRunning() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "sip.(*Server).acceptTCP(")
+}
+
+// TestTCPStaleAcceptorDoesNotReplaceTheNewOne: the acceptor of a listener
+// that a rebind closed, still backing off because its epoll set could
+// not be made, must not install its set once it can: before, it
+// replaced the new listener's, then (its Accept failing on the closed
+// listener) cleared it, so that every later connection was refused.
+func TestTCPStaleAcceptorDoesNotReplaceTheNewOne(t *testing.T) {
+	var mu sync.Mutex
+	var first net.Listener
+	var release atomic.Bool
+	s, addr, _ := serveFaults(t, nil, tcpFaults{newPoller: func(ln net.Listener) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if first == nil {
+			first = ln
+		}
+		if ln == first && !release.Load() {
+			return errors.New("epoll_create1: too many open files")
+		}
+		return nil
+	}})
+	within(t, 10*time.Second, "the first acceptor backing off", func() bool { return s.Status().TCPAcceptErrors > 0 })
+	cfg := s.config()
+	cfg.Listen = "127.0.0.2:0"
+	s.Configure(cfg)
+	within(t, 10*time.Second, "the new address served over TCP", func() bool {
+		return strings.HasPrefix(s.Status().Listen, "127.0.0.2:") && pollerOf(s) != nil
+	})
+	release.Store(true)
+	within(t, 30*time.Second, "the old acceptor ended", func() bool { return acceptorsRunning() == 1 })
+	now := s.Addr()
+	if now == addr {
+		t.Fatalf("not rebound: %s", now)
+	}
+	ua := newTCPUA(t, now)
+	ua.c.Write([]byte(strings.ReplaceAll(optionsTCP, "%s", "rebound") + "Content-Length: 0\r\n\r\n"))
+	if ans := ua.recv(15*time.Second, "SIP/2.0"); !strings.HasPrefix(ans, "SIP/2.0 200") {
+		t.Fatalf("OPTIONS over TCP to the new address: %q", ans)
+	}
+}
