@@ -93,6 +93,9 @@ type SIP struct {
 	TCPMaxConnections        int // 0: no TCP
 	TCPIdleTimeout           int // seconds
 	TCPHeaderTimeout         int // seconds
+	// TCPReaders bounds the goroutines reading TCP connections at once
+	// (read at each hand-off: a reload applies it).
+	TCPReaders int
 }
 
 // Health holds the software-health settings (section "health", type
@@ -215,6 +218,7 @@ func fields() []field {
 		{"sip", "max_message_size", kInt, "8192", 1500, 65535, func(c *Config) any { return &c.SIP.MaxMessageSize }, "largest SIP message read; larger gets 513", nil},
 		{"sip", "tcp_max_connections", kInt, "64", 0, 4096, func(c *Config) any { return &c.SIP.TCPMaxConnections }, "SIP over TCP connections at once (0: no TCP); past it refused", nil},
 		{"sip", "tcp_idle_timeout", kInt, "120", 1, 86400, func(c *Config) any { return &c.SIP.TCPIdleTimeout }, "seconds a TCP connection may stay without a message", nil},
+		{"sip", "tcp_readers", kInt, "4", 1, 64, func(c *Config) any { return &c.SIP.TCPReaders }, "goroutines reading SIP over TCP connections at once; a reload applies it to the next hand-off", nil},
 		{"sip", "tcp_header_timeout", kInt, "10", 1, 300, func(c *Config) any { return &c.SIP.TCPHeaderTimeout }, "seconds a message's header may take to arrive over TCP", nil},
 
 		{"health", "enabled", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.Enabled }, "software health monitoring on or off", nil},

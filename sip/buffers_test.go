@@ -99,8 +99,8 @@ func TestIdleTCPConnectionsHoldNoGoroutine(t *testing.T) {
 	perConn := (int64(memAfter) - int64(memBefore)) / n
 	t.Logf("%d idle TCP connections: goroutines %d -> %d; heap+stacks %d -> %d B (%d B per connection)",
 		n, goBefore, goAfter, memBefore, memAfter, perConn)
-	if goAfter-goBefore > maxTCPReaders {
-		t.Errorf("goroutines grew by %d for %d idle connections, bound %d", goAfter-goBefore, n, maxTCPReaders)
+	if goAfter-goBefore > s.config().TCPReaders {
+		t.Errorf("goroutines grew by %d for %d idle connections, bound %d", goAfter-goBefore, n, s.config().TCPReaders)
 	}
 	if perConn > maxHeapPerIdleConn {
 		t.Errorf("%d B of heap and stacks per idle connection, bound %d", perConn, maxHeapPerIdleConn)

@@ -515,7 +515,10 @@ func (r *reader) proxyRequest(m *Msg, from peer, now time.Time) {
 		}
 		r.out = s.appendForward(r.out[:0], m, rt, via, branch, transport, from.addr, nil)
 		if rt.noFlow { // connected off the socket's goroutine
-			out, method := bytes.Clone(r.out), m.Method
+			// The message's strings alias the reader's buffer, which
+			// the next message overwrites: what the goroutine keeps
+			// is copied.
+			out, method := bytes.Clone(r.out), strings.Clone(m.Method)
 			go func() {
 				defer s.recoverPanic()
 				tc, err := s.dialTCP(context.Background(), rt.dest.addr)

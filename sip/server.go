@@ -54,11 +54,12 @@ const (
 	ShedReceiveQueue          // datagram the kernel dropped at a full receive queue (a flood)
 	ShedTxPerSource           // INVITE past sip.max_transactions_per_source: 503
 	ShedCallsPerSource        // new call past sip.max_calls_per_source: 503
+	ShedTCPStalled            // TCP connection whose peer did not read an answer in 2 s: closed
 	numShed
 )
 
 var shedNames = [numShed]string{"registrations", "transactions", "calls", "tcp_connections", "message_size", "stray_responses",
-	"receive_queue", "transactions_per_source", "calls_per_source"}
+	"receive_queue", "transactions_per_source", "calls_per_source", "tcp_stalled"}
 
 // The tables whose being full raises "sip_table_full" (keyed by name).
 const (
@@ -147,8 +148,13 @@ type Server struct {
 	// listening port) to the connection it sent that request on: at most
 	// one alias per connection, removed with it.
 	tcpAlias map[netip.AddrPort]*tcpConn
-	tcpServe tcpServing   // how a connection is served (set by acceptTCP)
-	dialing  atomic.Int64 // outgoing connections being made
+	tcpServe tcpServing // how a connection is served (set by acceptTCP)
+	// tcpLn is the installed endpoint's TCP listener (install): only its
+	// acceptor may set tcpServe.
+	tcpLn net.Listener
+	// faults are failures a test injects, set before Run (nil: none).
+	faults  tcpFaults
+	dialing atomic.Int64 // outgoing connections being made
 
 	registers atomic.Int64
 	// messages counts every message a reader delimited (a datagram, a
@@ -495,6 +501,9 @@ func (s *Server) install(ep *endpoint) {
 	s.mu.Unlock()
 	s.port.Store(uint32(ep.bound.Port()))
 	s.udp.Store(ep.udp)
+	s.tcpMu.Lock()
+	s.tcpLn = ep.ln
+	s.tcpMu.Unlock()
 }
 
 // listening is the sip.listen setting the server last served on ("" before
@@ -1115,6 +1124,7 @@ type ShedCounts struct {
 	ReceiveQueue          int64 `json:"receive_queue"`
 	TransactionsPerSource int64 `json:"transactions_per_source"`
 	CallsPerSource        int64 `json:"calls_per_source"`
+	TCPStalled            int64 `json:"tcp_stalled"`
 }
 
 // Causes lists the counters with their causes' names (as in
@@ -1123,7 +1133,8 @@ func (c *ShedCounts) Causes() [numShed]ShedCause {
 	return [numShed]ShedCause{{shedNames[ShedRegistrations], c.Registrations}, {shedNames[ShedTransactions], c.Transactions},
 		{shedNames[ShedCalls], c.Calls}, {shedNames[ShedTCPConnections], c.TCPConnections}, {shedNames[ShedMessageSize], c.MessageSize},
 		{shedNames[ShedStray], c.StrayResponses}, {shedNames[ShedReceiveQueue], c.ReceiveQueue},
-		{shedNames[ShedTxPerSource], c.TransactionsPerSource}, {shedNames[ShedCallsPerSource], c.CallsPerSource}}
+		{shedNames[ShedTxPerSource], c.TransactionsPerSource}, {shedNames[ShedCallsPerSource], c.CallsPerSource},
+		{shedNames[ShedTCPStalled], c.TCPStalled}}
 }
 
 // ShedCause is one shed counter with its cause's name.
@@ -1168,7 +1179,8 @@ func (s *Server) Status() Status {
 		CallsExpiredUnacked: s.callsExpired.Load(),
 		Shed: ShedCounts{Registrations: sh(ShedRegistrations), Transactions: sh(ShedTransactions), Calls: sh(ShedCalls),
 			TCPConnections: sh(ShedTCPConnections), MessageSize: sh(ShedMessageSize), StrayResponses: sh(ShedStray),
-			ReceiveQueue: sh(ShedReceiveQueue), TransactionsPerSource: sh(ShedTxPerSource), CallsPerSource: sh(ShedCallsPerSource)},
+			ReceiveQueue: sh(ShedReceiveQueue), TransactionsPerSource: sh(ShedTxPerSource), CallsPerSource: sh(ShedCallsPerSource),
+			TCPStalled: sh(ShedTCPStalled)},
 	}
 }
 

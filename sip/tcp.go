@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,17 +44,62 @@ type tcpConn struct {
 	pending    []byte
 	msgStart   time.Time
 	lastActive time.Time
+
+	// dead: a write failed and the connection is given up (kill).
+	dead atomic.Bool
+	// onStall counts and logs a write that timed out; set by addConn
+	// before the connection is shared.
+	onStall func()
 }
 
 // writeTimeout bounds a write to a peer that does not read.
 const writeTimeout = 2 * time.Second
 
+// errDeadConn: the connection was given up after a write failed; later
+// writes fail at once.
+var errDeadConn = errors.New("sip: tcp connection given up after a failed write")
+
+// write sends b. A write that fails or does not finish in writeTimeout
+// (the peer does not read) gives the connection up (kill): a peer that
+// never reads holds the goroutine writing, often a TCP reader, once for
+// writeTimeout, never once per answer.
 func (t *tcpConn) write(b []byte) error {
+	if t.dead.Load() {
+		return errDeadConn
+	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
+	if t.dead.Load() {
+		return errDeadConn
+	}
 	t.c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err := t.c.Write(b)
+	if err != nil {
+		t.kill(isTimeout(err))
+	}
 	return err
+}
+
+// kill gives the connection up after a failed write: later writes fail
+// at once, what it had not sent is discarded (linger 0: a reset, not
+// kernel memory held for a peer that does not read), and its reading
+// side is shut, so that its reader, or the poller if it is parked (the
+// shutdown makes it readable), finds its end and drops it. A write that
+// timed out is counted as shed (sip.shed.tcp_stalled, "overload"); one
+// that failed because the peer closed is not.
+func (t *tcpConn) kill(stalled bool) {
+	if !t.dead.CompareAndSwap(false, true) {
+		return
+	}
+	if c, ok := t.c.(*net.TCPConn); ok {
+		c.SetLinger(0)
+		c.CloseRead()
+	} else {
+		t.c.Close()
+	}
+	if stalled && t.onStall != nil {
+		t.onStall()
+	}
 }
 
 // listenTCP listens for SIP over TCP on the UDP listener's bound
@@ -163,6 +209,28 @@ type tcpServing struct {
 	open bool
 }
 
+// tcpFaults are failures of the TCP poller a test injects (nil: none),
+// set before Run and only read after.
+type tcpFaults struct {
+	// pollAdd, when it returns an error, fails a connection's entry into
+	// the epoll set with it.
+	pollAdd func(*tcpConn) error
+	// pollRun is called by the poller goroutine with the poller's lock
+	// held, before each wait: a panic there.
+	pollRun func()
+	// newPoller, when it returns an error, fails the making of the epoll
+	// set for the listener ln with it.
+	newPoller func(ln net.Listener) error
+}
+
+// tcpListening reports whether ln is the installed endpoint's listener
+// (a rebind or restart installs another).
+func (s *Server) tcpListening(ln net.Listener) bool {
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	return s.tcpLn == ln
+}
+
 // closeTCP closes every connection (the worker is stopping); none is
 // added after it.
 func (s *Server) closeTCP() {
@@ -174,25 +242,60 @@ func (s *Server) closeTCP() {
 	}
 }
 
+// errTCPLimit: sip.tcp_max_connections connections are open.
+var errTCPLimit = errors.New("sip: at sip.tcp_max_connections")
+
 // addConn enters a connection and starts serving it (parked in the
-// poller's epoll set: no goroutine of its own), unless TCP is stopped or
-// at sip.tcp_max_connections.
-func (s *Server) addConn(tc *tcpConn) bool {
+// poller's epoll set: no goroutine of its own). It fails with errNoTCP
+// when TCP is stopped, errTCPLimit at sip.tcp_max_connections, or the
+// poller's error when the connection cannot enter its set: only the
+// limit is a shed connection.
+func (s *Server) addConn(tc *tcpConn) error {
 	s.tcpMu.Lock()
 	sv := s.tcpServe
-	if !sv.open || sv.poll == nil || len(s.tcpConns) >= s.config().TCPMaxConnections {
+	if !sv.open || sv.poll == nil {
 		s.tcpMu.Unlock()
-		return false
+		return errNoTCP
+	}
+	if len(s.tcpConns) >= s.config().TCPMaxConnections {
+		s.tcpMu.Unlock()
+		return errTCPLimit
 	}
 	s.tcpConns[tc.remote] = tc
 	tc.w = sv.w
-	s.tcpMu.Unlock()
-	if err := sv.poll.add(tc); err != nil {
-		s.dropConn(tc)
-		s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp connection not served", "from", tc.remote.String(), "err", err.Error())
-		return false
+	tc.onStall = func() {
+		s.shedCount(ShedTCPStalled)
+		s.logs.Log(slog.LevelWarn, "tcp-stalled", "sip: tcp peer does not read its answers; closed", "from", tc.remote.String())
 	}
-	return true
+	s.tcpMu.Unlock()
+	var err error
+	if s.faults.pollAdd != nil {
+		err = s.faults.pollAdd(tc)
+	}
+	if err == nil {
+		err = sv.poll.add(tc)
+	}
+	if err != nil {
+		s.dropConn(tc)
+		return err
+	}
+	return nil
+}
+
+// notServed counts and logs a connection addConn refused, by its reason.
+func (s *Server) notServed(tc *tcpConn, err error) {
+	switch {
+	case errors.Is(err, errTCPLimit):
+		s.shedCount(ShedTCPConnections)
+		s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", "from", tc.remote.String())
+	case errors.Is(err, errNoTCP):
+		// TCP stops (the worker, a rebind): nothing failed.
+	default:
+		// The epoll set could not take it (descriptors or memory short):
+		// an error of serving connections, as an accept's is.
+		s.acceptErrors.Add(1)
+		s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp connection not served", "from", tc.remote.String(), "err", err.Error())
+	}
 }
 
 // errNoTCP: no connection could be made (TCP off, at its bound, or too
@@ -228,10 +331,10 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 	}
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	tc := &tcpConn{c: c, remote: addr, local: local}
-	if !s.addConn(tc) {
+	if err := s.addConn(tc); err != nil {
 		c.Close()
-		s.shedCount(ShedTCPConnections)
-		return nil, errNoTCP
+		s.notServed(tc, err)
+		return nil, fmt.Errorf("sip: connect to %s: %w", addr, errors.Join(errNoTCP, err))
 	}
 	return tc, nil
 }
@@ -246,7 +349,17 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 	failing := false
 	var poll *tcpPoller
 	for poll == nil {
-		p, err := newTCPPoller(s, w)
+		if !s.tcpListening(ln) {
+			return // rebound while it backed off: another acceptor serves
+		}
+		var p *tcpPoller
+		var err error
+		if f := s.faults.newPoller; f != nil {
+			err = f(ln)
+		}
+		if err == nil {
+			p, err = newTCPPoller(s, w)
+		}
 		if err == nil {
 			poll = p
 			break
@@ -270,6 +383,12 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 	// the listener is (Run's stop, a rebind).
 	defer poll.stop()
 	s.tcpMu.Lock()
+	if s.tcpLn != ln {
+		// Rebound (or restarted) while the set was being made: the
+		// installed endpoint's acceptor serves; its set is not replaced.
+		s.tcpMu.Unlock()
+		return
+	}
 	s.tcpServe = tcpServing{w: w, poll: poll, open: true}
 	s.tcpMu.Unlock()
 	defer func() {
@@ -307,11 +426,9 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		tc := &tcpConn{c: c, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), local: local}
-		if !s.addConn(tc) {
-			s.shedCount(ShedTCPConnections)
-			s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", "from", tc.remote.String())
+		if err := s.addConn(tc); err != nil {
 			c.Close()
-			continue
+			s.notServed(tc, err)
 		}
 	}
 }
@@ -375,6 +492,11 @@ func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte
 		span.End()
 		buf = buf[head+cl:]
 		handled = true
+		if tc.dead.Load() {
+			// Its answer could not be written: what else it sent
+			// is not handled, its reader drops it.
+			return nil, handled, false
+		}
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 // No goroutine per idle TCP peer (issue 19). Every connection, idle or
 // not, is parked in one epoll set watched by one goroutine (tcpPoller.run);
 // a connection that becomes readable, or whose timeout passed, is handed
-// to a reader, of which at most maxTCPReaders run at once, started when
+// to a reader, of which at most sip.tcp_readers run at once, started when
 // work is queued and ended when none is left. A reader reads without
 // blocking (syscall.RawConn.Read with a callback that reads once) until
 // the socket would block, handles every complete message, and parks the
@@ -26,12 +26,14 @@ import (
 // its place in the set: no goroutine, no stack, no buffer (see buffers.go
 // for the one an incomplete message holds).
 
-// maxTCPReaders bounds the goroutines reading TCP connections at once. A
+// tcpReaders bounds the goroutines reading TCP connections at once
+// (sip.tcp_readers, read at each hand-off, so a reload applies it). A
 // reader is held only while a message is handled (an answer written to a
-// peer that does not read waits up to writeTimeout), so two serve every
-// connection of a router; a third and fourth keep a slow peer or two from
-// delaying the others.
-const maxTCPReaders = 4
+// peer that does not read waits up to writeTimeout, once: the connection
+// is then given up), so two serve every connection of a router; the
+// default's third and fourth keep a slow peer or two from delaying the
+// others.
+func (p *tcpPoller) tcpReaders() int { return max(p.s.config().TCPReaders, 1) }
 
 // maxReadsPerTurn bounds the reads a reader makes on one connection
 // before it parks it again and takes the next: a peer that sends without
@@ -221,13 +223,13 @@ func (p *tcpPoller) park(tc *tcpConn, deadline time.Time) {
 }
 
 // enqueueLocked queues a connection for a reader and starts one if fewer
-// than maxTCPReaders run (p.mu held).
+// than sip.tcp_readers run (p.mu held).
 func (p *tcpPoller) enqueueLocked(tc *tcpConn) {
 	p.queue = append(p.queue, tc)
 	// A new reader whenever fewer run: those that run may be held by a
 	// handler writing to a slow peer. One that finds the queue empty
 	// ends at once.
-	if p.readers >= maxTCPReaders {
+	if p.readers >= p.tcpReaders() {
 		return
 	}
 	p.readers++
@@ -246,22 +248,17 @@ func (p *tcpPoller) enqueueLocked(tc *tcpConn) {
 }
 
 // run is the poller goroutine: it waits for events and deadlines and
-// hands the connections to readers, until stop.
+// hands the connections to readers, until stop. p.mu is taken only in
+// helpers that release it deferred: a panic in them (recovered by the
+// worker's Go, which restarts the worker) leaves it unlocked, so stop
+// still returns.
 func (p *tcpPoller) run() {
 	events := make([]unix.EpollEvent, 32)
 	for {
-		p.mu.Lock()
-		if p.stopped {
-			p.mu.Unlock()
+		wait, ok := p.beforeWait()
+		if !ok {
 			return
 		}
-		now := time.Now()
-		if !now.Before(p.nextScan) {
-			p.scanLocked(now)
-		}
-		wait := p.nextScan.Sub(now)
-		p.waiting = true
-		p.mu.Unlock()
 		ms := int((wait + time.Millisecond - 1) / time.Millisecond)
 		n, err := unix.EpollWait(p.epfd, events, max(ms, 0))
 		if err != nil && err != unix.EINTR {
@@ -269,23 +266,47 @@ func (p *tcpPoller) run() {
 			p.s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp epoll wait failed", "err", err.Error())
 			time.Sleep(100 * time.Millisecond)
 		}
-		p.mu.Lock()
-		p.waiting = false
-		for _, ev := range events[:max(n, 0)] {
-			if ev.Fd == wakeID {
-				var b [8]byte
-				unix.Read(p.wakefd, b[:])
-				continue
-			}
-			// A connection closed since is gone from conns; one a reader
-			// holds (taken at its deadline while armed) is armed again
-			// when it is parked, and the event comes again if data waits.
-			if tc := p.conns[ev.Fd]; tc != nil && tc.parked {
-				tc.parked = false
-				p.enqueueLocked(tc)
-			}
+		p.afterWait(events[:max(n, 0)])
+	}
+}
+
+// beforeWait hands the connections whose deadline passed to readers and
+// returns how long the poller may wait; false: it stopped.
+func (p *tcpPoller) beforeWait() (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return 0, false
+	}
+	if f := p.s.faults.pollRun; f != nil {
+		f()
+	}
+	now := time.Now()
+	if !now.Before(p.nextScan) {
+		p.scanLocked(now)
+	}
+	p.waiting = true
+	return p.nextScan.Sub(now), true
+}
+
+// afterWait hands the connections whose events came to readers.
+func (p *tcpPoller) afterWait(events []unix.EpollEvent) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.waiting = false
+	for _, ev := range events {
+		if ev.Fd == wakeID {
+			var b [8]byte
+			unix.Read(p.wakefd, b[:])
+			continue
 		}
-		p.mu.Unlock()
+		// A connection closed since is gone from conns; one a reader
+		// holds (taken at its deadline while armed) is armed again
+		// when it is parked, and the event comes again if data waits.
+		if tc := p.conns[ev.Fd]; tc != nil && tc.parked {
+			tc.parked = false
+			p.enqueueLocked(tc)
+		}
 	}
 }
 
@@ -323,7 +344,7 @@ func (p *tcpPoller) next(r *reader) (*tcpConn, bool) {
 	defer p.mu.Unlock()
 	if len(p.queue) == 0 || p.stopped {
 		p.readers--
-		if len(p.idle) < maxTCPReaders {
+		if len(p.idle) < p.tcpReaders() {
 			p.idle = append(p.idle, r)
 		}
 		return nil, false
@@ -386,7 +407,7 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 			err = io.EOF
 		}
 		if err != nil {
-			if len(trimCRLF(buf)) > 0 {
+			if len(trimCRLF(buf)) > 0 && !tc.dead.Load() {
 				s.incomplete(tc, err)
 			}
 			return

@@ -1,0 +1,265 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/aredn/phonebookd/config"
+	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/supervisor"
+)
+
+// nonReader is a TCP peer that sends pipelined OPTIONS without pause and
+// never reads an answer, its receive window shrunk to the least the
+// kernel allows.
+func nonReader(t *testing.T, addr string, name string, done <-chan struct{}, wg *sync.WaitGroup) {
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
+		})
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for turn := 0; ; turn++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			var b strings.Builder
+			for i := range 80 {
+				b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("%s-%d-%d", name, turn, i)) + "Content-Length: 0\r\n\r\n")
+			}
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write([]byte(b.String())); err != nil && !isTimeout(err) {
+				return // the server gave it up
+			}
+		}
+	}()
+}
+
+// TestTCPNonReadingPeersDoNotStallReaders: as many peers as there are TCP
+// readers flood pipelined requests and never read the answers. Before,
+// each answer waited writeTimeout in the reader that wrote it, so every
+// reader stayed held and no other TCP phone was served, with nothing
+// counted. Now a write that times out gives the connection up: a fifth,
+// well-behaved TCP client gets its OPTIONS and REGISTER answered, and
+// each non-reading peer is counted once in sip.shed.tcp_stalled, which
+// raises "overload".
+func TestTCPNonReadingPeersDoNotStallReaders(t *testing.T) {
+	s, addr, al := serveAlerts(t, nil)
+	readers := s.config().TCPReaders
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(done); wg.Wait() }()
+	for i := range readers {
+		nonReader(t, addr, fmt.Sprintf("flood%d", i), done, &wg)
+	}
+	// Every reader is held writing to a flooding peer (before: for good),
+	// or the peers that held one were given up (now).
+	within(t, 60*time.Second, "every reader held by a non-reading peer", func() bool {
+		return writersBlocked()+int(s.Status().Shed.TCPStalled) >= readers
+	})
+	ua := newTCPUA(t, addr)
+	ua.c.Write([]byte(strings.ReplaceAll(optionsTCP, "%s", "good") + "Content-Length: 0\r\n\r\n"))
+	if ans := ua.recv(15*time.Second, "SIP/2.0"); !strings.HasPrefix(ans, "SIP/2.0 200") || !strings.Contains(ans, "branch=z9hG4bK-clgood\r\n") {
+		t.Fatalf("the well-behaved client's OPTIONS: %q", ans)
+	}
+	local := ua.addr()
+	ua.c.Write([]byte("REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP " + local + ";branch=z9hG4bK-reg1\r\n" +
+		"From: <sip:1001@127.0.0.1>;tag=r1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: reg-good\r\nCSeq: 1 REGISTER\r\n" +
+		"Contact: <sip:1001@" + local + ";transport=tcp>\r\nExpires: 300\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"))
+	if ans := ua.recv(15*time.Second, "SIP/2.0"); !strings.HasPrefix(ans, "SIP/2.0 200") {
+		t.Fatalf("the well-behaved client's REGISTER: %q", ans)
+	}
+	within(t, 30*time.Second, "every non-reading peer given up", func() bool { return s.Status().Shed.TCPStalled >= int64(readers) })
+	if n := s.Status().Shed.TCPStalled; n != int64(readers) {
+		t.Errorf("sip.shed.tcp_stalled %d, want %d (one per non-reading peer)", n, readers)
+	}
+	within(t, 30*time.Second, "overload raised", func() bool { return al.isActive("overload") })
+	within(t, 30*time.Second, "only the good client left", func() bool { return s.Status().TCPConnections == 1 })
+}
+
+// writersBlocked counts the goroutines waiting in a TCP connection's
+// write.
+func writersBlocked() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "sip.(*tcpConn).write(") && strings.Contains(g, "internal/poll.(*pollDesc).wait") {
+			n++
+		}
+	}
+	return n
+}
+
+// serveFaults is serveAlerts with failures injected before the server
+// starts.
+func serveFaults(t *testing.T, mod func(*config.SIP), f tcpFaults) (*Server, string, *condLog) {
+	cfg := config.Defaults().SIP
+	cfg.Listen = "127.0.0.1:0"
+	if mod != nil {
+		mod(&cfg)
+	}
+	al := newCondLog()
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), al)
+	s.faults = f
+	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
+	sup.Add(supervisor.Spec{Name: "main", Period: Period, Run: s.Run})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		cancel()
+		// Bounded: a worker that cannot stop (a lock left held) fails
+		// the test instead of hanging it.
+		wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
+		defer wcancel()
+		if !sup.Wait(wctx) {
+			t.Error("the worker did not stop")
+		}
+	})
+	sup.Start(ctx)
+	return s, s.Addr(), al
+}
+
+// TestTCPPollFailureIsNotALimitShed: a connection the epoll set cannot
+// take is closed and counted as a TCP accept error, not as shed at
+// sip.tcp_max_connections (before: counted and logged as refused at the
+// limit, which it was not); the next connection is served.
+func TestTCPPollFailureIsNotALimitShed(t *testing.T) {
+	var fail atomic.Bool
+	fail.Store(true)
+	s, addr, _ := serveFaults(t, nil, tcpFaults{pollAdd: func(*tcpConn) error {
+		if fail.Load() {
+			return errors.New("epoll_ctl: no space left on device")
+		}
+		return nil
+	}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("the connection not served was not closed: %v", err)
+	}
+	st := s.Status()
+	if st.Shed.TCPConnections != 0 || st.TCPAcceptErrors != 1 {
+		t.Errorf("sip.shed.tcp_connections %d, tcp_accept_errors %d; want 0 and 1", st.Shed.TCPConnections, st.TCPAcceptErrors)
+	}
+	fail.Store(false)
+	ua := newTCPUA(t, addr)
+	ua.c.Write([]byte(strings.ReplaceAll(optionsTCP, "%s", "after") + "Content-Length: 0\r\n\r\n"))
+	if ans := ua.recv(15*time.Second, "SIP/2.0"); !strings.HasPrefix(ans, "SIP/2.0 200") {
+		t.Fatalf("OPTIONS after: %q", ans)
+	}
+}
+
+// TestTCPPollerPanicReleasesItsLock: a panic in the poller goroutine
+// while it holds the poller's lock restarts the worker, and the restart
+// completes: the poller's stop takes the lock, which the panic released
+// (before: left locked, stop and the worker's end waited for ever), and
+// TCP is served again.
+func TestTCPPollerPanicReleasesItsLock(t *testing.T) {
+	var armed atomic.Bool
+	s, addr, _ := serveFaults(t, nil, tcpFaults{pollRun: func() {
+		if armed.CompareAndSwap(true, false) {
+			panic("injected: the tcp poller")
+		}
+	}})
+	p := pollerOf(s)
+	for p == nil {
+		runtime.Gosched()
+		p = pollerOf(s)
+	}
+	armed.Store(true)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("\r\n\r\n")) // its event ends the poller's wait
+	within(t, 30*time.Second, "the poller panicked", func() bool { return !armed.Load() })
+	within(t, 60*time.Second, "TCP served by the restarted worker", func() bool {
+		q := pollerOf(s)
+		if q == nil || q == p {
+			return false
+		}
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.Write([]byte(strings.ReplaceAll(optionsTCP, "%s", "restarted") + "Content-Length: 0\r\n\r\n"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 12)
+		_, err = io.ReadFull(c, b)
+		return err == nil && string(b) == "SIP/2.0 200 "
+	})
+}
+
+// acceptorsRunning counts the goroutines in acceptTCP.
+func acceptorsRunning() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "sip.(*Server).acceptTCP(")
+}
+
+// TestTCPStaleAcceptorDoesNotReplaceTheNewOne: the acceptor of a listener
+// that a rebind closed, still backing off because its epoll set could
+// not be made, must not install its set once it can: before, it
+// replaced the new listener's, then (its Accept failing on the closed
+// listener) cleared it, so that every later connection was refused.
+func TestTCPStaleAcceptorDoesNotReplaceTheNewOne(t *testing.T) {
+	var mu sync.Mutex
+	var first net.Listener
+	var release atomic.Bool
+	s, addr, _ := serveFaults(t, nil, tcpFaults{newPoller: func(ln net.Listener) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if first == nil {
+			first = ln
+		}
+		if ln == first && !release.Load() {
+			return errors.New("epoll_create1: too many open files")
+		}
+		return nil
+	}})
+	within(t, 10*time.Second, "the first acceptor backing off", func() bool { return s.Status().TCPAcceptErrors > 0 })
+	cfg := s.config()
+	cfg.Listen = "127.0.0.2:0"
+	s.Configure(cfg)
+	within(t, 10*time.Second, "the new address served over TCP", func() bool {
+		return strings.HasPrefix(s.Status().Listen, "127.0.0.2:") && pollerOf(s) != nil
+	})
+	release.Store(true)
+	within(t, 30*time.Second, "the old acceptor ended", func() bool { return acceptorsRunning() == 1 })
+	now := s.Addr()
+	if now == addr {
+		t.Fatalf("not rebound: %s", now)
+	}
+	ua := newTCPUA(t, now)
+	ua.c.Write([]byte(strings.ReplaceAll(optionsTCP, "%s", "rebound") + "Content-Length: 0\r\n\r\n"))
+	if ans := ua.recv(15*time.Second, "SIP/2.0"); !strings.HasPrefix(ans, "SIP/2.0 200") {
+		t.Fatalf("OPTIONS over TCP to the new address: %q", ans)
+	}
+}
