@@ -177,7 +177,7 @@ var (
 	Config = Register(&Descriptor{Code: "config", Level: LevelWarning, Penalty: 5, When: "a setting rejected (the previous value kept)",
 		Text: sprintf("Setting rejected, previous value kept: %s", ArgError), Recommend: sprintf("Correct the setting with uci set and uci commit phonebook.")})
 	// Overload, condition `overload`: SIP shed work (503s, refused connections; phonebook status sip.shed).
-	Overload = Register(&Descriptor{Code: "overload", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "SIP shed work (503s, refused connections, datagrams dropped at a full receive queue; `phonebook status` sip.shed), seen at its 2 s check; held after the last",
+	Overload = Register(&Descriptor{Code: "overload", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "SIP shed work (503s, refused connections, datagrams dropped at a full receive queue, TCP peers given up for not reading their answers; `phonebook status` sip.shed), seen at its 2 s check; held after the last",
 		Text: sprintf("SIP is shedding load (in the last %s: %s); see phonebook status sip.shed", ArgDetail, ArgError), Recommend: sprintf("A phone or host is flooding the node, or the limits in uci show phonebook.sip are too small for the phones here.")})
 	// SIPTableFull, condition `sip_table_full`: a SIP table (transactions, calls) is at its bound, keyed by the table.
 	SIPTableFull = Register(&Descriptor{Code: "sip_table_full", Hold: counterHold, Level: LevelWarning, Penalty: 10, When: "a SIP table (`transactions`, `calls`) is at its bound: new INVITEs get 503",
