@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/supervisor"
 )
@@ -47,22 +49,37 @@ type tcpConn struct {
 
 	// dead: a write failed and the connection is given up (kill).
 	dead atomic.Bool
-	// onStall counts and logs a write that timed out; set by addConn
-	// before the connection is shared.
+	// onStall counts and logs a write that timed out, and writeTO is
+	// sip.tcp_write_timeout; set by addConn before the connection is
+	// shared.
 	onStall func()
+	writeTO func() time.Duration
 }
 
-// writeTimeout bounds a write to a peer that does not read.
-const writeTimeout = 2 * time.Second
+// dialTimeout bounds the making of a connection to a phone.
+const dialTimeout = 2 * time.Second
 
 // errDeadConn: the connection was given up after a write failed; later
 // writes fail at once.
 var errDeadConn = errors.New("sip: tcp connection given up after a failed write")
 
-// write sends b. A write that fails or does not finish in writeTimeout
-// (the peer does not read) gives the connection up (kill): a peer that
-// never reads holds the goroutine writing, often a TCP reader, once for
-// writeTimeout, never once per answer.
+// writeTimeout is sip.tcp_write_timeout, read at each write (a reload
+// applies it); 2 s when the connection was never entered (a test's).
+func (t *tcpConn) writeTimeout() time.Duration {
+	if t.writeTO == nil {
+		return 2 * time.Second
+	}
+	return max(t.writeTO(), time.Second)
+}
+
+// write sends b. A write gives the connection up (kill) when it fails,
+// when nothing went through for sip.tcp_write_timeout (the peer does not
+// read), or when it is not done after 4 times that: a peer that never
+// reads holds the goroutine writing, often a TCP reader, once for that
+// long, never once per answer. Something went through when part of b
+// was written or the peer acknowledged bytes queued before it: a peer on
+// a radio link that drops for a moment, or one reading a backlog slowly,
+// is not given up while it reads.
 func (t *tcpConn) write(b []byte) error {
 	if t.dead.Load() {
 		return errDeadConn
@@ -72,12 +89,48 @@ func (t *tcpConn) write(b []byte) error {
 	if t.dead.Load() {
 		return errDeadConn
 	}
-	t.c.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err := t.c.Write(b)
-	if err != nil {
+	to := t.writeTimeout()
+	end := time.Now().Add(4 * to)
+	acked, _ := t.bytesAcked()
+	for {
+		dl := time.Now().Add(to)
+		if dl.After(end) {
+			dl = end
+		}
+		t.c.SetWriteDeadline(dl)
+		n, err := t.c.Write(b)
+		b = b[n:]
+		if err == nil {
+			return nil
+		}
+		if isTimeout(err) && time.Now().Before(end) {
+			now, ok := t.bytesAcked()
+			if n > 0 || ok && now != acked {
+				acked = now
+				continue
+			}
+		}
 		t.kill(isTimeout(err))
+		return err
 	}
-	return err
+}
+
+// bytesAcked is how many bytes the peer has acknowledged on the
+// connection (TCP_INFO); false where the kernel does not say.
+func (t *tcpConn) bytesAcked() (uint64, bool) {
+	sc, ok := t.c.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	if rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || err != nil {
+		return 0, false
+	}
+	return info.Bytes_acked, true
 }
 
 // kill gives the connection up after a failed write: later writes fail
@@ -267,6 +320,7 @@ func (s *Server) addConn(tc *tcpConn) error {
 		s.shedCount(ShedTCPStalled)
 		s.logs.Log(slog.LevelWarn, "tcp-stalled", "sip: tcp peer does not read its answers; closed", "from", tc.remote.String())
 	}
+	tc.writeTO = func() time.Duration { return time.Duration(s.config().TCPWriteTimeout) * time.Second }
 	s.tcpMu.Unlock()
 	var err error
 	if s.faults.pollAdd != nil {
@@ -324,7 +378,7 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 		return nil, errNoTCP
 	}
 	defer s.dialing.Add(-1)
-	d := net.Dialer{Timeout: writeTimeout}
+	d := net.Dialer{Timeout: dialTimeout}
 	c, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("sip: connect to %s: %w", addr, err)

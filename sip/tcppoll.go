@@ -29,7 +29,7 @@ import (
 // tcpReaders bounds the goroutines reading TCP connections at once
 // (sip.tcp_readers, read at each hand-off, so a reload applies it). A
 // reader is held only while a message is handled (an answer written to a
-// peer that does not read waits up to writeTimeout, once: the connection
+// peer that does not read waits up to sip.tcp_write_timeout, once: the connection
 // is then given up), so two serve every connection of a router; the
 // default's third and fourth keep a slow peer or two from delaying the
 // others.

@@ -65,7 +65,7 @@ func nonReader(t *testing.T, addr string, name string, done <-chan struct{}, wg 
 // each non-reading peer is counted once in sip.shed.tcp_stalled, which
 // raises "overload".
 func TestTCPNonReadingPeersDoNotStallReaders(t *testing.T) {
-	s, addr, al := serveAlerts(t, nil)
+	s, addr, al := serveAlerts(t, func(c *config.SIP) { c.TCPWriteTimeout = 1 })
 	readers := s.config().TCPReaders
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -96,6 +96,67 @@ func TestTCPNonReadingPeersDoNotStallReaders(t *testing.T) {
 	}
 	within(t, 30*time.Second, "overload raised", func() bool { return al.isActive("overload") })
 	within(t, 30*time.Second, "only the good client left", func() bool { return s.Status().TCPConnections == 1 })
+}
+
+// TestTCPSlowReaderIsNotGivenUp: a peer that stops reading for a moment
+// (a radio link that drops) while answers queue is not given up as long
+// as it reads again within sip.tcp_write_timeout. Before, a write that
+// took 2 s in all, whatever went through, gave the connection up, reset
+// and counted in sip.shed.tcp_stalled. The pause here (3 s) is longer
+// than that and shorter than the configured 5 s.
+func TestTCPSlowReaderIsNotGivenUp(t *testing.T) {
+	s, addr, _ := serveAlerts(t, func(c *config.SIP) { c.TCPWriteTimeout = 5 })
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
+		})
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for turn := 0; ; turn++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var b strings.Builder
+			for i := range 40 {
+				b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("slow-%d-%d", turn, i)) + "Content-Length: 0\r\n\r\n")
+			}
+			c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := c.Write([]byte(b.String())); err != nil && !isTimeout(err) {
+				return
+			}
+		}
+	}()
+	// The answers fill the socket buffers: a reader waits in its write.
+	within(t, 60*time.Second, "a write to the paused peer waiting", func() bool { return writersBlocked() > 0 })
+	close(stop)
+	<-sent
+	time.Sleep(3 * time.Second) // the peer's link is down
+	buf := make([]byte, 64<<10)
+	got := 0
+	for {
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, err := c.Read(buf)
+		got += n
+		if isTimeout(err) {
+			break // all read: the server waits for more
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes of answers: %v (the server gave the peer up)", got, err)
+		}
+	}
+	if n := s.Status().Shed.TCPStalled; n != 0 || got == 0 {
+		t.Errorf("sip.shed.tcp_stalled %d, %d bytes of answers read; want 0 and some", n, got)
+	}
 }
 
 // writersBlocked counts the goroutines waiting in a TCP connection's
