@@ -397,10 +397,16 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 // connection is closed at once and counted. Accept errors (EMFILE under a
 // descriptor limit) back off, 5 ms doubling to 1 s, and raise
 // "sip_accept_errors" until an accept succeeds again: the worker never
-// fails for them.
+// fails for them. An acceptor that ends (stopped, or rebound while it
+// backed off) clears the condition it raised.
 func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.Worker) {
 	var delay time.Duration
 	failing := false
+	defer func() {
+		if failing {
+			s.alerts.SetHealthy(health.SIPAcceptErrors, "")
+		}
+	}()
 	var poll *tcpPoller
 	for poll == nil {
 		if !s.tcpListening(ln) {

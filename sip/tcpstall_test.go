@@ -289,12 +289,13 @@ func acceptorsRunning() int {
 // that a rebind closed, still backing off because its epoll set could
 // not be made, must not install its set once it can: before, it
 // replaced the new listener's, then (its Accept failing on the closed
-// listener) cleared it, so that every later connection was refused.
+// listener) cleared it, so that every later connection was refused. And
+// the sip_accept_errors it raised ends with it (before: raised for good).
 func TestTCPStaleAcceptorDoesNotReplaceTheNewOne(t *testing.T) {
 	var mu sync.Mutex
 	var first net.Listener
 	var release atomic.Bool
-	s, addr, _ := serveFaults(t, nil, tcpFaults{newPoller: func(ln net.Listener) error {
+	s, addr, al := serveFaults(t, nil, tcpFaults{newPoller: func(ln net.Listener) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if first == nil {
@@ -306,6 +307,7 @@ func TestTCPStaleAcceptorDoesNotReplaceTheNewOne(t *testing.T) {
 		return nil
 	}})
 	within(t, 10*time.Second, "the first acceptor backing off", func() bool { return s.Status().TCPAcceptErrors > 0 })
+	within(t, 10*time.Second, "sip_accept_errors raised", func() bool { return al.isActive("sip_accept_errors") })
 	cfg := s.config()
 	cfg.Listen = "127.0.0.2:0"
 	s.Configure(cfg)
@@ -314,6 +316,10 @@ func TestTCPStaleAcceptorDoesNotReplaceTheNewOne(t *testing.T) {
 	})
 	release.Store(true)
 	within(t, 30*time.Second, "the old acceptor ended", func() bool { return acceptorsRunning() == 1 })
+	// Its condition ends with it (before: left raised for good).
+	if al.isActive("sip_accept_errors") {
+		t.Error("sip_accept_errors still raised after the acceptor that raised it ended")
+	}
 	now := s.Addr()
 	if now == addr {
 		t.Fatalf("not rebound: %s", now)
