@@ -386,8 +386,10 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	tc := &tcpConn{c: c, remote: addr, local: local}
 	if err := s.addConn(tc); err != nil {
-		c.Close()
+		// Counted before it is closed: a peer that sees the close and
+		// reads the status finds it counted.
 		s.notServed(tc, err)
+		c.Close()
 		return nil, fmt.Errorf("sip: connect to %s: %w", addr, errors.Join(errNoTCP, err))
 	}
 	return tc, nil
@@ -487,8 +489,8 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		tc := &tcpConn{c: c, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), local: local}
 		if err := s.addConn(tc); err != nil {
+			s.notServed(tc, err) // counted before the peer sees the close
 			c.Close()
-			s.notServed(tc, err)
 		}
 	}
 }
