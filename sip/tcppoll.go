@@ -338,13 +338,21 @@ func (p *tcpPoller) scanLocked(now time.Time) {
 const scanSlack = 250 * time.Millisecond
 
 // next takes a queued connection; a reader ends (false) when none is
-// queued or the poller stopped, leaving its buffers for the next one.
+// queued, the poller stopped, or more readers run than sip.tcp_readers (a
+// reload lowered it: the others, at least one, go on with the queue),
+// leaving its buffers for the next one. The ended readers' buffers kept
+// are bounded by sip.tcp_readers as it is now.
 func (p *tcpPoller) next(r *reader) (*tcpConn, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.queue) == 0 || p.stopped {
+	limit := p.tcpReaders()
+	if len(p.idle) > limit {
+		clear(p.idle[limit:])
+		p.idle = p.idle[:limit]
+	}
+	if len(p.queue) == 0 || p.stopped || p.readers > limit {
 		p.readers--
-		if len(p.idle) < p.tcpReaders() {
+		if len(p.idle) < limit {
 			p.idle = append(p.idle, r)
 		}
 		return nil, false

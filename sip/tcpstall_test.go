@@ -330,3 +330,92 @@ func TestTCPStaleAcceptorDoesNotReplaceTheNewOne(t *testing.T) {
 		t.Fatalf("OPTIONS over TCP to the new address: %q", ans)
 	}
 }
+
+// TestTCPReadersLoweredRetireWhileBusy: sip.tcp_readers lowered by a
+// reload applies to the readers running, not only to the next ones:
+// with work queued, a reader past the new limit ends when it takes its
+// next connection, down to the limit, and the buffers kept for later
+// readers are trimmed to it. Before, the readers ran on while the queue
+// was busy and the buffers of the old number were kept.
+func TestTCPReadersLoweredRetireWhileBusy(t *testing.T) {
+	cfg := config.Defaults().SIP
+	cfg.TCPReaders = 2
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), newCondLog())
+	p := &tcpPoller{s: s, readers: 8}
+	for range 8 {
+		p.queue = append(p.queue, &tcpConn{})
+		p.idle = append(p.idle, &reader{})
+	}
+	ended := 0
+	for range 8 {
+		if _, ok := p.next(&reader{}); !ok {
+			ended++
+		}
+	}
+	if p.readers != 2 || ended != 6 {
+		t.Errorf("%d readers left (%d ended) with work queued, want the limit 2", p.readers, ended)
+	}
+	if len(p.idle) > 2 {
+		t.Errorf("%d idle readers' buffers kept, want at most 2", len(p.idle))
+	}
+}
+
+// TestTCPReadersLoweredUnderLoad: raised then lowered while TCP clients
+// flood pipelined requests (and read their answers), the readers running
+// fall to the new sip.tcp_readers and never exceed it after.
+func TestTCPReadersLoweredUnderLoad(t *testing.T) {
+	s, addr, _ := serveAlerts(t, func(c *config.SIP) { c.TCPReaders = 8 })
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(done); wg.Wait() }()
+	for i := range 8 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		wg.Add(2)
+		go func() { // drain the answers
+			defer wg.Done()
+			io.Copy(io.Discard, c)
+		}()
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			for turn := 0; ; turn++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				var b strings.Builder
+				for j := range 20 {
+					b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("load%d-%d-%d", i, turn, j)) + "Content-Length: 0\r\n\r\n")
+				}
+				if _, err := c.Write([]byte(b.String())); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	readers := func() int {
+		p := pollerOf(s)
+		if p == nil {
+			return 0
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.readers
+	}
+	within(t, 60*time.Second, "more than 2 readers under load", func() bool { return readers() > 2 })
+	cfg := s.config()
+	cfg.TCPReaders = 2
+	s.Configure(cfg)
+	within(t, 60*time.Second, "the readers down to 2", func() bool { return readers() <= 2 })
+	for range 200 {
+		if n := readers(); n > 2 {
+			t.Fatalf("%d readers after sip.tcp_readers was lowered to 2", n)
+		}
+		runtime.Gosched()
+	}
+}
