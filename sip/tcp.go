@@ -509,8 +509,16 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte, handled, ok bool) {
 	from := peer{addr: tc.remote, local: tc.local, tcp: tc}
 	for {
+		if tc.dead.Load() {
+			// Given up (a write failed, here or in another goroutine):
+			// what it sent is not handled nor counted; its reader drops it.
+			return nil, handled, false
+		}
 		// Leading CRLFs are keep-alives: a double CRLF gets a single one.
 		for len(buf) > 0 && (buf[0] == '\r' || buf[0] == '\n') {
+			if tc.dead.Load() {
+				return nil, handled, false
+			}
 			if bytes.HasPrefix(buf, []byte("\r\n\r\n")) {
 				tc.write([]byte("\r\n"))
 				buf = buf[4:]
@@ -527,6 +535,9 @@ func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte
 		end := bytes.Index(buf, []byte("\r\n\r\n"))
 		if end < 0 {
 			if len(buf) > max {
+				if tc.dead.Load() {
+					return nil, handled, false
+				}
 				s.tooLarge(r, tc, buf)
 				return nil, handled, false
 			}
@@ -534,6 +545,9 @@ func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte
 		}
 		head := end + 4
 		cl, err := headerLength(buf[:head])
+		if tc.dead.Load() {
+			return nil, handled, false
+		}
 		if err != nil {
 			s.messages.Add(1)
 			s.malformed.Add(1)
@@ -543,6 +557,9 @@ func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte
 		// cl has at most 9 digits and head is under the size bound: the
 		// comparison is made without adding them.
 		if cl > max-head {
+			if tc.dead.Load() {
+				return nil, handled, false
+			}
 			s.tooLarge(r, tc, buf[:head])
 			return nil, handled, false
 		}

@@ -408,6 +408,11 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 			tc.pending = buf
 		}
 		n, err := readOnce(tc.rc, buf[len(buf):cap(buf)])
+		if tc.dead.Load() {
+			// Given up by another goroutine (a write to it failed): what
+			// it sent is neither handled nor counted.
+			return
+		}
 		if err == unix.EAGAIN {
 			break
 		}
@@ -415,7 +420,7 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 			err = io.EOF
 		}
 		if err != nil {
-			if len(trimCRLF(buf)) > 0 && !tc.dead.Load() {
+			if len(trimCRLF(buf)) > 0 {
 				s.incomplete(tc, err)
 			}
 			return
@@ -443,7 +448,9 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 	if !tc.msgStart.IsZero() {
 		deadline := tc.msgStart.Add(headerTimeout)
 		if !now.Before(deadline) {
-			s.incomplete(tc, errHeaderTimeout)
+			if !tc.dead.Load() {
+				s.incomplete(tc, errHeaderTimeout)
+			}
 			return
 		}
 		parked = true

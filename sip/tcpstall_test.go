@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -417,5 +418,33 @@ func TestTCPReadersLoweredUnderLoad(t *testing.T) {
 			t.Fatalf("%d readers after sip.tcp_readers was lowered to 2", n)
 		}
 		runtime.Gosched()
+	}
+}
+
+// TestTCPDeadConnInputNotHandled: what a connection given up by another
+// goroutine (a write to it failed) still has buffered is neither handled
+// nor counted: a complete request, a malformed one, one too large, a
+// keep-alive. Before, each was handled and counted (messages, malformed,
+// sip.shed.message_size) on a connection already closed.
+func TestTCPDeadConnInputNotHandled(t *testing.T) {
+	cfg := config.Defaults().SIP
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), newCondLog())
+	r := newReader(s, chunkSize)
+	for _, in := range []string{
+		strings.ReplaceAll(optionsTCP, "%s", "dead") + "Content-Length: 0\r\n\r\n",
+		"OPTIONS sip:x SIP/2.0\r\nContent-Length: nine\r\n\r\n",
+		"OPTIONS sip:x SIP/2.0\r\nContent-Length: 99999\r\n\r\n",
+		strings.Repeat("x", cfg.MaxMessageSize+1),
+		"\r\n\r\n",
+	} {
+		tc := &tcpConn{remote: netip.MustParseAddrPort("127.0.0.1:5999")}
+		tc.dead.Store(true)
+		if _, handled, ok := s.frame(r, tc, []byte(in), cfg.MaxMessageSize); handled || ok {
+			t.Errorf("%.30q on a dead connection: handled %v, ok %v; want neither", in, handled, ok)
+		}
+	}
+	st := s.Status()
+	if m := s.messages.Load(); m != 0 || s.malformed.Load() != 0 || st.Shed.MessageSize != 0 {
+		t.Errorf("messages %d, malformed %d, shed message_size %d on a dead connection; want 0", m, s.malformed.Load(), st.Shed.MessageSize)
 	}
 }
