@@ -284,12 +284,15 @@ func (s *Server) tcpListening(ln net.Listener) bool {
 	return s.tcpLn == ln
 }
 
-// closeTCP closes every connection (the worker is stopping); none is
-// added after it.
+// closeTCP closes every connection (the worker is stopping, or a
+// rebind); none is added after it. The closed endpoint's listener is no
+// longer the installed one from here, not only once install sets the
+// next: an old acceptor checking in between does not pass.
 func (s *Server) closeTCP() {
 	s.tcpMu.Lock()
 	defer s.tcpMu.Unlock()
 	s.tcpServe.open = false
+	s.tcpLn = nil
 	for _, c := range s.tcpConns {
 		c.c.Close()
 	}

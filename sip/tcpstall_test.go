@@ -248,11 +248,8 @@ func TestTCPPollerPanicReleasesItsLock(t *testing.T) {
 			panic("injected: the tcp poller")
 		}
 	}})
-	p := pollerOf(s)
-	for p == nil {
-		runtime.Gosched()
-		p = pollerOf(s)
-	}
+	var p *tcpPoller
+	within(t, 30*time.Second, "TCP served", func() bool { p = pollerOf(s); return p != nil })
 	armed.Store(true)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -446,5 +443,26 @@ func TestTCPDeadConnInputNotHandled(t *testing.T) {
 	st := s.Status()
 	if m := s.messages.Load(); m != 0 || s.malformed.Load() != 0 || st.Shed.MessageSize != 0 {
 		t.Errorf("messages %d, malformed %d, shed message_size %d on a dead connection; want 0", m, s.malformed.Load(), st.Shed.MessageSize)
+	}
+}
+
+// TestCloseTCPUninstallsTheListener: once closeTCP has run (a rebind
+// closing the old endpoint), its listener is no longer the installed
+// one, before install sets the next. Before, it stayed installed in
+// between, so an old acceptor checking then went on as if it served.
+func TestCloseTCPUninstallsTheListener(t *testing.T) {
+	s := New(config.Defaults().SIP, nil, health.NewRates(health.SystemClock{}), newCondLog())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s.install(&endpoint{ln: ln})
+	if !s.tcpListening(ln) {
+		t.Fatal("not installed")
+	}
+	s.closeTCP()
+	if s.tcpListening(ln) {
+		t.Error("the closed endpoint's listener is still the installed one")
 	}
 }
