@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/supervisor"
 )
@@ -47,22 +49,37 @@ type tcpConn struct {
 
 	// dead: a write failed and the connection is given up (kill).
 	dead atomic.Bool
-	// onStall counts and logs a write that timed out; set by addConn
-	// before the connection is shared.
+	// onStall counts and logs a write that timed out, and writeTO is
+	// sip.tcp_write_timeout; set by addConn before the connection is
+	// shared.
 	onStall func()
+	writeTO func() time.Duration
 }
 
-// writeTimeout bounds a write to a peer that does not read.
-const writeTimeout = 2 * time.Second
+// dialTimeout bounds the making of a connection to a phone.
+const dialTimeout = 2 * time.Second
 
 // errDeadConn: the connection was given up after a write failed; later
 // writes fail at once.
 var errDeadConn = errors.New("sip: tcp connection given up after a failed write")
 
-// write sends b. A write that fails or does not finish in writeTimeout
-// (the peer does not read) gives the connection up (kill): a peer that
-// never reads holds the goroutine writing, often a TCP reader, once for
-// writeTimeout, never once per answer.
+// writeTimeout is sip.tcp_write_timeout, read at each write (a reload
+// applies it); 2 s when the connection was never entered (a test's).
+func (t *tcpConn) writeTimeout() time.Duration {
+	if t.writeTO == nil {
+		return 2 * time.Second
+	}
+	return max(t.writeTO(), time.Second)
+}
+
+// write sends b. A write gives the connection up (kill) when it fails,
+// when nothing went through for sip.tcp_write_timeout (the peer does not
+// read), or when it is not done after 4 times that: a peer that never
+// reads holds the goroutine writing, often a TCP reader, once for that
+// long, never once per answer. Something went through when part of b
+// was written or the peer acknowledged bytes queued before it: a peer on
+// a radio link that drops for a moment, or one reading a backlog slowly,
+// is not given up while it reads.
 func (t *tcpConn) write(b []byte) error {
 	if t.dead.Load() {
 		return errDeadConn
@@ -72,12 +89,48 @@ func (t *tcpConn) write(b []byte) error {
 	if t.dead.Load() {
 		return errDeadConn
 	}
-	t.c.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err := t.c.Write(b)
-	if err != nil {
+	to := t.writeTimeout()
+	end := time.Now().Add(4 * to)
+	acked, _ := t.bytesAcked()
+	for {
+		dl := time.Now().Add(to)
+		if dl.After(end) {
+			dl = end
+		}
+		t.c.SetWriteDeadline(dl)
+		n, err := t.c.Write(b)
+		b = b[n:]
+		if err == nil {
+			return nil
+		}
+		if isTimeout(err) && time.Now().Before(end) {
+			now, ok := t.bytesAcked()
+			if n > 0 || ok && now != acked {
+				acked = now
+				continue
+			}
+		}
 		t.kill(isTimeout(err))
+		return err
 	}
-	return err
+}
+
+// bytesAcked is how many bytes the peer has acknowledged on the
+// connection (TCP_INFO); false where the kernel does not say.
+func (t *tcpConn) bytesAcked() (uint64, bool) {
+	sc, ok := t.c.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	if rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || err != nil {
+		return 0, false
+	}
+	return info.Bytes_acked, true
 }
 
 // kill gives the connection up after a failed write: later writes fail
@@ -231,12 +284,15 @@ func (s *Server) tcpListening(ln net.Listener) bool {
 	return s.tcpLn == ln
 }
 
-// closeTCP closes every connection (the worker is stopping); none is
-// added after it.
+// closeTCP closes every connection (the worker is stopping, or a
+// rebind); none is added after it. The closed endpoint's listener is no
+// longer the installed one from here, not only once install sets the
+// next: an old acceptor checking in between does not pass.
 func (s *Server) closeTCP() {
 	s.tcpMu.Lock()
 	defer s.tcpMu.Unlock()
 	s.tcpServe.open = false
+	s.tcpLn = nil
 	for _, c := range s.tcpConns {
 		c.c.Close()
 	}
@@ -267,6 +323,7 @@ func (s *Server) addConn(tc *tcpConn) error {
 		s.shedCount(ShedTCPStalled)
 		s.logs.Log(slog.LevelWarn, "tcp-stalled", "sip: tcp peer does not read its answers; closed", "from", tc.remote.String())
 	}
+	tc.writeTO = func() time.Duration { return time.Duration(s.config().TCPWriteTimeout) * time.Second }
 	s.tcpMu.Unlock()
 	var err error
 	if s.faults.pollAdd != nil {
@@ -324,7 +381,7 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 		return nil, errNoTCP
 	}
 	defer s.dialing.Add(-1)
-	d := net.Dialer{Timeout: writeTimeout}
+	d := net.Dialer{Timeout: dialTimeout}
 	c, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("sip: connect to %s: %w", addr, err)
@@ -332,8 +389,10 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	tc := &tcpConn{c: c, remote: addr, local: local}
 	if err := s.addConn(tc); err != nil {
-		c.Close()
+		// Counted before it is closed: a peer that sees the close and
+		// reads the status finds it counted.
 		s.notServed(tc, err)
+		c.Close()
 		return nil, fmt.Errorf("sip: connect to %s: %w", addr, errors.Join(errNoTCP, err))
 	}
 	return tc, nil
@@ -343,10 +402,16 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 // connection is closed at once and counted. Accept errors (EMFILE under a
 // descriptor limit) back off, 5 ms doubling to 1 s, and raise
 // "sip_accept_errors" until an accept succeeds again: the worker never
-// fails for them.
+// fails for them. An acceptor that ends (stopped, or rebound while it
+// backed off) clears the condition it raised.
 func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.Worker) {
 	var delay time.Duration
 	failing := false
+	defer func() {
+		if failing {
+			s.alerts.SetHealthy(health.SIPAcceptErrors, "")
+		}
+	}()
 	var poll *tcpPoller
 	for poll == nil {
 		if !s.tcpListening(ln) {
@@ -427,8 +492,8 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		tc := &tcpConn{c: c, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), local: local}
 		if err := s.addConn(tc); err != nil {
+			s.notServed(tc, err) // counted before the peer sees the close
 			c.Close()
-			s.notServed(tc, err)
 		}
 	}
 }
@@ -447,8 +512,16 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte, handled, ok bool) {
 	from := peer{addr: tc.remote, local: tc.local, tcp: tc}
 	for {
+		if tc.dead.Load() {
+			// Given up (a write failed, here or in another goroutine):
+			// what it sent is not handled nor counted; its reader drops it.
+			return nil, handled, false
+		}
 		// Leading CRLFs are keep-alives: a double CRLF gets a single one.
 		for len(buf) > 0 && (buf[0] == '\r' || buf[0] == '\n') {
+			if tc.dead.Load() {
+				return nil, handled, false
+			}
 			if bytes.HasPrefix(buf, []byte("\r\n\r\n")) {
 				tc.write([]byte("\r\n"))
 				buf = buf[4:]
@@ -465,6 +538,9 @@ func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte
 		end := bytes.Index(buf, []byte("\r\n\r\n"))
 		if end < 0 {
 			if len(buf) > max {
+				if tc.dead.Load() {
+					return nil, handled, false
+				}
 				s.tooLarge(r, tc, buf)
 				return nil, handled, false
 			}
@@ -472,6 +548,9 @@ func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte
 		}
 		head := end + 4
 		cl, err := headerLength(buf[:head])
+		if tc.dead.Load() {
+			return nil, handled, false
+		}
 		if err != nil {
 			s.messages.Add(1)
 			s.malformed.Add(1)
@@ -481,6 +560,9 @@ func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte
 		// cl has at most 9 digits and head is under the size bound: the
 		// comparison is made without adding them.
 		if cl > max-head {
+			if tc.dead.Load() {
+				return nil, handled, false
+			}
 			s.tooLarge(r, tc, buf[:head])
 			return nil, handled, false
 		}

@@ -29,7 +29,7 @@ import (
 // tcpReaders bounds the goroutines reading TCP connections at once
 // (sip.tcp_readers, read at each hand-off, so a reload applies it). A
 // reader is held only while a message is handled (an answer written to a
-// peer that does not read waits up to writeTimeout, once: the connection
+// peer that does not read waits up to sip.tcp_write_timeout, once: the connection
 // is then given up), so two serve every connection of a router; the
 // default's third and fourth keep a slow peer or two from delaying the
 // others.
@@ -338,13 +338,21 @@ func (p *tcpPoller) scanLocked(now time.Time) {
 const scanSlack = 250 * time.Millisecond
 
 // next takes a queued connection; a reader ends (false) when none is
-// queued or the poller stopped, leaving its buffers for the next one.
+// queued, the poller stopped, or more readers run than sip.tcp_readers (a
+// reload lowered it: the others, at least one, go on with the queue),
+// leaving its buffers for the next one. The ended readers' buffers kept
+// are bounded by sip.tcp_readers as it is now.
 func (p *tcpPoller) next(r *reader) (*tcpConn, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.queue) == 0 || p.stopped {
+	limit := p.tcpReaders()
+	if len(p.idle) > limit {
+		clear(p.idle[limit:])
+		p.idle = p.idle[:limit]
+	}
+	if len(p.queue) == 0 || p.stopped || p.readers > limit {
 		p.readers--
-		if len(p.idle) < p.tcpReaders() {
+		if len(p.idle) < limit {
 			p.idle = append(p.idle, r)
 		}
 		return nil, false
@@ -400,6 +408,11 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 			tc.pending = buf
 		}
 		n, err := readOnce(tc.rc, buf[len(buf):cap(buf)])
+		if tc.dead.Load() {
+			// Given up by another goroutine (a write to it failed): what
+			// it sent is neither handled nor counted.
+			return
+		}
 		if err == unix.EAGAIN {
 			break
 		}
@@ -407,7 +420,7 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 			err = io.EOF
 		}
 		if err != nil {
-			if len(trimCRLF(buf)) > 0 && !tc.dead.Load() {
+			if len(trimCRLF(buf)) > 0 {
 				s.incomplete(tc, err)
 			}
 			return
@@ -435,7 +448,9 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 	if !tc.msgStart.IsZero() {
 		deadline := tc.msgStart.Add(headerTimeout)
 		if !now.Before(deadline) {
-			s.incomplete(tc, errHeaderTimeout)
+			if !tc.dead.Load() {
+				s.incomplete(tc, errHeaderTimeout)
+			}
 			return
 		}
 		parked = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -65,7 +66,7 @@ func nonReader(t *testing.T, addr string, name string, done <-chan struct{}, wg 
 // each non-reading peer is counted once in sip.shed.tcp_stalled, which
 // raises "overload".
 func TestTCPNonReadingPeersDoNotStallReaders(t *testing.T) {
-	s, addr, al := serveAlerts(t, nil)
+	s, addr, al := serveAlerts(t, func(c *config.SIP) { c.TCPWriteTimeout = 1 })
 	readers := s.config().TCPReaders
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -96,6 +97,67 @@ func TestTCPNonReadingPeersDoNotStallReaders(t *testing.T) {
 	}
 	within(t, 30*time.Second, "overload raised", func() bool { return al.isActive("overload") })
 	within(t, 30*time.Second, "only the good client left", func() bool { return s.Status().TCPConnections == 1 })
+}
+
+// TestTCPSlowReaderIsNotGivenUp: a peer that stops reading for a moment
+// (a radio link that drops) while answers queue is not given up as long
+// as it reads again within sip.tcp_write_timeout. Before, a write that
+// took 2 s in all, whatever went through, gave the connection up, reset
+// and counted in sip.shed.tcp_stalled. The pause here (3 s) is longer
+// than that and shorter than the configured 5 s.
+func TestTCPSlowReaderIsNotGivenUp(t *testing.T) {
+	s, addr, _ := serveAlerts(t, func(c *config.SIP) { c.TCPWriteTimeout = 5 })
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
+		})
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for turn := 0; ; turn++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var b strings.Builder
+			for i := range 40 {
+				b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("slow-%d-%d", turn, i)) + "Content-Length: 0\r\n\r\n")
+			}
+			c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := c.Write([]byte(b.String())); err != nil && !isTimeout(err) {
+				return
+			}
+		}
+	}()
+	// The answers fill the socket buffers: a reader waits in its write.
+	within(t, 60*time.Second, "a write to the paused peer waiting", func() bool { return writersBlocked() > 0 })
+	close(stop)
+	<-sent
+	time.Sleep(3 * time.Second) // the peer's link is down
+	buf := make([]byte, 64<<10)
+	got := 0
+	for {
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, err := c.Read(buf)
+		got += n
+		if isTimeout(err) {
+			break // all read: the server waits for more
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes of answers: %v (the server gave the peer up)", got, err)
+		}
+	}
+	if n := s.Status().Shed.TCPStalled; n != 0 || got == 0 {
+		t.Errorf("sip.shed.tcp_stalled %d, %d bytes of answers read; want 0 and some", n, got)
+	}
 }
 
 // writersBlocked counts the goroutines waiting in a TCP connection's
@@ -186,11 +248,8 @@ func TestTCPPollerPanicReleasesItsLock(t *testing.T) {
 			panic("injected: the tcp poller")
 		}
 	}})
-	p := pollerOf(s)
-	for p == nil {
-		runtime.Gosched()
-		p = pollerOf(s)
-	}
+	var p *tcpPoller
+	within(t, 30*time.Second, "TCP served", func() bool { p = pollerOf(s); return p != nil })
 	armed.Store(true)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -228,12 +287,13 @@ func acceptorsRunning() int {
 // that a rebind closed, still backing off because its epoll set could
 // not be made, must not install its set once it can: before, it
 // replaced the new listener's, then (its Accept failing on the closed
-// listener) cleared it, so that every later connection was refused.
+// listener) cleared it, so that every later connection was refused. And
+// the sip_accept_errors it raised ends with it (before: raised for good).
 func TestTCPStaleAcceptorDoesNotReplaceTheNewOne(t *testing.T) {
 	var mu sync.Mutex
 	var first net.Listener
 	var release atomic.Bool
-	s, addr, _ := serveFaults(t, nil, tcpFaults{newPoller: func(ln net.Listener) error {
+	s, addr, al := serveFaults(t, nil, tcpFaults{newPoller: func(ln net.Listener) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if first == nil {
@@ -245,6 +305,7 @@ func TestTCPStaleAcceptorDoesNotReplaceTheNewOne(t *testing.T) {
 		return nil
 	}})
 	within(t, 10*time.Second, "the first acceptor backing off", func() bool { return s.Status().TCPAcceptErrors > 0 })
+	within(t, 10*time.Second, "sip_accept_errors raised", func() bool { return al.isActive("sip_accept_errors") })
 	cfg := s.config()
 	cfg.Listen = "127.0.0.2:0"
 	s.Configure(cfg)
@@ -253,6 +314,10 @@ func TestTCPStaleAcceptorDoesNotReplaceTheNewOne(t *testing.T) {
 	})
 	release.Store(true)
 	within(t, 30*time.Second, "the old acceptor ended", func() bool { return acceptorsRunning() == 1 })
+	// Its condition ends with it (before: left raised for good).
+	if al.isActive("sip_accept_errors") {
+		t.Error("sip_accept_errors still raised after the acceptor that raised it ended")
+	}
 	now := s.Addr()
 	if now == addr {
 		t.Fatalf("not rebound: %s", now)
@@ -261,5 +326,143 @@ func TestTCPStaleAcceptorDoesNotReplaceTheNewOne(t *testing.T) {
 	ua.c.Write([]byte(strings.ReplaceAll(optionsTCP, "%s", "rebound") + "Content-Length: 0\r\n\r\n"))
 	if ans := ua.recv(15*time.Second, "SIP/2.0"); !strings.HasPrefix(ans, "SIP/2.0 200") {
 		t.Fatalf("OPTIONS over TCP to the new address: %q", ans)
+	}
+}
+
+// TestTCPReadersLoweredRetireWhileBusy: sip.tcp_readers lowered by a
+// reload applies to the readers running, not only to the next ones:
+// with work queued, a reader past the new limit ends when it takes its
+// next connection, down to the limit, and the buffers kept for later
+// readers are trimmed to it. Before, the readers ran on while the queue
+// was busy and the buffers of the old number were kept.
+func TestTCPReadersLoweredRetireWhileBusy(t *testing.T) {
+	cfg := config.Defaults().SIP
+	cfg.TCPReaders = 2
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), newCondLog())
+	p := &tcpPoller{s: s, readers: 8}
+	for range 8 {
+		p.queue = append(p.queue, &tcpConn{})
+		p.idle = append(p.idle, &reader{})
+	}
+	ended := 0
+	for range 8 {
+		if _, ok := p.next(&reader{}); !ok {
+			ended++
+		}
+	}
+	if p.readers != 2 || ended != 6 {
+		t.Errorf("%d readers left (%d ended) with work queued, want the limit 2", p.readers, ended)
+	}
+	if len(p.idle) > 2 {
+		t.Errorf("%d idle readers' buffers kept, want at most 2", len(p.idle))
+	}
+}
+
+// TestTCPReadersLoweredUnderLoad: raised then lowered while TCP clients
+// flood pipelined requests (and read their answers), the readers running
+// fall to the new sip.tcp_readers and never exceed it after.
+func TestTCPReadersLoweredUnderLoad(t *testing.T) {
+	s, addr, _ := serveAlerts(t, func(c *config.SIP) { c.TCPReaders = 8 })
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(done); wg.Wait() }()
+	for i := range 8 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		wg.Add(2)
+		go func() { // drain the answers
+			defer wg.Done()
+			io.Copy(io.Discard, c)
+		}()
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			for turn := 0; ; turn++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				var b strings.Builder
+				for j := range 20 {
+					b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("load%d-%d-%d", i, turn, j)) + "Content-Length: 0\r\n\r\n")
+				}
+				if _, err := c.Write([]byte(b.String())); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	readers := func() int {
+		p := pollerOf(s)
+		if p == nil {
+			return 0
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.readers
+	}
+	within(t, 60*time.Second, "more than 2 readers under load", func() bool { return readers() > 2 })
+	cfg := s.config()
+	cfg.TCPReaders = 2
+	s.Configure(cfg)
+	within(t, 60*time.Second, "the readers down to 2", func() bool { return readers() <= 2 })
+	for range 200 {
+		if n := readers(); n > 2 {
+			t.Fatalf("%d readers after sip.tcp_readers was lowered to 2", n)
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestTCPDeadConnInputNotHandled: what a connection given up by another
+// goroutine (a write to it failed) still has buffered is neither handled
+// nor counted: a complete request, a malformed one, one too large, a
+// keep-alive. Before, each was handled and counted (messages, malformed,
+// sip.shed.message_size) on a connection already closed.
+func TestTCPDeadConnInputNotHandled(t *testing.T) {
+	cfg := config.Defaults().SIP
+	s := New(cfg, nil, health.NewRates(health.SystemClock{}), newCondLog())
+	r := newReader(s, chunkSize)
+	for _, in := range []string{
+		strings.ReplaceAll(optionsTCP, "%s", "dead") + "Content-Length: 0\r\n\r\n",
+		"OPTIONS sip:x SIP/2.0\r\nContent-Length: nine\r\n\r\n",
+		"OPTIONS sip:x SIP/2.0\r\nContent-Length: 99999\r\n\r\n",
+		strings.Repeat("x", cfg.MaxMessageSize+1),
+		"\r\n\r\n",
+	} {
+		tc := &tcpConn{remote: netip.MustParseAddrPort("127.0.0.1:5999")}
+		tc.dead.Store(true)
+		if _, handled, ok := s.frame(r, tc, []byte(in), cfg.MaxMessageSize); handled || ok {
+			t.Errorf("%.30q on a dead connection: handled %v, ok %v; want neither", in, handled, ok)
+		}
+	}
+	st := s.Status()
+	if m := s.messages.Load(); m != 0 || s.malformed.Load() != 0 || st.Shed.MessageSize != 0 {
+		t.Errorf("messages %d, malformed %d, shed message_size %d on a dead connection; want 0", m, s.malformed.Load(), st.Shed.MessageSize)
+	}
+}
+
+// TestCloseTCPUninstallsTheListener: once closeTCP has run (a rebind
+// closing the old endpoint), its listener is no longer the installed
+// one, before install sets the next. Before, it stayed installed in
+// between, so an old acceptor checking then went on as if it served.
+func TestCloseTCPUninstallsTheListener(t *testing.T) {
+	s := New(config.Defaults().SIP, nil, health.NewRates(health.SystemClock{}), newCondLog())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s.install(&endpoint{ln: ln})
+	if !s.tcpListening(ln) {
+		t.Fatal("not installed")
+	}
+	s.closeTCP()
+	if s.tcpListening(ln) {
+		t.Error("the closed endpoint's listener is still the installed one")
 	}
 }
