@@ -412,6 +412,23 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 			s.alerts.SetHealthy(health.SIPAcceptErrors, "")
 		}
 	}()
+	// backOff counts and logs a failure, raises the condition once, and
+	// waits 5 ms doubling to 1 s; false when ctx ended meanwhile.
+	backOff := func(level slog.Level, msg string, err error) bool {
+		s.acceptErrors.Add(1)
+		s.logs.Log(level, "accept", msg, "err", err.Error())
+		if !failing {
+			failing = true
+			s.alerts.SetUnhealthy(health.SIPAcceptErrors, "", health.Args{health.ArgError: err.Error()})
+		}
+		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
+			return true
+		}
+	}
 	var poll *tcpPoller
 	for poll == nil {
 		if !s.tcpListening(ln) {
@@ -431,17 +448,8 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		}
 		// The descriptors or memory an epoll set needs are short: as
 		// for accept errors, back off and say so.
-		s.acceptErrors.Add(1)
-		s.logs.Log(slog.LevelError, "accept", "sip: tcp epoll set cannot be made; backing off", "err", err.Error())
-		if !failing {
-			failing = true
-			s.alerts.SetUnhealthy(health.SIPAcceptErrors, "", health.Args{health.ArgError: err.Error()})
-		}
-		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-		select {
-		case <-ctx.Done():
+		if !backOff(slog.LevelError, "sip: tcp epoll set cannot be made; backing off", err) {
 			return
-		case <-time.After(delay):
 		}
 	}
 	// The set goes with the listener: its connections are closed when
@@ -469,17 +477,8 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
 				return
 			}
-			s.acceptErrors.Add(1)
-			s.logs.Log(slog.LevelWarn, "accept", "sip: tcp accept failed; backing off", "err", err.Error())
-			if !failing {
-				failing = true
-				s.alerts.SetUnhealthy(health.SIPAcceptErrors, "", health.Args{health.ArgError: err.Error()})
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			select {
-			case <-ctx.Done():
+			if !backOff(slog.LevelWarn, "sip: tcp accept failed; backing off", err) {
 				return
-			case <-time.After(delay):
 			}
 			continue
 		}
