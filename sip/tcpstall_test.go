@@ -45,12 +45,9 @@ func nonReader(t *testing.T, addr string, name string, done <-chan struct{}, wg 
 				return
 			default:
 			}
-			var b strings.Builder
-			for i := range 80 {
-				b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("%s-%d-%d", name, turn, i)) + "Content-Length: 0\r\n\r\n")
-			}
+			b := pipelinedOptions(fmt.Sprintf("%s-%d", name, turn), 80)
 			c.SetWriteDeadline(time.Now().Add(time.Second))
-			if _, err := c.Write([]byte(b.String())); err != nil && !isTimeout(err) {
+			if _, err := c.Write(b); err != nil && !isTimeout(err) {
 				return // the server gave it up
 			}
 		}
@@ -127,12 +124,9 @@ func TestTCPSlowReaderIsNotGivenUp(t *testing.T) {
 				return
 			default:
 			}
-			var b strings.Builder
-			for i := range 40 {
-				b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("slow-%d-%d", turn, i)) + "Content-Length: 0\r\n\r\n")
-			}
+			b := pipelinedOptions(fmt.Sprintf("slow-%d", turn), 40)
 			c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-			if _, err := c.Write([]byte(b.String())); err != nil && !isTimeout(err) {
+			if _, err := c.Write(b); err != nil && !isTimeout(err) {
 				return
 			}
 		}
@@ -386,11 +380,8 @@ func TestTCPReadersLoweredUnderLoad(t *testing.T) {
 					return
 				default:
 				}
-				var b strings.Builder
-				for j := range 20 {
-					b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("load%d-%d-%d", i, turn, j)) + "Content-Length: 0\r\n\r\n")
-				}
-				if _, err := c.Write([]byte(b.String())); err != nil {
+				b := pipelinedOptions(fmt.Sprintf("load%d-%d", i, turn), 20)
+				if _, err := c.Write(b); err != nil {
 					return
 				}
 			}
@@ -465,4 +456,14 @@ func TestCloseTCPUninstallsTheListener(t *testing.T) {
 	if s.tcpListening(ln) {
 		t.Error("the closed endpoint's listener is still the installed one")
 	}
+}
+
+// pipelinedOptions is n OPTIONS for one write, Call-IDs prefix-0 to
+// prefix-(n-1): a peer that pipelines a batch per turn.
+func pipelinedOptions(prefix string, n int) []byte {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("%s-%d", prefix, i)) + "Content-Length: 0\r\n\r\n")
+	}
+	return []byte(b.String())
 }
