@@ -110,6 +110,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzBlobmsg -fuzztime 30s ./ubus
 	$(GO) test -run XXX -fuzz FuzzParseJSONObject -fuzztime 30s ./ubus
 	$(GO) test -run XXX -fuzz FuzzUnmarshal -fuzztime 30s ./internal/jsonread
+	$(GO) test -run XXX -fuzz FuzzAppendString -fuzztime 30s ./internal/jsonwrite
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./directory
 	$(GO) test -run XXX -fuzz FuzzReadResponse -fuzztime 30s ./httpc
 	$(GO) test -run XXX -fuzz FuzzReadRequest -fuzztime 30s ./metrics

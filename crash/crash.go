@@ -13,9 +13,11 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/aredn/phonebookd/internal/clock"
 	"github.com/aredn/phonebookd/internal/jsonread"
+	"github.com/aredn/phonebookd/internal/jsonwrite"
 	"github.com/aredn/phonebookd/procfs"
 )
 
@@ -360,8 +363,39 @@ func (s *Store) Arm(pid int) error {
 }
 
 func (s *Store) writeMarker() error {
-	b, _ := json.Marshal(s.mark)
-	return atomicfile.Write(filepath.Join(s.opt.RunDir, markerFile), b, 0o644)
+	return atomicfile.Write(filepath.Join(s.opt.RunDir, markerFile), s.mark.appendJSON(nil), 0o644)
+}
+
+// appendJSON appends the marker as encoding/json writes it (the keys of
+// workers sorted), without encoding/json: it is written at each
+// evaluation, and reflection's code would come back into memory each
+// time after the start-up page-out (issue 19).
+func (m *marker) appendJSON(b []byte) []byte {
+	b = strconv.AppendInt(append(b, `{"pid":`...), int64(m.PID), 10)
+	b = appendTime(append(b, `,"started":`...), m.Started)
+	b = appendTime(append(b, `,"alive":`...), m.Alive)
+	b = jsonwrite.AppendString(append(b, `,"boot_id":`...), m.BootID)
+	b = append(b, `,"workers":`...)
+	if m.Workers == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '{')
+		for i, name := range slices.Sorted(maps.Keys(m.Workers)) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = jsonwrite.AppendString(b, name)
+			b = strconv.AppendUint(append(b, ':'), m.Workers[name], 10)
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+// appendTime appends t as time.Time's MarshalJSON does (RFC 3339 with
+// nanoseconds, quoted).
+func appendTime(b []byte, t time.Time) []byte {
+	return append(t.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
 }
 
 // WorkerGoroutine remembers which goroutine runs a worker (in RAM), so

@@ -2,18 +2,19 @@ package health
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/aredn/phonebookd/internal/atomicfile"
 	"github.com/aredn/phonebookd/internal/clock"
 	"github.com/aredn/phonebookd/internal/jsonread"
+	"github.com/aredn/phonebookd/internal/jsonwrite"
 )
 
 // HistoryFile is the history's copy in run_dir (RAM): the last day's
@@ -44,6 +45,52 @@ type savedMark struct {
 	Kind   string `json:"kind"`
 	Worker string `json:"worker"`
 	Reason string `json:"reason"`
+}
+
+// appendJSON appends the file as encoding/json writes it, without
+// encoding/json: the copy is written at each history point, and
+// reflection's code would come back into memory each time after the
+// start-up page-out (issue 19).
+func (f *savedHistory) appendJSON(b []byte) []byte {
+	b = strconv.AppendInt(append(b, `{"version":`...), int64(f.Version), 10)
+	b = append(b, `,"points":`...)
+	if f.Points == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, p := range f.Points {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			for j, v := range p {
+				if j == 0 {
+					b = append(b, '[')
+				} else {
+					b = append(b, ',')
+				}
+				b = strconv.AppendInt(b, v, 10)
+			}
+			b = append(b, ']')
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"marks":`...)
+	if f.Marks == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, m := range f.Marks {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(append(b, `{"time":`...), m.Time, 10)
+			b = jsonwrite.AppendString(append(b, `,"kind":`...), m.Kind)
+			b = jsonwrite.AppendString(append(b, `,"worker":`...), m.Worker)
+			b = append(jsonwrite.AppendString(append(b, `,"reason":`...), m.Reason), '}')
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
 }
 
 func (p point) saved() [10]int64 {
@@ -124,11 +171,7 @@ func (h *History) save(path string, written *uint64, log *slog.Logger) bool {
 	for i, p := range pts {
 		f.Points[i] = p.saved()
 	}
-	b, err := json.Marshal(f)
-	if err == nil {
-		err = atomicfile.Write(path, b, 0o644)
-	}
-	if err != nil {
+	if err := atomicfile.Write(path, f.appendJSON(nil), 0o644); err != nil {
 		log.Warn("history not saved", "path", path, "err", err)
 		return false
 	}

@@ -13,12 +13,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/internal/atomicfile"
 	"github.com/aredn/phonebookd/internal/clock"
 	"github.com/aredn/phonebookd/internal/jsonread"
+	"github.com/aredn/phonebookd/internal/jsonwrite"
 )
 
 // BindingsFile is the binding table's file in run_dir (RAM): phones
@@ -173,9 +173,9 @@ func writeBindings(w io.Writer, rows []bindingRow) error {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(append(b, `{"user":`...), r.user)
-		b = appendJSONString(append(b, `,"uri":`...), r.uri)
-		b = appendJSONString(append(b, `,"transport":`...), r.transport)
+		b = jsonwrite.AppendString(append(b, `{"user":`...), r.user)
+		b = jsonwrite.AppendString(append(b, `,"uri":`...), r.uri)
+		b = jsonwrite.AppendString(append(b, `,"transport":`...), r.transport)
 		b = append(r.source.AppendTo(append(b, `,"source":"`...)), '"')
 		if r.local.IsValid() {
 			b = append(r.local.AppendTo(append(b, `,"local":"`...)), '"')
@@ -191,37 +191,6 @@ func writeBindings(w io.Writer, rows []bindingRow) error {
 	}
 	bw.WriteString("]}\n")
 	return bw.Flush()
-}
-
-// appendJSONString appends s as a JSON string: quotes, backslashes and
-// control characters escaped, invalid UTF-8 as U+FFFD (as encoding/json
-// writes it: the URIs come from the network).
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, `\ufffd`...)
-		} else {
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
 }
 
 // LoadBindings reads the table saved in path (before Run serves):
