@@ -301,9 +301,12 @@ func TestRegisterFloodPastCapacity(t *testing.T) {
 		}
 		return false
 	}
-	if !hasAlert("overload") && !hasAlert("sip_capacity") {
-		t.Errorf("no overload or capacity alert after the flood")
-	}
+	// The alert comes from sip's check every sipPeriod and the next
+	// evaluation after it: a moment after the last answer it may not be
+	// in the snapshot yet (a clean-clone CI run read it too early once).
+	waitFor(t, 10*time.Second, "an overload or capacity alert after the flood", func() bool {
+		return hasAlert("overload") || hasAlert("sip_capacity")
+	})
 	registerPhones(t, target, 100, 50) // the phones already here re-register
 	if reg, _ := sipCounts(t, e.sock); reg != 50 {
 		t.Errorf("registered %d, want 50", reg)
