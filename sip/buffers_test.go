@@ -58,6 +58,15 @@ func pollerOf(s *Server) *tcpPoller {
 	return s.tcpServe.poll
 }
 
+// servingPoller waits (bounded) until s serves TCP and returns its epoll
+// set.
+func servingPoller(t *testing.T, s *Server) *tcpPoller {
+	t.Helper()
+	var p *tcpPoller
+	within(t, 30*time.Second, "TCP served", func() bool { p = pollerOf(s); return p != nil })
+	return p
+}
+
 // TestIdleTCPConnectionsHoldNoGoroutine: 64 idle TCP connections (the
 // shipped sip.tcp_max_connections) add no goroutine (before: one each,
 // blocked in Read, with a 2 KB buffer, a 2 KB chunk and a reader's
@@ -71,11 +80,7 @@ func TestIdleTCPConnectionsHoldNoGoroutine(t *testing.T) {
 	// it was about 13 KB.
 	const maxHeapPerIdleConn = 2048
 	s, addr := serve(t, func(c *config.SIP) { c.TCPMaxConnections = n })
-	p := pollerOf(s)
-	for p == nil {
-		runtime.Gosched()
-		p = pollerOf(s)
-	}
+	p := servingPoller(t, s)
 	// A first connection made and closed: whatever the first one starts
 	// once (a reader, its buffers) is not counted per connection.
 	warm, err := net.Dial("tcp", addr)
@@ -142,11 +147,7 @@ func TestIdleTCPConnectionsHoldNoGoroutine(t *testing.T) {
 // connection closed and its chunk given back.
 func TestTCPIncompleteMessageBuffers(t *testing.T) {
 	s, addr := serve(t, func(c *config.SIP) { c.MaxMessageSize = 16384 })
-	p := pollerOf(s)
-	for p == nil {
-		runtime.Gosched()
-		p = pollerOf(s)
-	}
+	p := servingPoller(t, s)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -286,11 +287,7 @@ func TestUDPLargeDatagramReadWholeAndGivenBack(t *testing.T) {
 // answers; then the connection holds nothing.
 func TestTCPKeepAliveAndPipelining(t *testing.T) {
 	s, addr := serve(t, nil)
-	p := pollerOf(s)
-	for p == nil {
-		runtime.Gosched()
-		p = pollerOf(s)
-	}
+	p := servingPoller(t, s)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

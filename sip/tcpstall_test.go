@@ -26,15 +26,7 @@ import (
 // never reads an answer, its receive window shrunk to the least the
 // kernel allows.
 func nonReader(t *testing.T, addr string, name string, done <-chan struct{}, wg *sync.WaitGroup) {
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) {
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
-		})
-	}}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialSmallWindow(t, addr)
 	t.Cleanup(func() { c.Close() })
 	wg.Add(1)
 	go func() {
@@ -104,15 +96,7 @@ func TestTCPNonReadingPeersDoNotStallReaders(t *testing.T) {
 // than that and shorter than the configured 5 s.
 func TestTCPSlowReaderIsNotGivenUp(t *testing.T) {
 	s, addr, _ := serveAlerts(t, func(c *config.SIP) { c.TCPWriteTimeout = 5 })
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) {
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
-		})
-	}}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialSmallWindow(t, addr)
 	defer c.Close()
 	stop := make(chan struct{})
 	sent := make(chan struct{})
@@ -242,8 +226,7 @@ func TestTCPPollerPanicReleasesItsLock(t *testing.T) {
 			panic("injected: the tcp poller")
 		}
 	}})
-	var p *tcpPoller
-	within(t, 30*time.Second, "TCP served", func() bool { p = pollerOf(s); return p != nil })
+	p := servingPoller(t, s)
 	armed.Store(true)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -466,4 +449,20 @@ func pipelinedOptions(prefix string, n int) []byte {
 		b.WriteString(strings.ReplaceAll(optionsTCP, "%s", fmt.Sprintf("%s-%d", prefix, i)) + "Content-Length: 0\r\n\r\n")
 	}
 	return []byte(b.String())
+}
+
+// dialSmallWindow connects to addr with the receive window shrunk to the
+// least the kernel allows: a peer whose answers queue at once.
+func dialSmallWindow(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
+		})
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
