@@ -242,12 +242,15 @@ type script struct {
 	cur      Sample
 	frees    int
 	pageOuts int
+	// freesAtPageOut is how many collections had run at each page-out.
+	freesAtPageOut []int
 }
 
 func (s *script) pageOut() (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pageOuts++
+	s.freesAtPageOut = append(s.freesAtPageOut, s.frees)
 	return 4096, nil
 }
 
@@ -280,7 +283,7 @@ func (s *script) freed() int { s.mu.Lock(); defer s.mu.Unlock(); return s.frees 
 func runScavenger(t *testing.T, sc *script) (s *Scavenger, clk *clock.Fake, period func(f func()), stop func() int) {
 	clk = clock.NewFake(time.Unix(0, 0))
 	s = &Scavenger{Period: 10 * time.Second, MinFree: DefaultMinFree, QuietRate: DefaultQuietRate, IdleGarbage: DefaultIdleGarbage,
-		PageOutEvery: DefaultPageOutEvery, Clock: clk, Read: sc.read, Free: sc.free, PageOut: sc.pageOut}
+		IdleFree: DefaultIdleFree, PageOutEvery: DefaultPageOutEvery, Clock: clk, Read: sc.read, Free: sc.free, PageOut: sc.pageOut}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() { done <- s.Run(ctx) }()
@@ -388,6 +391,11 @@ func TestDecide(t *testing.T) {
 		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1<<20 + 128<<10}, Idle},
 		{1 << 20, 1 << 20, Sample{HeapLive: 1 << 20, HeapObjects: 3 << 20}, Keep}, // busy: the runtime's own pacing
 		{20 << 10, 20 << 10, Sample{HeapLive: 2 << 20, HeapObjects: 1 << 20}, Keep},
+		// quiet, with the free pages of the runtime's own collection
+		// (its forced one every 2 minutes) resident: given back
+		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1 << 20, HeapFree: 300 << 10}, Idle},
+		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1 << 20, HeapFree: 64 << 10}, Keep},
+		{1 << 20, 1 << 20, Sample{HeapLive: 1 << 20, HeapObjects: 1 << 20, HeapFree: 900 << 10}, Keep}, // busy
 	} {
 		if got := s.Decide(c.prevRate, c.rate, c.cur); got != c.want {
 			t.Errorf("Decide(%d, %d, %+v) = %v, want %v", c.prevRate, c.rate, c.cur, got, c.want)
@@ -409,10 +417,14 @@ func TestScavengerPagesOutCode(t *testing.T) {
 	}
 	waitTimer(t, clk)
 	s.Started()
-	waitFor(t, func() bool { return sc.pagedOut() == 1 }, "the page-out at start-up")
-	if n := sc.freed(); n != StartupCollections {
-		t.Errorf("collected %d times at start-up, want %d (with the page-out)", n, StartupCollections)
+	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+	sc.mu.Lock()
+	if sc.pageOuts != 1 || sc.freesAtPageOut[0] != 0 {
+		// the collector's code is faulted back by the collections
+		// after the page-out, not at the first idle collection
+		t.Errorf("start-up: %d page-outs, after %v collections; want one, before the collections", sc.pageOuts, sc.freesAtPageOut)
 	}
+	sc.mu.Unlock()
 	for range 12 { // two idle minutes
 		period(func() { sc.allocate(100 << 10) })
 	}

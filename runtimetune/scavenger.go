@@ -20,7 +20,10 @@ import (
 //     quiet): Free. During a steady load it leaves the pages alone, the
 //     load would only fault them back in.
 //   - Idle: the daemon is quiet (under QuietRate) and at least
-//     IdleGarbage bytes were allocated since the last collection: Free.
+//     IdleGarbage bytes were allocated since the last collection, or at
+//     least IdleFree bytes of free heap are resident (the runtime's own
+//     collection, forced every 2 minutes, keeps the pages it freed):
+//     Free.
 //     Without this rule nothing collects at idle for minutes: the heap
 //     grows to the runtime's minimum goal (4 MB x GOGC/100) at the idle
 //     daemon's ~20 KB/s, and those pages stay resident. With it, RssAnon
@@ -43,6 +46,7 @@ type Scavenger struct {
 	MinFree     uint64        // burst rule: free heap worth returning
 	QuietRate   uint64        // bytes a second under which the daemon is quiet
 	IdleGarbage uint64        // idle rule: heap allocated since the last collection worth collecting
+	IdleFree    uint64        // idle rule: free heap resident worth giving back
 	// PageOutEvery is the least time between two page-outs after loads
 	// (the start-up one excepted).
 	PageOutEvery time.Duration
@@ -68,7 +72,7 @@ type Scavenger struct {
 // NewScavenger is a scavenger on the runtime with the defaults.
 func NewScavenger(log *slog.Logger) *Scavenger {
 	return &Scavenger{Period: DefaultPeriod, MinFree: DefaultMinFree, QuietRate: DefaultQuietRate,
-		IdleGarbage: DefaultIdleGarbage, PageOutEvery: DefaultPageOutEvery, Clock: clock.Real{},
+		IdleGarbage: DefaultIdleGarbage, IdleFree: DefaultIdleFree, PageOutEvery: DefaultPageOutEvery, Clock: clock.Real{},
 		Read: ReadRuntime, Free: debug.FreeOSMemory, PageOut: NewCodePager().PageOut, Log: log}
 }
 
@@ -140,7 +144,7 @@ func (s *Scavenger) Decide(prevRate, rate uint64, cur Sample) Rule {
 	switch {
 	case cur.HeapFree >= s.MinFree && (rate*2 <= prevRate || quiet):
 		return Burst
-	case quiet && cur.Garbage() >= s.IdleGarbage:
+	case quiet && (cur.Garbage() >= s.IdleGarbage || cur.HeapFree >= s.IdleFree):
 		return Idle
 	}
 	return Keep
@@ -198,6 +202,9 @@ func (s *Scavenger) Run(ctx context.Context) int {
 			due := s.pending && s.pageOutDue(now, true)
 			startup := due && !s.pagedOut
 			s.mu.Unlock()
+			if due {
+				s.pageOut(now)
+			}
 			if startup {
 				// Start-up's garbage goes with its code. The runtime's
 				// first collections also set up its own structures
@@ -205,15 +212,16 @@ func (s *Scavenger) Run(ctx context.Context) int {
 				// cycles: metadata/other grows by 0.6-0.9 MB over the
 				// first three collections, then stays), so three are
 				// run now: that memory is in the idle baseline rather
-				// than a rise after it.
+				// than a rise after it. They run after the page-out:
+				// the collector's code is part of the idle daemon's
+				// (a collection at least every 2 minutes, the runtime's
+				// own rule), faulted back now rather than as a rise at
+				// the first idle collection.
 				for range StartupCollections {
 					s.Free()
 				}
 				freed++
 				prev, prevAt = s.Read(), now
-			}
-			if due {
-				s.pageOut(now)
 			}
 			continue
 		case <-t.C():

@@ -10,7 +10,7 @@
 #   60 s after,
 #   100,000 OPTIONS from 1,000 sources in 127.0.0.0/8 (scripts/optflood,
 #   10,000/s): at the end and 60 s after.
-# It prints two markdown tables, a row per point (MB unless named), then
+# It prints three markdown tables, a row per point (MB unless named), then
 # notes and the check of the issue's "back within base + 1 MB" (base: the
 # 256-phones row).
 #
@@ -25,7 +25,14 @@
 # to the vDSO: an anonymous mapping more than 64 GB below the vDSO is
 # counted as arena (64-bit address spaces; on 32-bit all goes to "runtime
 # other").
-# The second table is the runtime's own view (runtime/metrics), from the
+# The second table splits the executable's resident pages by ELF section
+# (scripts/coderes, from /proc/PID/pagemap): the code (.text), read-only
+# data (.rodata) and the tables the runtime reads to unwind stacks
+# (.gopclntab), with how many of each one's 64 KB blocks are touched: a
+# fault maps the whole 64 KB block around it (the kernel's fault-around),
+# so a section whose blocks are all touched is all resident however
+# little of it runs.
+# The third table is the runtime's own view (runtime/metrics), from the
 # health snapshot's memory section (phonebook.health status). The daemon
 # reads those figures at each evaluation only: every
 # health_check_interval (60 s as shipped) and on events (a condition
@@ -80,6 +87,7 @@ if [ -z "${FOOTPRINT_WORK:-}" ]; then
 	sync
 	go build -o "$work/ubus-broker" ./cmd/ubus-broker
 	go build -o "$work/optflood" ./scripts/optflood
+	go build -o "$work/coderes" ./scripts/coderes
 	echo "router build: $(stat -c %s "$work/phonebookd") bytes (amd64, nodbus, stripped); $(go version); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >&2
 	# the same script again, in a network namespace of its own
 	FOOTPRINT_WORK=$work unshare -n sh "$0" "$idle"
@@ -198,6 +206,11 @@ cat >"$proct" <<'HEAD'
 | point | t (s) | VmRSS | RssAnon | RssFile | Pss | Private_Dirty | VmHWM | threads | exe code | exe data+bss | Go arenas | runtime other | rest |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 HEAD
+codet=$work/code.md
+cat >"$codet" <<'HEAD'
+| point | .text | .rodata | .gopclntab |
+|---|---|---|---|
+HEAD
 rtt=$work/runtime.md
 cat >"$rtt" <<'HEAD'
 | point | snapshot age (s) | heap live | heap objects | stacks (KB) | Go total | goroutines |
@@ -216,6 +229,11 @@ sample() {
 	set -- "$1" $(bymapping)
 	printf '%s %s | %s | %s | %s | %s |\n' "$row" "$(mb "$2")" "$(mb "$3")" "$(mb "$4")" "$(mb "$5")" "$(mb "$6")" >>"$proct"
 	tail -1 "$proct" >&2
+	# the executable's resident pages by section (scripts/coderes):
+	# "MB resident, 64 KB blocks touched/in all"
+	"$work/coderes" "$daemon" "$bin" | tr ';' '\n' | awk -v p="$1" '
+		{ sub(/^ /, ""); cell[$1] = sprintf("%.2f, %s", $3 / 1024, $4) }
+		END { printf "| %s | %s | %s | %s |\n", p, cell[".text"], cell[".rodata"], cell[".gopclntab"] }' >>"$codet"
 	echo "$1 $rss" >>"$work/rss"
 	# the snapshot and its evaluation's time, read again if an
 	# evaluation came between the two reads
@@ -277,6 +295,10 @@ echo "settings: sip.max_bindings $maxb, health.health_check_interval $interval, 
 echo "/proc at the sample time (MB):"
 echo
 cat "$proct"
+echo
+echo "The executable's resident pages by section (MB resident, 64 KB fault-around blocks touched/in all; scripts/coderes):"
+echo
+cat "$codet"
 echo
 echo "The runtime (runtime/metrics) in the health snapshot, evaluated the given seconds before the sample (MB unless named):"
 echo
