@@ -73,6 +73,7 @@ func (tc *tcpConn) events() uint32 {
 	}
 	return pollEvents
 }
+
 // wakeID is the event data of the poller's own eventfd; connections are
 // numbered from 1.
 const wakeID = 0
