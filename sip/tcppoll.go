@@ -278,9 +278,10 @@ func (p *tcpPoller) park(tc *tcpConn, deadline time.Time) {
 // than sip.tcp_readers run (p.mu held).
 func (p *tcpPoller) enqueueLocked(tc *tcpConn) {
 	p.queue = append(p.queue, tc)
-	// A new reader whenever fewer run: those that run may be held by a
-	// handler writing to a slow peer. One that finds the queue empty
-	// ends at once.
+	// A new reader whenever fewer run: those that run may be busy with
+	// a burst of another peer's messages (never waiting for a peer: a
+	// write queues what the peer does not take). One that finds the
+	// queue empty ends at once.
 	if p.readers >= p.tcpReaders() {
 		return
 	}
@@ -564,16 +565,18 @@ func (p *tcpPoller) drop(tc *tcpConn) {
 }
 
 // release closes a connection no one else holds: out of the set, out of
-// the server's tables, its buffer back to the pool.
+// the server's tables, its buffer back to the pool, its write queue
+// released (after the close: a write that comes later fails, none
+// queues again).
 func (p *tcpPoller) release(tc *tcpConn) {
 	if tc.rc != nil {
 		p.ctl(tc, unix.EPOLL_CTL_DEL) // closing would remove it too; a closed one has nothing to remove
 	}
 	p.s.chunks.put(tc.pending)
 	tc.pending = nil
-	tc.releaseQueue()
 	p.s.dropConn(tc)
 	tc.c.Close()
+	tc.releaseQueue()
 }
 
 // readOnce reads what the socket holds into b without blocking: EAGAIN
