@@ -49,29 +49,25 @@ type tcpConn struct {
 
 	// dead: a write failed and the connection is given up (kill).
 	dead atomic.Bool
-	// onStall counts and logs a connection given up as stalled, writeTO
-	// is sip.tcp_write_timeout and queueBound the write queue's bound;
-	// set by addConn before the connection is shared, as are rc and poll.
-	onStall    func()
-	writeTO    func() time.Duration
-	queueBound func() int
-	// poll is the epoll set it waits in (nil: none, a test's).
+	// onStall counts and logs a connection given up as stalled, and
+	// writeTO is sip.tcp_write_timeout; set by addConn before the
+	// connection is shared, as are rc and poll.
+	onStall func()
+	writeTO func() time.Duration
+	// poll is the epoll set it waits in (nil: none, a test's; its
+	// server's sip.max_message_size sets the write queue's bound).
 	poll *tcpPoller
 
-	// The write queue (tcpwrite.go), under wmu: what the kernel has not
-	// taken yet, in order (nil when empty), when it last moved (bytes
-	// taken or acknowledged, or its start) and the bytes the peer had
-	// acknowledged then (TCP_INFO); the send callback and its results,
-	// made once per connection.
-	wmu        sync.Mutex
-	outq       []byte
-	progressAt time.Time
-	acked      uint64
-	sendFn     func(fd uintptr) bool
-	sendBuf    []byte
-	sendN      int
-	sendErr    error
-	// queued is len(outq) and stallAt when the queue is given up unless
+	// The write side (tcpwrite.go), under wmu: the write queue (nil
+	// when nothing waits), and the send callback and its results, made
+	// once per connection so that a write allocates nothing.
+	wmu      sync.Mutex
+	wq       *writeQueue
+	sendFn   func(fd uintptr) bool
+	sendBuf  []byte
+	sendN    int
+	sendErrn syscall.Errno
+	// queued is len(wq.b) and stallAt when the queue is given up unless
 	// it moves (nanoseconds after born, the connection's entry: a
 	// monotonic time); both readable without wmu, by the poller, which
 	// watches EPOLLOUT and sets the connection's deadline by them.
@@ -316,7 +312,6 @@ func (s *Server) addConn(tc *tcpConn) error {
 		s.logs.Log(slog.LevelWarn, "tcp-stalled", "sip: tcp peer does not read its answers; closed", "from", tc.remote.String())
 	}
 	tc.writeTO = func() time.Duration { return time.Duration(s.config().TCPWriteTimeout) * time.Second }
-	tc.queueBound = func() int { return tcpQueueMessages * s.config().MaxMessageSize }
 	s.tcpMu.Unlock()
 	if s.faults.pollAdd != nil {
 		err = s.faults.pollAdd(tc)

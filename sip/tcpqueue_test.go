@@ -84,8 +84,11 @@ func TestTCPStalledPeerDoesNotHoldUDP(t *testing.T) {
 	}
 	// The INVITEs the UDP reader forwarded wait in the stalled
 	// connection's queue, behind the answers.
+	var q string
 	tc.wmu.Lock()
-	q := string(tc.outq)
+	if tc.wq != nil {
+		q = string(tc.wq.b)
+	}
 	tc.wmu.Unlock()
 	if n := strings.Count(q, "INVITE sip:1002@"); n != 3 {
 		t.Errorf("%d forwarded INVITEs in the stalled connection's write queue (%d bytes), want 3", n, len(q))
@@ -120,7 +123,10 @@ func serverConnOf(t *testing.T, s *Server, c net.Conn) *tcpConn {
 func queueOf(tc *tcpConn) (n, capacity int) {
 	tc.wmu.Lock()
 	defer tc.wmu.Unlock()
-	return len(tc.outq), cap(tc.outq)
+	if tc.wq == nil {
+		return 0, 0
+	}
+	return len(tc.wq.b), cap(tc.wq.b)
 }
 
 // numbered is message i of writer w, n bytes long with its CRLF: the
@@ -332,7 +338,7 @@ func TestTCPWriteQueueStall(t *testing.T) {
 		for round := range 4 {
 			fake.Advance(1500 * time.Millisecond)
 			tc.wmu.Lock()
-			before := tc.acked
+			before := tc.wq.acked
 			tc.wmu.Unlock()
 			// The peer reads a little; the kernel sends more and the peer
 			// acknowledges it.

@@ -153,7 +153,7 @@ func queuedConns(s *Server) int {
 	n := 0
 	for _, tc := range conns {
 		tc.wmu.Lock()
-		if len(tc.outq) > 0 {
+		if tc.wq != nil && len(tc.wq.b) > 0 {
 			n++
 		}
 		tc.wmu.Unlock()

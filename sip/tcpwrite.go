@@ -46,12 +46,23 @@ var errQueueFull = errors.New("sip: tcp write queue full: the peer does not read
 // errStalled: the write queue did not move for sip.tcp_write_timeout.
 var errStalled = errors.New("sip: tcp write queue did not move for sip.tcp_write_timeout")
 
-// queueMax is the connection's write queue bound in bytes.
+// writeQueue is what waits for a peer, made when the kernel first leaves
+// bytes of a write and dropped once they have gone: the bytes, in order,
+// when the queue last moved (bytes taken or acknowledged, or its start)
+// and the bytes the peer had acknowledged then (TCP_INFO).
+type writeQueue struct {
+	b          []byte
+	progressAt time.Time
+	acked      uint64
+}
+
+// queueMax is the connection's write queue bound in bytes, read at each
+// write (a reload applies it).
 func (t *tcpConn) queueMax() int {
-	if t.queueBound == nil {
+	if t.poll == nil {
 		return defaultQueueMax
 	}
-	return t.queueBound()
+	return tcpQueueMessages * t.poll.s.config().MaxMessageSize
 }
 
 // now is the connection's clock (the real one unless a test set one).
@@ -100,7 +111,7 @@ func (t *tcpConn) enqueue(b []byte) (first bool, err error) {
 	if len(b) == 0 {
 		return false, nil
 	}
-	if len(t.outq) == 0 {
+	if t.wq == nil {
 		n, err := t.sendNow(b)
 		if err != nil {
 			return false, fmt.Errorf("sip: tcp write to %s: %w", t.remote, err)
@@ -110,22 +121,25 @@ func (t *tcpConn) enqueue(b []byte) (first bool, err error) {
 			return false, nil // the common case: nothing queued, nothing allocated
 		}
 		first = true
+		t.wq = &writeQueue{}
 		t.moved(t.now())
 	}
-	if len(t.outq)+len(b) > t.queueMax() {
+	limit := t.queueMax()
+	if len(t.wq.b)+len(b) > limit {
 		return false, errQueueFull
 	}
-	t.outq = appendBounded(t.outq, b, t.queueMax())
-	t.queued.Store(int64(len(t.outq)))
+	t.wq.b = appendBounded(t.wq.b, b, limit)
+	t.queued.Store(int64(len(t.wq.b)))
 	return first, nil
 }
 
 // moved notes that the write queue moved at now (bytes taken by the
 // kernel, or acknowledged by the peer; or the queue began): it is given
-// up if it does not move again within sip.tcp_write_timeout (wmu held).
+// up if it does not move again within sip.tcp_write_timeout (wmu held,
+// wq not nil).
 func (t *tcpConn) moved(now time.Time) {
-	t.progressAt = now
-	t.acked, _ = t.bytesAcked()
+	t.wq.progressAt = now
+	t.wq.acked, _ = t.bytesAcked()
 	t.stallAt.Store(int64(now.Add(t.writeTimeout()).Sub(t.born)))
 }
 
@@ -172,32 +186,33 @@ func (t *tcpConn) flushQueue(now time.Time) (bool, time.Time, error) {
 	if t.dead.Load() {
 		return false, time.Time{}, errDeadConn
 	}
-	if len(t.outq) == 0 {
+	q := t.wq
+	if q == nil {
 		return false, time.Time{}, nil
 	}
-	n, err := t.sendNow(t.outq)
+	n, err := t.sendNow(q.b)
 	if err != nil {
 		return false, time.Time{}, fmt.Errorf("sip: tcp write to %s: %w", t.remote, err)
 	}
-	if n == len(t.outq) {
+	if n == len(q.b) {
 		t.dropQueue() // drained: its storage goes
 		return false, time.Time{}, nil
 	}
-	t.outq = t.outq[n:]
-	t.queued.Store(int64(len(t.outq)))
+	q.b = q.b[n:]
+	t.queued.Store(int64(len(q.b)))
 	if n > 0 {
 		t.moved(now)
-	} else if a, ok := t.bytesAcked(); ok && a != t.acked {
+	} else if a, ok := t.bytesAcked(); ok && a != q.acked {
 		t.moved(now) // the peer reads: the kernel's buffer empties
-	} else if !now.Before(t.progressAt.Add(t.writeTimeout())) {
+	} else if !now.Before(q.progressAt.Add(t.writeTimeout())) {
 		return false, time.Time{}, errStalled
 	}
-	return true, t.progressAt.Add(t.writeTimeout()), nil
+	return true, q.progressAt.Add(t.writeTimeout()), nil
 }
 
 // dropQueue releases the write queue (wmu held).
 func (t *tcpConn) dropQueue() {
-	t.outq = nil
+	t.wq = nil
 	t.queued.Store(0)
 }
 
@@ -219,8 +234,15 @@ func (t *tcpConn) sendNow(b []byte) (int, error) {
 	if t.sendFn == nil {
 		t.sendFn = func(fd uintptr) bool {
 			for {
-				t.sendN, t.sendErr = unix.Write(int(fd), t.sendBuf)
-				if t.sendErr != unix.EINTR {
+				n, err := unix.Write(int(fd), t.sendBuf)
+				// Its error is an errno, kept as one: no interface
+				// in the connection.
+				e, _ := err.(syscall.Errno)
+				if err != nil && e == 0 {
+					e = unix.EIO // not expected of write(2)
+				}
+				t.sendN, t.sendErrn = max(n, 0), e
+				if e != unix.EINTR {
 					return true
 				}
 			}
@@ -228,16 +250,15 @@ func (t *tcpConn) sendNow(b []byte) (int, error) {
 	}
 	t.sendBuf = b
 	cerr := t.rc.Write(t.sendFn)
-	n, err := t.sendN, t.sendErr
-	t.sendBuf, t.sendN, t.sendErr = nil, 0, nil
-	if cerr != nil {
+	n, errn := t.sendN, t.sendErrn
+	t.sendBuf, t.sendN, t.sendErrn = nil, 0, 0
+	switch {
+	case cerr != nil:
 		return 0, cerr
-	}
-	if err == unix.EAGAIN {
+	case errn == unix.EAGAIN:
 		return 0, nil
-	}
-	if err != nil {
-		return 0, err
+	case errn != 0:
+		return 0, errn
 	}
 	return n, nil
 }
