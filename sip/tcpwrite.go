@@ -180,6 +180,8 @@ func (t *tcpConn) flush() (pending bool, stallAt time.Time, ok bool) {
 	return pending, stallAt, true
 }
 
+// flushQueue is flush's work, under wmu, at now: an error gives the
+// connection up.
 func (t *tcpConn) flushQueue(now time.Time) (bool, time.Time, error) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
