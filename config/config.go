@@ -96,9 +96,10 @@ type SIP struct {
 	// TCPReaders bounds the goroutines reading TCP connections at once
 	// (read at each hand-off: a reload applies it).
 	TCPReaders int
-	// TCPWriteTimeout is how long, in seconds, a write to a TCP peer may
-	// pass no byte before the connection is given up (a peer that does not
-	// read); a write that moves is allowed 4 times as long in all.
+	// TCPWriteTimeout is how long, in seconds, what waits in a TCP
+	// connection's write queue may pass without the peer taking a byte
+	// before the connection is given up (a peer that does not read); a
+	// peer that reads, however slowly, is kept. Writes never wait for it.
 	TCPWriteTimeout int
 }
 
@@ -223,7 +224,7 @@ func fields() []field {
 		{"sip", "tcp_max_connections", kInt, "64", 0, 4096, func(c *Config) any { return &c.SIP.TCPMaxConnections }, "SIP over TCP connections at once (0: no TCP); past it refused", nil},
 		{"sip", "tcp_idle_timeout", kInt, "120", 1, 86400, func(c *Config) any { return &c.SIP.TCPIdleTimeout }, "seconds a TCP connection may stay without a message", nil},
 		{"sip", "tcp_readers", kInt, "4", 1, 64, func(c *Config) any { return &c.SIP.TCPReaders }, "goroutines reading SIP over TCP connections at once; a reload applies it to the next hand-off", nil},
-		{"sip", "tcp_write_timeout", kInt, "2", 1, 60, func(c *Config) any { return &c.SIP.TCPWriteTimeout }, "seconds a write to a TCP peer may pass no byte before the connection is given up (4 times that in all for a write that moves)", nil},
+		{"sip", "tcp_write_timeout", kInt, "2", 1, 60, func(c *Config) any { return &c.SIP.TCPWriteTimeout }, "seconds what waits for a TCP peer may pass without the peer taking a byte before the connection is given up (a peer that reads, however slowly, is kept)", nil},
 		{"sip", "tcp_header_timeout", kInt, "10", 1, 300, func(c *Config) any { return &c.SIP.TCPHeaderTimeout }, "seconds a message's header may take to arrive over TCP", nil},
 
 		{"health", "enabled", kBool, "1", 0, 0, func(c *Config) any { return &c.Health.Enabled }, "software health monitoring on or off", nil},

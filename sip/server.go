@@ -54,7 +54,7 @@ const (
 	ShedReceiveQueue          // datagram the kernel dropped at a full receive queue (a flood)
 	ShedTxPerSource           // INVITE past sip.max_transactions_per_source: 503
 	ShedCallsPerSource        // new call past sip.max_calls_per_source: 503
-	ShedTCPStalled            // TCP connection whose peer read nothing of an answer in sip.tcp_write_timeout: closed
+	ShedTCPStalled            // TCP connection whose write queue took no byte in sip.tcp_write_timeout, or would pass its bound: closed
 	numShed
 )
 

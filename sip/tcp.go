@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aredn/phonebookd/health"
+	"github.com/aredn/phonebookd/internal/clock"
 	"github.com/aredn/phonebookd/supervisor"
 )
 
@@ -25,7 +26,6 @@ type tcpConn struct {
 	c      net.Conn
 	remote netip.AddrPort
 	local  netip.Addr
-	wmu    sync.Mutex
 	alias  netip.AddrPort // the Contact address last seen on it (tcpMu held)
 	// w is the worker serving it: its messages' CPU counts in main's
 	// cpu_pct (BeginCPU), as the UDP readers' threads do.
@@ -49,11 +49,33 @@ type tcpConn struct {
 
 	// dead: a write failed and the connection is given up (kill).
 	dead atomic.Bool
-	// onStall counts and logs a write that timed out, and writeTO is
-	// sip.tcp_write_timeout; set by addConn before the connection is
-	// shared.
+	// onStall counts and logs a connection given up as stalled, and
+	// writeTO is sip.tcp_write_timeout; set by addConn before the
+	// connection is shared, as are rc and poll.
 	onStall func()
 	writeTO func() time.Duration
+	// poll is the epoll set it waits in (nil: none, a test's; its
+	// server's sip.max_message_size sets the write queue's bound).
+	poll *tcpPoller
+
+	// The write side (tcpwrite.go), under wmu: the write queue (nil
+	// when nothing waits), and the send callback and its results, made
+	// once per connection so that a write allocates nothing.
+	wmu      sync.Mutex
+	wq       *writeQueue
+	sendFn   func(fd uintptr) bool
+	sendBuf  []byte
+	sendN    int
+	sendErrn syscall.Errno
+	// queued is len(wq.b) and stallAt when the queue is given up unless
+	// it moves (nanoseconds after born, the connection's entry: a
+	// monotonic time); both readable without wmu, by the poller, which
+	// watches EPOLLOUT and sets the connection's deadline by them.
+	queued  atomic.Int64
+	stallAt atomic.Int64
+	born    time.Time
+	// clk is the write queue's clock (nil: the real one; a test's fake).
+	clk clock.Clock
 }
 
 // dialTimeout bounds the making of a connection to a phone.
@@ -63,8 +85,9 @@ const dialTimeout = 2 * time.Second
 // writes fail at once.
 var errDeadConn = errors.New("sip: tcp connection given up after a failed write")
 
-// writeTimeout is sip.tcp_write_timeout, read at each write (a reload
-// applies it); 2 s when the connection was never entered (a test's).
+// writeTimeout is sip.tcp_write_timeout, read each time the write
+// queue moves (a reload applies it); 2 s when the connection was never
+// entered (a test's).
 func (t *tcpConn) writeTimeout() time.Duration {
 	if t.writeTO == nil {
 		return 2 * time.Second
@@ -72,83 +95,42 @@ func (t *tcpConn) writeTimeout() time.Duration {
 	return max(t.writeTO(), time.Second)
 }
 
-// write sends b. A write gives the connection up (kill) when it fails,
-// when nothing went through for sip.tcp_write_timeout (the peer does not
-// read), or when it is not done after 4 times that: a peer that never
-// reads holds the goroutine writing, often a TCP reader, once for that
-// long, never once per answer. Something went through when part of b
-// was written or the peer acknowledged bytes queued before it: a peer on
-// a radio link that drops for a moment, or one reading a backlog slowly,
-// is not given up while it reads.
-func (t *tcpConn) write(b []byte) error {
-	if t.dead.Load() {
-		return errDeadConn
-	}
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
-	if t.dead.Load() {
-		return errDeadConn
-	}
-	to := t.writeTimeout()
-	end := time.Now().Add(4 * to)
-	acked, _ := t.bytesAcked()
-	for {
-		dl := time.Now().Add(to)
-		if dl.After(end) {
-			dl = end
-		}
-		t.c.SetWriteDeadline(dl)
-		n, err := t.c.Write(b)
-		b = b[n:]
-		if err == nil {
-			return nil
-		}
-		if isTimeout(err) && time.Now().Before(end) {
-			now, ok := t.bytesAcked()
-			if n > 0 || ok && now != acked {
-				acked = now
-				continue
-			}
-		}
-		t.kill(isTimeout(err))
-		return err
-	}
-}
-
 // bytesAcked is how many bytes the peer has acknowledged on the
 // connection (TCP_INFO); false where the kernel does not say.
 func (t *tcpConn) bytesAcked() (uint64, bool) {
-	sc, ok := t.c.(syscall.Conn)
-	if !ok {
-		return 0, false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	if t.rc == nil {
 		return 0, false
 	}
 	var info *unix.TCPInfo
-	if rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || err != nil {
+	var err error
+	if t.rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || err != nil {
 		return 0, false
 	}
 	return info.Bytes_acked, true
 }
 
 // kill gives the connection up after a failed write: later writes fail
-// at once, what it had not sent is discarded (linger 0: a reset, not
-// kernel memory held for a peer that does not read), and its reading
-// side is shut, so that its reader, or the poller if it is parked (the
-// shutdown makes it readable), finds its end and drops it. A write that
-// timed out is counted as shed (sip.shed.tcp_stalled, "overload"); one
-// that failed because the peer closed is not.
+// at once, what it had not sent is discarded (its write queue released,
+// and linger 0: a reset, not kernel memory held for a peer that does not
+// read), and its reading side is shut, so that its reader, or the poller
+// if it is parked (the shutdown makes it readable, and it is watched for
+// input again), finds its end and drops it. A connection stalled (its
+// write queue full, or not moving for sip.tcp_write_timeout) is counted
+// as shed (sip.shed.tcp_stalled, "overload"); one whose write failed
+// because the peer closed is not. Called without wmu held.
 func (t *tcpConn) kill(stalled bool) {
 	if !t.dead.CompareAndSwap(false, true) {
 		return
 	}
+	t.releaseQueue()
 	if c, ok := t.c.(*net.TCPConn); ok {
 		c.SetLinger(0)
 		c.CloseRead()
-	} else {
+	} else if t.c != nil {
 		t.c.Close()
+	}
+	if t.poll != nil {
+		t.poll.rearm(t)
 	}
 	if stalled && t.onStall != nil {
 		t.onStall()
@@ -307,6 +289,10 @@ var errTCPLimit = errors.New("sip: at sip.tcp_max_connections")
 // poller's error when the connection cannot enter its set: only the
 // limit is a shed connection.
 func (s *Server) addConn(tc *tcpConn) error {
+	rc, err := rawConn(tc.c)
+	if err != nil {
+		return err
+	}
 	s.tcpMu.Lock()
 	sv := s.tcpServe
 	if !sv.open || sv.poll == nil {
@@ -317,6 +303,8 @@ func (s *Server) addConn(tc *tcpConn) error {
 		s.tcpMu.Unlock()
 		return errTCPLimit
 	}
+	// Set before it is shared: a writer finds it in the table.
+	tc.rc, tc.poll, tc.born = rc, sv.poll, tc.now()
 	s.tcpConns[tc.remote] = tc
 	tc.w = sv.w
 	tc.onStall = func() {
@@ -325,7 +313,6 @@ func (s *Server) addConn(tc *tcpConn) error {
 	}
 	tc.writeTO = func() time.Duration { return time.Duration(s.config().TCPWriteTimeout) * time.Second }
 	s.tcpMu.Unlock()
-	var err error
 	if s.faults.pollAdd != nil {
 		err = s.faults.pollAdd(tc)
 	}

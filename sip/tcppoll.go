@@ -25,14 +25,22 @@ import (
 // connection again. An idle connection costs its socket, its tcpConn and
 // its place in the set: no goroutine, no stack, no buffer (see buffers.go
 // for the one an incomplete message holds).
+//
+// Writes never block either (tcpwrite.go): what the kernel does not take
+// waits in the connection's bounded write queue. A connection with bytes
+// queued is parked watching EPOLLOUT instead of input (its requests wait
+// in the kernel until its answers have gone: TCP holds back a peer that
+// does not read), with the deadline at which its queue is given up
+// unless it moves (sip.tcp_write_timeout); a reader that takes it, on
+// either, flushes the queue first and reads only once it has drained.
+// The set watches EPOLLIN again when the queue is empty.
 
 // tcpReaders bounds the goroutines reading TCP connections at once
 // (sip.tcp_readers, read at each hand-off, so a reload applies it). A
-// reader is held only while a message is handled (an answer written to a
-// peer that does not read waits up to sip.tcp_write_timeout, once: the connection
-// is then given up), so two serve every connection of a router; the
-// default's third and fourth keep a slow peer or two from delaying the
-// others.
+// reader is held only while a message is handled, never by a peer that
+// does not read (an answer it does not take is queued on its
+// connection), so two serve every connection of a router; the default's
+// third and fourth keep a peer sending a burst from delaying the others.
 func (p *tcpPoller) tcpReaders() int { return max(p.s.config().TCPReaders, 1) }
 
 // maxReadsPerTurn bounds the reads a reader makes on one connection
@@ -49,6 +57,22 @@ const maxPollWait = time.Minute
 // reported). One-shot: a connection is handed to one reader at a time,
 // and the reader arms it again when it parks it.
 const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
+// pollOutEvents are the events a connection with bytes in its write queue
+// waits for: room in the socket's buffer, or an error or reset (EPOLLERR,
+// EPOLLHUP: the flush fails and gives it up). Not input, nor the peer's
+// half close (level-triggered, either would hand it to readers again and
+// again while its queue cannot move): those are read once it has drained.
+const pollOutEvents = unix.EPOLLOUT | unix.EPOLLONESHOT
+
+// events is what tc waits for: its write queue's room while bytes wait,
+// else input.
+func (tc *tcpConn) events() uint32 {
+	if tc.queued.Load() > 0 {
+		return pollOutEvents
+	}
+	return pollEvents
+}
 
 // wakeID is the event data of the poller's own eventfd; connections are
 // numbered from 1.
@@ -135,15 +159,9 @@ func (p *tcpPoller) stop() {
 // idle for sip.tcp_idle_timeout. It fails when the poller has stopped or
 // the connection has no descriptor to watch.
 func (p *tcpPoller) add(tc *tcpConn) error {
-	sc, ok := tc.c.(syscall.Conn)
-	if !ok {
+	if tc.rc == nil {
 		return errors.New("sip: tcp connection without a descriptor")
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("sip: tcp connection: %w", err)
-	}
-	tc.rc = rc
 	now := time.Now()
 	tc.lastActive = now
 	deadline := now.Add(p.idleTimeout())
@@ -167,10 +185,42 @@ func (p *tcpPoller) add(tc *tcpConn) error {
 		return fmt.Errorf("sip: tcp connection into the epoll set: %w", err)
 	}
 	p.conns[tc.id] = tc
-	tc.parked, tc.deadline = true, deadline
-	p.noteDeadlineLocked(deadline)
+	tc.parked, tc.deadline = true, tc.parkDeadline(deadline)
+	p.noteDeadlineLocked(tc.deadline)
 	p.mu.Unlock()
 	return nil
+}
+
+// parkDeadline is when a parked connection is handed to a reader if no
+// event comes: the reader's deadline (idle or header timeout), or sooner
+// when bytes wait in its write queue, at which time the queue is given up
+// unless it moved.
+func (tc *tcpConn) parkDeadline(deadline time.Time) time.Time {
+	if tc.queued.Load() > 0 {
+		if sa := tc.stallDeadline(); sa.Before(deadline) {
+			return sa
+		}
+	}
+	return deadline
+}
+
+// rearm applies a change of tc's write queue (its first bytes queued, or
+// released by kill) to a parked connection: the events it waits for and
+// its deadline. One held by a reader gets both when it is parked (park
+// reads the queue under p.mu, after the change).
+func (p *tcpPoller) rearm(tc *tcpConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped || !tc.parked || p.conns[tc.id] != tc {
+		return
+	}
+	if d := tc.parkDeadline(tc.deadline); d.Before(tc.deadline) {
+		tc.deadline = d
+		p.noteDeadlineLocked(d)
+	}
+	// A failure: the connection closed (the worker stops); stop
+	// releases it.
+	p.ctl(tc, unix.EPOLL_CTL_MOD)
 }
 
 // noteDeadlineLocked makes the poller look for timed-out connections by
@@ -193,7 +243,7 @@ func (p *tcpPoller) idleTimeout() time.Duration {
 func (p *tcpPoller) ctl(tc *tcpConn, op int) error {
 	var err error
 	cerr := tc.rc.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: pollEvents, Fd: tc.id}
+		ev := unix.EpollEvent{Events: tc.events(), Fd: tc.id}
 		err = unix.EpollCtl(p.epfd, op, int(fd), &ev)
 	})
 	if cerr != nil {
@@ -203,21 +253,23 @@ func (p *tcpPoller) ctl(tc *tcpConn, op int) error {
 }
 
 // park marks a connection as waiting, with the deadline at which it is
-// handed to a reader even if nothing arrives, and arms its event (a
-// one-shot event fired when it was taken). The caller, its reader, owns
-// the connection until then and must not touch it after.
+// handed to a reader even if nothing arrives (sooner while bytes wait in
+// its write queue: parkDeadline), and arms its events (a one-shot event
+// fired when it was taken): input, or room for its write queue. The
+// caller, its reader, owns the connection until then and must not touch
+// it after.
 func (p *tcpPoller) park(tc *tcpConn, deadline time.Time) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.stopped {
-		p.mu.Unlock()
 		return // stop closes it
 	}
-	tc.parked, tc.deadline = true, deadline
-	p.noteDeadlineLocked(deadline)
-	p.mu.Unlock()
-	// Armed after it is marked parked: its event finds it parked. A
-	// failure is a connection closed under its reader (the worker
-	// stops): its deadline hands it to a reader, whose read fails and
+	tc.parked, tc.deadline = true, tc.parkDeadline(deadline)
+	p.noteDeadlineLocked(tc.deadline)
+	// Armed under p.mu, as rearm does: the events armed last follow the
+	// write queue as it is now, and its event finds it parked. A failure
+	// is a connection closed under its reader (the worker stops): its
+	// deadline hands it to a reader, whose flush or read fails and
 	// closes it; stop does at the latest.
 	p.ctl(tc, unix.EPOLL_CTL_MOD)
 }
@@ -226,9 +278,10 @@ func (p *tcpPoller) park(tc *tcpConn, deadline time.Time) {
 // than sip.tcp_readers run (p.mu held).
 func (p *tcpPoller) enqueueLocked(tc *tcpConn) {
 	p.queue = append(p.queue, tc)
-	// A new reader whenever fewer run: those that run may be held by a
-	// handler writing to a slow peer. One that finds the queue empty
-	// ends at once.
+	// A new reader whenever fewer run: those that run may be busy with
+	// a burst of another peer's messages (never waiting for a peer: a
+	// write queues what the peer does not take). One that finds the
+	// queue empty ends at once.
 	if p.readers >= p.tcpReaders() {
 		return
 	}
@@ -394,6 +447,18 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 			p.drop(tc)
 		}
 	}()
+	// Its write queue first: its requests are read once their answers
+	// have gone. A queue that has not moved for sip.tcp_write_timeout
+	// gives it up here (kill), at the deadline park set.
+	pending, stallAt, ok := tc.flush()
+	if !ok {
+		return
+	}
+	if pending {
+		parked = true
+		p.park(tc, stallAt)
+		return
+	}
 	cfg := s.config()
 	idle := time.Duration(cfg.TCPIdleTimeout) * time.Second
 	headerTimeout := time.Duration(cfg.TCPHeaderTimeout) * time.Second
@@ -443,6 +508,13 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 			tc.msgStart = now // the next message began with this read
 		}
 		tc.pending = s.keepRest(buf, scratch, rest)
+		if tc.queued.Load() > 0 {
+			// The peer does not take its answers as fast as it sends:
+			// what else it sent waits in the kernel (parked watching
+			// EPOLLOUT) until they have gone, so that its queue holds
+			// the answers to one read at most.
+			break
+		}
 	}
 	now := time.Now()
 	if !tc.msgStart.IsZero() {
@@ -493,7 +565,9 @@ func (p *tcpPoller) drop(tc *tcpConn) {
 }
 
 // release closes a connection no one else holds: out of the set, out of
-// the server's tables, its buffer back to the pool.
+// the server's tables, its buffer back to the pool, its write queue
+// released (after the close: a write that comes later fails, none
+// queues again).
 func (p *tcpPoller) release(tc *tcpConn) {
 	if tc.rc != nil {
 		p.ctl(tc, unix.EPOLL_CTL_DEL) // closing would remove it too; a closed one has nothing to remove
@@ -502,6 +576,7 @@ func (p *tcpPoller) release(tc *tcpConn) {
 	tc.pending = nil
 	p.s.dropConn(tc)
 	tc.c.Close()
+	tc.releaseQueue()
 }
 
 // readOnce reads what the socket holds into b without blocking: EAGAIN

@@ -50,10 +50,12 @@ func nonReader(t *testing.T, addr string, name string, done <-chan struct{}, wg 
 // readers flood pipelined requests and never read the answers. Before,
 // each answer waited writeTimeout in the reader that wrote it, so every
 // reader stayed held and no other TCP phone was served, with nothing
-// counted. Now a write that times out gives the connection up: a fifth,
-// well-behaved TCP client gets its OPTIONS and REGISTER answered, and
-// each non-reading peer is counted once in sip.shed.tcp_stalled, which
-// raises "overload".
+// counted. Now an answer the peer does not take waits in its write
+// queue (no reader is held), its requests are no longer read, and a
+// queue that does not move for sip.tcp_write_timeout gives the
+// connection up: a fifth, well-behaved TCP client gets its OPTIONS and
+// REGISTER answered, and each non-reading peer is counted once in
+// sip.shed.tcp_stalled, which raises "overload".
 func TestTCPNonReadingPeersDoNotStallReaders(t *testing.T) {
 	s, addr, al := serveAlerts(t, func(c *config.SIP) { c.TCPWriteTimeout = 1 })
 	readers := s.config().TCPReaders
@@ -63,10 +65,10 @@ func TestTCPNonReadingPeersDoNotStallReaders(t *testing.T) {
 	for i := range readers {
 		nonReader(t, addr, fmt.Sprintf("flood%d", i), done, &wg)
 	}
-	// Every reader is held writing to a flooding peer (before: for good),
-	// or the peers that held one were given up (now).
-	within(t, 60*time.Second, "every reader held by a non-reading peer", func() bool {
-		return writersBlocked()+int(s.Status().Shed.TCPStalled) >= readers
+	// Every flooding peer has answers waiting on its connection, or was
+	// given up for it (before: a reader held writing to each).
+	within(t, 60*time.Second, "every non-reading peer's answers waiting", func() bool {
+		return queuedConns(s)+int(s.Status().Shed.TCPStalled) >= readers
 	})
 	ua := newTCPUA(t, addr)
 	ua.c.Write([]byte(strings.ReplaceAll(optionsTCP, "%s", "good") + "Content-Length: 0\r\n\r\n"))
@@ -115,8 +117,9 @@ func TestTCPSlowReaderIsNotGivenUp(t *testing.T) {
 			}
 		}
 	}()
-	// The answers fill the socket buffers: a reader waits in its write.
-	within(t, 60*time.Second, "a write to the paused peer waiting", func() bool { return writersBlocked() > 0 })
+	// The answers fill the socket buffers: some wait in its write queue
+	// (before: a reader waited in its write).
+	within(t, 60*time.Second, "answers to the paused peer waiting", func() bool { return queuedConns(s) > 0 })
 	close(stop)
 	<-sent
 	time.Sleep(3 * time.Second) // the peer's link is down
@@ -138,16 +141,22 @@ func TestTCPSlowReaderIsNotGivenUp(t *testing.T) {
 	}
 }
 
-// writersBlocked counts the goroutines waiting in a TCP connection's
-// write.
-func writersBlocked() int {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
+// queuedConns counts s's TCP connections with bytes in their write
+// queue (read under each one's lock).
+func queuedConns(s *Server) int {
+	s.tcpMu.Lock()
+	conns := make([]*tcpConn, 0, len(s.tcpConns))
+	for _, tc := range s.tcpConns {
+		conns = append(conns, tc)
+	}
+	s.tcpMu.Unlock()
 	n := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "sip.(*tcpConn).write(") && strings.Contains(g, "internal/poll.(*pollDesc).wait") {
+	for _, tc := range conns {
+		tc.wmu.Lock()
+		if tc.wq != nil && len(tc.wq.b) > 0 {
 			n++
 		}
+		tc.wmu.Unlock()
 	}
 	return n
 }
