@@ -468,6 +468,28 @@ func TestScavengerPagesOutCode(t *testing.T) {
 	stop()
 }
 
+// TestStartupCollectionsWithoutPageOut: with code_pageout 0 the code
+// stays, but start-up still ends with its collections (before, they
+// came only with the start-up page-out, so they never ran).
+func TestStartupCollectionsWithoutPageOut(t *testing.T) {
+	sc := &script{cur: Sample{HeapLive: 400 << 10, HeapObjects: 400 << 10}}
+	s, clk, period, stop := runScavenger(t, sc)
+	waitTimer(t, clk)
+	s.Set(10*time.Second, false)
+	waitTimer(t, clk)
+	s.Started()
+	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+	for range 6 {
+		period(nil)
+	}
+	if n := sc.pagedOut(); n != 0 {
+		t.Errorf("paged out %d times with code_pageout 0", n)
+	}
+	if n := stop(); n != 1 {
+		t.Errorf("start-up counted %d times as freed, want once", n)
+	}
+}
+
 // TestScavengerSetPeriod: a new scavenge_interval takes effect at once,
 // not after the old (long) period.
 func TestScavengerSetPeriod(t *testing.T) {

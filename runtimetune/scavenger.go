@@ -30,8 +30,8 @@ import (
 //     stays within about IdleGarbage plus a period's allocations of the
 //     live heap; the cost is a collection of a sub-megabyte heap every
 //     few periods.
-//   - Start-up: once start-up is done (Started), Free (StartupCollections
-//     times), then PageOut.
+//   - Start-up: once start-up is done (Started), PageOut (unless
+//     code_pageout is 0), then Free (StartupCollections times).
 //   - Code: PageOut again once the daemon is quiet after a load (a
 //     period at or over QuietRate), at most every PageOutEvery (the
 //     start-up page-out aside: the phones registering after a start are
@@ -64,7 +64,7 @@ type Scavenger struct {
 	started    bool      // Started was called
 	pending    bool      // a page-out is asked for (start-up, code_pageout turned on)
 	owed       bool      // a load fell since the last page-out
-	pagedOut   bool      // a page-out was done (start-up's, or any since)
+	collected  bool      // the start-up collections were run
 	loadPaged  bool      // a page-out after a load was done
 	lastLoad   time.Time // when the last page-out after a load was
 }
@@ -166,7 +166,7 @@ func (s *Scavenger) pageOut(now time.Time) {
 	if !s.pending {
 		s.loadPaged, s.lastLoad = true, now
 	}
-	s.pending, s.owed, s.pagedOut = false, false, true
+	s.pending, s.owed = false, false
 	s.mu.Unlock()
 	n, err := s.PageOut()
 	if s.Log == nil {
@@ -200,7 +200,10 @@ func (s *Scavenger) Run(ctx context.Context) int {
 			now := s.Clock.Now()
 			s.mu.Lock()
 			due := s.pending && s.pageOutDue(now, true)
-			startup := due && !s.pagedOut
+			// The start-up collections run once start-up is done,
+			// whether or not the code is paged out (code_pageout 0).
+			startup := s.started && !s.collected
+			s.collected = s.collected || startup
 			s.mu.Unlock()
 			if due {
 				s.pageOut(now)
