@@ -208,8 +208,14 @@ func (t *tcpConn) flushQueue(now time.Time) (bool, time.Time, error) {
 		t.moved(now) // the peer reads: the kernel's buffer empties
 	} else if !now.Before(q.progressAt.Add(t.writeTimeout())) {
 		return false, time.Time{}, errStalled
+	} else {
+		// Not moved, within the timeout as it is now: the deadline the
+		// poller parks it by follows a reload that raised it (else it
+		// stays the old one, passed, and the poller hands the
+		// connection back at once, again and again).
+		t.stallAt.Store(int64(q.progressAt.Add(t.writeTimeout()).Sub(t.born)))
 	}
-	return true, q.progressAt.Add(t.writeTimeout()), nil
+	return true, t.stallDeadline(), nil
 }
 
 // dropQueue releases the write queue (wmu held).
