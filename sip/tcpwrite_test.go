@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,5 +34,52 @@ func TestTCPWriteTimeoutRaisedWhileQueued(t *testing.T) {
 	// What the poller parks it by (turn parks it at stallAt).
 	if d := tc.parkDeadline(stallAt); !d.After(fake.Now()) {
 		t.Errorf("parked until born+%v, now is born+%v: handed back to a reader at once (a spin)", d.Sub(tc.born), fake.Now().Sub(tc.born))
+	}
+}
+
+// TestTCPWriteQueueFullTriesTheSocketFirst: a queue at its bound whose
+// peer has read since (the socket has room) but which no reader has
+// flushed yet (the readers are busy, or the EPOLLOUT event has not come
+// in). A write that would pass the bound first gives the kernel what
+// waits; the peer reads, so it is kept: the write queues, nothing is
+// counted as stalled. Before, the write past the bound gave the
+// connection up and counted it in sip.shed.tcp_stalled although the
+// socket took bytes at once.
+func TestTCPWriteQueueFullTriesTheSocketFirst(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1_800_000_000, 0))
+	c, tc, stalls := queuedPair(t, fake)
+	const size = 500
+	bound := tc.queueMax()
+	for i := 1_000_000; tc.queued.Load()+size <= int64(bound); i++ {
+		if err := tc.write(numbered(0, i, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The peer reads what reached it, until nothing more comes: the
+	// server's kernel has sent it all, its send buffer is empty.
+	buf := make([]byte, 4096)
+	got := 0
+	for {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err := c.Read(buf)
+		got += n
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				break
+			}
+			t.Fatal(err)
+		}
+	}
+	if got == 0 {
+		t.Fatal("the peer read nothing")
+	}
+	if err := tc.write(numbered(1, 0, size)); err != nil {
+		t.Fatalf("a write past the bound of a queue the socket could take (the peer read %d B): %v", got, err)
+	}
+	if n := stalls.Load(); n != 0 || tc.dead.Load() {
+		t.Errorf("%d stalls counted, given up %v, for a peer that reads; want 0, kept", n, tc.dead.Load())
+	}
+	if q := tc.queued.Load(); q > int64(bound) {
+		t.Errorf("%d B queued, bound %d", q, bound)
 	}
 }
