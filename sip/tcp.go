@@ -81,6 +81,20 @@ type tcpConn struct {
 // dialTimeout bounds the making of a connection to a phone.
 const dialTimeout = 2 * time.Second
 
+// tcpSendBuffer is the kernel's send buffer on every SIP TCP connection,
+// accepted or dialled (SO_SNDBUF, set in addConn; Linux doubles it for
+// its bookkeeping: 64 KB of kernel memory). Left to itself the kernel
+// grows it for a peer that does not read (autotuning, up to tcp_wmem's
+// 4 MB; 1.6 MB was seen on loopback) before a byte waits in the write
+// queue, whose bound and stall rule apply only after that: 64
+// connections could hold more than a 64 MB router has. 32 KB is 4 of
+// the largest messages at the default sip.max_message_size, as the write
+// queue holds: SIP sends a few messages at a time on a connection, and
+// 32 KB in flight on a mesh link of 200 ms round trip is 160 KB/s, far
+// more than signalling needs. A larger message is sent in parts, the
+// rest waiting in the write queue.
+const tcpSendBuffer = 32 << 10
+
 // errDeadConn: the connection was given up after a write failed; later
 // writes fail at once.
 var errDeadConn = errors.New("sip: tcp connection given up after a failed write")
@@ -293,6 +307,9 @@ func (s *Server) addConn(tc *tcpConn) error {
 	if err != nil {
 		return err
 	}
+	if err := setSendBuffer(rc); err != nil {
+		return err
+	}
 	s.tcpMu.Lock()
 	sv := s.tcpServe
 	if !sv.open || sv.poll == nil {
@@ -322,6 +339,21 @@ func (s *Server) addConn(tc *tcpConn) error {
 	if err != nil {
 		s.dropConn(tc)
 		return err
+	}
+	return nil
+}
+
+// setSendBuffer bounds a connection's kernel send buffer to
+// tcpSendBuffer.
+func setSendBuffer(rc syscall.RawConn) error {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, tcpSendBuffer)
+	}); cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sip: tcp send buffer: %w", err)
 	}
 	return nil
 }

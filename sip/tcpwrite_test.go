@@ -1,10 +1,14 @@
 package sip
 
 import (
+	"context"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/aredn/phonebookd/internal/clock"
 )
@@ -81,5 +85,54 @@ func TestTCPWriteQueueFullTriesTheSocketFirst(t *testing.T) {
 	}
 	if q := tc.queued.Load(); q > int64(bound) {
 		t.Errorf("%d B queued, bound %d", q, bound)
+	}
+}
+
+// sendBufferOf is the kernel's send buffer on tc (SO_SNDBUF as getsockopt
+// reports it: twice what was set, on Linux).
+func sendBufferOf(t *testing.T, tc *tcpConn) int {
+	t.Helper()
+	var n int
+	var err error
+	if cerr := tc.rc.Control(func(fd uintptr) { n, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) }); cerr != nil || err != nil {
+		t.Fatal(cerr, err)
+	}
+	return n
+}
+
+// TestTCPSendBufferBounded: the kernel's send buffer on an accepted and
+// on a dialled SIP connection is tcpSendBuffer (Linux reports it
+// doubled), not the kernel's default that autotuning grows to megabytes
+// for a peer that does not read before anything waits in the write
+// queue.
+func TestTCPSendBufferBounded(t *testing.T) {
+	s, addr, _ := serveAlerts(t, nil)
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n := sendBufferOf(t, serverConnOf(t, s, c)); n != 2*tcpSendBuffer {
+		t.Errorf("accepted connection: SO_SNDBUF %d, want %d", n, 2*tcpSendBuffer)
+	}
+
+	phone, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	go func() {
+		if pc, err := phone.Accept(); err == nil {
+			t.Cleanup(func() { pc.Close() })
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tc, err := s.dialTCP(ctx, netip.MustParseAddrPort(phone.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := sendBufferOf(t, tc); n != 2*tcpSendBuffer {
+		t.Errorf("dialled connection: SO_SNDBUF %d, want %d", n, 2*tcpSendBuffer)
 	}
 }
