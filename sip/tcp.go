@@ -541,7 +541,11 @@ func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte
 				return nil, handled, false
 			}
 			if bytes.HasPrefix(buf, []byte("\r\n\r\n")) {
-				tc.write([]byte("\r\n"))
+				// In the reader's own buffer, free between messages: a
+				// literal would be a new slice per keep-alive (write
+				// keeps its argument for the send callback).
+				r.out = append(r.out[:0], "\r\n"...)
+				tc.write(r.out)
 				buf = buf[4:]
 				continue
 			}
