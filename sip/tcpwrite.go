@@ -113,8 +113,9 @@ func (t *tcpConn) enqueue(b []byte) (first bool, err error) {
 	if len(b) == 0 {
 		return false, nil
 	}
-	limit := t.queueMax()
-	if t.wq != nil && len(t.wq.b)+len(b) > limit {
+	// queueMax reads the settings (a lock): only once bytes wait, not
+	// on the straight-through path.
+	if t.wq != nil && len(t.wq.b)+len(b) > t.queueMax() {
 		// Past the bound unless the socket has room the poller has not
 		// used yet (the peer read; no reader has flushed since): the
 		// kernel gets what waits first, and a peer that reads is kept.
@@ -135,6 +136,7 @@ func (t *tcpConn) enqueue(b []byte) (first bool, err error) {
 		t.wq = &writeQueue{}
 		t.moved(t.now())
 	}
+	limit := t.queueMax()
 	if len(t.wq.b)+len(b) > limit {
 		return false, errQueueFull
 	}
