@@ -184,3 +184,47 @@ func TestTCPKeepAliveAnswerAllocatesNothing(t *testing.T) {
 		t.Errorf("%v allocations per keep-alive answered, want 0", allocs)
 	}
 }
+
+// TestTCPQueueOnIdleConnectionFlushedWhenWritable: a write queues on a
+// connection parked for input (idle: nothing comes from the peer) and
+// the peer then reads. The write arms EPOLLOUT on the parked connection,
+// so the queue is flushed as the peer reads, with no input from it and
+// long before sip.tcp_write_timeout (60 s here) would hand it to a
+// reader. Without that arming the queue would wait for the timeout.
+func TestTCPQueueOnIdleConnectionFlushedWhenWritable(t *testing.T) {
+	s, addr, _ := serveAlerts(t, func(c *config.SIP) { c.TCPWriteTimeout = 60 })
+	c := dialSmallWindow(t, addr)
+	defer c.Close()
+	tc := serverConnOf(t, s, c)
+	smallSendBuffer(t, tc)
+	p := servingPoller(t, s)
+	within(t, 30*time.Second, "the connection parked for input", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return tc.parked
+	})
+	sent := 0
+	for i := 0; tc.queued.Load() == 0; i++ {
+		if i == 100000 {
+			t.Fatal("the kernel took every write of a peer that reads nothing")
+		}
+		if err := tc.write(numbered(0, i, 500)); err != nil {
+			t.Fatal(err)
+		}
+		sent += 500
+	}
+	// The peer reads everything; the last message is due within the
+	// read deadline (well under the 60 s stall timeout).
+	got := 0
+	buf := make([]byte, 4096)
+	for got < sent {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d of %d B: %v (queued %d B: not flushed while the peer reads)", got, sent, err, tc.queued.Load())
+		}
+		got += n
+	}
+	// The flush that sent the last bytes releases the queue after them.
+	within(t, 30*time.Second, "the queue released", func() bool { n, capacity := queueOf(tc); return n == 0 && capacity == 0 })
+}
