@@ -81,6 +81,20 @@ type tcpConn struct {
 // dialTimeout bounds the making of a connection to a phone.
 const dialTimeout = 2 * time.Second
 
+// tcpSendBuffer is the kernel's send buffer on every SIP TCP connection,
+// accepted or dialled (SO_SNDBUF, set in addConn; Linux doubles it for
+// its bookkeeping: 64 KB of kernel memory). Left to itself the kernel
+// grows it for a peer that does not read (autotuning, up to tcp_wmem's
+// 4 MB; 1.6 MB was seen on loopback) before a byte waits in the write
+// queue, whose bound and stall rule apply only after that: 64
+// connections could hold more than a 64 MB router has. 32 KB is 4 of
+// the largest messages at the default sip.max_message_size, as the write
+// queue holds: SIP sends a few messages at a time on a connection, and
+// 32 KB in flight on a mesh link of 200 ms round trip is 160 KB/s, far
+// more than signalling needs. A larger message is sent in parts, the
+// rest waiting in the write queue.
+const tcpSendBuffer = 32 << 10
+
 // errDeadConn: the connection was given up after a write failed; later
 // writes fail at once.
 var errDeadConn = errors.New("sip: tcp connection given up after a failed write")
@@ -283,25 +297,46 @@ func (s *Server) closeTCP() {
 // errTCPLimit: sip.tcp_max_connections connections are open.
 var errTCPLimit = errors.New("sip: at sip.tcp_max_connections")
 
+// errFlowOpen: a connection dialled to a phone found one to its address
+// entered meanwhile (requests for it dialled at the same time).
+var errFlowOpen = errors.New("sip: a connection to the address is open already")
+
 // addConn enters a connection and starts serving it (parked in the
-// poller's epoll set: no goroutine of its own). It fails with errNoTCP
-// when TCP is stopped, errTCPLimit at sip.tcp_max_connections, or the
-// poller's error when the connection cannot enter its set: only the
-// limit is a shed connection.
-func (s *Server) addConn(tc *tcpConn) error {
+// poller's epoll set: no goroutine of its own) and returns the
+// connection that serves. It fails with errNoTCP when TCP is stopped,
+// errTCPLimit at sip.tcp_max_connections, or the poller's error when the
+// connection cannot enter its set: only the limit is a shed connection.
+// A connection dialled (to a phone) to an address that one open already
+// goes to or is aliased to is not entered: errFlowOpen, with the open
+// one, so that each connection served is in the table and counted
+// against sip.tcp_max_connections (the table holds one per address).
+func (s *Server) addConn(tc *tcpConn, dialled bool) (*tcpConn, error) {
 	rc, err := rawConn(tc.c)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if err := setSendBuffer(rc); err != nil {
+		return nil, err
 	}
 	s.tcpMu.Lock()
 	sv := s.tcpServe
 	if !sv.open || sv.poll == nil {
 		s.tcpMu.Unlock()
-		return errNoTCP
+		return nil, errNoTCP
+	}
+	if dialled {
+		old := s.tcpConns[tc.remote]
+		if old == nil {
+			old = s.tcpAlias[tc.remote]
+		}
+		if old != nil {
+			s.tcpMu.Unlock()
+			return old, errFlowOpen
+		}
 	}
 	if len(s.tcpConns) >= s.config().TCPMaxConnections {
 		s.tcpMu.Unlock()
-		return errTCPLimit
+		return nil, errTCPLimit
 	}
 	// Set before it is shared: a writer finds it in the table.
 	tc.rc, tc.poll, tc.born = rc, sv.poll, tc.now()
@@ -321,7 +356,22 @@ func (s *Server) addConn(tc *tcpConn) error {
 	}
 	if err != nil {
 		s.dropConn(tc)
-		return err
+		return nil, err
+	}
+	return tc, nil
+}
+
+// setSendBuffer bounds a connection's kernel send buffer to
+// tcpSendBuffer.
+func setSendBuffer(rc syscall.RawConn) error {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, tcpSendBuffer)
+	}); cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sip: tcp send buffer: %w", err)
 	}
 	return nil
 }
@@ -375,7 +425,14 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 	}
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	tc := &tcpConn{c: c, remote: addr, local: local}
-	if err := s.addConn(tc); err != nil {
+	served, err := s.addConn(tc, true)
+	if errors.Is(err, errFlowOpen) {
+		// Another request for the phone dialled it at the same time and
+		// entered its connection first: that one serves, this one goes.
+		c.Close()
+		return served, nil
+	}
+	if err != nil {
 		// Counted before it is closed: a peer that sees the close and
 		// reads the status finds it counted.
 		s.notServed(tc, err)
@@ -477,7 +534,7 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		tc := &tcpConn{c: c, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), local: local}
-		if err := s.addConn(tc); err != nil {
+		if _, err := s.addConn(tc, false); err != nil {
 			s.notServed(tc, err) // counted before the peer sees the close
 			c.Close()
 		}
@@ -509,7 +566,11 @@ func (s *Server) frame(r *reader, tc *tcpConn, buf []byte, max int) (rest []byte
 				return nil, handled, false
 			}
 			if bytes.HasPrefix(buf, []byte("\r\n\r\n")) {
-				tc.write([]byte("\r\n"))
+				// In the reader's own buffer, free between messages: a
+				// literal would be a new slice per keep-alive (write
+				// keeps its argument for the send callback).
+				r.out = append(r.out[:0], "\r\n"...)
+				tc.write(r.out)
 				buf = buf[4:]
 				continue
 			}

@@ -78,7 +78,9 @@ func (t *tcpConn) now() time.Time {
 // reuse on return), which the poller flushes when the socket is
 // writable. A write fails, and gives the connection up (kill), when the
 // socket has failed (the peer reset it) or when the queue would pass its
-// bound: then it is counted as stalled (sip.shed.tcp_stalled,
+// bound even after the kernel took what it could of it (the socket may
+// have room no reader has flushed into yet): then it is counted as
+// stalled (sip.shed.tcp_stalled,
 // "overload"), as a queue that does not move is (flush). A write to a
 // connection given up fails at once (errDeadConn). Writes from several
 // goroutines keep their order on the connection: each is whole before
@@ -110,6 +112,16 @@ func (t *tcpConn) enqueue(b []byte) (first bool, err error) {
 	}
 	if len(b) == 0 {
 		return false, nil
+	}
+	// queueMax reads the settings (a lock): only once bytes wait, not
+	// on the straight-through path.
+	if t.wq != nil && len(t.wq.b)+len(b) > t.queueMax() {
+		// Past the bound unless the socket has room the poller has not
+		// used yet (the peer read; no reader has flushed since): the
+		// kernel gets what waits first, and a peer that reads is kept.
+		if _, err := t.pushLocked(t.now()); err != nil {
+			return false, err
+		}
 	}
 	if t.wq == nil {
 		n, err := t.sendNow(b)
@@ -192,24 +204,50 @@ func (t *tcpConn) flushQueue(now time.Time) (bool, time.Time, error) {
 	if q == nil {
 		return false, time.Time{}, nil
 	}
+	n, err := t.pushLocked(now)
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	if t.wq == nil {
+		return false, time.Time{}, nil // drained
+	}
+	if n == 0 {
+		if a, ok := t.bytesAcked(); ok && a != q.acked {
+			t.moved(now) // the peer reads: the kernel's buffer empties
+		} else if !now.Before(q.progressAt.Add(t.writeTimeout())) {
+			return false, time.Time{}, errStalled
+		} else {
+			// Not moved, within the timeout as it is now: the deadline
+			// the poller parks it by follows a reload that raised it
+			// (else it stays the old one, passed, and the poller hands
+			// the connection back at once, again and again).
+			t.stallAt.Store(int64(q.progressAt.Add(t.writeTimeout()).Sub(t.born)))
+		}
+	}
+	return true, t.stallDeadline(), nil
+}
+
+// pushLocked gives the kernel what the write queue holds, without
+// waiting, and returns how many bytes it took (wmu held, wq not nil):
+// the queue is released when it drains, else it moved at now if bytes
+// went. flush calls it when the socket is writable, and a write that
+// would take the queue past its bound, first.
+func (t *tcpConn) pushLocked(now time.Time) (int, error) {
+	q := t.wq
 	n, err := t.sendNow(q.b)
 	if err != nil {
-		return false, time.Time{}, fmt.Errorf("sip: tcp write to %s: %w", t.remote, err)
+		return 0, fmt.Errorf("sip: tcp write to %s: %w", t.remote, err)
 	}
 	if n == len(q.b) {
 		t.dropQueue() // drained: its storage goes
-		return false, time.Time{}, nil
+		return n, nil
 	}
 	q.b = q.b[n:]
 	t.queued.Store(int64(len(q.b)))
 	if n > 0 {
 		t.moved(now)
-	} else if a, ok := t.bytesAcked(); ok && a != q.acked {
-		t.moved(now) // the peer reads: the kernel's buffer empties
-	} else if !now.Before(q.progressAt.Add(t.writeTimeout())) {
-		return false, time.Time{}, errStalled
 	}
-	return true, q.progressAt.Add(t.writeTimeout()), nil
+	return n, nil
 }
 
 // dropQueue releases the write queue (wmu held).
