@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -278,22 +279,8 @@ func smallSendBuffer(t *testing.T, tc *tcpConn) {
 // connection, and the count of stalls it reported.
 func queuedPair(t *testing.T, clk clock.Clock) (net.Conn, *tcpConn, *atomic.Int64) {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c := dialSmallWindow(t, ln.Addr().String())
-	t.Cleanup(func() { c.Close() })
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	rc, err := rawConn(sc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var c net.Conn
+	sc, rc := acceptedConn(t, func(addr string) net.Conn { c = dialSmallWindow(t, addr); return c })
 	stalls := &atomic.Int64{}
 	tc := &tcpConn{c: sc, rc: rc, clk: clk, born: clk.Now(),
 		writeTO: func() time.Duration { return 2 * time.Second }, onStall: func() { stalls.Add(1) }}
@@ -408,28 +395,7 @@ func TestTCPQueuedPeerResetReleased(t *testing.T) {
 // TestTCPWriteStraightThroughAllocatesNothing: a write the kernel takes
 // whole (the common case) allocates nothing: no copy, no closure.
 func TestTCPWriteStraightThroughAllocatesNothing(t *testing.T) {
-	fake := clock.NewFake(time.Unix(1_800_000_000, 0))
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	go io.Copy(io.Discard, c)
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	rc, err := rawConn(sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := &tcpConn{c: sc, rc: rc, clk: fake, born: fake.Now()}
+	tc := discardingConn(t)
 	msg := numbered(0, 0, 400)
 	tc.write(msg) // the send callback, made once per connection
 	allocs := testing.AllocsPerRun(200, func() {
@@ -443,4 +409,45 @@ func TestTCPWriteStraightThroughAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per write that goes straight through, want 0", allocs)
 	}
+}
+
+// discardingConn is the server side of a loopback TCP connection, on a
+// fake clock and not entered in any server, whose peer reads and
+// discards all it is sent: every write can go straight through.
+func discardingConn(t *testing.T) *tcpConn {
+	t.Helper()
+	sc, rc := acceptedConn(t, func(addr string) net.Conn {
+		c, err := net.Dial("tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go io.Copy(io.Discard, c)
+		return c
+	})
+	fake := clock.NewFake(time.Unix(1_800_000_000, 0))
+	return &tcpConn{c: sc, rc: rc, clk: fake, born: fake.Now()}
+}
+
+// acceptedConn is the server side of a loopback TCP connection that dial
+// makes to a fresh listener, and its raw conn; both ends are closed when
+// the test ends.
+func acceptedConn(t *testing.T, dial func(addr string) net.Conn) (net.Conn, syscall.RawConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c := dial(ln.Addr().String())
+	t.Cleanup(func() { c.Close() })
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	rc, err := rawConn(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc, rc
 }

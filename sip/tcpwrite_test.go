@@ -2,7 +2,6 @@ package sip
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -148,28 +147,7 @@ func TestTCPSendBufferBounded(t *testing.T) {
 func TestTCPKeepAliveAnswerAllocatesNothing(t *testing.T) {
 	s := New(config.Defaults().SIP, nil, health.NewRates(health.SystemClock{}), newCondLog())
 	r := newReader(s, chunkSize)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	go io.Copy(io.Discard, c)
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	rc, err := rawConn(sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fake := clock.NewFake(time.Unix(1_800_000_000, 0))
-	tc := &tcpConn{c: sc, rc: rc, clk: fake, born: fake.Now()}
+	tc := discardingConn(t)
 	in := []byte("\r\n\r\n")
 	s.frame(r, tc, in, 8192) // the send callback, made once per connection
 	allocs := testing.AllocsPerRun(200, func() {
