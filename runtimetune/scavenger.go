@@ -30,6 +30,10 @@ import (
 //     stays within about IdleGarbage plus a period's allocations of the
 //     live heap; the cost is a collection of a sub-megabyte heap every
 //     few periods.
+//   - Both count only the free heap above what the last Free left
+//     resident (the runtime keeps some: pages cached per P, runtime
+//     pages in a larger physical page with live objects): Free would
+//     leave it again, and the quiet daemon would collect every period.
 //   - Start-up: once start-up is done (Started), PageOut (unless
 //     code_pageout is 0), then Free (StartupCollections times).
 //   - Code: PageOut again once the daemon is quiet after a load (a
@@ -138,13 +142,19 @@ const (
 )
 
 // Decide is the scavenger's memory rule for a period whose allocation
-// rate (bytes a second) is rate after prevRate, with the heap cur.
-func (s *Scavenger) Decide(prevRate, rate uint64, cur Sample) Rule {
+// rate (bytes a second) is rate after prevRate, with the heap cur. kept
+// is the free heap the last Free left resident (the runtime did not give
+// it back: pages cached per P, or runtime pages sharing a physical page
+// with live objects where the physical page is larger): the rules count
+// only the free heap above it, since freeing again would leave it too,
+// and a quiet daemon would collect every period for ever.
+func (s *Scavenger) Decide(prevRate, rate uint64, cur Sample, kept uint64) Rule {
 	quiet := rate < s.QuietRate
+	free := cur.HeapFree - min(kept, cur.HeapFree)
 	switch {
-	case cur.HeapFree >= s.MinFree && (rate*2 <= prevRate || quiet):
+	case free >= s.MinFree && (rate*2 <= prevRate || quiet):
 		return Burst
-	case quiet && (cur.Garbage() >= s.IdleGarbage || cur.HeapFree >= s.IdleFree):
+	case quiet && (cur.Garbage() >= s.IdleGarbage || free >= s.IdleFree):
 		return Idle
 	}
 	return Keep
@@ -183,6 +193,9 @@ func (s *Scavenger) pageOut(now time.Time) {
 func (s *Scavenger) Run(ctx context.Context) int {
 	prev, prevAt := s.Read(), s.Clock.Now()
 	var prevRate uint64
+	// kept is the free heap the last Free left resident, lowered as the
+	// free heap falls below it (Decide).
+	var kept uint64
 	freed := 0
 	s.mu.Lock()
 	wake := s.wakeC()
@@ -225,6 +238,7 @@ func (s *Scavenger) Run(ctx context.Context) int {
 				}
 				freed++
 				prev, prevAt = s.Read(), now
+				kept = prev.HeapFree
 			}
 			continue
 		case <-t.C():
@@ -234,7 +248,8 @@ func (s *Scavenger) Run(ctx context.Context) int {
 		secs := max(now.Sub(prevAt).Seconds(), 1e-3)
 		rate := uint64(float64(cur.Allocs-prev.Allocs) / secs)
 		quiet := rate < s.QuietRate
-		switch rule := s.Decide(prevRate, rate, cur); rule {
+		kept = min(kept, cur.HeapFree)
+		switch rule := s.Decide(prevRate, rate, cur, kept); rule {
 		case Burst, Idle:
 			s.Free()
 			freed++
@@ -243,6 +258,7 @@ func (s *Scavenger) Run(ctx context.Context) int {
 					"garbage_kb", cur.Garbage()>>10, "alloc_kb_per_s", rate>>10)
 			}
 			cur = s.Read() // the collection moved the figures
+			kept = cur.HeapFree
 		}
 		s.mu.Lock()
 		if prevRate >= s.QuietRate && quiet {
