@@ -536,6 +536,25 @@ func TestStartupCollectionsWithoutPageOut(t *testing.T) {
 	}
 }
 
+// TestScavengerStartedTwice: start-up is done once; a second Started
+// neither pages the code out again nor collects again.
+func TestScavengerStartedTwice(t *testing.T) {
+	sc := &script{cur: Sample{HeapLive: 400 << 10, HeapObjects: 400 << 10}}
+	s, clk, period, stop := runScavenger(t, sc)
+	waitTimer(t, clk)
+	s.Started()
+	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+	waitTimer(t, clk)
+	s.Started()
+	for range 3 {
+		period(nil)
+	}
+	if n, f := sc.pagedOut(), sc.freed(); n != 1 || f != StartupCollections {
+		t.Errorf("after Started twice: %d page-outs, %d collections; want 1, %d", n, f, StartupCollections)
+	}
+	stop()
+}
+
 // TestScavengerSetPeriod: a new scavenge_interval takes effect at once,
 // not after the old (long) period.
 func TestScavengerSetPeriod(t *testing.T) {

@@ -114,12 +114,16 @@ func (s *Scavenger) Set(period time.Duration, pageOut bool) {
 	}
 }
 
-// Started says start-up is done: the code is paged out at once.
+// Started says start-up is done: the code is paged out at once. Only
+// the first call counts: start-up is done once.
 func (s *Scavenger) Started() {
 	s.mu.Lock()
-	s.started, s.pending = true, true
+	first := !s.started
+	s.started, s.pending = true, s.pending || first
 	s.mu.Unlock()
-	s.kick()
+	if first {
+		s.kick()
+	}
 }
 
 func (s *Scavenger) period() time.Duration {
