@@ -531,6 +531,17 @@ func TestStartupCollectionsWithoutPageOut(t *testing.T) {
 	if n := sc.pagedOut(); n != 0 {
 		t.Errorf("paged out %d times with code_pageout 0", n)
 	}
+	// code_pageout turned on by a reload: paged out once, at once, and
+	// the start-up collections are not run again
+	waitTimer(t, clk)
+	s.Set(10*time.Second, true)
+	waitFor(t, func() bool { return sc.pagedOut() == 1 }, "the page-out when code_pageout is turned on")
+	for range 3 {
+		period(nil)
+	}
+	if n, f := sc.pagedOut(), sc.freed(); n != 1 || f != StartupCollections {
+		t.Errorf("code_pageout turned on: %d page-outs, %d collections; want 1, %d", n, f, StartupCollections)
+	}
 	if n := stop(); n != 1 {
 		t.Errorf("start-up counted %d times as freed, want once", n)
 	}
@@ -551,6 +562,36 @@ func TestScavengerStartedTwice(t *testing.T) {
 	}
 	if n, f := sc.pagedOut(), sc.freed(); n != 1 || f != StartupCollections {
 		t.Errorf("after Started twice: %d page-outs, %d collections; want 1, %d", n, f, StartupCollections)
+	}
+	stop()
+}
+
+// TestScavengerReloadBeforeStarted: reloads during start-up (a new
+// period, code_pageout off and on again) neither page out nor collect
+// before Started; Started then pages out once and collects.
+func TestScavengerReloadBeforeStarted(t *testing.T) {
+	sc := &script{cur: Sample{HeapLive: 400 << 10, HeapObjects: 400 << 10}}
+	s, clk, period, stop := runScavenger(t, sc)
+	for _, c := range []struct {
+		period time.Duration
+		on     bool
+	}{{20 * time.Second, true}, {20 * time.Second, false}, {10 * time.Second, true}} {
+		waitTimer(t, clk)
+		s.Set(c.period, c.on)
+		waitFor(t, func() bool { return s.period() == c.period }, "the new period")
+		period(nil)
+	}
+	if n, f := sc.pagedOut(), sc.freed(); n != 0 || f != 0 {
+		t.Fatalf("before start-up was done: %d page-outs, %d collections", n, f)
+	}
+	waitTimer(t, clk)
+	s.Started()
+	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+	for range 3 {
+		period(nil)
+	}
+	if n := sc.pagedOut(); n != 1 {
+		t.Errorf("%d page-outs after start-up, want 1", n)
 	}
 	stop()
 }
