@@ -22,7 +22,9 @@
 // error (exit status 1), never a line of zeros.
 //
 // It prints one line: "section size_kb resident_kb blocks/total" per
-// section, separated by ";".
+// section, separated by ";". A page two sections share counts in both,
+// so the sum over sections may pass the mappings' Rss by a page per
+// section.
 package main
 
 import (

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -51,7 +50,11 @@ func sleeper(t *testing.T, flags ...string) (pid int, exe string) {
 		t.Fatal(err)
 	}
 	exe = filepath.Join(dir, "sleeper")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), append(append([]string{"build"}, flags...), "-o", exe, ".")...)
+	gocmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go command to build a program with: %v", err)
+	}
+	build := exec.Command(gocmd, append(append([]string{"build"}, flags...), "-o", exe, ".")...)
 	build.Dir, build.Env = dir, append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Skipf("cannot build %v: %v\n%s", flags, err, out)
