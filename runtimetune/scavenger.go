@@ -47,10 +47,10 @@ import (
 // free page returned to the kernel.
 type Scavenger struct {
 	Period      time.Duration // scavenge_interval; Set changes it while running
-	MinFree     uint64        // burst rule: free heap worth returning
+	MinFree     uint64        // burst rule: free heap worth returning (above what the last Free left)
 	QuietRate   uint64        // bytes a second under which the daemon is quiet
 	IdleGarbage uint64        // idle rule: heap allocated since the last collection worth collecting
-	IdleFree    uint64        // idle rule: free heap resident worth giving back
+	IdleFree    uint64        // idle rule: free heap resident worth giving back (above what the last Free left)
 	// PageOutEvery is the least time between two page-outs after loads
 	// (the start-up one excepted).
 	PageOutEvery time.Duration
