@@ -242,6 +242,8 @@ type script struct {
 	cur      Sample
 	frees    int
 	pageOuts int
+	// kept is the free heap a collection leaves (64 KB when 0).
+	kept uint64
 	// freesAtPageOut is how many collections had run at each page-out.
 	freesAtPageOut []int
 }
@@ -262,6 +264,9 @@ func (s *script) free() {
 	s.mu.Lock()
 	s.frees++
 	s.cur.HeapFree = 64 << 10
+	if s.kept != 0 {
+		s.cur.HeapFree = s.kept
+	}
 	s.cur.HeapObjects = s.cur.HeapLive
 	s.mu.Unlock()
 }
@@ -361,6 +366,30 @@ func TestScavengerCollectsIdleGarbage(t *testing.T) {
 	}
 }
 
+// TestScavengerFreeHeapItCannotGiveBack: free heap that a collection
+// does not give back (the runtime keeps it: pages cached per P, runtime
+// pages sharing a larger physical page with live objects) is not a
+// reason to collect again: the idle and burst rules count the free heap
+// above what the last collection left, else a quiet daemon collects
+// every period for ever.
+func TestScavengerFreeHeapItCannotGiveBack(t *testing.T) {
+	for _, kept := range []uint64{DefaultIdleFree + 44<<10, DefaultMinFree + 100<<10} {
+		sc := &script{cur: Sample{HeapFree: kept, HeapLive: 4 << 20, HeapObjects: 4 << 20}, kept: kept}
+		_, _, period, stop := runScavenger(t, sc)
+		for range 30 { // 5 quiet minutes, 2 KB a period
+			period(func() { sc.allocate(2 << 10) })
+		}
+		if n := sc.freed(); n != 1 {
+			t.Errorf("%d KB kept: collected %d times in 30 quiet periods, want once (the first)", kept>>10, n)
+		}
+		// the runtime's own collection frees more: given back
+		period(func() { sc.mu.Lock(); sc.cur.HeapFree += DefaultIdleFree; sc.mu.Unlock() })
+		if n := stop(); n != 2 {
+			t.Errorf("%d KB kept: collected %d times in all, want 2 (IdleFree more was freed)", kept>>10, n)
+		}
+	}
+}
+
 // TestScavengerLeavesSteadyLoad: a steady load above the quiet rate with
 // garbage but no free heap: the runtime's own collector paces it, the
 // scavenger does not collect.
@@ -397,8 +426,25 @@ func TestDecide(t *testing.T) {
 		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1 << 20, HeapFree: 64 << 10}, Keep},
 		{1 << 20, 1 << 20, Sample{HeapLive: 1 << 20, HeapObjects: 1 << 20, HeapFree: 900 << 10}, Keep}, // busy
 	} {
-		if got := s.Decide(c.prevRate, c.rate, c.cur); got != c.want {
+		if got := s.Decide(c.prevRate, c.rate, c.cur, 0); got != c.want {
 			t.Errorf("Decide(%d, %d, %+v) = %v, want %v", c.prevRate, c.rate, c.cur, got, c.want)
+		}
+	}
+	// the free heap the last collection left (kept) does not count
+	for _, c := range []struct {
+		prevRate, rate uint64
+		cur            Sample
+		kept           uint64
+		want           Rule
+	}{
+		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1 << 20, HeapFree: 300 << 10}, 300 << 10, Keep},
+		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1 << 20, HeapFree: 600 << 10}, 300 << 10, Idle},
+		{0, 20 << 10, Sample{HeapFree: 2 << 20}, 2 << 20, Keep},
+		{0, 20 << 10, Sample{HeapFree: 3 << 20}, 2 << 20, Burst},
+		{20 << 10, 20 << 10, Sample{HeapLive: 1 << 20, HeapObjects: 1<<20 + 128<<10}, 1 << 20, Idle}, // garbage
+	} {
+		if got := s.Decide(c.prevRate, c.rate, c.cur, c.kept); got != c.want {
+			t.Errorf("Decide(%d, %d, %+v, kept %d) = %v, want %v", c.prevRate, c.rate, c.cur, c.kept, got, c.want)
 		}
 	}
 }
@@ -485,9 +531,69 @@ func TestStartupCollectionsWithoutPageOut(t *testing.T) {
 	if n := sc.pagedOut(); n != 0 {
 		t.Errorf("paged out %d times with code_pageout 0", n)
 	}
+	// code_pageout turned on by a reload: paged out once, at once, and
+	// the start-up collections are not run again
+	waitTimer(t, clk)
+	s.Set(10*time.Second, true)
+	waitFor(t, func() bool { return sc.pagedOut() == 1 }, "the page-out when code_pageout is turned on")
+	for range 3 {
+		period(nil)
+	}
+	if n, f := sc.pagedOut(), sc.freed(); n != 1 || f != StartupCollections {
+		t.Errorf("code_pageout turned on: %d page-outs, %d collections; want 1, %d", n, f, StartupCollections)
+	}
 	if n := stop(); n != 1 {
 		t.Errorf("start-up counted %d times as freed, want once", n)
 	}
+}
+
+// TestScavengerStartedTwice: start-up is done once; a second Started
+// neither pages the code out again nor collects again.
+func TestScavengerStartedTwice(t *testing.T) {
+	sc := &script{cur: Sample{HeapLive: 400 << 10, HeapObjects: 400 << 10}}
+	s, clk, period, stop := runScavenger(t, sc)
+	waitTimer(t, clk)
+	s.Started()
+	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+	waitTimer(t, clk)
+	s.Started()
+	for range 3 {
+		period(nil)
+	}
+	if n, f := sc.pagedOut(), sc.freed(); n != 1 || f != StartupCollections {
+		t.Errorf("after Started twice: %d page-outs, %d collections; want 1, %d", n, f, StartupCollections)
+	}
+	stop()
+}
+
+// TestScavengerReloadBeforeStarted: reloads during start-up (a new
+// period, code_pageout off and on again) neither page out nor collect
+// before Started; Started then pages out once and collects.
+func TestScavengerReloadBeforeStarted(t *testing.T) {
+	sc := &script{cur: Sample{HeapLive: 400 << 10, HeapObjects: 400 << 10}}
+	s, clk, period, stop := runScavenger(t, sc)
+	for _, c := range []struct {
+		period time.Duration
+		on     bool
+	}{{20 * time.Second, true}, {20 * time.Second, false}, {10 * time.Second, true}} {
+		waitTimer(t, clk)
+		s.Set(c.period, c.on)
+		waitFor(t, func() bool { return s.period() == c.period }, "the new period")
+		period(nil)
+	}
+	if n, f := sc.pagedOut(), sc.freed(); n != 0 || f != 0 {
+		t.Fatalf("before start-up was done: %d page-outs, %d collections", n, f)
+	}
+	waitTimer(t, clk)
+	s.Started()
+	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+	for range 3 {
+		period(nil)
+	}
+	if n := sc.pagedOut(); n != 1 {
+		t.Errorf("%d page-outs after start-up, want 1", n)
+	}
+	stop()
 }
 
 // TestScavengerSetPeriod: a new scavenge_interval takes effect at once,

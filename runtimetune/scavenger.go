@@ -30,6 +30,10 @@ import (
 //     stays within about IdleGarbage plus a period's allocations of the
 //     live heap; the cost is a collection of a sub-megabyte heap every
 //     few periods.
+//   - Both count only the free heap above what the last Free left
+//     resident (the runtime keeps some: pages cached per P, runtime
+//     pages in a larger physical page with live objects): Free would
+//     leave it again, and the quiet daemon would collect every period.
 //   - Start-up: once start-up is done (Started), PageOut (unless
 //     code_pageout is 0), then Free (StartupCollections times).
 //   - Code: PageOut again once the daemon is quiet after a load (a
@@ -43,10 +47,10 @@ import (
 // free page returned to the kernel.
 type Scavenger struct {
 	Period      time.Duration // scavenge_interval; Set changes it while running
-	MinFree     uint64        // burst rule: free heap worth returning
+	MinFree     uint64        // burst rule: free heap worth returning (above what the last Free left)
 	QuietRate   uint64        // bytes a second under which the daemon is quiet
 	IdleGarbage uint64        // idle rule: heap allocated since the last collection worth collecting
-	IdleFree    uint64        // idle rule: free heap resident worth giving back
+	IdleFree    uint64        // idle rule: free heap resident worth giving back (above what the last Free left)
 	// PageOutEvery is the least time between two page-outs after loads
 	// (the start-up one excepted).
 	PageOutEvery time.Duration
@@ -110,12 +114,16 @@ func (s *Scavenger) Set(period time.Duration, pageOut bool) {
 	}
 }
 
-// Started says start-up is done: the code is paged out at once.
+// Started says start-up is done: the code is paged out at once. Only
+// the first call counts: start-up is done once.
 func (s *Scavenger) Started() {
 	s.mu.Lock()
-	s.started, s.pending = true, true
+	first := !s.started
+	s.started, s.pending = true, s.pending || first
 	s.mu.Unlock()
-	s.kick()
+	if first {
+		s.kick()
+	}
 }
 
 func (s *Scavenger) period() time.Duration {
@@ -138,13 +146,19 @@ const (
 )
 
 // Decide is the scavenger's memory rule for a period whose allocation
-// rate (bytes a second) is rate after prevRate, with the heap cur.
-func (s *Scavenger) Decide(prevRate, rate uint64, cur Sample) Rule {
+// rate (bytes a second) is rate after prevRate, with the heap cur. kept
+// is the free heap the last Free left resident (the runtime did not give
+// it back: pages cached per P, or runtime pages sharing a physical page
+// with live objects where the physical page is larger): the rules count
+// only the free heap above it, since freeing again would leave it too,
+// and a quiet daemon would collect every period for ever.
+func (s *Scavenger) Decide(prevRate, rate uint64, cur Sample, kept uint64) Rule {
 	quiet := rate < s.QuietRate
+	free := cur.HeapFree - min(kept, cur.HeapFree)
 	switch {
-	case cur.HeapFree >= s.MinFree && (rate*2 <= prevRate || quiet):
+	case free >= s.MinFree && (rate*2 <= prevRate || quiet):
 		return Burst
-	case quiet && (cur.Garbage() >= s.IdleGarbage || cur.HeapFree >= s.IdleFree):
+	case quiet && (cur.Garbage() >= s.IdleGarbage || free >= s.IdleFree):
 		return Idle
 	}
 	return Keep
@@ -183,6 +197,9 @@ func (s *Scavenger) pageOut(now time.Time) {
 func (s *Scavenger) Run(ctx context.Context) int {
 	prev, prevAt := s.Read(), s.Clock.Now()
 	var prevRate uint64
+	// kept is the free heap the last Free left resident, lowered as the
+	// free heap falls below it (Decide).
+	var kept uint64
 	freed := 0
 	s.mu.Lock()
 	wake := s.wakeC()
@@ -225,6 +242,7 @@ func (s *Scavenger) Run(ctx context.Context) int {
 				}
 				freed++
 				prev, prevAt = s.Read(), now
+				kept = prev.HeapFree
 			}
 			continue
 		case <-t.C():
@@ -234,7 +252,8 @@ func (s *Scavenger) Run(ctx context.Context) int {
 		secs := max(now.Sub(prevAt).Seconds(), 1e-3)
 		rate := uint64(float64(cur.Allocs-prev.Allocs) / secs)
 		quiet := rate < s.QuietRate
-		switch rule := s.Decide(prevRate, rate, cur); rule {
+		kept = min(kept, cur.HeapFree)
+		switch rule := s.Decide(prevRate, rate, cur, kept); rule {
 		case Burst, Idle:
 			s.Free()
 			freed++
@@ -243,6 +262,7 @@ func (s *Scavenger) Run(ctx context.Context) int {
 					"garbage_kb", cur.Garbage()>>10, "alloc_kb_per_s", rate>>10)
 			}
 			cur = s.Read() // the collection moved the figures
+			kept = cur.HeapFree
 		}
 		s.mu.Lock()
 		if prevRate >= s.QuietRate && quiet {

@@ -230,10 +230,21 @@ sample() {
 	printf '%s %s | %s | %s | %s | %s |\n' "$row" "$(mb "$2")" "$(mb "$3")" "$(mb "$4")" "$(mb "$5")" "$(mb "$6")" >>"$proct"
 	tail -1 "$proct" >&2
 	# the executable's resident pages by section (scripts/coderes):
-	# "MB resident, 64 KB blocks touched/in all"
-	"$work/coderes" "$daemon" "$bin" | tr ';' '\n' | awk -v p="$1" '
+	# "MB resident, 64 KB blocks touched/in all". coderes failing, or a
+	# section missing from its line, ends the run (set -e): an empty
+	# cell would read as nothing resident.
+	code=$("$work/coderes" "$daemon" "$bin")
+	echo "$code" | tr ';' '\n' | awk -v p="$1" '
 		{ sub(/^ /, ""); cell[$1] = sprintf("%.2f, %s", $3 / 1024, $4) }
-		END { printf "| %s | %s | %s | %s |\n", p, cell[".text"], cell[".rodata"], cell[".gopclntab"] }' >>"$codet"
+		END {
+			n = split(".text .rodata .gopclntab", want, " ")
+			for (i = 1; i <= n; i++)
+				if (!(want[i] in cell)) {
+					printf "coderes: no %s in its line\n", want[i] >"/dev/stderr"
+					exit 1
+				}
+			printf "| %s | %s | %s | %s |\n", p, cell[".text"], cell[".rodata"], cell[".gopclntab"]
+		}' >>"$codet"
 	echo "$1 $rss" >>"$work/rss"
 	# the snapshot and its evaluation's time, read again if an
 	# evaluation came between the two reads

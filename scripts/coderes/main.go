@@ -14,18 +14,28 @@
 // one fault maps every page of its block that is in the page cache, so
 // the blocks touched, not the pages the program ran in, set RssFile.
 //
+// A section is looked for where the process mapped its bytes of the file
+// (/proc/PID/maps, the mappings of EXECUTABLE's device and inode), so a
+// position-independent executable is read right too. A section the
+// process does not map (another program's executable, a section past
+// the mappings), a process that is gone or a short pagemap read is an
+// error (exit status 1), never a line of zeros.
+//
 // It prints one line: "section size_kb resident_kb blocks/total" per
-// section, separated by ";".
+// section, separated by ";". A page two sections share counts in both,
+// so the sum over sections may pass the mappings' Rss by a page per
+// section.
 package main
 
 import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // block is the fault-around window.
@@ -49,20 +59,94 @@ func main() {
 	fmt.Println(line)
 }
 
+// mapping is one line of /proc/PID/maps that maps the executable.
+type mapping struct {
+	start, end, off uint64 // addresses [start, end) map the file from off
+}
+
+// mappings reads the ranges of pid's address space that map the file
+// with device dev and inode ino (/proc/PID/maps: "start-end perms offset
+// major:minor inode path").
+func mappings(pid int, dev, ino uint64) ([]mapping, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, err
+	}
+	var out []mapping
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 6 {
+			continue
+		}
+		if n, err := strconv.ParseUint(f[4], 10, 64); err != nil || n != ino {
+			continue
+		}
+		maj, mnr, ok := strings.Cut(f[3], ":")
+		mj, err1 := strconv.ParseUint(maj, 16, 32)
+		mn, err2 := strconv.ParseUint(mnr, 16, 32)
+		if !ok || err1 != nil || err2 != nil || unix.Mkdev(uint32(mj), uint32(mn)) != dev {
+			continue
+		}
+		lo, hi, ok := strings.Cut(f[0], "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		off, err3 := strconv.ParseUint(f[2], 16, 64)
+		if !ok || err1 != nil || err2 != nil || err3 != nil || end <= start {
+			return nil, fmt.Errorf("maps of %d: line %q", pid, strings.TrimSpace(line))
+		}
+		out = append(out, mapping{start, end, off})
+	}
+	return out, nil
+}
+
+// addrOf is where pid mapped the n bytes of the file at offset off: the
+// mapping holding off, and the mappings after it, without a gap, up to
+// off+n. ok is false when some of them are not mapped.
+func addrOf(maps []mapping, off, n uint64) (addr uint64, ok bool) {
+	for i, m := range maps {
+		if off < m.off || off >= m.off+(m.end-m.start) {
+			continue
+		}
+		addr = m.start + (off - m.off)
+		end := addr + n
+		for j := i; j < len(maps) && end > maps[j].end; j++ {
+			if j+1 == len(maps) || maps[j+1].start != maps[j].end || maps[j+1].off != maps[j].off+(maps[j].end-maps[j].start) {
+				return 0, false
+			}
+		}
+		return addr, true
+	}
+	return 0, false
+}
+
 // residency reads the sections of exe and the present bits of their
-// pages in pid's address space. The addresses are the file's own: a
-// static, non-PIE Go executable is mapped where its headers say.
+// pages in pid's address space. A section is looked for where pid
+// mapped its bytes of the file (/proc/PID/maps), so a PIE, mapped away
+// from its link addresses, is read right too; a section that pid does
+// not map (another program, or a section past the mappings) is an
+// error, not a line of zeros.
 func residency(pid int, exe string) (string, error) {
 	f, err := elf.Open(exe)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", exe, err)
 	}
 	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Stat(exe, &st); err != nil {
+		return "", fmt.Errorf("stat %s: %w", exe, err)
+	}
 	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
 	if err != nil {
 		return "", err
 	}
 	defer pm.Close()
+	maps, err := mappings(pid, uint64(st.Dev), uint64(st.Ino))
+	if err != nil {
+		return "", err
+	}
+	if len(maps) == 0 {
+		return "", fmt.Errorf("process %d does not map %s", pid, exe)
+	}
 	page := uint64(os.Getpagesize())
 	// sections under a page (notes, build info) are left out
 	var out []string
@@ -70,10 +154,14 @@ func residency(pid int, exe string) (string, error) {
 		if s.Flags&elf.SHF_ALLOC == 0 || s.Type == elf.SHT_NOBITS || s.Addr == 0 || s.Size < page {
 			continue
 		}
-		first, last := s.Addr/page, (s.Addr+s.Size-1)/page
+		addr, ok := addrOf(maps, s.Offset, s.Size)
+		if !ok {
+			return "", fmt.Errorf("process %d does not map %s's %s (file offset %#x, %d bytes)", pid, exe, s.Name, s.Offset, s.Size)
+		}
+		first, last := addr/page, (addr+s.Size-1)/page
 		buf := make([]byte, (last-first+1)*8)
-		if _, err := pm.ReadAt(buf, int64(first*8)); err != nil && err != io.EOF {
-			return "", fmt.Errorf("pagemap of %s: %w", s.Name, err)
+		if n, err := pm.ReadAt(buf, int64(first*8)); n != len(buf) {
+			return "", fmt.Errorf("pagemap of %d, %s: %d of %d bytes: %w", pid, s.Name, n, len(buf), err)
 		}
 		resident := 0
 		blocks := map[uint64]bool{}
@@ -83,7 +171,7 @@ func residency(pid int, exe string) (string, error) {
 				blocks[(first+i)*page/block] = true
 			}
 		}
-		total := (s.Addr+s.Size-1)/block - s.Addr/block + 1
+		total := (addr+s.Size-1)/block - addr/block + 1
 		out = append(out, fmt.Sprintf("%s %d %d %d/%d", s.Name, s.Size>>10, uint64(resident)*page>>10, len(blocks), total))
 	}
 	return strings.Join(out, "; "), nil
