@@ -90,7 +90,12 @@ func (s *Server) KeepBindings(ctx context.Context, path string, clk clock.Clock)
 	s.persist.wake.Store(&wake)
 	defer s.persist.wake.Store(nil)
 	if s.persist.dirty.Load() {
-		wake <- struct{}{}
+		// A change since the store may have filled the channel
+		// already: a blocking send would wait for good.
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
 	}
 	for {
 		select {

@@ -278,3 +278,37 @@ func FuzzParseBindings(f *testing.F) {
 		}
 	})
 }
+
+// TestBindingsFlusherStartsWhileChanging: registrations arriving while
+// the flusher starts (a phone re-registering as the daemon comes up)
+// never stop it. Before, a change between the flusher publishing its
+// wake channel and looking at the dirty flag filled the channel, and the
+// flusher's own send to it then blocked for good: nothing was written
+// again and it did not see its context end (CI caught it once in
+// TestBindingsFlushCoalescedAndIdle).
+func TestBindingsFlusherStartsWhileChanging(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 3000 {
+		path := filepath.Join(dir, BindingsFile)
+		s := New(config.Defaults().SIP, nil, health.NewRates(health.SystemClock{}), noAlerts{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.KeepBindings(ctx, path, clock.NewFake(time.Now())); close(done) }()
+		stop := time.Now().Add(5 * time.Second) // a liveness bound, not a timing
+		for n := 0; s.persist.writes.Load() == 0; n++ {
+			s.changed()
+			if n%1024 == 0 && time.Now().After(stop) {
+				break
+			}
+		}
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: the flusher is stuck (%d writes)", i, s.persist.writes.Load())
+		}
+		if s.persist.writes.Load() == 0 {
+			t.Fatalf("round %d: nothing written", i)
+		}
+	}
+}
