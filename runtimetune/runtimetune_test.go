@@ -663,17 +663,7 @@ func TestScavengerReturnsRuntimeMemory(t *testing.T) {
 	if before.HeapFree < 1<<20 {
 		t.Skipf("the runtime already returned the heap (%d KB free): nothing to measure", before.HeapFree>>10)
 	}
-	clk := clock.NewFake(time.Unix(0, 0))
-	s := NewScavenger(nil)
-	s.Clock, s.PageOut = clk, nil
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int)
-	go func() { done <- s.Run(ctx) }()
-	waitTimer(t, clk)
-	clk.Advance(10 * time.Second)
-	waitTimer(t, clk)
-	cancel()
-	if n := <-done; n != 1 {
+	if n := realPeriod(t); n != 1 {
 		t.Fatalf("freed %d times, want 1 (free heap before %d KB)", n, before.HeapFree>>10)
 	}
 	after := ReadRuntime()
@@ -705,17 +695,7 @@ func TestScavengerCollectsRuntimeGarbage(t *testing.T) {
 		return s[0].Value.Uint64()
 	}
 	c0 := cycles()
-	clk := clock.NewFake(time.Unix(0, 0))
-	s := NewScavenger(nil)
-	s.Clock, s.PageOut = clk, nil
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int)
-	go func() { done <- s.Run(ctx) }()
-	waitTimer(t, clk)
-	clk.Advance(10 * time.Second)
-	waitTimer(t, clk)
-	cancel()
-	if n := <-done; n != 1 {
+	if n := realPeriod(t); n != 1 {
 		t.Fatalf("collected %d times, want 1 (%d KB of garbage)", n, before.Garbage()>>10)
 	}
 	after := ReadRuntime()
@@ -811,4 +791,22 @@ func TestTunerConfigure(t *testing.T) {
 	if !off {
 		t.Error("code_pageout 0 left the page-out on")
 	}
+}
+
+// realPeriod runs a scavenger on the real runtime (its code left in
+// place) for one 10 s period of a fake clock and returns how often it
+// freed memory.
+func realPeriod(t *testing.T) int {
+	t.Helper()
+	clk := clock.NewFake(time.Unix(0, 0))
+	s := NewScavenger(nil)
+	s.Clock, s.PageOut = clk, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- s.Run(ctx) }()
+	waitTimer(t, clk)
+	clk.Advance(10 * time.Second)
+	waitTimer(t, clk)
+	cancel()
+	return <-done
 }
