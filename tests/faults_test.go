@@ -37,10 +37,18 @@ func (e *faultEnv) inject(worker, fault string) {
 	call(e.t, e.sock, "phonebook.faults", "inject", `{"worker":"`+worker+`","fault":"`+fault+`"}`)
 }
 
-// injectCrash arms a fault that ends the process; the reply may be lost
-// with it, which is not an error.
-func (e *faultEnv) injectCrash(worker, fault string) {
-	callRaw(e.sock, "phonebook.faults", "inject", `{"worker":"`+worker+`","fault":"`+fault+`"}`)
+// injectCrash arms a fault that ends the process p; the reply may be
+// lost with it, which is not an error. A call that fails while p still
+// runs is made again: the harness's start waits for phonebook.health, and
+// the daemon registers phonebook.faults after it, so a call right after
+// a start can find no such object (CI lost an injection so, once in
+// TestCrashLoopWritesBounded: "process did not exit within 10s").
+func (e *faultEnv) injectCrash(p *proc, worker, fault string) {
+	e.t.Helper()
+	waitFor(e.t, 10*time.Second, "the fault "+fault+" armed", func() bool {
+		_, rc := callRaw(e.sock, "phonebook.faults", "inject", `{"worker":"`+worker+`","fault":"`+fault+`"}`)
+		return rc == 0 || p.exited()
+	})
 }
 
 func (e *faultEnv) thread(name string) map[string]any {
@@ -237,7 +245,7 @@ func TestEssentialWorkerFailureExits(t *testing.T) {
 		th := e.thread("safety")
 		return th != nil && num(th["restart_count"]) == 1 && th["status"] == "healthy"
 	})
-	e.injectCrash("safety", "panic")
+	e.injectCrash(p, "safety", "panic")
 	if code := p.wait(10 * time.Second); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
 	}
@@ -266,7 +274,7 @@ func TestProcessCrashes(t *testing.T) {
 	for _, c := range cases {
 		p := e.start()
 		starts++
-		e.injectCrash("fetcher", c.fault)
+		e.injectCrash(p, "fetcher", c.fault)
 		if code := p.wait(10 * time.Second); code != 2 {
 			t.Fatalf("%s: exit code %d, want the runtime's 2", c.fault, code)
 		}
@@ -325,7 +333,7 @@ func TestCrashLoopWritesBounded(t *testing.T) {
 	for i := 0; i < loops; i++ {
 		p := e.start()
 		note()
-		e.injectCrash("canary", "fatal_map")
+		e.injectCrash(p, "canary", "fatal_map")
 		if code := p.wait(10 * time.Second); code != 2 {
 			t.Fatalf("loop %d: exit %d", i, code)
 		}
