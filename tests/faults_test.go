@@ -30,25 +30,30 @@ func newFaultEnv(t *testing.T, opts map[string]string) *faultEnv {
 	return &faultEnv{t: t, sock: sock, tr: newTree(t, sock, opts)}
 }
 
-func (e *faultEnv) start() *proc { return e.tr.start(e.t, bins.faults) }
+// start runs the faults build and waits for phonebook.faults as well:
+// the harness's start waits for phonebook.health, which the daemon
+// registers before phonebook.faults (main, health, threads, faults), so
+// an injection sent at once could find no object and be lost (CI lost
+// one so in TestCrashLoopWritesBounded: "process did not exit within
+// 10s", the daemon's log without any crash).
+func (e *faultEnv) start() *proc {
+	e.t.Helper()
+	p := e.tr.start(e.t, bins.faults)
+	waitFor(e.t, 10*time.Second, "phonebook.faults on ubus", func() bool {
+		return exec.Command(bins.daemon, "list", "-s", e.sock, "phonebook.faults").Run() == nil
+	})
+	return p
+}
 
 func (e *faultEnv) inject(worker, fault string) {
 	e.t.Helper()
 	call(e.t, e.sock, "phonebook.faults", "inject", `{"worker":"`+worker+`","fault":"`+fault+`"}`)
 }
 
-// injectCrash arms a fault that ends the process p; the reply may be
-// lost with it, which is not an error. A call that fails while p still
-// runs is made again: the harness's start waits for phonebook.health, and
-// the daemon registers phonebook.faults after it, so a call right after
-// a start can find no such object (CI lost an injection so, once in
-// TestCrashLoopWritesBounded: "process did not exit within 10s").
-func (e *faultEnv) injectCrash(p *proc, worker, fault string) {
-	e.t.Helper()
-	waitFor(e.t, 10*time.Second, "the fault "+fault+" armed", func() bool {
-		_, rc := callRaw(e.sock, "phonebook.faults", "inject", `{"worker":"`+worker+`","fault":"`+fault+`"}`)
-		return rc == 0 || p.exited()
-	})
+// injectCrash arms a fault that ends the process; the reply may be lost
+// with it, which is not an error.
+func (e *faultEnv) injectCrash(worker, fault string) {
+	callRaw(e.sock, "phonebook.faults", "inject", `{"worker":"`+worker+`","fault":"`+fault+`"}`)
 }
 
 func (e *faultEnv) thread(name string) map[string]any {
@@ -245,7 +250,7 @@ func TestEssentialWorkerFailureExits(t *testing.T) {
 		th := e.thread("safety")
 		return th != nil && num(th["restart_count"]) == 1 && th["status"] == "healthy"
 	})
-	e.injectCrash(p, "safety", "panic")
+	e.injectCrash("safety", "panic")
 	if code := p.wait(10 * time.Second); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
 	}
@@ -274,7 +279,7 @@ func TestProcessCrashes(t *testing.T) {
 	for _, c := range cases {
 		p := e.start()
 		starts++
-		e.injectCrash(p, "fetcher", c.fault)
+		e.injectCrash("fetcher", c.fault)
 		if code := p.wait(10 * time.Second); code != 2 {
 			t.Fatalf("%s: exit code %d, want the runtime's 2", c.fault, code)
 		}
@@ -333,7 +338,7 @@ func TestCrashLoopWritesBounded(t *testing.T) {
 	for i := 0; i < loops; i++ {
 		p := e.start()
 		note()
-		e.injectCrash(p, "canary", "fatal_map")
+		e.injectCrash("canary", "fatal_map")
 		if code := p.wait(10 * time.Second); code != 2 {
 			t.Fatalf("loop %d: exit %d", i, code)
 		}
