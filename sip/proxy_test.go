@@ -2,7 +2,6 @@ package sip
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -15,24 +14,11 @@ import (
 	"github.com/aredn/phonebookd/config"
 	"github.com/aredn/phonebookd/health"
 	"github.com/aredn/phonebookd/internal/poll"
-	"github.com/aredn/phonebookd/supervisor"
 )
 
 // serveAlerts is serve with a condition recorder.
 func serveAlerts(t testing.TB, mod func(*config.SIP)) (*Server, string, *condLog) {
-	cfg := config.Defaults().SIP
-	cfg.Listen = "127.0.0.1:0"
-	if mod != nil {
-		mod(&cfg)
-	}
-	al := newCondLog()
-	s := New(cfg, nil, health.NewRates(health.SystemClock{}), al)
-	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
-	sup.Add(supervisor.Spec{Name: "main", Period: Period, Run: s.Run})
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); sup.Wait(context.Background()) })
-	sup.Start(ctx)
-	return s, s.Addr(), al
+	return serveFaults(t, mod, tcpFaults{})
 }
 
 // within waits for cond; generous, never a duration asserted.

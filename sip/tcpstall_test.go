@@ -156,9 +156,10 @@ func queuedConns(s *Server) int {
 	return n
 }
 
-// serveFaults is serveAlerts with failures injected before the server
-// starts.
-func serveFaults(t *testing.T, mod func(*config.SIP), f tcpFaults) (*Server, string, *condLog) {
+// serveFaults runs a server on loopback, under a supervisor, with a
+// condition recorder and the failures f injected before it starts
+// (none: serveAlerts).
+func serveFaults(t testing.TB, mod func(*config.SIP), f tcpFaults) (*Server, string, *condLog) {
 	cfg := config.Defaults().SIP
 	cfg.Listen = "127.0.0.1:0"
 	if mod != nil {
