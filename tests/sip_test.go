@@ -65,6 +65,19 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
+// silentUDPPort is a loopback UDP port held open until the test ends and
+// never read: a phone there is switched off, and no socket the test opens
+// later can be given its number (a port freed at once could be, and would
+// then answer).
+func silentUDPPort(t *testing.T) int {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
 // TestSIPWithSipp: 200 phones register with sipp, two of them call each
 // other through the proxy (INVITE, 200, ACK, BYE) while active_calls goes
 // 0 -> 1 -> 0, and a burst of malformed messages is answered 400 and
