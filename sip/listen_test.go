@@ -1,6 +1,8 @@
 package sip
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/config"
+	"golang.org/x/sys/unix"
 )
 
 // hasIPv6Loopback: the dual-stack tests need ::1 (checked, not assumed).
@@ -86,5 +89,50 @@ func TestListenUDPDualStack(t *testing.T) {
 	p := newPhone(t, "127.0.0.1")
 	if ans := p.roundTrip("127.0.0.1:"+port, options("dual-udp")); !strings.HasPrefix(ans, "SIP/2.0 200") {
 		t.Fatalf("IPv4 OPTIONS to [::]:%s: %q", port, status(ans))
+	}
+}
+
+// TestAnyPortTakesAFreePair: with sip.listen on port 0 the kernel picks
+// the UDP port alone, and its number may be taken for TCP (the whole-
+// daemon tests saw "bind: address already in use" and a worker blocked
+// for a second). Another port is tried; a fixed port is tried once.
+func TestAnyPortTakesAFreePair(t *testing.T) {
+	busy := func(n int) (func(netip.AddrPort) (net.Listener, error), *int) {
+		calls := 0
+		return func(a netip.AddrPort) (net.Listener, error) {
+			calls++
+			if calls <= n {
+				return nil, fmt.Errorf("listen tcp %s: %w", a, unix.EADDRINUSE)
+			}
+			return listenTCP(a)
+		}, &calls
+	}
+	listen, calls := busy(2)
+	ep, err := bindPair("127.0.0.1:0", true, listen)
+	if err != nil {
+		t.Fatalf("port 0, its TCP half busy twice: %v", err)
+	}
+	ep.close()
+	if *calls != 3 {
+		t.Errorf("port 0: %d TCP binds, want 3", *calls)
+	}
+
+	listen, calls = busy(anyPortTries)
+	if _, err := bindPair("127.0.0.1:0", true, listen); !errors.Is(err, unix.EADDRINUSE) {
+		t.Errorf("port 0, every TCP half busy: %v, want EADDRINUSE", err)
+	}
+	if *calls != anyPortTries {
+		t.Errorf("port 0, every TCP half busy: %d tries, want %d", *calls, anyPortTries)
+	}
+
+	u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := u.LocalAddr().String()
+	u.Close()
+	listen, calls = busy(1)
+	if _, err := bindPair(fixed, true, listen); !errors.Is(err, unix.EADDRINUSE) || *calls != 1 {
+		t.Errorf("fixed port %s with its TCP half busy: %v after %d tries, want EADDRINUSE after 1", fixed, err, *calls)
 	}
 }

@@ -340,19 +340,44 @@ func (e *endpoint) close() {
 // listenAt binds a sip.listen address for UDP and, with tcp, TCP on the
 // same port.
 func listenAt(addr string, tcp bool) (*endpoint, error) {
-	udp, err := listenUDP(addr)
-	if err != nil {
-		return nil, fmt.Errorf("sip: %w", err) // listenUDP names the address
+	return bindPair(addr, tcp, listenTCP)
+}
+
+// anyPortTries bounds how many ports a sip.listen with port 0 tries
+// before its TCP half is reported busy.
+const anyPortTries = 16
+
+// bindPair binds addr for UDP and, with tcp, TCP on the port UDP got
+// (listen binds the TCP half). Port 0 asks for any port: the kernel
+// picks the UDP port alone, and the same number may be taken for TCP,
+// so another port is tried, up to anyPortTries; a fixed port is tried
+// once, its error reported as it is.
+func bindPair(addr string, tcp bool, listen func(netip.AddrPort) (net.Listener, error)) (*endpoint, error) {
+	anyPort := false
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		anyPort = ap.Port() == 0
 	}
-	ep := &endpoint{addr: addr, bound: udp.LocalAddr(), udp: udp}
-	if tcp {
-		if ep.ln, err = listenTCP(ep.bound); err != nil {
-			udp.Close()
+	var ep *endpoint
+	for try := 1; ; try++ {
+		udp, err := listenUDP(addr)
+		if err != nil {
+			return nil, fmt.Errorf("sip: %w", err) // listenUDP names the address
+		}
+		ep = &endpoint{addr: addr, bound: udp.LocalAddr(), udp: udp}
+		if !tcp {
+			break
+		}
+		if ep.ln, err = listen(ep.bound); err == nil {
+			break
+		}
+		udp.Close()
+		if !anyPort || !errors.Is(err, unix.EADDRINUSE) || try == anyPortTries {
 			return nil, fmt.Errorf("sip: %w", err) // listenTCP names the address
 		}
 	}
+	var err error
 	if ep.probe, err = selfProbeSocket(ep.bound); err != nil {
-		udp.Close()
+		ep.udp.Close()
 		if ep.ln != nil {
 			ep.ln.Close()
 		}
