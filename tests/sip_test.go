@@ -20,14 +20,22 @@ func sippPath(t *testing.T) string {
 	return p
 }
 
-// sipAddr reads the daemon's bound SIP address from phonebook status.
+// sipAddr reads the daemon's bound SIP address from phonebook status,
+// waiting while the main worker has not bound it yet (it is retried with
+// backoff when the port is taken).
 func sipAddr(t *testing.T, sock string) (string, int) {
-	st := call(t, sock, "phonebook", "status", "")
-	host, port, err := net.SplitHostPort(get(st, "sip", "listen").(string))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := strconv.Atoi(port)
+	var host string
+	var p int
+	waitFor(t, 10*time.Second, "a bound sip.listen in phonebook status", func() bool {
+		listen, _ := get(call(t, sock, "phonebook", "status", ""), "sip", "listen").(string)
+		h, port, err := net.SplitHostPort(listen)
+		if err != nil {
+			return false
+		}
+		host = h
+		p, err = strconv.Atoi(port)
+		return err == nil && p != 0
+	})
 	return host, p
 }
 
