@@ -106,7 +106,7 @@ func checkBounds(t *testing.T, s *Server) {
 			aors, cfg.MaxBindings, calls, cfg.MaxCalls, contacts, cfg.MaxContacts)
 	}
 	s.tcpMu.Lock()
-	conns := len(s.tcpConns)
+	conns := s.tcpCountLocked()
 	s.tcpMu.Unlock()
 	if conns > cfg.TCPMaxConnections {
 		t.Fatalf("%d TCP connections, bound %d", conns, cfg.TCPMaxConnections)

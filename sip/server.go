@@ -148,7 +148,12 @@ type Server struct {
 	// listening port) to the connection it sent that request on: at most
 	// one alias per connection, removed with it.
 	tcpAlias map[netip.AddrPort]*tcpConn
-	tcpServe tcpServing // how a connection is served (set by acceptTCP)
+	// tcpSuperseded holds the connections whose address another
+	// connection entered later took in tcpConns (see addConn): still
+	// open and served until they close, so counted with tcpConns
+	// (tcpCountLocked) against sip.tcp_max_connections.
+	tcpSuperseded map[*tcpConn]struct{}
+	tcpServe      tcpServing // how a connection is served (set by acceptTCP)
 	// tcpLn is the installed endpoint's TCP listener (install): only its
 	// acceptor may set tcpServe.
 	tcpLn net.Listener
@@ -199,7 +204,7 @@ func New(cfg config.SIP, log *slog.Logger, rates *health.Rates, alerts Alerts) *
 		token: hex.EncodeToString(tok[:]), aors: map[string]*aor{}, calls: map[uint64]*callEntry{}, callsSrc: map[netip.Addr]int{},
 		names: map[string]bool{}, ownAddrs: map[netip.Addr]bool{}, ifaces: net.InterfaceAddrs, ownByBind: map[netip.Addr]bool{},
 		txUp: map[string]*proxyTx{}, txDown: map[string]*proxyTx{}, txSrc: map[netip.Addr]int{}, probes: map[string]chan int{},
-		tcpConns: map[netip.AddrPort]*tcpConn{}, tcpAlias: map[netip.AddrPort]*tcpConn{}, ready: make(chan struct{}), relisten: make(chan struct{}, 1)}
+		tcpConns: map[netip.AddrPort]*tcpConn{}, tcpAlias: map[netip.AddrPort]*tcpConn{}, tcpSuperseded: map[*tcpConn]struct{}{}, ready: make(chan struct{}), relisten: make(chan struct{}, 1)}
 	secret, err := siphash.RandomKey()
 	if err != nil {
 		// As crypto/rand would: without random bytes no branch can be
@@ -1155,7 +1160,7 @@ func (s *Server) Status() Status {
 	}
 	s.mu.Unlock()
 	s.tcpMu.Lock()
-	conns := len(s.tcpConns)
+	conns := s.tcpCountLocked()
 	s.tcpMu.Unlock()
 	sh := func(i int) int64 { return s.shed[i].Load() }
 	return Status{

@@ -238,16 +238,47 @@ func (s *Server) aliasConn(tc *tcpConn, contact netip.AddrPort) {
 	s.tcpAlias[contact] = tc
 }
 
-// dropConn forgets a closed connection and its alias.
+// dropConn forgets a closed connection and its alias. When it was the
+// connection to its address, the one to the same address entered last
+// before it that is still open (superseded by it, see addConn) is that
+// connection again: requests for the address find the connection the
+// phone still has open, not a new one dialled beside it.
 func (s *Server) dropConn(tc *tcpConn) {
 	s.tcpMu.Lock()
 	defer s.tcpMu.Unlock()
 	if s.tcpConns[tc.remote] == tc {
 		delete(s.tcpConns, tc.remote)
+		var next *tcpConn
+		for o := range s.tcpSuperseded { // bounded by sip.tcp_max_connections; empty but for a collision
+			if o.remote == tc.remote && (next == nil || o.born.After(next.born)) {
+				next = o
+			}
+		}
+		if next != nil {
+			delete(s.tcpSuperseded, next)
+			s.tcpConns[next.remote] = next
+		}
+	} else {
+		delete(s.tcpSuperseded, tc)
 	}
 	if tc.alias.IsValid() && s.tcpAlias[tc.alias] == tc {
 		delete(s.tcpAlias, tc.alias)
 	}
+}
+
+// tcpCountLocked is the number of connections open and served: those
+// in tcpConns and those superseded there (tcpMu held). It is what
+// sip.tcp_max_connections bounds and the status reports.
+func (s *Server) tcpCountLocked() int {
+	return len(s.tcpConns) + len(s.tcpSuperseded)
+}
+
+// isFlow reports whether tc is the connection to its address, the one
+// requests for the address take (not one superseded, nor one gone).
+func (s *Server) isFlow(tc *tcpConn) bool {
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	return s.tcpConns[tc.remote] == tc
 }
 
 // tcpServing is what serving a connection needs, set while the TCP
@@ -292,6 +323,9 @@ func (s *Server) closeTCP() {
 	for _, c := range s.tcpConns {
 		c.c.Close()
 	}
+	for c := range s.tcpSuperseded {
+		c.c.Close()
+	}
 }
 
 // errTCPLimit: sip.tcp_max_connections connections are open.
@@ -310,6 +344,19 @@ var errFlowOpen = errors.New("sip: a connection to the address is open already")
 // goes to or is aliased to is not entered: errFlowOpen, with the open
 // one, so that each connection served is in the table and counted
 // against sip.tcp_max_connections (the table holds one per address).
+//
+// An accepted connection from an address a connection open already goes
+// to (a phone that binds its outgoing connections to its listening port,
+// SO_REUSEPORT, connecting while one we dialled to that port is open; or
+// one that reconnects from the same port before its old connection's
+// close was read) takes the address: it is the flow the phone opened
+// last, on which it expects requests (RFC 5626). The older stays open
+// and served, counted in tcpSuperseded, because the transactions sent
+// on it get their responses on it (RFC 3261 18.2.2); no longer the
+// address's connection, it no longer carries the phone's binding, so
+// its idle timeout closes it once quiet (turn). Before, the newer
+// replaced it in the table: it stayed open and served but was counted
+// nowhere, past sip.tcp_max_connections.
 func (s *Server) addConn(tc *tcpConn, dialled bool) (*tcpConn, error) {
 	rc, err := rawConn(tc.c)
 	if err != nil {
@@ -334,12 +381,15 @@ func (s *Server) addConn(tc *tcpConn, dialled bool) (*tcpConn, error) {
 			return old, errFlowOpen
 		}
 	}
-	if len(s.tcpConns) >= s.config().TCPMaxConnections {
+	if s.tcpCountLocked() >= s.config().TCPMaxConnections {
 		s.tcpMu.Unlock()
 		return nil, errTCPLimit
 	}
 	// Set before it is shared: a writer finds it in the table.
 	tc.rc, tc.poll, tc.born = rc, sv.poll, tc.now()
+	if old := s.tcpConns[tc.remote]; old != nil {
+		s.tcpSuperseded[old] = struct{}{} // accepted from its address: see above
+	}
 	s.tcpConns[tc.remote] = tc
 	tc.w = sv.w
 	tc.onStall = func() {

@@ -531,8 +531,11 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 	}
 	deadline := tc.lastActive.Add(idle)
 	if !now.Before(deadline) {
-		if !s.carriesBinding(tc.remote, now) {
-			return // idle for sip.tcp_idle_timeout: closed
+		if !s.isFlow(tc) || !s.carriesBinding(tc.remote, now) {
+			// Idle for sip.tcp_idle_timeout: closed. One superseded at
+			// its address (addConn) is not the phone's flow, whatever
+			// binding its address carries.
+			return
 		}
 		// The phone registered on this connection: it is its flow (RFC
 		// 5626), the only way requests reach it, kept while the binding
