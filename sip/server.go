@@ -172,6 +172,7 @@ type Server struct {
 	callsTotal   atomic.Int64
 	evicted      atomic.Int64
 	acceptErrors atomic.Int64
+	dialErrors   atomic.Int64 // connections to phones (dialTCP) that failed: the connect, or their entry into the epoll set
 	shed         [numShed]atomic.Int64
 	forged       atomic.Int64 // responses whose branch MAC did not verify
 	callsExpired atomic.Int64 // calls freed because their 2xx was never ACKed
@@ -1113,6 +1114,7 @@ type Status struct {
 	CallsTotal          int64      `json:"calls_total"`
 	EvictedContacts     int64      `json:"evicted_contacts"`
 	TCPAcceptErrors     int64      `json:"tcp_accept_errors"`
+	TCPDialErrors       int64      `json:"tcp_dial_errors"` // connections to phones not made (unreachable, refused, timed out) or not served (the epoll set); not accepts
 	ForgedResponses     int64      `json:"forged_responses"`
 	CallsExpiredUnacked int64      `json:"calls_expired_unacked"`
 	Shed                ShedCounts `json:"shed"`
@@ -1180,6 +1182,7 @@ func (s *Server) Status() Status {
 		CallsTotal:          s.callsTotal.Load(),
 		EvictedContacts:     s.evicted.Load(),
 		TCPAcceptErrors:     s.acceptErrors.Load(),
+		TCPDialErrors:       s.dialErrors.Load(),
 		ForgedResponses:     s.forged.Load(),
 		CallsExpiredUnacked: s.callsExpired.Load(),
 		Shed: ShedCounts{Registrations: sh(ShedRegistrations), Transactions: sh(ShedTransactions), Calls: sh(ShedCalls),

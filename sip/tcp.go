@@ -426,14 +426,26 @@ func setSendBuffer(rc syscall.RawConn) error {
 	return nil
 }
 
-// notServed counts and logs a connection addConn refused, by its reason.
-func (s *Server) notServed(tc *tcpConn, err error) {
+// notServed counts and logs a connection addConn refused, by its reason
+// and whether it was dialled (to a phone) or accepted.
+func (s *Server) notServed(tc *tcpConn, dialled bool, err error) {
+	dir := "from"
+	if dialled {
+		dir = "to"
+	}
 	switch {
 	case errors.Is(err, errTCPLimit):
 		s.shedCount(ShedTCPConnections)
-		s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", "from", tc.remote.String())
+		s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", dir, tc.remote.String())
 	case errors.Is(err, errNoTCP):
 		// TCP stops (the worker, a rebind): nothing failed.
+	case dialled:
+		// The epoll set could not take it (descriptors or memory short):
+		// a connection to a phone not made, counted with the connects
+		// that failed; not an accept's failure, which
+		// tcp_accept_errors and sip_accept_errors are about.
+		s.dialErrors.Add(1)
+		s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp connection dialled not served", "to", tc.remote.String(), "err", err.Error())
 	default:
 		// The epoll set could not take it (descriptors or memory short):
 		// an error of serving connections, as an accept's is.
@@ -451,7 +463,9 @@ var errNoTCP = errors.New("sip: no TCP connection can be opened")
 // opens one), bounded like accepted ones and by sip.tcp_max_connections
 // dials at once; it is served like an accepted one, so the phone's
 // answers and requests come back on it. A connection open to the address
-// already is returned as is.
+// already is returned as is. A connect that fails, and a connection the
+// epoll set cannot take, are counted as dial errors (tcp_dial_errors),
+// never as accept errors.
 func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, error) {
 	if tc := s.flowTo(addr); tc != nil {
 		return tc, nil
@@ -471,6 +485,7 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 	d := net.Dialer{Timeout: dialTimeout}
 	c, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
+		s.dialErrors.Add(1)
 		return nil, fmt.Errorf("sip: connect to %s: %w", addr, err)
 	}
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
@@ -485,7 +500,7 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 	if err != nil {
 		// Counted before it is closed: a peer that sees the close and
 		// reads the status finds it counted.
-		s.notServed(tc, err)
+		s.notServed(tc, true, err)
 		c.Close()
 		return nil, fmt.Errorf("sip: connect to %s: %w", addr, errors.Join(errNoTCP, err))
 	}
@@ -585,7 +600,7 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		tc := &tcpConn{c: c, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), local: local}
 		if _, err := s.addConn(tc, false); err != nil {
-			s.notServed(tc, err) // counted before the peer sees the close
+			s.notServed(tc, false, err) // counted before the peer sees the close
 			c.Close()
 		}
 	}
