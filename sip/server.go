@@ -173,6 +173,7 @@ type Server struct {
 	evicted      atomic.Int64
 	acceptErrors atomic.Int64
 	dialErrors   atomic.Int64 // connections to phones (dialTCP) that failed: the connect, or their entry into the epoll set
+	pollErrors   atomic.Int64 // connections closed because the epoll set could not arm them again
 	shed         [numShed]atomic.Int64
 	forged       atomic.Int64 // responses whose branch MAC did not verify
 	callsExpired atomic.Int64 // calls freed because their 2xx was never ACKed
@@ -1115,6 +1116,7 @@ type Status struct {
 	EvictedContacts     int64      `json:"evicted_contacts"`
 	TCPAcceptErrors     int64      `json:"tcp_accept_errors"`
 	TCPDialErrors       int64      `json:"tcp_dial_errors"` // connections to phones not made (unreachable, refused, timed out) or not served (the epoll set); not accepts
+	TCPPollErrors       int64      `json:"tcp_poll_errors"` // connections closed because the epoll set could not watch them again (epoll_ctl EPOLL_CTL_MOD failed: memory short)
 	ForgedResponses     int64      `json:"forged_responses"`
 	CallsExpiredUnacked int64      `json:"calls_expired_unacked"`
 	Shed                ShedCounts `json:"shed"`
@@ -1183,6 +1185,7 @@ func (s *Server) Status() Status {
 		EvictedContacts:     s.evicted.Load(),
 		TCPAcceptErrors:     s.acceptErrors.Load(),
 		TCPDialErrors:       s.dialErrors.Load(),
+		TCPPollErrors:       s.pollErrors.Load(),
 		ForgedResponses:     s.forged.Load(),
 		CallsExpiredUnacked: s.callsExpired.Load(),
 		Shed: ShedCounts{Registrations: sh(ShedRegistrations), Transactions: sh(ShedTransactions), Calls: sh(ShedCalls),

@@ -39,6 +39,10 @@ type tcpConn struct {
 	// nothing comes.
 	parked   bool
 	deadline time.Time
+	// armErr is why its events could not be armed again (set by the
+	// poller, p.mu held, before it hands it to the reader that closes
+	// it; nil: armed).
+	armErr error
 	// The framing state, the reader's that holds the connection: the
 	// incomplete rest of what arrived (nil between messages: an idle
 	// connection holds no buffer), when the message being read began
@@ -295,6 +299,9 @@ type tcpFaults struct {
 	// pollAdd, when it returns an error, fails a connection's entry into
 	// the epoll set with it.
 	pollAdd func(*tcpConn) error
+	// pollArm, when it returns an error, fails the arming of a parked
+	// connection's events again (epoll_ctl EPOLL_CTL_MOD) with it.
+	pollArm func(*tcpConn) error
 	// pollRun is called by the poller goroutine with the poller's lock
 	// held, before each wait: a panic there.
 	pollRun func()
