@@ -1,10 +1,12 @@
 package sip
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -244,4 +246,39 @@ func TestTCPConnectionFromADialledAddress(t *testing.T) {
 		t.Errorf("a dial to an address with a connection open: %p, %v; want that connection %p", d, err, in)
 	}
 	settled(t, s, p, 1, "a dial to an address connected")
+}
+
+// TestTCPSupersededConnectionIdlesOut: the older of two connections
+// with one remote address (a dialled one, superseded when the phone
+// connected from its listening port and registered on the new one) is
+// not the phone's flow, so its idle timeout closes it although a
+// binding from that address lives; the newer, which the phone
+// registered on, stays. Without that rule the older, counted against
+// sip.tcp_max_connections, would be kept for as long as the binding.
+func TestTCPSupersededConnectionIdlesOut(t *testing.T) {
+	s, addr, _ := serveAlerts(t, func(c *config.SIP) { c.TCPIdleTimeout = 1 })
+	p := servingPoller(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ph := newReusePhone(t)
+	if _, err := s.dialTCP(ctx, ph.addr); err != nil {
+		t.Fatal(err)
+	}
+	dialledFar := ph.accepted(t, 0)
+	c := ph.connect(t, addr)
+	ua := &tcpUA{t: t, c: c, r: bufio.NewReader(c), in: make(chan string, 64)}
+	go ua.read()
+	ua.send(reg("2100", "Contact: <sip:2100@"+ph.addr.String()+";transport=tcp>\r\n", ""))
+	if r := ua.recv(30*time.Second, "SIP/2.0"); !strings.HasPrefix(r, "SIP/2.0 200") {
+		t.Fatalf("register over the connection from the phone's port: %q", status(r))
+	}
+	newer := s.tcpConnTo(ph.addr)
+	dialledFar.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := dialledFar.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("the superseded connection was not closed on sip.tcp_idle_timeout: %v", err)
+	}
+	settled(t, s, p, 1, "the superseded connection closed")
+	if got := s.tcpConnTo(ph.addr); got != newer {
+		t.Errorf("the phone's flow is %p, want the connection it registered on %p", got, newer)
+	}
 }
