@@ -1,7 +1,6 @@
 package sip
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -14,8 +13,6 @@ import (
 	"time"
 
 	"github.com/aredn/phonebookd/config"
-	"github.com/aredn/phonebookd/health"
-	"github.com/aredn/phonebookd/supervisor"
 )
 
 // fuzzToken is the fuzzing server's branch token, so that seeds can
@@ -26,18 +23,9 @@ const fuzzToken = "f0220000"
 // their bounds are reached) and a phone registered at a sink that
 // drains what the proxy sends it.
 func fuzzServer(f *testing.F) (*Server, *condLog, netip.AddrPort) {
-	cfg := config.Defaults().SIP
-	cfg.Listen = "127.0.0.1:0"
-	cfg.MaxBindings, cfg.MaxContacts, cfg.MaxTransactions, cfg.MaxCalls = 4, 2, 4, 2
-	alerts := newCondLog()
-	s := New(cfg, nil, health.NewRates(health.SystemClock{}), alerts)
-	s.token = fuzzToken
-	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
-	sup.Add(supervisor.Spec{Name: "main", Period: Period, Run: s.Run})
-	ctx, cancel := context.WithCancel(context.Background())
-	f.Cleanup(func() { cancel(); sup.Wait(context.Background()) })
-	sup.Start(ctx)
-	s.Addr()
+	s, _, alerts := serveWith(f, func(c *config.SIP) {
+		c.MaxBindings, c.MaxContacts, c.MaxTransactions, c.MaxCalls = 4, 2, 4, 2
+	}, func(s *Server) { s.token = fuzzToken })
 	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		f.Fatal(err)
@@ -106,7 +94,7 @@ func checkBounds(t *testing.T, s *Server) {
 			aors, cfg.MaxBindings, calls, cfg.MaxCalls, contacts, cfg.MaxContacts)
 	}
 	s.tcpMu.Lock()
-	conns := len(s.tcpConns)
+	conns := s.tcpCountLocked()
 	s.tcpMu.Unlock()
 	if conns > cfg.TCPMaxConnections {
 		t.Fatalf("%d TCP connections, bound %d", conns, cfg.TCPMaxConnections)

@@ -148,7 +148,12 @@ type Server struct {
 	// listening port) to the connection it sent that request on: at most
 	// one alias per connection, removed with it.
 	tcpAlias map[netip.AddrPort]*tcpConn
-	tcpServe tcpServing // how a connection is served (set by acceptTCP)
+	// tcpSuperseded holds the connections whose address another
+	// connection entered later took in tcpConns (see addConn): still
+	// open and served until they close, so counted with tcpConns
+	// (tcpCountLocked) against sip.tcp_max_connections.
+	tcpSuperseded map[*tcpConn]struct{}
+	tcpServe      tcpServing // how a connection is served (set by acceptTCP)
 	// tcpLn is the installed endpoint's TCP listener (install): only its
 	// acceptor may set tcpServe.
 	tcpLn net.Listener
@@ -167,6 +172,8 @@ type Server struct {
 	callsTotal   atomic.Int64
 	evicted      atomic.Int64
 	acceptErrors atomic.Int64
+	dialErrors   atomic.Int64 // connections to phones (dialTCP) that failed: the connect, or their entry into the epoll set
+	pollErrors   atomic.Int64 // connections closed because the epoll set could not arm them again
 	shed         [numShed]atomic.Int64
 	forged       atomic.Int64 // responses whose branch MAC did not verify
 	callsExpired atomic.Int64 // calls freed because their 2xx was never ACKed
@@ -199,7 +206,7 @@ func New(cfg config.SIP, log *slog.Logger, rates *health.Rates, alerts Alerts) *
 		token: hex.EncodeToString(tok[:]), aors: map[string]*aor{}, calls: map[uint64]*callEntry{}, callsSrc: map[netip.Addr]int{},
 		names: map[string]bool{}, ownAddrs: map[netip.Addr]bool{}, ifaces: net.InterfaceAddrs, ownByBind: map[netip.Addr]bool{},
 		txUp: map[string]*proxyTx{}, txDown: map[string]*proxyTx{}, txSrc: map[netip.Addr]int{}, probes: map[string]chan int{},
-		tcpConns: map[netip.AddrPort]*tcpConn{}, tcpAlias: map[netip.AddrPort]*tcpConn{}, ready: make(chan struct{}), relisten: make(chan struct{}, 1)}
+		tcpConns: map[netip.AddrPort]*tcpConn{}, tcpAlias: map[netip.AddrPort]*tcpConn{}, tcpSuperseded: map[*tcpConn]struct{}{}, ready: make(chan struct{}), relisten: make(chan struct{}, 1)}
 	secret, err := siphash.RandomKey()
 	if err != nil {
 		// As crypto/rand would: without random bytes no branch can be
@@ -1133,6 +1140,8 @@ type Status struct {
 	CallsTotal          int64      `json:"calls_total"`
 	EvictedContacts     int64      `json:"evicted_contacts"`
 	TCPAcceptErrors     int64      `json:"tcp_accept_errors"`
+	TCPDialErrors       int64      `json:"tcp_dial_errors"` // connections to phones not made (unreachable, refused, timed out) or not served (the epoll set); not accepts
+	TCPPollErrors       int64      `json:"tcp_poll_errors"` // connections closed because the epoll set could not watch them again (epoll_ctl EPOLL_CTL_MOD failed: memory short)
 	ForgedResponses     int64      `json:"forged_responses"`
 	CallsExpiredUnacked int64      `json:"calls_expired_unacked"`
 	Shed                ShedCounts `json:"shed"`
@@ -1180,7 +1189,7 @@ func (s *Server) Status() Status {
 	}
 	s.mu.Unlock()
 	s.tcpMu.Lock()
-	conns := len(s.tcpConns)
+	conns := s.tcpCountLocked()
 	s.tcpMu.Unlock()
 	sh := func(i int) int64 { return s.shed[i].Load() }
 	return Status{
@@ -1200,6 +1209,8 @@ func (s *Server) Status() Status {
 		CallsTotal:          s.callsTotal.Load(),
 		EvictedContacts:     s.evicted.Load(),
 		TCPAcceptErrors:     s.acceptErrors.Load(),
+		TCPDialErrors:       s.dialErrors.Load(),
+		TCPPollErrors:       s.pollErrors.Load(),
 		ForgedResponses:     s.forged.Load(),
 		CallsExpiredUnacked: s.callsExpired.Load(),
 		Shed: ShedCounts{Registrations: sh(ShedRegistrations), Transactions: sh(ShedTransactions), Calls: sh(ShedCalls),

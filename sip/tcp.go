@@ -39,6 +39,10 @@ type tcpConn struct {
 	// nothing comes.
 	parked   bool
 	deadline time.Time
+	// armErr is why its events could not be armed again (set by the
+	// poller, p.mu held, before it hands it to the reader that closes
+	// it; nil: armed).
+	armErr error
 	// The framing state, the reader's that holds the connection: the
 	// incomplete rest of what arrived (nil between messages: an idle
 	// connection holds no buffer), when the message being read began
@@ -238,16 +242,47 @@ func (s *Server) aliasConn(tc *tcpConn, contact netip.AddrPort) {
 	s.tcpAlias[contact] = tc
 }
 
-// dropConn forgets a closed connection and its alias.
+// dropConn forgets a closed connection and its alias. When it was the
+// connection to its address, the one to the same address entered last
+// before it that is still open (superseded by it, see addConn) is that
+// connection again: requests for the address find the connection the
+// phone still has open, not a new one dialled beside it.
 func (s *Server) dropConn(tc *tcpConn) {
 	s.tcpMu.Lock()
 	defer s.tcpMu.Unlock()
 	if s.tcpConns[tc.remote] == tc {
 		delete(s.tcpConns, tc.remote)
+		var next *tcpConn
+		for o := range s.tcpSuperseded { // bounded by sip.tcp_max_connections; empty but for a collision
+			if o.remote == tc.remote && (next == nil || o.born.After(next.born)) {
+				next = o
+			}
+		}
+		if next != nil {
+			delete(s.tcpSuperseded, next)
+			s.tcpConns[next.remote] = next
+		}
+	} else {
+		delete(s.tcpSuperseded, tc)
 	}
 	if tc.alias.IsValid() && s.tcpAlias[tc.alias] == tc {
 		delete(s.tcpAlias, tc.alias)
 	}
+}
+
+// tcpCountLocked is the number of connections open and served: those
+// in tcpConns and those superseded there (tcpMu held). It is what
+// sip.tcp_max_connections bounds and the status reports.
+func (s *Server) tcpCountLocked() int {
+	return len(s.tcpConns) + len(s.tcpSuperseded)
+}
+
+// isFlow reports whether tc is the connection to its address, the one
+// requests for the address take (not one superseded, nor one gone).
+func (s *Server) isFlow(tc *tcpConn) bool {
+	s.tcpMu.Lock()
+	defer s.tcpMu.Unlock()
+	return s.tcpConns[tc.remote] == tc
 }
 
 // tcpServing is what serving a connection needs, set while the TCP
@@ -264,6 +299,9 @@ type tcpFaults struct {
 	// pollAdd, when it returns an error, fails a connection's entry into
 	// the epoll set with it.
 	pollAdd func(*tcpConn) error
+	// pollArm, when it returns an error, fails the arming of a parked
+	// connection's events again (epoll_ctl EPOLL_CTL_MOD) with it.
+	pollArm func(*tcpConn) error
 	// pollRun is called by the poller goroutine with the poller's lock
 	// held, before each wait: a panic there.
 	pollRun func()
@@ -292,6 +330,9 @@ func (s *Server) closeTCP() {
 	for _, c := range s.tcpConns {
 		c.c.Close()
 	}
+	for c := range s.tcpSuperseded {
+		c.c.Close()
+	}
 }
 
 // errTCPLimit: sip.tcp_max_connections connections are open.
@@ -310,6 +351,19 @@ var errFlowOpen = errors.New("sip: a connection to the address is open already")
 // goes to or is aliased to is not entered: errFlowOpen, with the open
 // one, so that each connection served is in the table and counted
 // against sip.tcp_max_connections (the table holds one per address).
+//
+// An accepted connection from an address a connection open already goes
+// to (a phone that binds its outgoing connections to its listening port,
+// SO_REUSEPORT, connecting while one we dialled to that port is open; or
+// one that reconnects from the same port before its old connection's
+// close was read) takes the address: it is the flow the phone opened
+// last, on which it expects requests (RFC 5626). The older stays open
+// and served, counted in tcpSuperseded, because the transactions sent
+// on it get their responses on it (RFC 3261 18.2.2); no longer the
+// address's connection, it no longer carries the phone's binding, so
+// its idle timeout closes it once quiet (turn). Before, the newer
+// replaced it in the table: it stayed open and served but was counted
+// nowhere, past sip.tcp_max_connections.
 func (s *Server) addConn(tc *tcpConn, dialled bool) (*tcpConn, error) {
 	rc, err := rawConn(tc.c)
 	if err != nil {
@@ -334,12 +388,15 @@ func (s *Server) addConn(tc *tcpConn, dialled bool) (*tcpConn, error) {
 			return old, errFlowOpen
 		}
 	}
-	if len(s.tcpConns) >= s.config().TCPMaxConnections {
+	if s.tcpCountLocked() >= s.config().TCPMaxConnections {
 		s.tcpMu.Unlock()
 		return nil, errTCPLimit
 	}
 	// Set before it is shared: a writer finds it in the table.
 	tc.rc, tc.poll, tc.born = rc, sv.poll, tc.now()
+	if old := s.tcpConns[tc.remote]; old != nil {
+		s.tcpSuperseded[old] = struct{}{} // accepted from its address: see above
+	}
 	s.tcpConns[tc.remote] = tc
 	tc.w = sv.w
 	tc.onStall = func() {
@@ -376,14 +433,26 @@ func setSendBuffer(rc syscall.RawConn) error {
 	return nil
 }
 
-// notServed counts and logs a connection addConn refused, by its reason.
-func (s *Server) notServed(tc *tcpConn, err error) {
+// notServed counts and logs a connection addConn refused, by its reason
+// and whether it was dialled (to a phone) or accepted.
+func (s *Server) notServed(tc *tcpConn, dialled bool, err error) {
+	dir := "from"
+	if dialled {
+		dir = "to"
+	}
 	switch {
 	case errors.Is(err, errTCPLimit):
 		s.shedCount(ShedTCPConnections)
-		s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", "from", tc.remote.String())
+		s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", dir, tc.remote.String())
 	case errors.Is(err, errNoTCP):
 		// TCP stops (the worker, a rebind): nothing failed.
+	case dialled:
+		// The epoll set could not take it (descriptors or memory short):
+		// a connection to a phone not made, counted with the connects
+		// that failed; not an accept's failure, which
+		// tcp_accept_errors and sip_accept_errors are about.
+		s.dialErrors.Add(1)
+		s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp connection dialled not served", "to", tc.remote.String(), "err", err.Error())
 	default:
 		// The epoll set could not take it (descriptors or memory short):
 		// an error of serving connections, as an accept's is.
@@ -401,7 +470,9 @@ var errNoTCP = errors.New("sip: no TCP connection can be opened")
 // opens one), bounded like accepted ones and by sip.tcp_max_connections
 // dials at once; it is served like an accepted one, so the phone's
 // answers and requests come back on it. A connection open to the address
-// already is returned as is.
+// already is returned as is. A connect that fails, and a connection the
+// epoll set cannot take, are counted as dial errors (tcp_dial_errors),
+// never as accept errors.
 func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, error) {
 	if tc := s.flowTo(addr); tc != nil {
 		return tc, nil
@@ -421,6 +492,7 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 	d := net.Dialer{Timeout: dialTimeout}
 	c, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
+		s.dialErrors.Add(1)
 		return nil, fmt.Errorf("sip: connect to %s: %w", addr, err)
 	}
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
@@ -435,7 +507,7 @@ func (s *Server) dialTCP(ctx context.Context, addr netip.AddrPort) (*tcpConn, er
 	if err != nil {
 		// Counted before it is closed: a peer that sees the close and
 		// reads the status finds it counted.
-		s.notServed(tc, err)
+		s.notServed(tc, true, err)
 		c.Close()
 		return nil, fmt.Errorf("sip: connect to %s: %w", addr, errors.Join(errNoTCP, err))
 	}
@@ -535,7 +607,7 @@ func (s *Server) acceptTCP(ctx context.Context, ln net.Listener, w *supervisor.W
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 		tc := &tcpConn{c: c, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), local: local}
 		if _, err := s.addConn(tc, false); err != nil {
-			s.notServed(tc, err) // counted before the peer sees the close
+			s.notServed(tc, false, err) // counted before the peer sees the close
 			c.Close()
 		}
 	}

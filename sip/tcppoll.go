@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -218,9 +219,29 @@ func (p *tcpPoller) rearm(tc *tcpConn) {
 		tc.deadline = d
 		p.noteDeadlineLocked(d)
 	}
-	// A failure: the connection closed (the worker stops); stop
-	// releases it.
-	p.ctl(tc, unix.EPOLL_CTL_MOD)
+	p.armLocked(tc)
+}
+
+// armLocked arms a parked connection's events again (p.mu held). When
+// that fails (epoll_ctl EPOLL_CTL_MOD: memory short, or the connection
+// closed under it) no event can come for it: it would sit, unread and
+// counted against sip.tcp_max_connections, until its deadline (for ever
+// while it carries a binding, whose keep-alives it could not read). It
+// is handed to a reader at once instead, which closes it (turn).
+func (p *tcpPoller) armLocked(tc *tcpConn) {
+	var err error
+	if f := p.s.faults.pollArm; f != nil {
+		err = f(tc)
+	}
+	if err == nil {
+		err = p.ctl(tc, unix.EPOLL_CTL_MOD)
+	}
+	if err == nil {
+		return
+	}
+	tc.armErr = err
+	tc.parked = false
+	p.enqueueLocked(tc)
 }
 
 // noteDeadlineLocked makes the poller look for timed-out connections by
@@ -268,10 +289,8 @@ func (p *tcpPoller) park(tc *tcpConn, deadline time.Time) {
 	p.noteDeadlineLocked(tc.deadline)
 	// Armed under p.mu, as rearm does: the events armed last follow the
 	// write queue as it is now, and its event finds it parked. A failure
-	// is a connection closed under its reader (the worker stops): its
-	// deadline hands it to a reader, whose flush or read fails and
-	// closes it; stop does at the latest.
-	p.ctl(tc, unix.EPOLL_CTL_MOD)
+	// hands it to a reader, which closes it.
+	p.armLocked(tc)
 }
 
 // enqueueLocked queues a connection for a reader and starts one if fewer
@@ -447,6 +466,16 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 			p.drop(tc)
 		}
 	}()
+	if err := tc.armErr; err != nil {
+		// Its events could not be armed again (armLocked): it can no
+		// longer be read, and is closed. Counted unless it was closed
+		// already (the worker stops, a rebind): that failed nothing.
+		if !errors.Is(err, net.ErrClosed) {
+			s.pollErrors.Add(1)
+			s.logs.Log(slog.LevelWarn, "tcp-poll", "sip: tcp connection cannot be watched for input; closed", "peer", tc.remote.String(), "err", err.Error())
+		}
+		return
+	}
 	// Its write queue first: its requests are read once their answers
 	// have gone. A queue that has not moved for sip.tcp_write_timeout
 	// gives it up here (kill), at the deadline park set.
@@ -531,8 +560,11 @@ func (p *tcpPoller) turn(r *reader, tc *tcpConn) {
 	}
 	deadline := tc.lastActive.Add(idle)
 	if !now.Before(deadline) {
-		if !s.carriesBinding(tc.remote, now) {
-			return // idle for sip.tcp_idle_timeout: closed
+		if !s.isFlow(tc) || !s.carriesBinding(tc.remote, now) {
+			// Idle for sip.tcp_idle_timeout: closed. One superseded at
+			// its address (addConn) is not the phone's flow, whatever
+			// binding its address carries.
+			return
 		}
 		// The phone registered on this connection: it is its flow (RFC
 		// 5626), the only way requests reach it, kept while the binding

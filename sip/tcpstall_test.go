@@ -160,6 +160,14 @@ func queuedConns(s *Server) int {
 // condition recorder and the failures f injected before it starts
 // (none: serveAlerts).
 func serveFaults(t testing.TB, mod func(*config.SIP), f tcpFaults) (*Server, string, *condLog) {
+	return serveWith(t, mod, func(s *Server) { s.faults = f })
+}
+
+// serveWith runs a server on loopback, under a supervisor, with a
+// condition recorder, its settings changed by mod and the server by
+// prep (failures to inject, a fixed branch token: what must be set
+// before it runs) before it starts; either may be nil.
+func serveWith(t testing.TB, mod func(*config.SIP), prep func(*Server)) (*Server, string, *condLog) {
 	cfg := config.Defaults().SIP
 	cfg.Listen = "127.0.0.1:0"
 	if mod != nil {
@@ -167,7 +175,9 @@ func serveFaults(t testing.TB, mod func(*config.SIP), f tcpFaults) (*Server, str
 	}
 	al := newCondLog()
 	s := New(cfg, nil, health.NewRates(health.SystemClock{}), al)
-	s.faults = f
+	if prep != nil {
+		prep(s)
+	}
 	sup := supervisor.New(supervisor.Options{MaxRestarts: 1, Window: time.Hour})
 	sup.Add(supervisor.Spec{Name: "main", Period: Period, Run: s.Run})
 	ctx, cancel := context.WithCancel(context.Background())
