@@ -251,6 +251,8 @@ func service(w *writer, st *Services, now time.Time) {
 		{"phonebook_sip_malformed_total", "counter", "Malformed SIP messages answered 400 or dropped.", float64(sp.MalformedTotal)},
 		{"phonebook_sip_calls_total", "counter", "Calls set up through the proxy.", float64(sp.CallsTotal)},
 		{"phonebook_sip_tcp_accept_errors_total", "counter", "Failed TCP accepts (descriptor exhaustion and the like).", float64(sp.TCPAcceptErrors)},
+		{"phonebook_sip_tcp_dial_errors_total", "counter", "Failed TCP connections to phones (connect refused, or not served).", float64(sp.TCPDialErrors)},
+		{"phonebook_sip_tcp_poll_errors_total", "counter", "TCP connections closed because their events could not be armed again.", float64(sp.TCPPollErrors)},
 		{"phonebook_sip_forged_responses_total", "counter", "Responses dropped because their branch MAC did not verify.", float64(sp.ForgedResponses)},
 		{"phonebook_sip_calls_expired_unacked_total", "counter", "Calls freed because their 200 was never ACKed within 64*T1.", float64(sp.CallsExpiredUnacked)},
 	} {
