@@ -444,8 +444,10 @@ func (s *Server) notServed(tc *tcpConn, dialled bool, err error) {
 	case errors.Is(err, errTCPLimit):
 		s.shedCount(ShedTCPConnections)
 		s.logs.Log(slog.LevelWarn, "tcp-limit", "sip: tcp connection refused at sip.tcp_max_connections", dir, tc.remote.String())
-	case errors.Is(err, errNoTCP):
-		// TCP stops (the worker, a rebind): nothing failed.
+	case errors.Is(err, errNoTCP), errors.Is(err, net.ErrClosed):
+		// TCP stops (the worker, a rebind): nothing failed. Its closeTCP
+		// may close a connection entered in the table before it is in
+		// the epoll set, whose entry then fails as closed.
 	case dialled:
 		// The epoll set could not take it (descriptors or memory short):
 		// a connection to a phone not made, counted with the connects
