@@ -256,12 +256,16 @@ func TestTCPConnectionFromADialledAddress(t *testing.T) {
 // registered on, stays. Without that rule the older, counted against
 // sip.tcp_max_connections, would be kept for as long as the binding.
 func TestTCPSupersededConnectionIdlesOut(t *testing.T) {
-	s, addr, _ := serveAlerts(t, func(c *config.SIP) { c.TCPIdleTimeout = 1 })
+	// 5 s: the dial, the phone's connection and its REGISTER (a few ms)
+	// come well within it on a busy machine, so the dialled connection is
+	// superseded before it could idle out; checked below.
+	s, addr, _ := serveAlerts(t, func(c *config.SIP) { c.TCPIdleTimeout = 5 })
 	p := servingPoller(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ph := newReusePhone(t)
-	if _, err := s.dialTCP(ctx, ph.addr); err != nil {
+	dialled, err := s.dialTCP(ctx, ph.addr)
+	if err != nil {
 		t.Fatal(err)
 	}
 	dialledFar := ph.accepted(t, 0)
@@ -273,6 +277,12 @@ func TestTCPSupersededConnectionIdlesOut(t *testing.T) {
 		t.Fatalf("register over the connection from the phone's port: %q", status(r))
 	}
 	newer := s.tcpConnTo(ph.addr)
+	s.tcpMu.Lock()
+	_, superseded := s.tcpSuperseded[dialled]
+	s.tcpMu.Unlock()
+	if !superseded || newer == dialled {
+		t.Fatal("the dialled connection was not superseded by the phone's: the rule under test was not reached")
+	}
 	dialledFar.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := dialledFar.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 		t.Fatalf("the superseded connection was not closed on sip.tcp_idle_timeout: %v", err)
