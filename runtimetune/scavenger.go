@@ -230,9 +230,10 @@ func (s *Scavenger) Run(ctx context.Context) int {
 				// first collections also set up its own structures
 				// (the mark-bit arenas of the current, next and previous
 				// cycles: metadata/other grows by 0.6-0.9 MB over the
-				// first three collections, then stays), so three are
-				// run now: that memory is in the idle baseline rather
-				// than a rise after it. They run after the page-out:
+				// first three collections, and the arenas are cleared
+				// whole, so made resident, when first reused at the
+				// fourth and fifth), so five are run now: that memory is
+				// in the idle baseline rather than a rise after it. They run after the page-out:
 				// the collector's code is part of the idle daemon's
 				// (a collection at least every 2 minutes, the runtime's
 				// own rule), faulted back now rather than as a rise at
