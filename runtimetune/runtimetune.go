@@ -286,6 +286,12 @@ type Sample struct {
 	// difference is what was allocated since that collection.
 	HeapObjects uint64
 	HeapLive    uint64
+	// HeapInUse is the bytes of the heap's spans in use: the objects and
+	// the free slots between them. It grows as new spans are taken
+	// (their pages touched, so resident), at once, where HeapObjects
+	// counts a size class's allocations only when its cached span is
+	// swapped.
+	HeapInUse uint64
 }
 
 // Garbage is the heap allocated since the last collection (most of it
@@ -300,7 +306,7 @@ func (s Sample) Garbage() uint64 {
 // ReadRuntime samples runtime/metrics.
 func ReadRuntime() Sample {
 	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/allocs:bytes"},
-		{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
+		{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}}
 	metrics.Read(s)
 	get := func(i int) uint64 {
 		if s[i].Value.Kind() == metrics.KindUint64 {
@@ -308,7 +314,7 @@ func ReadRuntime() Sample {
 		}
 		return 0
 	}
-	return Sample{HeapFree: get(0), Allocs: get(1), HeapObjects: get(2), HeapLive: get(3)}
+	return Sample{HeapFree: get(0), Allocs: get(1), HeapObjects: get(2), HeapLive: get(3), HeapInUse: get(2) + get(4)}
 }
 
 // The scavenger's defaults.
@@ -326,18 +332,44 @@ const (
 	// collection past which a quiet daemon collects: without it the
 	// idle heap grows to the runtime's minimum goal (4 MB x GOGC/100)
 	// before the first collection, minutes later, and keeps those pages.
-	DefaultIdleGarbage = 128 << 10
+	// The figure it is compared with lags: the runtime counts a size
+	// class's allocations when its cached span is swapped, so the idle
+	// daemon's ~1 KB/s showed as 50 KB over its first 2 minutes while
+	// the heap arenas' resident pages grew by 160 KB. At 128 KB the
+	// rule never fired before the runtime's own collection; at 32 KB it
+	// collects about once a minute at idle (a collection of a
+	// sub-megabyte heap: about a millisecond of CPU).
+	DefaultIdleGarbage = 32 << 10
 	// DefaultIdleFree is the free heap resident past which a quiet
 	// daemon gives it back: the runtime collects by itself at least
-	// every 2 minutes and keeps the pages that collection freed (312 KB
-	// measured 90 s after it, idle), which the burst rule's MinFree
-	// leaves alone.
-	DefaultIdleFree = 256 << 10
+	// every 2 minutes and keeps the pages that collection freed, which
+	// the burst rule's MinFree leaves alone. Measured idle (1c85783):
+	// 136 to 232 KB freed by those collections; at 256 KB the rule
+	// left them resident, and the heap arenas grew from 1.00 to
+	// 1.23 MB over 4 minutes.
+	DefaultIdleFree = 64 << 10
+	// DefaultIdleGrowth is the growth of the heap's spans in use past
+	// which a quiet daemon collects. Measured idle (1c85783, runtime
+	// metrics every 5 s): the minute's health evaluation took 80 KB of
+	// new spans in the first minute (983 -> 1,063 KB in use) while the
+	// heap objects figure rose by 18 KB, and the heap arenas' resident
+	// pages stepped up 50-100 KB at each evaluation minute, given back
+	// only at the next 2-minute collection. At 64 KB the scavenger
+	// collects within a period of such a step.
+	DefaultIdleGrowth = 64 << 10
 	// StartupCollections is how many collections end start-up: the
-	// runtime's own collection structures reach their size within three
-	// (measured: a trivial Go 1.26 program's metadata/other 1,395,
-	// 1,720, 1,988 KB, then 1,988 KB for 57 more).
-	StartupCollections = 3
+	// runtime's own collection structures reach their resident size
+	// within five. Its metadata/other figure (address space) stops
+	// growing after three (a trivial Go 1.26 program: 1,395, 1,720,
+	// 1,988 KB, then 1,988 KB for 57 more), but the mark-bit arenas
+	// (64 KB each; a next, current and previous one, then reused) are
+	// cleared whole when first reused, at the fourth and fifth
+	// collections: the runtime's off-heap resident memory was 552, 796,
+	// 880, 952, 1,012 KB after collections 1 to 5 and 1,012 KB for 7
+	// more (a small program); in the daemon started with three, +60 KB
+	// at its first idle collection (120 s) and +64 KB at the second
+	// (240 s), then flat (TestStartupCollectionsSettleRuntime).
+	StartupCollections = 5
 	// DefaultPageOutEvery bounds how often the code is paged out again
 	// after a load falls.
 	DefaultPageOutEvery = 10 * time.Minute

@@ -22,8 +22,9 @@ import (
 //   - Idle: the daemon is quiet (under QuietRate) and at least
 //     IdleGarbage bytes were allocated since the last collection, or at
 //     least IdleFree bytes of free heap are resident (the runtime's own
-//     collection, forced every 2 minutes, keeps the pages it freed):
-//     Free.
+//     collection, forced every 2 minutes, keeps the pages it freed),
+//     or the heap's spans in use grew by at least IdleGrowth since the
+//     last Free (new spans: pages touched, made resident): Free.
 //     Without this rule nothing collects at idle for minutes: the heap
 //     grows to the runtime's minimum goal (4 MB x GOGC/100) at the idle
 //     daemon's ~20 KB/s, and those pages stay resident. With it, RssAnon
@@ -34,6 +35,8 @@ import (
 //     resident (the runtime keeps some: pages cached per P, runtime
 //     pages in a larger physical page with live objects): Free would
 //     leave it again, and the quiet daemon would collect every period.
+//     Likewise the spans in use count from what the last Free left (live
+//     objects hold their spans).
 //   - Start-up: once start-up is done (Started), PageOut (unless
 //     code_pageout is 0), then Free (StartupCollections times).
 //   - Code: PageOut again once the daemon is quiet after a load (a
@@ -51,6 +54,9 @@ type Scavenger struct {
 	QuietRate   uint64        // bytes a second under which the daemon is quiet
 	IdleGarbage uint64        // idle rule: heap allocated since the last collection worth collecting
 	IdleFree    uint64        // idle rule: free heap resident worth giving back (above what the last Free left)
+	// IdleGrowth is the idle rule's growth of the heap's spans in use
+	// since the last Free worth collecting; 0 turns that part off.
+	IdleGrowth uint64
 	// PageOutEvery is the least time between two page-outs after loads
 	// (the start-up one excepted).
 	PageOutEvery time.Duration
@@ -76,7 +82,7 @@ type Scavenger struct {
 // NewScavenger is a scavenger on the runtime with the defaults.
 func NewScavenger(log *slog.Logger) *Scavenger {
 	return &Scavenger{Period: DefaultPeriod, MinFree: DefaultMinFree, QuietRate: DefaultQuietRate,
-		IdleGarbage: DefaultIdleGarbage, IdleFree: DefaultIdleFree, PageOutEvery: DefaultPageOutEvery, Clock: clock.Real{},
+		IdleGarbage: DefaultIdleGarbage, IdleFree: DefaultIdleFree, IdleGrowth: DefaultIdleGrowth, PageOutEvery: DefaultPageOutEvery, Clock: clock.Real{},
 		Read: ReadRuntime, Free: debug.FreeOSMemory, PageOut: NewCodePager().PageOut, Log: log}
 }
 
@@ -146,19 +152,22 @@ const (
 )
 
 // Decide is the scavenger's memory rule for a period whose allocation
-// rate (bytes a second) is rate after prevRate, with the heap cur. kept
-// is the free heap the last Free left resident (the runtime did not give
-// it back: pages cached per P, or runtime pages sharing a physical page
-// with live objects where the physical page is larger): the rules count
-// only the free heap above it, since freeing again would leave it too,
-// and a quiet daemon would collect every period for ever.
-func (s *Scavenger) Decide(prevRate, rate uint64, cur Sample, kept uint64) Rule {
+// rate (bytes a second) is rate after prevRate, with the heap cur. left
+// is the heap as the last Free left it (each figure lowered where the
+// heap has fallen below it since). Its HeapFree is the free heap the runtime did not give
+// back (pages cached per P, or runtime pages sharing a physical page with
+// live objects where the physical page is larger): the rules count only
+// the free heap above it, since freeing again would leave it too, and a
+// quiet daemon would collect every period for ever. Its HeapInUse is the
+// spans live objects held: the idle rule counts the growth above it.
+func (s *Scavenger) Decide(prevRate, rate uint64, cur Sample, left Sample) Rule {
 	quiet := rate < s.QuietRate
-	free := cur.HeapFree - min(kept, cur.HeapFree)
+	free := cur.HeapFree - min(left.HeapFree, cur.HeapFree)
+	grown := cur.HeapInUse - min(left.HeapInUse, cur.HeapInUse)
 	switch {
 	case free >= s.MinFree && (rate*2 <= prevRate || quiet):
 		return Burst
-	case quiet && (cur.Garbage() >= s.IdleGarbage || free >= s.IdleFree):
+	case quiet && (cur.Garbage() >= s.IdleGarbage || free >= s.IdleFree || s.IdleGrowth > 0 && grown >= s.IdleGrowth):
 		return Idle
 	}
 	return Keep
@@ -197,9 +206,10 @@ func (s *Scavenger) pageOut(now time.Time) {
 func (s *Scavenger) Run(ctx context.Context) int {
 	prev, prevAt := s.Read(), s.Clock.Now()
 	var prevRate uint64
-	// kept is the free heap the last Free left resident, lowered as the
-	// free heap falls below it (Decide).
-	var kept uint64
+	// left is the heap as the last Free left it (Decide): its free heap
+	// resident and its spans in use, each lowered as the heap falls
+	// below it. Before any Free the spans in use count from Run's start.
+	left := Sample{HeapInUse: prev.HeapInUse}
 	freed := 0
 	s.mu.Lock()
 	wake := s.wakeC()
@@ -230,19 +240,20 @@ func (s *Scavenger) Run(ctx context.Context) int {
 				// first collections also set up its own structures
 				// (the mark-bit arenas of the current, next and previous
 				// cycles: metadata/other grows by 0.6-0.9 MB over the
-				// first three collections, then stays), so three are
-				// run now: that memory is in the idle baseline rather
-				// than a rise after it. They run after the page-out:
-				// the collector's code is part of the idle daemon's
-				// (a collection at least every 2 minutes, the runtime's
-				// own rule), faulted back now rather than as a rise at
-				// the first idle collection.
+				// first three collections, and the arenas are cleared
+				// whole, so made resident, when first reused at the
+				// fourth and fifth), so five are run now: that memory is
+				// in the idle baseline rather than a rise after it. They
+				// run after the page-out: the collector's code is part
+				// of the idle daemon's (a collection at least every 2
+				// minutes, the runtime's own rule), faulted back now
+				// rather than as a rise at the first idle collection.
 				for range StartupCollections {
 					s.Free()
 				}
 				freed++
 				prev, prevAt = s.Read(), now
-				kept = prev.HeapFree
+				left = prev
 			}
 			continue
 		case <-t.C():
@@ -252,17 +263,17 @@ func (s *Scavenger) Run(ctx context.Context) int {
 		secs := max(now.Sub(prevAt).Seconds(), 1e-3)
 		rate := uint64(float64(cur.Allocs-prev.Allocs) / secs)
 		quiet := rate < s.QuietRate
-		kept = min(kept, cur.HeapFree)
-		switch rule := s.Decide(prevRate, rate, cur, kept); rule {
+		left.HeapFree, left.HeapInUse = min(left.HeapFree, cur.HeapFree), min(left.HeapInUse, cur.HeapInUse)
+		switch rule := s.Decide(prevRate, rate, cur, left); rule {
 		case Burst, Idle:
 			s.Free()
 			freed++
 			if s.Log != nil {
 				s.Log.Debug("returned free heap to the kernel", "rule", rule.String(), "free_kb", cur.HeapFree>>10,
-					"garbage_kb", cur.Garbage()>>10, "alloc_kb_per_s", rate>>10)
+					"garbage_kb", cur.Garbage()>>10, "in_use_kb", cur.HeapInUse>>10, "alloc_kb_per_s", rate>>10)
 			}
 			cur = s.Read() // the collection moved the figures
-			kept = cur.HeapFree
+			left = cur
 		}
 		s.mu.Lock()
 		if prevRate >= s.QuietRate && quiet {
