@@ -325,8 +325,9 @@ const (
 	DefaultMinFree = 1 << 20
 	// DefaultQuietRate is the allocation rate (bytes a second) under
 	// which the daemon counts as quiet: the idle daemon allocates about
-	// 20 KB/s (the 1 s health sampling), 256 phones re-registering
-	// hourly much less, a REGISTER flood megabytes a second.
+	// 1 KB/s (8bc6700: 0 to 1 KB/s in the scavenger's debug log; about
+	// 20 KB/s at ee39f7c), 256 phones re-registering hourly less than that,
+	// a REGISTER flood megabytes a second.
 	DefaultQuietRate = 100 << 10
 	// DefaultIdleGarbage is the heap allocated since the last
 	// collection past which a quiet daemon collects: without it the

@@ -24,10 +24,12 @@ import (
 //     least IdleFree bytes of free heap are resident (the runtime's own
 //     collection, forced every 2 minutes, keeps the pages it freed),
 //     or the heap's spans in use grew by at least IdleGrowth since the
-//     last Free (new spans: pages touched, made resident): Free.
-//     Without this rule nothing collects at idle for minutes: the heap
-//     grows to the runtime's minimum goal (4 MB x GOGC/100) at the idle
-//     daemon's ~20 KB/s, and those pages stay resident. With it, RssAnon
+//     last Free (new spans: their pages made resident as objects are
+//     written in them): Free.
+//     Without this rule nothing but the runtime's own collection (every
+//     2 minutes, or at its minimum goal, 4 MB x GOGC/100, which the
+//     idle daemon's ~20 KB/s at ee39f7c reached first) collects at
+//     idle, and the pages it grew through stay resident. With it, RssAnon
 //     stays within about IdleGarbage plus a period's allocations of the
 //     live heap; the cost is a collection of a sub-megabyte heap every
 //     few periods.

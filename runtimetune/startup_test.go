@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
 	"strings"
@@ -37,13 +38,18 @@ func TestStartupCollectionsSettleRuntime(t *testing.T) {
 		startupChild(t)
 		return
 	}
-	if raceEnabled {
-		t.Skip("the race detector's shadow memory is off-heap memory that grows with each allocation")
-	}
 	if _, err := os.Stat("/proc/self/smaps"); err != nil {
 		t.Skip("no /proc/self/smaps")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStartupCollectionsSettleRuntime$", "-test.count=1", "-test.v")
+	bin := os.Args[0]
+	if raceEnabled {
+		// The race detector's shadow memory is off-heap memory that
+		// grows with each allocation: the child is this package's test
+		// binary built without it, so that the suite, run with -race,
+		// measures too.
+		bin = plainTestBinary(t)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestStartupCollectionsSettleRuntime$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "GOGC=", "GOMEMLIMIT=", "GODEBUG=")
 	out, err := cmd.CombinedOutput()
 	t.Logf("child:\n%s", out)
@@ -66,6 +72,26 @@ func TestStartupCollectionsSettleRuntime(t *testing.T) {
 	if later-after > 32 {
 		t.Errorf("the runtime's off-heap memory grew by %d KB over 4 collections after start-up (%d -> %d KB): start-up left it unsettled", later-after, after, later)
 	}
+}
+
+// plainTestBinary builds this package's test binary without the race
+// detector (GOFLAGS cleared: it may carry -race) into the test's
+// temporary directory.
+func plainTestBinary(t *testing.T) string {
+	if testing.Short() {
+		t.Skip("-short: no build of a test binary without the race detector")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go tool to build the child without the race detector: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "runtimetune.test")
+	cmd := exec.Command(goTool, "test", "-c", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go test -c: %v\n%s", err, out)
+	}
+	return bin
 }
 
 var churn [][]byte
