@@ -925,20 +925,27 @@ func TestTunerConfigure(t *testing.T) {
 	}
 }
 
-// realPeriod runs a scavenger on the real runtime (its code left in
-// place) for one 10 s period of a fake clock and returns how often it
-// freed memory.
-func realPeriod(t *testing.T) int {
+// realScavenger runs a scavenger on the real runtime (its code left in
+// place) on a fake clock, its first period armed; stop ends it and
+// returns how often it freed memory.
+func realScavenger(t *testing.T) (s *Scavenger, clk *clock.Fake, stop func() int) {
 	t.Helper()
-	clk := clock.NewFake(time.Unix(0, 0))
-	s := NewScavenger(nil)
+	clk = clock.NewFake(time.Unix(0, 0))
+	s = NewScavenger(nil)
 	s.Clock, s.PageOut = clk, nil
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() { done <- s.Run(ctx) }()
 	waitTimer(t, clk)
+	return s, clk, func() int { cancel(); return <-done }
+}
+
+// realPeriod runs a scavenger on the real runtime for one 10 s period of
+// a fake clock and returns how often it freed memory.
+func realPeriod(t *testing.T) int {
+	t.Helper()
+	_, clk, stop := realScavenger(t)
 	clk.Advance(10 * time.Second)
 	waitTimer(t, clk)
-	cancel()
-	return <-done
+	return stop()
 }

@@ -2,7 +2,6 @@ package runtimetune
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,10 +10,7 @@ import (
 	"runtime/metrics"
 	"strings"
 	"testing"
-	"time"
 	"unsafe"
-
-	"github.com/aredn/phonebookd/internal/clock"
 )
 
 // childEnv runs TestStartupCollectionsSettleRuntime's measurement in a
@@ -110,18 +106,11 @@ func startupChild(t *testing.T) {
 		return s[0].Value.Uint64()
 	}
 	c0 := cycles()
-	clk := clock.NewFake(time.Unix(0, 0))
-	s := NewScavenger(nil)
-	s.Clock, s.PageOut = clk, nil
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int)
-	go func() { done <- s.Run(ctx) }()
-	waitTimer(t, clk)
+	s, clk, stop := realScavenger(t)
 	s.Started()
 	waitFor(t, func() bool { return cycles() >= c0+StartupCollections }, "the start-up collections")
 	waitTimer(t, clk) // the start-up handled, the next period armed
-	cancel()
-	<-done
+	stop()
 	after := offHeapKB(t)
 	for range 4 {
 		// the idle daemon's trickle: a few KB between collections
