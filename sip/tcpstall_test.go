@@ -243,12 +243,14 @@ func TestTCPPollerPanicReleasesItsLock(t *testing.T) {
 	}})
 	p := servingPoller(t, s)
 	armed.Store(true)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	// Its event ends the poller's wait. The poller may wake by itself
+	// first (a deadline) and panic before this connection is taken: the
+	// restart then closes the listener under it, and the connect fails
+	// (reset), which is no failure of the test.
+	if c, err := net.Dial("tcp", addr); err == nil {
+		defer c.Close()
+		c.Write([]byte("\r\n\r\n"))
 	}
-	defer c.Close()
-	c.Write([]byte("\r\n\r\n")) // its event ends the poller's wait
 	within(t, 30*time.Second, "the poller panicked", func() bool { return !armed.Load() })
 	within(t, 60*time.Second, "TCP served by the restarted worker", func() bool {
 		q := pollerOf(s)
