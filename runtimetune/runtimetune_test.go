@@ -296,6 +296,15 @@ func (s *script) grow(n, garbage uint64) {
 	s.mu.Unlock()
 }
 
+// startUp ends the scripted scavenger's start-up (Started) once its
+// period is armed, and waits for the start-up collections.
+func startUp(t *testing.T, s *Scavenger, clk *clock.Fake, sc *script) {
+	t.Helper()
+	waitTimer(t, clk)
+	s.Started()
+	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+}
+
 func (s *script) freed() int { s.mu.Lock(); defer s.mu.Unlock(); return s.frees }
 
 // run starts a scavenger on the fake clock with the defaults and the
@@ -593,9 +602,7 @@ func TestScavengerPagesOutCode(t *testing.T) {
 	if n := sc.pagedOut(); n != 0 {
 		t.Fatalf("paged out %d times before start-up was done", n)
 	}
-	waitTimer(t, clk)
-	s.Started()
-	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+	startUp(t, s, clk, sc)
 	sc.mu.Lock()
 	if sc.pageOuts != 1 || sc.freesAtPageOut[0] != 0 {
 		// the collector's code is faulted back by the collections
@@ -654,9 +661,7 @@ func TestStartupCollectionsWithoutPageOut(t *testing.T) {
 	s, clk, period, stop := runScavenger(t, sc)
 	waitTimer(t, clk)
 	s.Set(10*time.Second, false)
-	waitTimer(t, clk)
-	s.Started()
-	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+	startUp(t, s, clk, sc)
 	for range 6 {
 		period(nil)
 	}
@@ -684,9 +689,7 @@ func TestStartupCollectionsWithoutPageOut(t *testing.T) {
 func TestScavengerStartedTwice(t *testing.T) {
 	sc := &script{cur: Sample{HeapLive: 400 << 10, HeapObjects: 400 << 10}}
 	s, clk, period, stop := runScavenger(t, sc)
-	waitTimer(t, clk)
-	s.Started()
-	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+	startUp(t, s, clk, sc)
 	waitTimer(t, clk)
 	s.Started()
 	for range 3 {
@@ -716,9 +719,7 @@ func TestScavengerReloadBeforeStarted(t *testing.T) {
 	if n, f := sc.pagedOut(), sc.freed(); n != 0 || f != 0 {
 		t.Fatalf("before start-up was done: %d page-outs, %d collections", n, f)
 	}
-	waitTimer(t, clk)
-	s.Started()
-	waitFor(t, func() bool { return sc.freed() == StartupCollections }, "the collections at start-up")
+	startUp(t, s, clk, sc)
 	for range 3 {
 		period(nil)
 	}

@@ -75,29 +75,20 @@ func sleeper(t *testing.T, flags ...string) (pid int, exe string) {
 	return cmd.Process.Pid, exe
 }
 
-// TestResidencyPIE: a position-independent executable is mapped away
-// from its link addresses; its resident code is found where it is
-// mapped, not reported as nothing resident.
-func TestResidencyPIE(t *testing.T) {
-	pid, exe := sleeper(t, "-buildmode=pie")
-	line, err := residency(pid, exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if kb := resident(t, line, ".text"); kb == "0" {
-		t.Errorf("a running PIE's .text: 0 KB resident (%s)", line)
-	}
-}
-
-// TestResidencyStatic: the static, non-PIE build (the router's).
-func TestResidencyStatic(t *testing.T) {
-	pid, exe := sleeper(t, "-ldflags=-s -w")
-	line, err := residency(pid, exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if kb := resident(t, line, ".text"); kb == "0" {
-		t.Errorf("a running program's .text: 0 KB resident (%s)", line)
+// TestResidencyRunning: the running program's resident code is found
+// where its executable is mapped: the static, non-PIE build (the
+// router's), and a position-independent one, mapped away from its link
+// addresses, not reported as nothing resident.
+func TestResidencyRunning(t *testing.T) {
+	for _, flag := range []string{"-ldflags=-s -w", "-buildmode=pie"} {
+		pid, exe := sleeper(t, flag)
+		line, err := residency(pid, exe)
+		if err != nil {
+			t.Fatalf("%s: %v", flag, err)
+		}
+		if kb := resident(t, line, ".text"); kb == "0" {
+			t.Errorf("%s: a running program's .text: 0 KB resident (%s)", flag, line)
+		}
 	}
 }
 
