@@ -91,6 +91,12 @@ if [ -z "${FOOTPRINT_WORK:-}" ]; then
 		echo "footprint: READ_AHEAD_KB must be a number (KB)" >&2
 		exit 2
 		;;
+	*)
+		if ! command -v mkfs.ext4 >/dev/null || ! command -v losetup >/dev/null; then
+			echo "footprint: READ_AHEAD_KB needs mkfs.ext4 (e2fsprogs) and losetup (util-linux)" >&2
+			exit 1
+		fi
+		;;
 	esac
 	command -v sipp >/dev/null || {
 		echo "footprint: sipp is not installed" >&2
@@ -124,7 +130,17 @@ if [ -z "${FOOTPRINT_WORK:-}" ]; then
 	sh scripts/router-build.sh "$work/floorprog" nodbus ./scripts/floorprog
 	# the CLI (uci, call) from a copy: never the daemon's own file
 	cp "$work/phonebookd" "$work/phonebookd-cli"
-	where="the work directory ($(df --output=source "$work" | tail -1), read_ahead_kb of its disk as set)"
+	# the work directory's disk and its read-ahead (a partition's is its
+	# disk's)
+	dev=$(df --output=source "$work" | tail -1)
+	ra=unknown
+	for q in "/sys/class/block/${dev#/dev/}/queue" "/sys/class/block/${dev#/dev/}/../queue"; do
+		if [ -r "$q/read_ahead_kb" ]; then
+			ra=$(cat "$q/read_ahead_kb")
+			break
+		fi
+	done
+	where="the work directory ($dev, read_ahead_kb $ra)"
 	if [ -n "${READ_AHEAD_KB+set}" ]; then
 		truncate -s 64M "$work/ra.img"
 		mkfs.ext4 -q -F "$work/ra.img"
