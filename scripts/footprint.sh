@@ -53,6 +53,25 @@
 # a new phone that gets a binding (the issue's first figures).
 # GOMEMLIMIT in the environment reaches the daemon (runtimetune then keeps
 # it instead of the limit it derives from MemTotal).
+#
+# The Go floor: scripts/floorprog, the smallest Go daemon of the same
+# shape with the project's runtime tuning (UDP and TCP listeners, signals,
+# slog, runtime/metrics, runtimetune with the daemon's own settings),
+# built with the same flags, is started at the same time in the same
+# namespace and sampled at the two idle points, then stopped before the
+# loads. Its rows ("Go floor ...") are what the Go runtime and std hold
+# on their own under the same conditions; the notes give what the project
+# adds over them.
+#
+# READ_AHEAD_KB=N: both executables run from an ext4 file system on a
+# loop device (an image in the work directory) whose queue/read_ahead_kb
+# is N, set before they are copied there. Why: after the scavenger pages
+# the code out, each fault reads the executable back from the disk, and
+# this kernel (6.18) reads ahead read_ahead_kb around every fault in an
+# executable mapping whatever MADV_RANDOM says (the VM's disk has 8192);
+# routers' kernels (5.15, 6.6) honour MADV_RANDOM, and a package on jffs2
+# is read a page at a time. READ_AHEAD_KB=0 is the nearer to a router.
+# Unset: the executables run from the work directory, as before.
 set -eu
 idle=${1:-600}
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -68,6 +87,17 @@ if [ -z "${FOOTPRINT_WORK:-}" ]; then
 		exit 2
 		;;
 	esac
+	case ${READ_AHEAD_KB-unset} in unset) ;; '' | *[!0-9]*)
+		echo "footprint: READ_AHEAD_KB must be a number (KB)" >&2
+		exit 2
+		;;
+	*)
+		if ! command -v mkfs.ext4 >/dev/null || ! command -v losetup >/dev/null; then
+			echo "footprint: READ_AHEAD_KB needs mkfs.ext4 (e2fsprogs) and losetup (util-linux)" >&2
+			exit 1
+		fi
+		;;
+	esac
 	command -v sipp >/dev/null || {
 		echo "footprint: sipp is not installed" >&2
 		exit 1
@@ -75,12 +105,57 @@ if [ -z "${FOOTPRINT_WORK:-}" ]; then
 	# a fresh directory per run: the daemon's executable is a file no
 	# other process maps (MADV_PAGEOUT skips pages mapped twice)
 	work=$(mktemp -d /tmp/footprint.XXXXXX)
-	trap 'rm -rf "$work"' EXIT
+	loop=
+	mnt=
+	# unmounted and detached on any exit, Ctrl-C included (a process
+	# still closing its executable: the unmount is tried again)
+	# shellcheck disable=SC2317 # called by the trap
+	cleanup() {
+		if [ -n "$mnt" ]; then
+			for _ in 1 2 3 4 5 6 7 8 9 10; do
+				umount "$mnt" 2>/dev/null && break
+				sleep 0.5
+			done
+		fi
+		if [ -n "$loop" ]; then losetup -d "$loop" 2>/dev/null || true; fi
+		rm -rf "$work"
+	}
+	trap cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
 	cd "$top"
-	# the router build, as Makefile's cross target makes it (amd64 here)
+	# the router build, as Makefile's cross target makes it (amd64 here),
+	# and the Go floor with the same flags
 	sh scripts/router-build.sh "$work/phonebookd"
+	sh scripts/router-build.sh "$work/floorprog" nodbus ./scripts/floorprog
 	# the CLI (uci, call) from a copy: never the daemon's own file
 	cp "$work/phonebookd" "$work/phonebookd-cli"
+	# the work directory's disk and its read-ahead (a partition's is its
+	# disk's)
+	dev=$(df --output=source "$work" | tail -1)
+	ra=unknown
+	for q in "/sys/class/block/${dev#/dev/}/queue" "/sys/class/block/${dev#/dev/}/../queue"; do
+		if [ -r "$q/read_ahead_kb" ]; then
+			ra=$(cat "$q/read_ahead_kb")
+			break
+		fi
+	done
+	where="the work directory ($dev, read_ahead_kb $ra)"
+	if [ -n "${READ_AHEAD_KB+set}" ]; then
+		truncate -s 64M "$work/ra.img"
+		mkfs.ext4 -q -F "$work/ra.img"
+		loop=$(losetup -f --show "$work/ra.img")
+		mnt=$work/ra
+		mkdir "$mnt"
+		mount "$loop" "$mnt" || {
+			mnt=
+			exit 1
+		}
+		echo "$READ_AHEAD_KB" >"/sys/block/$(basename "$loop")/queue/read_ahead_kb"
+		mkdir "$mnt/bin"
+		mv "$work/phonebookd" "$work/floorprog" "$mnt/bin/"
+		where="ext4 on $loop, read_ahead_kb $(cat "/sys/block/$(basename "$loop")/queue/read_ahead_kb")"
+	fi
 	# written back, as a package's binary on flash is: the page cache's
 	# pages of a file just written are dirty, and smaps would count the
 	# daemon's code as Private_Dirty
@@ -88,20 +163,26 @@ if [ -z "${FOOTPRINT_WORK:-}" ]; then
 	go build -o "$work/ubus-broker" ./cmd/ubus-broker
 	go build -o "$work/optflood" ./scripts/optflood
 	go build -o "$work/coderes" ./scripts/coderes
-	echo "router build: $(stat -c %s "$work/phonebookd") bytes (amd64, nodbus, stripped); $(go version); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >&2
+	bindir=${mnt:+$mnt/bin}
+	bindir=${bindir:-$work}
+	echo "router build: $(stat -c %s "$bindir/phonebookd") bytes (amd64, nodbus, stripped); Go floor (scripts/floorprog, same flags): $(stat -c %s "$bindir/floorprog") bytes; both run from $where; $(go version); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >&2
 	# the same script again, in a network namespace of its own
-	FOOTPRINT_WORK=$work unshare -n sh "$0" "$idle"
+	FOOTPRINT_WORK=$work FOOTPRINT_BIN=$bindir unshare -n sh "$0" "$idle"
 	exit
 fi
 
 work=$FOOTPRINT_WORK
-bin=$work/phonebookd
+bin=$FOOTPRINT_BIN/phonebookd
+floor=$FOOTPRINT_BIN/floorprog
 cli=$work/phonebookd-cli
 sock=$work/ubus.sock
 ip link set lo up
 broker=
 daemon=
-trap 'kill $daemon $broker 2>/dev/null || true' EXIT
+floorpid=
+trap 'kill $daemon $floorpid $broker 2>/dev/null || true; wait' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 mkdir -p "$work/etc/config"
 cp "$top/files/etc/config/phonebook" "$work/etc/config/"
@@ -121,6 +202,9 @@ interval=$($u get phonebook.health.health_check_interval)
 broker=$!
 i=0
 while [ ! -S "$sock" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+# the floor and the daemon at the same time, with the same settings
+"$floor" -c "$work/etc/config" -t "$work/tmp/.uci" -every "${interval}s" 2>"$work/floor.log" &
+floorpid=$!
 "$bin" -c "$work/etc/config" -t "$work/tmp/.uci" -s "$sock" 2>"$work/daemon.log" &
 daemon=$!
 t0=$(date +%s)
@@ -142,13 +226,13 @@ until_t() {
 	[ "$now" -ge $((base + $1)) ] || sleep $((base + $1 - now))
 }
 
-# kB of KEY in a /proc file of the daemon
-kb() { awk -v k="$1:" '$1 == k {print $2; exit}' "/proc/$daemon/$2"; }
+# kB of KEY in a /proc file of process PID: kb PID KEY FILE
+kb() { awk -v k="$2:" '$1 == k {print $2; exit}' "/proc/$1/$3"; }
 
-# the daemon's resident kB by mapping: code data arena other rest
-# (see the head of this file)
+# the resident kB of process PID with executable EXE by mapping: code
+# data arena other rest (see the head of this file): bymapping PID EXE
 bymapping() {
-	awk -v exe="$bin" '
+	awk -v exe="$2" '
 	function hex(s,   i, v) {
 		v = 0
 		for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
@@ -179,7 +263,7 @@ bymapping() {
 			}
 		}
 		printf "%d %d %d %d %d\n", code, data, arena, other, rest
-	}' "/proc/$daemon/smaps"
+	}' "/proc/$1/smaps"
 }
 
 # a field of the health snapshot's memory section ("null" where unmeasured)
@@ -217,23 +301,28 @@ cat >"$rtt" <<'HEAD'
 |---|---|---|---|---|---|---|
 HEAD
 
-# one row of each table; the /proc figures first, read at once
-sample() {
+# the /proc row and the section row of process PID with executable EXE,
+# its VmRSS, RssAnon and RssFile (kB) recorded in $work/kb under NAME:
+# procrow NAME PID EXE
+procrow() {
 	ts=$(date +%s)
-	rss=$(kb VmRSS status)
+	rss=$(kb "$2" VmRSS status)
+	anon=$(kb "$2" RssAnon status)
+	file=$(kb "$2" RssFile status)
 	row=$(printf '| %s | %d | %s | %s | %s | %s | %s | %s | %s |' "$1" $((ts - t0)) \
-		"$(mb "$rss")" "$(mb "$(kb RssAnon status)")" "$(mb "$(kb RssFile status)")" \
-		"$(mb "$(kb Pss smaps_rollup)")" "$(mb "$(kb Private_Dirty smaps_rollup)")" "$(mb "$(kb VmHWM status)")" \
-		"$(kb Threads status)")
+		"$(mb "$rss")" "$(mb "$anon")" "$(mb "$file")" \
+		"$(mb "$(kb "$2" Pss smaps_rollup)")" "$(mb "$(kb "$2" Private_Dirty smaps_rollup)")" "$(mb "$(kb "$2" VmHWM status)")" \
+		"$(kb "$2" Threads status)")
+	echo "$rss $anon $file $1" >>"$work/kb"
 	# shellcheck disable=SC2046 # five numbers, split on purpose
-	set -- "$1" $(bymapping)
-	printf '%s %s | %s | %s | %s | %s |\n' "$row" "$(mb "$2")" "$(mb "$3")" "$(mb "$4")" "$(mb "$5")" "$(mb "$6")" >>"$proct"
+	set -- "$1" "$2" "$3" $(bymapping "$2" "$3")
+	printf '%s %s | %s | %s | %s | %s |\n' "$row" "$(mb "$4")" "$(mb "$5")" "$(mb "$6")" "$(mb "$7")" "$(mb "$8")" >>"$proct"
 	tail -1 "$proct" >&2
 	# the executable's resident pages by section (scripts/coderes):
 	# "MB resident, 64 KB blocks touched/in all". coderes failing, or a
 	# section missing from its line, ends the run (set -e): an empty
 	# cell would read as nothing resident.
-	code=$("$work/coderes" "$daemon" "$bin")
+	code=$("$work/coderes" "$2" "$3")
 	echo "$code" | tr ';' '\n' | awk -v p="$1" '
 		{ sub(/^ /, ""); cell[$1] = sprintf("%.2f, %s", $3 / 1024, $4) }
 		END {
@@ -245,6 +334,12 @@ sample() {
 				}
 			printf "| %s | %s | %s | %s |\n", p, cell[".text"], cell[".rodata"], cell[".gopclntab"]
 		}' >>"$codet"
+}
+
+# one row of each table for the daemon; the /proc figures first, read at
+# once
+sample() {
+	procrow "$1" "$daemon" "$bin"
 	echo "$1 $rss" >>"$work/rss"
 	# the snapshot and its evaluation's time, read again if an
 	# evaluation came between the two reads
@@ -275,10 +370,33 @@ register() {
 
 : >"$work/notes"
 : >"$work/rss"
+: >"$work/kb"
+fl="Go floor (scripts/floorprog)"
+# over the floor at an idle point: overfloor SECONDS
+overfloor() {
+	awk -v d="idle, $1 s" -v f="$fl, idle, $1 s" -v n="$1" '
+	{ name = $0; sub(/^[0-9]+ [0-9]+ [0-9]+ /, "", name); rss[name] = $1; anon[name] = $2; file[name] = $3 }
+	END {
+		if (!(d in rss) || !(f in rss)) exit 1
+		printf "the project over the Go floor, idle at %s s: %+.2f MB VmRSS (%+.2f RssAnon, %+.2f RssFile)\n", n,
+			(rss[d] - rss[f]) / 1024, (anon[d] - anon[f]) / 1024, (file[d] - file[f]) / 1024
+	}' "$work/kb" >>"$work/notes"
+}
 until_t 5
 sample "idle, 5 s"
+procrow "$fl, idle, 5 s" "$floorpid" "$floor"
 until_t "$idle"
 sample "idle, $idle s"
+procrow "$fl, idle, $idle s" "$floorpid" "$floor"
+overfloor 5
+overfloor "$idle"
+# the floor's own view of its runtime, if a tick came (every
+# health_check_interval)
+echo "the Go floor's last runtime/metrics line (KB): $(grep 'msg=runtime heap_objects_kb=' "$work/floor.log" | tail -1 | sed 's/.*msg=runtime //' | grep . || echo "none (no tick of ${interval} s before it stopped)")" >>"$work/notes"
+# stopped before the loads: they are the daemon's alone
+kill "$floorpid"
+wait "$floorpid" || true
+floorpid=
 
 register phones 1000 256 500
 sleep 1

@@ -9,15 +9,18 @@
 #     packages, -262 KB on mips at a CPU cost inside the run-to-run spread
 #     (docs/BENCHMARKS.md).
 #   -trimpath -ldflags '-s -w', CGO_ENABLED=0: static, stripped.
-# Usage: scripts/router-build.sh OUT [TAGS]
+# Usage: scripts/router-build.sh OUT [TAGS [PKG]]
 #   GOOS, GOARCH, GOMIPS, GOARM come from the environment (the host's
-#   architecture when unset); TAGS replaces nodbus (Makefile's sizes).
+#   architecture when unset); TAGS replaces nodbus (Makefile's sizes);
+#   PKG replaces ./cmd/phonebookd (scripts/footprint.sh builds its Go
+#   floor, ./scripts/floorprog, with the same flags).
 set -eu
 [ $# -ge 1 ] || {
-	echo "usage: scripts/router-build.sh OUT [TAGS]" >&2
+	echo "usage: scripts/router-build.sh OUT [TAGS [PKG]]" >&2
 	exit 2
 }
 out=$1
 tags=${2-nodbus}
+pkg=${3-./cmd/phonebookd}
 cd "$(dirname "$0")/.."
-CGO_ENABLED=0 exec go build -trimpath -ldflags '-s -w' -gcflags 'github.com/aredn/...=-l' -tags "$tags" -o "$out" ./cmd/phonebookd
+CGO_ENABLED=0 exec go build -trimpath -ldflags '-s -w' -gcflags 'github.com/aredn/...=-l' -tags "$tags" -o "$out" "$pkg"
