@@ -19,6 +19,8 @@ const (
 	spansetBlocks part = iota
 	spansetSpines
 	markBits
+	spanQueues
+	getrandom
 	profBuckets
 	pageAlloc
 	arenaIndex
@@ -37,6 +39,8 @@ var names = [nparts]string{
 	spansetBlocks:   "spanset-blocks",
 	spansetSpines:   "spanset-spines",
 	markBits:        "gc-markbits",
+	spanQueues:      "gc-span-queues",
+	getrandom:       "getrandom-states",
 	profBuckets:     "profile-buckets",
 	pageAlloc:       "pagealloc",
 	arenaIndex:      "arena-index",
@@ -62,12 +66,19 @@ type walk struct {
 	im      *image
 	ranges  []rng
 	details [nparts]string
+	page    uint64 // the system's page size
 }
 
 func (w *walk) add(p part, start, n uint64) {
 	if start != 0 && n != 0 {
 		w.ranges = append(w.ranges, rng{start, start + n, p})
 	}
+}
+
+// addMapped adds the n bytes at start that the runtime maps by
+// themselves (sysAlloc, sysMap): their last page is theirs whole.
+func (w *walk) addMapped(p part, start, n uint64) {
+	w.add(p, start, (n+w.page-1)&^(w.page-1))
 }
 
 // measure attributes the resident anonymous pages of process pid, which
@@ -98,8 +109,9 @@ func measure(pid int, exe string) (*report, error) {
 		return nil, err
 	}
 	defer mf.Close()
-	w := &walk{m: &memory{f: mf, order: im.order, ptr: im.ptr}, im: im}
-	if err := errors.Join(w.heap(), w.spanSets(), w.markBits(), w.persistent(), w.buckets(), w.pageAlloc()); err != nil {
+	page := uint64(os.Getpagesize())
+	w := &walk{m: &memory{f: mf, order: im.order, ptr: im.ptr}, im: im, page: page}
+	if err := errors.Join(w.heap(), w.spanSets(), w.markBits(), w.spanQueues(), w.getrandom(), w.persistent(), w.buckets(), w.pageAlloc()); err != nil {
 		return nil, err
 	}
 	ms, err := maps(pid)
@@ -112,7 +124,6 @@ func measure(pid int, exe string) (*report, error) {
 			w.add(mainStack, mp.start, mp.end-mp.start)
 		}
 	}
-	page := uint64(os.Getpagesize())
 	pages, err := resident(pid, ms, page)
 	if err != nil {
 		return nil, err

@@ -35,13 +35,34 @@
 // process may change between the reads; an idle one, the case this is
 // for, does not in any way that moves a figure by more than a page or two.
 //
+// The parts, in the order a page shared by two goes to (an inner range
+// before the chunk or arena holding it):
+//
+//	spanset-blocks, spanset-spines  the mcentrals' span sets
+//	gc-markbits       the GC's mark-bit arenas (gcBitsArenas)
+//	gc-span-queues    the green tea GC's span queue rings
+//	getrandom-states  the vDSO getrandom states
+//	profile-buckets   the memory profile's hash table (buckhash)
+//	pagealloc         page allocator: summaries, chunk bitmaps, scavenge index
+//	arena-index       arena index L2, heapArena structs, allspans
+//	persistentalloc-other  the rest of the persistentalloc chunks
+//	heap-spans        spans of heap objects (how many, in how many size classes)
+//	manual-spans      spans of goroutine stacks and GC work buffers
+//	heap-free         heap arena pages in no span (free, not yet released)
+//	exe-bss           the executable's bss (anonymous after its data)
+//	stack             the main thread's [stack]
+//	unattributed      the rest: runtime memory none of these walks finds
+//
+// A page that holds more than one part (span-set blocks are 4,608 B on
+// amd64, spines 2 KB, packed in the same chunks) is split between them
+// by bytes, and the figures rounded to KB so that they add up.
+//
 // It prints one line per part, "part KB detail", largest first, every
 // part even at 0 KB, then "total KB"; with -md the same lines as
 // markdown table rows "| part | KB | detail |". The total is the resident
-// sum of the anonymous mappings (no file, and [stack]); the main thread's
-// [stack] is a part of its own. The pages of the executable's writable
-// file mapping that were copied on write (they count in RssAnon) are not
-// in it.
+// sum of the anonymous mappings (no file, [stack], [anon: ...]). The
+// pages of the executable's writable file mapping that were copied on
+// write (RssAnon counts them) are not in it.
 package main
 
 import (

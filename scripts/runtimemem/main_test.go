@@ -100,7 +100,7 @@ func start(t *testing.T, exe string) int {
 }
 
 // anonRSS is the resident sum in KB of pid's anonymous mappings (no
-// file, or [stack]/[heap]) by /proc/PID/smaps: the kernel's own count,
+// file, [stack], [heap], [anon: ...]) by /proc/PID/smaps: the kernel's own count,
 // independent of the pagemap walk.
 func anonRSS(t *testing.T, pid int) uint64 {
 	t.Helper()
@@ -116,7 +116,7 @@ func anonRSS(t *testing.T, pid int) uint64 {
 			continue
 		}
 		if strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			anon = len(f) < 6 || f[5] == "[stack]" || f[5] == "[heap]"
+			anon = len(f) < 6 || anonymousPath(strings.Join(f[5:], " "))
 			continue
 		}
 		if f[0] == "Rss:" && anon {

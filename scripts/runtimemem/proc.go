@@ -136,10 +136,18 @@ func maps(pid int) ([]mapping, error) {
 	return out, nil
 }
 
-// anonymous says whether m is anonymous memory: no file, or the main
-// thread's [stack] (the kernel's [vdso], [vvar] and [vsyscall] are not).
+// anonymous says whether m is anonymous memory: no file, the main
+// thread's [stack], or a mapping the runtime named ("[anon: Go: heap]",
+// on kernels with CONFIG_ANON_VMA_NAME); the kernel's [vdso], [vvar]
+// and [vsyscall] are not.
 func (m mapping) anonymous() bool {
-	return m.path == "" || m.path == "[stack]" || m.path == "[heap]"
+	return anonymousPath(m.path)
+}
+
+// anonymousPath says whether a mapping shown with path in
+// /proc/PID/maps is anonymous memory.
+func anonymousPath(path string) bool {
+	return path == "" || path == "[stack]" || path == "[heap]" || strings.HasPrefix(path, "[anon:")
 }
 
 // resident lists the resident pages (their addresses) of pid's

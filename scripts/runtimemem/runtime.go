@@ -107,7 +107,7 @@ func (w *walk) heap() error {
 		return err
 	}
 	for _, p := range l1 {
-		w.add(arenaIndex, p, l2size)
+		w.addMapped(arenaIndex, p, l2size)
 	}
 	ha, err := mheap.field("heapArenas")
 	if err != nil {
@@ -139,12 +139,12 @@ func (w *walk) heap() error {
 		if err != nil {
 			return err
 		}
-		w.add(arenaIndex, meta[0], haSize)
+		w.addMapped(arenaIndex, meta[0], haSize)
 		all = append(all, arena{idx, meta[0]})
 	}
 	if as, err := mheap.field("allspans"); err == nil {
 		if a, c, e, err := m.slice(as); err == nil {
-			w.add(arenaIndex, a, c*e)
+			w.addMapped(arenaIndex, a, c*e)
 		}
 	}
 	w.details[arenaIndex] = fmt.Sprintf("arena index L2 (%d), %d heapArena structs of %d B, allspans", countNonzero(l1), len(all), haSize)
@@ -354,7 +354,7 @@ func (w *walk) markBits() error {
 		}
 		for seen := map[uint64]bool{}; p != 0 && !seen[p]; {
 			seen[p] = true
-			w.add(markBits, p, asize)
+			w.addMapped(markBits, p, asize)
 			n++
 			ws, err := m.words(p+next, 1)
 			if err != nil {
@@ -419,7 +419,7 @@ func (w *walk) buckets() error {
 	if err != nil {
 		return err
 	}
-	w.add(profBuckets, p, n)
+	w.addMapped(profBuckets, p, n)
 	w.details[profBuckets] = fmt.Sprintf("buckhash, %d KB mapped", n>>10)
 	return nil
 }
@@ -454,7 +454,7 @@ func (w *walk) pageAlloc() error {
 		if err != nil {
 			return err
 		}
-		w.add(pageAlloc, a, c*e)
+		w.addMapped(pageAlloc, a, c*e)
 	}
 	chunks, err := pages.field("chunks")
 	if err != nil {
@@ -477,7 +477,7 @@ func (w *walk) pageAlloc() error {
 		return err
 	}
 	for _, p := range l1 {
-		w.add(pageAlloc, p, l2size)
+		w.addMapped(pageAlloc, p, l2size)
 	}
 	scav, err := pages.field("scav.index.chunks")
 	if err != nil {
@@ -487,7 +487,168 @@ func (w *walk) pageAlloc() error {
 	if err != nil {
 		return err
 	}
-	w.add(pageAlloc, a, c*e)
+	w.addMapped(pageAlloc, a, c*e)
 	w.details[pageAlloc] = fmt.Sprintf("%d summary levels, %d chunk bitmaps of %d KB, scavenge index", levels, countNonzero(l1), l2size>>10)
+	return nil
+}
+
+// spanQueues walks the green tea GC's span queue rings (work.spanSPMCs:
+// a list of spanSPMC linked through their allnode, each with a ring of
+// cap pointers mapped by itself). A runtime without green tea has no
+// such list and no such memory: the part is 0 and says so.
+func (w *walk) spanQueues() error {
+	m, im := w.m, w.im
+	work, err := im.variable("runtime.work")
+	if err != nil {
+		return err
+	}
+	list, err := work.field("spanSPMCs.list")
+	if err != nil {
+		w.details[spanQueues] = "none: no runtime.work.spanSPMCs (a GC without green tea)"
+		return nil
+	}
+	p, err := m.field(list, "obj")
+	if err != nil {
+		return err
+	}
+	nodeOff, err := m.field(list, "nodeOffset")
+	if err != nil {
+		return err
+	}
+	nt, err := im.typ("runtime.listNodeManual")
+	if err != nil {
+		return err
+	}
+	next, nextSize, err := offset(nt, "runtime.listNodeManual", "next")
+	if err != nil {
+		return err
+	}
+	st, err := im.typ("runtime.spanSPMC")
+	if err != nil {
+		return err
+	}
+	ringOff, ringSize, err := offset(st, "runtime.spanSPMC", "ring")
+	if err != nil {
+		return err
+	}
+	capOff, capSize, err := offset(st, "runtime.spanSPMC", "cap")
+	if err != nil {
+		return err
+	}
+	ringT, err := obj{t: st, name: "runtime.spanSPMC"}.field("ring")
+	if err != nil {
+		return err
+	}
+	slotT, err := pointee(ringT.name, ringT.t)
+	if err != nil {
+		return err
+	}
+	slot, err := size(ringT.name+"[0]", slotT)
+	if err != nil {
+		return err
+	}
+	n, mapped := 0, uint64(0)
+	for seen := map[uint64]bool{}; p != 0 && !seen[p]; {
+		seen[p] = true
+		read := func(off, sz uint64) (uint64, error) {
+			b, err := m.read(p+off, sz)
+			if err != nil {
+				return 0, fmt.Errorf("spanSPMC at %#x: %w", p, err)
+			}
+			return m.word(b)
+		}
+		ring, err := read(ringOff, ringSize)
+		if err != nil {
+			return err
+		}
+		c, err := read(capOff, capSize)
+		if err != nil {
+			return err
+		}
+		w.addMapped(spanQueues, ring, c*slot)
+		n++
+		mapped += c * slot
+		if p, err = read(nodeOff+next, nextSize); err != nil {
+			return err
+		}
+	}
+	w.details[spanQueues] = fmt.Sprintf("%d rings, %d KB mapped", n, mapped>>10)
+	return nil
+}
+
+// getrandom finds the pages of the vDSO getrandom states
+// (vgetrandomAlloc.states, the free ones, and each M's
+// mOS.vgetrandomState), which the runtime maps by themselves. A runtime
+// without them (an architecture without vDSO getrandom) has none: the
+// part is 0 and says so.
+func (w *walk) getrandom() error {
+	m, im := w.m, w.im
+	va, err := im.variable("runtime.vgetrandomAlloc")
+	if err != nil {
+		w.details[getrandom] = "none: no runtime.vgetrandomAlloc (no vDSO getrandom here)"
+		return nil
+	}
+	states, err := va.field("states")
+	if err != nil {
+		return err
+	}
+	a, _, _, err := m.slice(states)
+	if err != nil {
+		return err
+	}
+	n, err := m.field(states, "len")
+	if err != nil {
+		return err
+	}
+	all, err := m.words(a, n)
+	if err != nil {
+		return fmt.Errorf("runtime.vgetrandomAlloc.states: %w", err)
+	}
+	allm, err := im.variable("runtime.allm")
+	if err != nil {
+		return err
+	}
+	mt, err := pointee(allm.name, allm.t)
+	if err != nil {
+		return err
+	}
+	stateOff, stateSize, err := offset(mt, "runtime.m", "mOS.vgetrandomState")
+	if err != nil {
+		return err
+	}
+	linkOff, linkSize, err := offset(mt, "runtime.m", "alllink")
+	if err != nil {
+		return err
+	}
+	p, err := m.uint(allm)
+	if err != nil {
+		return err
+	}
+	for seen := map[uint64]bool{}; p != 0 && !seen[p]; {
+		seen[p] = true
+		b, err := m.read(p+stateOff, stateSize)
+		if err != nil {
+			return fmt.Errorf("m at %#x: %w", p, err)
+		}
+		st, err := m.word(b)
+		if err != nil {
+			return err
+		}
+		all = append(all, st)
+		if b, err = m.read(p+linkOff, linkSize); err != nil {
+			return fmt.Errorf("m at %#x: %w", p, err)
+		}
+		if p, err = m.word(b); err != nil {
+			return err
+		}
+	}
+	pages := map[uint64]bool{}
+	for _, s := range all {
+		if s != 0 && !pages[s&^(w.page-1)] {
+			pages[s&^(w.page-1)] = true
+			w.add(getrandom, s&^(w.page-1), w.page)
+		}
+	}
+	w.details[getrandom] = fmt.Sprintf("%d pages of states", len(pages))
 	return nil
 }
