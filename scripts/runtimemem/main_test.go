@@ -23,16 +23,19 @@ func needRoot(t *testing.T) {
 }
 
 // allocator is a program that allocates objects of many sizes (so
-// spans in many size classes), keeps them, starts goroutines (stacks),
-// says it is up, then sleeps.
+// spans in many size classes), keeps them, frees every other of 64
+// large ones (free heap pages between live ones: the heap goal stays
+// above what is retained, so the scavenger has no reason to release
+// them), starts goroutines (stacks), says it is up, then sleeps.
 const allocator = `package main
 
 import (
 	"os"
+	"runtime"
 	"time"
 )
 
-var keep [][]byte
+var keep, large [][]byte
 
 func main() {
 	for size := 8; size <= 40000; size += size/8 + 8 {
@@ -40,6 +43,17 @@ func main() {
 			keep = append(keep, make([]byte, size))
 		}
 	}
+	for range 64 {
+		b := make([]byte, 64<<10)
+		b[0], b[len(b)-1] = 1, 1
+		large = append(large, b)
+	}
+	for i := range large {
+		if i%2 == 0 {
+			large[i] = nil
+		}
+	}
+	runtime.GC()
 	block := make(chan struct{})
 	for range 16 {
 		go func() { <-block }()
@@ -146,17 +160,19 @@ func kb(t *testing.T, r *report, name string) uint64 {
 
 // TestMeasureRunning: on a running stripped program, with its twin's
 // symbols, the parts add up to the anonymous mappings' resident sum as
-// smaps counts it; there are heap spans and span-set blocks; little is
-// left unattributed.
+// smaps counts it; there are heap spans, free heap pages (the
+// allocator's holes: found only if the arenas' base is right) and
+// span-set blocks; little is left unattributed.
 func TestMeasureRunning(t *testing.T) {
 	needRoot(t)
 	stripped, symbols := buildTwins(t)
-	checkMeasure(t, start(t, stripped), symbols)
+	checkMeasure(t, start(t, stripped), symbols, "heap-free")
 }
 
 // checkMeasure measures pid with the symbols of its twin and checks
-// the report against smaps and the bounds.
-func checkMeasure(t *testing.T, pid int, symbols string) {
+// the report against smaps and the bounds; the parts named in more
+// must not be 0 either.
+func checkMeasure(t *testing.T, pid int, symbols string, more ...string) {
 	t.Helper()
 	// The runtime may map or release a page between the walk and smaps
 	// (its background scavenger, sysmon): a try counts when smaps reads
@@ -185,7 +201,7 @@ func checkMeasure(t *testing.T, pid int, symbols string) {
 		if sum != r.total {
 			t.Errorf("the parts add up to %d KB, the total says %d", sum, r.total)
 		}
-		for _, name := range []string{"heap-spans", "manual-spans", "spanset-blocks", "spanset-spines", "exe-bss"} {
+		for _, name := range append([]string{"heap-spans", "manual-spans", "spanset-blocks", "spanset-spines", "exe-bss"}, more...) {
 			if kb(t, r, name) == 0 {
 				t.Errorf("%s: 0 KB", name)
 			}

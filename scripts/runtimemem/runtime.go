@@ -158,6 +158,7 @@ func (w *walk) heap() error {
 	var offsetFound bool
 	var baseOffset uint64
 	votes := map[uint64]int{}
+	var live [][2]uint64 // the live spans' [start, end)
 	mask := ^uint64(0)
 	if m.ptr == 4 {
 		mask = 1<<32 - 1
@@ -186,6 +187,9 @@ func (w *walk) heap() error {
 				}
 			}
 			start, npages, state, class := v[0], v[1], v[2], v[3]
+			if state == uint64(inUse) || state == uint64(manual) {
+				live = append(live, [2]uint64{start, start + npages*uint64(pageSize)})
+			}
 			switch state {
 			case uint64(inUse):
 				w.add(heapSpans, start, npages*uint64(pageSize))
@@ -216,8 +220,17 @@ func (w *walk) heap() error {
 			return fmt.Errorf("no live span gives the arenas' base (runtime.arenaBaseOffset is not in DWARF)")
 		}
 	}
+	bases := map[uint64]bool{}
 	for _, a := range all {
-		w.add(heapFree, (a.idx*arenaBytes+baseOffset)&mask, arenaBytes)
+		base := (a.idx*arenaBytes + baseOffset) & mask
+		bases[base] = true
+		w.add(heapFree, base, arenaBytes)
+	}
+	// every live span lies in the arenas, or the base is wrong
+	for _, sp := range live {
+		if !bases[sp[0]&^(arenaBytes-1)] || !bases[(sp[1]-1)&^(arenaBytes-1)] {
+			return fmt.Errorf("span [%#x, %#x) is in no heap arena (arena base offset %#x)", sp[0], sp[1], baseOffset)
+		}
 	}
 	w.details[heapSpans] = fmt.Sprintf("%d spans in %d size classes", nobj, len(classes))
 	w.details[manualSpans] = "stacks, GC work buffers"
