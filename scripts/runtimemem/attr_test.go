@@ -2,6 +2,7 @@ package main
 
 import (
 	"debug/elf"
+	"encoding/binary"
 	"strings"
 	"testing"
 )
@@ -99,5 +100,52 @@ func TestMissingNames(t *testing.T) {
 	}
 	if _, err := mheap.field("pages.summary"); err != nil {
 		t.Error(err)
+	}
+}
+
+// zeros is the memory of a process whose every byte is 0.
+type zeros struct{}
+
+func (zeros) ReadAt(b []byte, _ int64) (int, error) {
+	clear(b)
+	return len(b), nil
+}
+
+// TestWalksResolve: every name, field and constant the walks use is
+// found in the router's two word sizes and byte orders: the amd64 build
+// and the 32-bit big-endian mips one (no mips process can be read here:
+// qemu-user's /proc is the emulator's). The walks run over memory of
+// zeros, where every list is empty, so what is checked is the types:
+// an error is a name the walks need and the executable lacks.
+func TestWalksResolve(t *testing.T) {
+	for _, c := range []struct {
+		env   []string
+		ptr   uint64
+		order binary.ByteOrder
+	}{
+		{[]string{"GOARCH=amd64"}, 8, binary.LittleEndian},
+		{[]string{"GOARCH=mips", "GOMIPS=softfloat"}, 4, binary.BigEndian},
+	} {
+		_, symbols := buildTwins(t, c.env...)
+		f, err := elf.Open(symbols)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		im, err := load(f)
+		if err != nil {
+			t.Fatalf("%v: %v", c.env, err)
+		}
+		if im.ptr != c.ptr || im.order != c.order {
+			t.Errorf("%v: pointer size %d, %v; want %d, %v", c.env, im.ptr, im.order, c.ptr, c.order)
+		}
+		w := &walk{m: &memory{f: zeros{}, order: im.order, ptr: im.ptr}, im: im, page: 4096}
+		for name, walk := range map[string]func() error{"heap": w.heap, "spanSets": w.spanSets, "markBits": w.markBits,
+			"spanQueues": w.spanQueues, "getrandom": w.getrandom, "persistent": w.persistent, "buckets": w.buckets, "pageAlloc": w.pageAlloc} {
+			if err := walk(); err != nil {
+				t.Errorf("%v: %s: %v", c.env, name, err)
+			}
+		}
+		t.Logf("%v: %q", c.env, w.details)
 	}
 }

@@ -74,8 +74,9 @@ func gocmd(t *testing.T) string {
 }
 
 // buildTwins builds the allocator as the router build is built
-// (-trimpath, static) twice: stripped (-ldflags '-s -w') and with symbols.
-func buildTwins(t *testing.T) (stripped, symbols string) {
+// (-trimpath, static) twice: stripped (-ldflags '-s -w') and with
+// symbols; env adds to the build's environment (GOARCH=mips, ...).
+func buildTwins(t *testing.T, env ...string) (stripped, symbols string) {
 	t.Helper()
 	g := gocmd(t)
 	dir := t.TempDir()
@@ -89,7 +90,7 @@ func buildTwins(t *testing.T) (stripped, symbols string) {
 	for out, flags := range map[string][]string{stripped: {"-ldflags=-s -w"}, symbols: nil} {
 		args := append(append([]string{"build", "-trimpath"}, flags...), "-o", out, ".")
 		cmd := exec.Command(g, args...)
-		cmd.Dir, cmd.Env = dir, append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+		cmd.Dir, cmd.Env = dir, append(append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS="), env...)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go %v: %v\n%s", args, err, b)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -11,7 +12,7 @@ import (
 // memory reads a process's memory (/proc/PID/mem) in the words of its
 // executable.
 type memory struct {
-	f     *os.File
+	f     io.ReaderAt // /proc/PID/mem
 	order binary.ByteOrder
 	ptr   uint64
 }

@@ -297,18 +297,24 @@ func (w *walk) spanSets() error {
 				if err != nil {
 					return err
 				}
-				spine, err := m.field(ss, "spine.a.value")
+				var f [3]obj
+				for i, path := range []string{"spine.a.value", "spineCap", "spineLen.value"} {
+					if f[i], err = ss.field(path); err != nil {
+						return err
+					}
+				}
+				spine, err := m.uint(f[0])
 				if err != nil {
 					return err
 				}
 				if spine == 0 {
 					continue
 				}
-				spineCap, err := m.field(ss, "spineCap")
+				spineCap, err := m.uint(f[1])
 				if err != nil {
 					return err
 				}
-				spineLen, err := m.field(ss, "spineLen.value")
+				spineLen, err := m.uint(f[2])
 				if err != nil {
 					return err
 				}
