@@ -1,12 +1,12 @@
 // Command runtimemem says which part of a running Go program's runtime
 // holds its resident anonymous memory: every resident page of the
-// process's anonymous mappings is given to one part (heap spans with
-// objects, stacks, free heap pages, the runtime's span sets, mark bits,
-// page allocator, ...), and the parts add up to the mappings' resident
-// sum. runtime/metrics says what the runtime has mapped per class; what
-// a router pays is what is resident, and issue 19 asks, where the RSS
-// target is not met, which part of the runtime holds the memory, with
-// figures.
+// process's anonymous mappings is attributed to the parts of the
+// runtime whose memory it holds (heap spans with objects, stacks, free
+// heap pages, the runtime's span sets, mark bits, page allocator, ...),
+// and the parts add up to the mappings' resident sum. runtime/metrics
+// says what the runtime has mapped per class; what a router pays is
+// what is resident, and issue 19 asks, where the RSS target is not met,
+// which part of the runtime holds the memory, with figures.
 //
 //	runtimemem [-md] PID EXECUTABLE_WITH_SYMBOLS
 //
@@ -16,10 +16,10 @@
 // the build information, and -s -w drop only the symbol table and DWARF,
 // which are not loaded, so both files load the same bytes at the same
 // addresses. That is checked: the loaded segments and the allocated
-// sections (addresses, sizes, and the bytes of .text and the data) of
-// /proc/PID/exe and of the given file must be equal, or runtimemem
-// refuses. (Without -trimpath the ldflags go into .go.buildinfo and every
-// later address moves.)
+// sections (addresses and sizes; the bytes of code, read-only data and
+// data) of /proc/PID/exe and of the given file must be equal, or
+// runtimemem refuses. (Without -trimpath the ldflags go into
+// .go.buildinfo and every later address moves.)
 //
 // The runtime's variables are found by the ELF symbol table (debug/elf),
 // their struct field offsets and type sizes come from DWARF (debug/dwarf)
@@ -33,10 +33,11 @@
 // mappings from /proc/PID/maps. That needs root (ptrace access to the
 // process: CAP_SYS_PTRACE, or the same user with ptrace_scope 0). A busy
 // process may change between the reads; an idle one, the case this is
-// for, does not in any way that moves a figure by more than a page or two.
+// for, hardly does (the tests compare the total with smaps read before
+// and after).
 //
-// The parts, in the order a page shared by two goes to (an inner range
-// before the chunk or arena holding it):
+// The parts, in their order of precedence where their ranges overlap
+// (an inner range before the chunk or arena holding it):
 //
 //	spanset-blocks, spanset-spines  the mcentrals' span sets
 //	gc-markbits       the GC's mark-bit arenas (gcBitsArenas)
