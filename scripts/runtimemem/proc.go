@@ -1,0 +1,185 @@
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// memory reads a process's memory (/proc/PID/mem) in the words of its
+// executable.
+type memory struct {
+	f     io.ReaderAt // /proc/PID/mem
+	order binary.ByteOrder
+	ptr   uint64
+}
+
+// read reads n bytes at addr.
+func (m *memory) read(addr, n uint64) ([]byte, error) {
+	b := make([]byte, n)
+	if got, err := m.f.ReadAt(b, int64(addr)); uint64(got) != n {
+		return nil, fmt.Errorf("read %d bytes at %#x of the process: got %d: %w", n, addr, got, err)
+	}
+	return b, nil
+}
+
+// word decodes the unsigned integer of len(b) bytes (1, 2, 4 or 8).
+func (m *memory) word(b []byte) (uint64, error) {
+	switch len(b) {
+	case 1:
+		return uint64(b[0]), nil
+	case 2:
+		return uint64(m.order.Uint16(b)), nil
+	case 4:
+		return uint64(m.order.Uint32(b)), nil
+	case 8:
+		return m.order.Uint64(b), nil
+	}
+	return 0, fmt.Errorf("an integer of %d bytes", len(b))
+}
+
+// uint reads o, an integer or pointer of o's type's size.
+func (m *memory) uint(o obj) (uint64, error) {
+	n, err := size(o.name, o.t)
+	if err != nil {
+		return 0, err
+	}
+	b, err := m.read(o.addr, n)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", o.name, err)
+	}
+	v, err := m.word(b)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", o.name, err)
+	}
+	return v, nil
+}
+
+// field reads o's integer or pointer field at path.
+func (m *memory) field(o obj, path string) (uint64, error) {
+	f, err := o.field(path)
+	if err != nil {
+		return 0, err
+	}
+	return m.uint(f)
+}
+
+// words reads n pointer-sized words at addr.
+func (m *memory) words(addr, n uint64) ([]uint64, error) {
+	b, err := m.read(addr, n*m.ptr)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint64, n)
+	for i := range out {
+		out[i], _ = m.word(b[uint64(i)*m.ptr : uint64(i+1)*m.ptr])
+	}
+	return out, nil
+}
+
+// slice reads the array pointer and capacity of o, a Go slice, and the
+// size of its elements.
+func (m *memory) slice(o obj) (array, capacity, elem uint64, err error) {
+	a, err := o.field("array")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	et, err := pointee(a.name, a.t)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if elem, err = size(a.name+"[0]", et); err != nil {
+		return 0, 0, 0, err
+	}
+	if array, err = m.uint(a); err != nil {
+		return 0, 0, 0, err
+	}
+	if capacity, err = m.field(o, "cap"); err != nil {
+		return 0, 0, 0, err
+	}
+	return array, capacity, elem, nil
+}
+
+// mapping is one line of /proc/PID/maps.
+type mapping struct {
+	start, end uint64
+	perms      string
+	path       string // "" for an anonymous mapping
+}
+
+// maps reads /proc/PID/maps.
+func maps(pid int) ([]mapping, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, err
+	}
+	var out []mapping
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			return nil, fmt.Errorf("maps of %d: line %q", pid, strings.TrimSpace(line))
+		}
+		lo, hi, ok := strings.Cut(f[0], "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if !ok || err1 != nil || err2 != nil || end <= start {
+			return nil, fmt.Errorf("maps of %d: line %q", pid, strings.TrimSpace(line))
+		}
+		m := mapping{start: start, end: end, perms: f[1]}
+		if len(f) > 5 {
+			m.path = strings.Join(f[5:], " ")
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// anonymous says whether m is anonymous memory: no file, the main
+// thread's [stack], or a mapping the runtime named ("[anon: Go: heap]",
+// on kernels with CONFIG_ANON_VMA_NAME); the kernel's [vdso], [vvar]
+// and [vsyscall] are not.
+func (m mapping) anonymous() bool {
+	return anonymousPath(m.path)
+}
+
+// anonymousPath says whether a mapping shown with path in
+// /proc/PID/maps is anonymous memory.
+func anonymousPath(path string) bool {
+	return path == "" || path == "[stack]" || path == "[heap]" || strings.HasPrefix(path, "[anon:")
+}
+
+// resident lists the resident pages (their addresses) of pid's
+// anonymous mappings, in address order, from /proc/PID/pagemap (bit 63:
+// present). Mappings with no access (the runtime's reservations) are
+// skipped: no page of them can be present.
+func resident(pid int, ms []mapping, page uint64) ([]uint64, error) {
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer pm.Close()
+	const batch = 1 << 16 // pages per read: 512 KB of pagemap
+	var out []uint64
+	buf := make([]byte, batch*8)
+	for _, m := range ms {
+		if !m.anonymous() || m.perms[:3] == "---" {
+			continue
+		}
+		for first := m.start / page; first < m.end/page; first += batch {
+			n := min(uint64(batch), m.end/page-first)
+			b := buf[:n*8]
+			if got, err := pm.ReadAt(b, int64(first*8)); uint64(got) != n*8 {
+				return nil, fmt.Errorf("pagemap of %d at %#x: %d of %d bytes: %w", pid, first*page, got, n*8, err)
+			}
+			for i := range n {
+				if binary.NativeEndian.Uint64(b[i*8:])>>63 == 1 {
+					out = append(out, (first+i)*page)
+				}
+			}
+		}
+	}
+	return out, nil
+}
