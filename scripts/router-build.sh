@@ -14,7 +14,7 @@
 #   architecture when unset); TAGS replaces nodbus (Makefile's sizes);
 #   PKG replaces ./cmd/phonebookd (scripts/footprint.sh builds its Go
 #   floor, ./scripts/floorprog, with the same flags).
-#   SYMBOLS=1 in the environment leaves out -ldflags '-s -w': the twin
+#   SYMBOLS=1 in the environment leaves out the -s -w of -ldflags: the twin
 #   with symbols that scripts/runtimemem reads a running stripped build
 #   with (with -trimpath both load the same bytes at the same addresses).
 set -eu
