@@ -10,7 +10,7 @@
 #   60 s after,
 #   100,000 OPTIONS from 1,000 sources in 127.0.0.0/8 (scripts/optflood,
 #   10,000/s): at the end and 60 s after.
-# It prints three markdown tables, a row per point (MB unless named), then
+# It prints four markdown tables, a row per point (MB unless named), then
 # notes and the check of the issue's "back within base + 1 MB" (base: the
 # 256-phones row).
 #
@@ -32,7 +32,14 @@
 # fault maps the whole 64 KB block around it (the kernel's fault-around),
 # so a section whose blocks are all touched is all resident however
 # little of it runs.
-# The third table is the runtime's own view (runtime/metrics), from the
+# The third table splits the private memory by part of the Go runtime
+# (scripts/runtimemem, KB): it reads the running stripped build with the
+# symbols of its twin (the same build without -s -w, SYMBOLS=1
+# scripts/router-build.sh) and gives every resident page of the
+# anonymous mappings to a part: heap spans (objects), stacks and GC work
+# buffers, free heap pages, the size classes' span sets (blocks and
+# spines), the mark bits, the other runtime structures, bss.
+# The fourth table is the runtime's own view (runtime/metrics), from the
 # health snapshot's memory section (phonebook.health status). The daemon
 # reads those figures at each evaluation only: every
 # health_check_interval (60 s as shipped) and on events (a condition
@@ -128,6 +135,9 @@ if [ -z "${FOOTPRINT_WORK:-}" ]; then
 	# and the Go floor with the same flags
 	sh scripts/router-build.sh "$work/phonebookd"
 	sh scripts/router-build.sh "$work/floorprog" nodbus ./scripts/floorprog
+	# their twins with symbols, for scripts/runtimemem (never run)
+	SYMBOLS=1 sh scripts/router-build.sh "$work/phonebookd.sym"
+	SYMBOLS=1 sh scripts/router-build.sh "$work/floorprog.sym" nodbus ./scripts/floorprog
 	# the CLI (uci, call) from a copy: never the daemon's own file
 	cp "$work/phonebookd" "$work/phonebookd-cli"
 	# the work directory's disk and its read-ahead (a partition's is its
@@ -163,6 +173,7 @@ if [ -z "${FOOTPRINT_WORK:-}" ]; then
 	go build -o "$work/ubus-broker" ./cmd/ubus-broker
 	go build -o "$work/optflood" ./scripts/optflood
 	go build -o "$work/coderes" ./scripts/coderes
+	go build -o "$work/runtimemem" ./scripts/runtimemem
 	bindir=${mnt:+$mnt/bin}
 	bindir=${bindir:-$work}
 	echo "router build: $(stat -c %s "$bindir/phonebookd") bytes (amd64, nodbus, stripped); Go floor (scripts/floorprog, same flags): $(stat -c %s "$bindir/floorprog") bytes; both run from $where; $(go version); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >&2
@@ -295,6 +306,11 @@ cat >"$codet" <<'HEAD'
 | point | .text | .rodata | .gopclntab |
 |---|---|---|---|
 HEAD
+memt=$work/runtimemem.md
+cat >"$memt" <<'HEAD'
+| point | heap spans | stacks, GC work buffers | heap free | span sets: blocks | span sets: spines | mark bits | persistentalloc other | arena index | page allocator | exe bss | rest | total |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+HEAD
 rtt=$work/runtime.md
 cat >"$rtt" <<'HEAD'
 | point | snapshot age (s) | heap live | heap objects | stacks (KB) | Go total | goroutines |
@@ -334,6 +350,29 @@ procrow() {
 				}
 			printf "| %s | %s | %s | %s |\n", p, cell[".text"], cell[".rodata"], cell[".gopclntab"]
 		}' >>"$codet"
+	# the private memory by part of the runtime (scripts/runtimemem, KB,
+	# with the executable's twin with symbols); failing, or a part or
+	# the total missing, ends the run as above
+	parts=$("$work/runtimemem" "$2" "$work/$(basename "$3").sym")
+	echo "$parts" | awk -v p="$1" '
+		{ kb[$1] = $2 }
+		END {
+			n = split("heap-spans manual-spans heap-free spanset-blocks spanset-spines gc-markbits persistentalloc-other arena-index pagealloc exe-bss total", want, " ")
+			for (i = 1; i <= n; i++)
+				if (!(want[i] in kb)) {
+					printf "runtimemem: no %s in its output\n", want[i] >"/dev/stderr"
+					exit 1
+				}
+			# the rest: [stack], GC span queues, profile buckets,
+			# getrandom states, unattributed
+			rest = kb["total"]
+			row = ""
+			for (i = 1; i < n; i++) {
+				rest -= kb[want[i]]
+				row = row sprintf(" %d |", kb[want[i]])
+			}
+			printf "| %s |%s %d | %d |\n", p, row, rest, kb["total"]
+		}' >>"$memt"
 }
 
 # one row of each table for the daemon; the /proc figures first, read at
@@ -435,6 +474,10 @@ echo
 echo "The executable's resident pages by section (MB resident, 64 KB fault-around blocks touched/in all; scripts/coderes):"
 echo
 cat "$codet"
+echo
+echo "The private memory by part of the runtime (KB resident; scripts/runtimemem: every resident page of the anonymous mappings, the parts add up to the total; RssAnon also counts the executable's data pages copied on write):"
+echo
+cat "$memt"
 echo
 echo "The runtime (runtime/metrics) in the health snapshot, evaluated the given seconds before the sample (MB unless named):"
 echo

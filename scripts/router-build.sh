@@ -14,6 +14,9 @@
 #   architecture when unset); TAGS replaces nodbus (Makefile's sizes);
 #   PKG replaces ./cmd/phonebookd (scripts/footprint.sh builds its Go
 #   floor, ./scripts/floorprog, with the same flags).
+#   SYMBOLS=1 in the environment leaves out the -s -w of -ldflags: the twin
+#   with symbols that scripts/runtimemem reads a running stripped build
+#   with (with -trimpath both load the same bytes at the same addresses).
 set -eu
 [ $# -ge 1 ] || {
 	echo "usage: scripts/router-build.sh OUT [TAGS [PKG]]" >&2
@@ -23,4 +26,7 @@ out=$1
 tags=${2-nodbus}
 pkg=${3-./cmd/phonebookd}
 cd "$(dirname "$0")/.."
+if [ -n "${SYMBOLS:-}" ]; then
+	CGO_ENABLED=0 exec go build -trimpath -gcflags 'github.com/aredn/...=-l' -tags "$tags" -o "$out" "$pkg"
+fi
 CGO_ENABLED=0 exec go build -trimpath -ldflags '-s -w' -gcflags 'github.com/aredn/...=-l' -tags "$tags" -o "$out" "$pkg"

@@ -30,7 +30,10 @@
 //
 // The process is read as it runs, not stopped: memory from
 // /proc/PID/mem, resident pages from /proc/PID/pagemap (bit 63),
-// mappings from /proc/PID/maps. That needs root (ptrace access to the
+// mappings from /proc/PID/maps. The resident pages are read first, and only
+// they are read of the anonymous mappings: reading a page the process
+// never touched would allocate it, and the measure would add to what
+// it measures (a page not resident holds zeros). That needs root (ptrace access to the
 // process: CAP_SYS_PTRACE, or the same user with ptrace_scope 0). A busy
 // process may change between the reads; an idle one, the case this is
 // for, hardly does (the tests compare the total with smaps read before

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -15,15 +16,54 @@ type memory struct {
 	f     io.ReaderAt // /proc/PID/mem
 	order binary.ByteOrder
 	ptr   uint64
+	// absent, when set, says whether the page at a page-aligned address
+	// is an anonymous page not resident: read as zeros, never touched
+	// (pages of size page).
+	absent func(pageAddr uint64) bool
+	page   uint64
 }
 
-// read reads n bytes at addr.
+// read reads n bytes at addr, page by page where absent is set.
 func (m *memory) read(addr, n uint64) ([]byte, error) {
 	b := make([]byte, n)
-	if got, err := m.f.ReadAt(b, int64(addr)); uint64(got) != n {
-		return nil, fmt.Errorf("read %d bytes at %#x of the process: got %d: %w", n, addr, got, err)
+	if m.absent == nil {
+		if got, err := m.f.ReadAt(b, int64(addr)); uint64(got) != n {
+			return nil, fmt.Errorf("read %d bytes at %#x of the process: got %d: %w", n, addr, got, err)
+		}
+		return b, nil
+	}
+	for off := uint64(0); off < n; {
+		a := addr + off
+		end := min(a-a%m.page+m.page, addr+n)
+		if !m.absent(a - a%m.page) {
+			if got, err := m.f.ReadAt(b[off:end-addr], int64(a)); uint64(got) != end-a {
+				return nil, fmt.Errorf("read %d bytes at %#x of the process: got %d: %w", end-a, a, got, err)
+			}
+		}
+		off = end - addr
 	}
 	return b, nil
+}
+
+// absentIn is memory's absent for the mappings ms whose resident
+// anonymous pages are pages (in address order, as resident gives them):
+// a page of an anonymous mapping not among them. Pages of file mappings
+// are never absent: reading them maps no new anonymous memory.
+func absentIn(ms []mapping, pages []uint64) func(uint64) bool {
+	var anon []mapping
+	for _, m := range ms {
+		if m.anonymous() {
+			anon = append(anon, m)
+		}
+	}
+	return func(p uint64) bool {
+		i := sort.Search(len(anon), func(i int) bool { return anon[i].end > p })
+		if i == len(anon) || anon[i].start > p {
+			return false
+		}
+		j := sort.Search(len(pages), func(j int) bool { return pages[j] >= p })
+		return j == len(pages) || pages[j] != p
+	}
 }
 
 // word decodes the unsigned integer of len(b) bytes (1, 2, 4 or 8).
