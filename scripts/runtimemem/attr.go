@@ -89,13 +89,28 @@ func measure(pid int, exe string) (*report, error) {
 		return nil, err
 	}
 	defer sym.Close()
-	run, err := elf.Open(fmt.Sprintf("/proc/%d/exe", pid))
+	// the process's executable, read without leaving its pages in the
+	// page cache (cache.go)
+	ef, err := os.Open(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
 		return nil, fmt.Errorf("the process's executable: %w", err)
 	}
-	defer run.Close()
-	if err := sameBuild(run, sym); err != nil {
-		return nil, fmt.Errorf("process %d does not run the build %s is: %w", pid, exe, err)
+	defer ef.Close()
+	cached, err := cachedPages(ef)
+	if err != nil {
+		return nil, fmt.Errorf("the process's executable: %w", err)
+	}
+	run, err := elf.NewFile(ef)
+	if err != nil {
+		err = fmt.Errorf("the process's executable: %w", err)
+	} else if err = sameBuild(run, sym); err != nil {
+		err = fmt.Errorf("process %d does not run the build %s is: %w", pid, exe, err)
+	}
+	if derr := dropCachedSince(ef, cached); derr != nil {
+		return nil, errors.Join(err, fmt.Errorf("the process's executable: %w", derr))
+	}
+	if err != nil {
+		return nil, err
 	}
 	if sym.Type != elf.ET_EXEC {
 		return nil, fmt.Errorf("%s is %v: only a position-dependent executable is read (the router build is one)", exe, sym.Type)

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // needRoot skips a test that reads another process's memory.
@@ -394,6 +397,99 @@ func TestMeasureTouchesNothing(t *testing.T) {
 	}
 	if r.total != last {
 		t.Errorf("total %d KB, the anonymous mappings' resident sum before %d KB", r.total, last)
+	}
+}
+
+// cachedCount counts the pages of f in the page cache (mincore, the
+// test's own count) and its pages in all.
+func cachedCount(t *testing.T, f *os.File) (cached, all int) {
+	t.Helper()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatalf("mincore: %v", e)
+	}
+	for _, v := range vec {
+		cached += int(v & 1)
+	}
+	return cached, len(vec)
+}
+
+// rssFile is the RssFile line of pid's status.
+func rssFile(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(b)) {
+		if strings.HasPrefix(l, "RssFile:") {
+			return l
+		}
+	}
+	t.Fatalf("/proc/%d/status has no RssFile", pid)
+	return ""
+}
+
+// TestMeasureKeepsPageCache: measuring a process leaves the page cache
+// of its executable as it was. runtimemem reads the executable whole
+// (sameBuild compares its bytes with the twin's); through the page
+// cache, that brought back every page the daemon's code page-out had
+// dropped, and each later fault of the daemon in its code then mapped a
+// whole fault-around block of them: every sample after the first one in
+// scripts/footprint.sh counted more code (RssFile) than the daemon
+// alone would have, READ_AHEAD_KB=0 runs most of all.
+func TestMeasureKeepsPageCache(t *testing.T) {
+	needRoot(t)
+	stripped, symbols := buildTwins(t)
+	pid := start(t, stripped)
+	f, err := os.Open(stripped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil { // clean pages only can be dropped
+		t.Fatal(err)
+	}
+	// A fault of the program during the measure caches pages too (its
+	// read-around): such a try, seen in its RssFile, is done again.
+	for try := 0; ; try++ {
+		if try == 5 {
+			t.Fatal("the program kept faulting its executable in during the measure")
+		}
+		// as the code page-out leaves it: only the pages the program
+		// maps are cached
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			t.Fatal(err)
+		}
+		before, all := cachedCount(t, f)
+		if before == all {
+			t.Skip("the file system keeps every page of the executable cached (tmpfs?): nothing to check")
+		}
+		if before == 0 {
+			t.Fatal("no page of the running program's executable is cached: the count is wrong")
+		}
+		file := rssFile(t, pid)
+		if _, err := measure(pid, symbols); err != nil {
+			t.Fatal(err)
+		}
+		after, _ := cachedCount(t, f)
+		if rssFile(t, pid) != file {
+			continue
+		}
+		t.Logf("the executable's pages in the page cache: %d of %d before the measure, %d after", before, all, after)
+		if after != before {
+			t.Errorf("the executable's pages in the page cache: %d of %d before the measure, %d after", before, all, after)
+		}
+		return
 	}
 }
 
