@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -140,8 +141,15 @@ func measure(pid int, exe string) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	mem := &memory{f: mf, order: im.order, ptr: im.ptr, page: page, absent: absentIn(ms, pages)}
-	w := &walk{m: mem, im: im, page: page}
+	return walkAll(mf, im, ms, pages, page)
+}
+
+// walkAll attributes the resident anonymous pages (pages) of the
+// process whose memory mem holds, which runs the build im is, its
+// mappings ms.
+func walkAll(mem io.ReaderAt, im *image, ms []mapping, pages []uint64, page uint64) (*report, error) {
+	m := &memory{f: mem, order: im.order, ptr: im.ptr, page: page, absent: absentIn(ms, pages)}
+	w := &walk{m: m, im: im, page: page}
 	if err := errors.Join(w.heap(), w.spanSets(), w.markBits(), w.spanQueues(), w.getrandom(), w.persistent(), w.buckets(), w.pageAlloc()); err != nil {
 		return nil, err
 	}

@@ -101,10 +101,11 @@ func buildTwins(t *testing.T, env ...string) (stripped, symbols string) {
 	return stripped, symbols
 }
 
-// start runs exe, waits for its "up", and kills it at the test's end.
-func start(t *testing.T, exe string) int {
+// start runs exe with args, waits for its "up", and kills it at the
+// test's end.
+func start(t *testing.T, exe string, args ...string) int {
 	t.Helper()
-	cmd := exec.Command(exe)
+	cmd := exec.Command(exe, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -490,6 +491,104 @@ func TestMeasureKeepsPageCache(t *testing.T) {
 			t.Errorf("the executable's pages in the page cache: %d of %d before the measure, %d after", before, all, after)
 		}
 		return
+	}
+}
+
+// guestMemory is the memory of a program qemu-user runs: guest address
+// a is at base+a in qemu's own address space.
+type guestMemory struct {
+	f    *os.File // qemu's /proc/PID/mem
+	base int64
+}
+
+func (g guestMemory) ReadAt(b []byte, off int64) (int, error) { return g.f.ReadAt(b, off+g.base) }
+
+// TestWalksMips: the walks on a running program of the 32-bit
+// big-endian mips router build, which qemu-user runs: its memory is the
+// guest's, at a fixed offset in qemu's (TestWalksResolve reads zeros,
+// where no byte order, word size or decoded figure shows). The parts
+// add up, there are spans found by their mspans' fields (heap spans,
+// stacks, free heap pages between the allocator's live ones: found
+// only if the arena base is right) and span-set blocks from the spines.
+func TestWalksMips(t *testing.T) {
+	needRoot(t)
+	qemu, err := exec.LookPath("qemu-mips-static")
+	if err != nil {
+		t.Skipf("no qemu-mips-static: %v", err)
+	}
+	stripped, symbols := buildTwins(t, "GOARCH=mips", "GOMIPS=softfloat")
+	pid := start(t, qemu, stripped)
+	sf, err := elf.Open(symbols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	im, err := load(sf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the guest's base in qemu: where its executable's first segment
+	// is mapped, less the segment's address
+	ms, err := maps(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := uint64(os.Getpagesize())
+	var first uint64
+	for _, p := range sf.Progs {
+		if p.Type == elf.PT_LOAD && p.Off == 0 {
+			first = p.Vaddr &^ (page - 1)
+		}
+	}
+	base := uint64(0)
+	for _, m := range ms {
+		if m.path == stripped {
+			base = m.start - first
+			break
+		}
+	}
+	if base == 0 && first == 0 {
+		t.Fatalf("no mapping of %s in qemu's maps", stripped)
+	}
+	// the guest's mappings (its 4 GB) and their resident pages, in
+	// guest addresses
+	var host, guest []mapping
+	for _, m := range ms {
+		if m.start >= base && m.end <= base+1<<32 {
+			host = append(host, m)
+			m.start, m.end = m.start-base, m.end-base
+			guest = append(guest, m)
+		}
+	}
+	hp, err := resident(pid, host, page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := make([]uint64, len(hp))
+	for i, p := range hp {
+		pages[i] = p - base
+	}
+	mf, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mf.Close()
+	r, err := walkAll(guestMemory{mf, int64(base)}, im, guest, pages, page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest base %#x in qemu; runtimemem:\n%s", base, r.text())
+	var sum uint64
+	for _, l := range r.lines {
+		sum += l.kb
+	}
+	if sum != r.total || r.total != uint64(len(pages))*page>>10 {
+		t.Errorf("the parts add up to %d KB, the total says %d, the resident pages %d KB", sum, r.total, uint64(len(pages))*page>>10)
+	}
+	for _, name := range []string{"heap-spans", "manual-spans", "heap-free", "spanset-blocks", "spanset-spines", "exe-bss", "arena-index", "pagealloc"} {
+		if kb(t, r, name) == 0 {
+			t.Errorf("%s: 0 KB", name)
+		}
 	}
 }
 
