@@ -241,7 +241,7 @@ func TestMeasureRouterDaemon(t *testing.T) {
 		}
 	}
 	run("sh", "scripts/router-build.sh", router)
-	run(g, "build", "-trimpath", "-gcflags", "github.com/aredn/...=-l", "-tags", "nodbus", "-o", twin, "./cmd/phonebookd")
+	run("env", "SYMBOLS=1", "sh", "scripts/router-build.sh", twin)
 	run(g, "build", "-o", broker, "./cmd/ubus-broker")
 
 	// the shipped configuration, its directories in dir, SIP on a
@@ -317,7 +317,8 @@ func TestMeasureOtherBuild(t *testing.T) {
 }
 
 // TestRouterBuildTwins: the router build (scripts/router-build.sh) and
-// the same build without -ldflags load the same bytes at the same
+// the same build without -ldflags (SYMBOLS=1 scripts/router-build.sh)
+// load the same bytes at the same
 // addresses, so the stripped build can be read with its twin's symbols;
 // without -trimpath the linker flags go into the build information and
 // the addresses move, which sameBuild catches.
@@ -340,7 +341,13 @@ func TestRouterBuildTwins(t *testing.T) {
 		}
 		return out
 	}
-	twin := build(filepath.Join(dir, "twin"), "-trimpath")
+	// the twin as scripts/footprint.sh builds it
+	twin := filepath.Join(dir, "twin")
+	cmd = exec.Command("sh", "scripts/router-build.sh", twin)
+	cmd.Dir, cmd.Env = "../..", append(os.Environ(), "SYMBOLS=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("SYMBOLS=1 router build: %v\n%s", err, b)
+	}
 	untrimmed := build(filepath.Join(dir, "untrimmed"), "-ldflags=-s -w")
 	open := func(p string) *elf.File {
 		f, err := elf.Open(p)
