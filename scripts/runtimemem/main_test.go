@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"debug/elf"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -596,6 +597,24 @@ func TestWalksMips(t *testing.T) {
 		if kb(t, r, name) == 0 {
 			t.Errorf("%s: 0 KB", name)
 		}
+	}
+}
+
+// TestReadBounded: a length read from a process that changed under the
+// reads (a torn spine length, a moved slice) is an error, not an
+// allocation of that size.
+func TestReadBounded(t *testing.T) {
+	m := &memory{f: zeros{}, order: binary.BigEndian, ptr: 4, page: 4096}
+	for _, n := range []uint64{1 << 40, 1 << 62} {
+		if _, err := m.read(0x1000, n); err == nil {
+			t.Errorf("a read of %d bytes: no error", n)
+		}
+		if _, err := m.words(0x1000, n); err == nil {
+			t.Errorf("%d words: no error", n)
+		}
+	}
+	if _, err := m.read(0x1000, 64<<10); err != nil {
+		t.Errorf("a read of a heapArena's span table: %v", err)
 	}
 }
 
