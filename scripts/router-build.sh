@@ -25,8 +25,8 @@ set -eu
 out=$1
 tags=${2-nodbus}
 pkg=${3-./cmd/phonebookd}
+# one go build line for both (TestRouterBuildFlagsAgree reads its flags)
+ldflags='-s -w'
+[ -z "${SYMBOLS:-}" ] || ldflags=
 cd "$(dirname "$0")/.."
-if [ -n "${SYMBOLS:-}" ]; then
-	CGO_ENABLED=0 exec go build -trimpath -gcflags 'github.com/aredn/...=-l' -tags "$tags" -o "$out" "$pkg"
-fi
-CGO_ENABLED=0 exec go build -trimpath -ldflags '-s -w' -gcflags 'github.com/aredn/...=-l' -tags "$tags" -o "$out" "$pkg"
+CGO_ENABLED=0 exec go build -trimpath -ldflags "$ldflags" -gcflags 'github.com/aredn/...=-l' -tags "$tags" -o "$out" "$pkg"

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -30,7 +31,13 @@ func TestRouterBuildFlagsAgree(t *testing.T) {
 	s := string(script)
 	tags := one(`tags=\$\{2-([^}]*)\}`, s, "router-build.sh tags")
 	gc := one(`-gcflags '([^']*)'`, s, "router-build.sh gcflags")
-	ld := one(`-ldflags '([^']*)'`, s, "router-build.sh ldflags")
+	ld := one(`(?m)^ldflags='([^']*)'$`, s, "router-build.sh ldflags")
+	// the flags above are those of the one build line (SYMBOLS=1 only
+	// empties its ldflags): a second line would be one this test does
+	// not read
+	if n := strings.Count(s, "exec go build"); n != 1 {
+		t.Errorf("scripts/router-build.sh has %d go build lines, want 1", n)
+	}
 	o := string(sdk)
 	for _, c := range []struct{ name, script, sdk string }{
 		{"tags", tags, one(`(?m)^GO_PKG_TAGS:=(.*)$`, o, "Makefile.openwrt GO_PKG_TAGS")},

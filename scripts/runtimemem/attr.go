@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -89,13 +90,28 @@ func measure(pid int, exe string) (*report, error) {
 		return nil, err
 	}
 	defer sym.Close()
-	run, err := elf.Open(fmt.Sprintf("/proc/%d/exe", pid))
+	// the process's executable, read without leaving its pages in the
+	// page cache (cache.go)
+	ef, err := os.Open(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
 		return nil, fmt.Errorf("the process's executable: %w", err)
 	}
-	defer run.Close()
-	if err := sameBuild(run, sym); err != nil {
-		return nil, fmt.Errorf("process %d does not run the build %s is: %w", pid, exe, err)
+	defer ef.Close()
+	cached, err := cachedPages(ef)
+	if err != nil {
+		return nil, fmt.Errorf("the process's executable: %w", err)
+	}
+	run, err := elf.NewFile(ef)
+	if err != nil {
+		err = fmt.Errorf("the process's executable: %w", err)
+	} else if err = sameBuild(run, sym); err != nil {
+		err = fmt.Errorf("process %d does not run the build %s is: %w", pid, exe, err)
+	}
+	if derr := dropCachedSince(ef, cached); derr != nil {
+		return nil, errors.Join(err, fmt.Errorf("the process's executable: %w", derr))
+	}
+	if err != nil {
+		return nil, err
 	}
 	if sym.Type != elf.ET_EXEC {
 		return nil, fmt.Errorf("%s is %v: only a position-dependent executable is read (the router build is one)", exe, sym.Type)
@@ -125,8 +141,15 @@ func measure(pid int, exe string) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	mem := &memory{f: mf, order: im.order, ptr: im.ptr, page: page, absent: absentIn(ms, pages)}
-	w := &walk{m: mem, im: im, page: page}
+	return walkAll(mf, im, ms, pages, page)
+}
+
+// walkAll attributes the resident anonymous pages (pages) of the
+// process whose memory mem holds, which runs the build im is, its
+// mappings ms.
+func walkAll(mem io.ReaderAt, im *image, ms []mapping, pages []uint64, page uint64) (*report, error) {
+	m := &memory{f: mem, order: im.order, ptr: im.ptr, page: page, absent: absentIn(ms, pages)}
+	w := &walk{m: m, im: im, page: page}
 	if err := errors.Join(w.heap(), w.spanSets(), w.markBits(), w.spanQueues(), w.getrandom(), w.persistent(), w.buckets(), w.pageAlloc()); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"debug/elf"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // needRoot skips a test that reads another process's memory.
@@ -98,10 +102,11 @@ func buildTwins(t *testing.T, env ...string) (stripped, symbols string) {
 	return stripped, symbols
 }
 
-// start runs exe, waits for its "up", and kills it at the test's end.
-func start(t *testing.T, exe string) int {
+// start runs exe with args, waits for its "up", and kills it at the
+// test's end.
+func start(t *testing.T, exe string, args ...string) int {
 	t.Helper()
-	cmd := exec.Command(exe)
+	cmd := exec.Command(exe, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +242,7 @@ func TestMeasureRouterDaemon(t *testing.T) {
 		}
 	}
 	run("sh", "scripts/router-build.sh", router)
-	run(g, "build", "-trimpath", "-gcflags", "github.com/aredn/...=-l", "-tags", "nodbus", "-o", twin, "./cmd/phonebookd")
+	run("env", "SYMBOLS=1", "sh", "scripts/router-build.sh", twin)
 	run(g, "build", "-o", broker, "./cmd/ubus-broker")
 
 	// the shipped configuration, its directories in dir, SIP on a
@@ -313,7 +318,8 @@ func TestMeasureOtherBuild(t *testing.T) {
 }
 
 // TestRouterBuildTwins: the router build (scripts/router-build.sh) and
-// the same build without -ldflags load the same bytes at the same
+// the same build without -ldflags (SYMBOLS=1 scripts/router-build.sh)
+// load the same bytes at the same
 // addresses, so the stripped build can be read with its twin's symbols;
 // without -trimpath the linker flags go into the build information and
 // the addresses move, which sameBuild catches.
@@ -336,7 +342,13 @@ func TestRouterBuildTwins(t *testing.T) {
 		}
 		return out
 	}
-	twin := build(filepath.Join(dir, "twin"), "-trimpath")
+	// the twin as scripts/footprint.sh builds it
+	twin := filepath.Join(dir, "twin")
+	cmd = exec.Command("sh", "scripts/router-build.sh", twin)
+	cmd.Dir, cmd.Env = "../..", append(os.Environ(), "SYMBOLS=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("SYMBOLS=1 router build: %v\n%s", err, b)
+	}
 	untrimmed := build(filepath.Join(dir, "untrimmed"), "-ldflags=-s -w")
 	open := func(p string) *elf.File {
 		f, err := elf.Open(p)
@@ -394,6 +406,215 @@ func TestMeasureTouchesNothing(t *testing.T) {
 	}
 	if r.total != last {
 		t.Errorf("total %d KB, the anonymous mappings' resident sum before %d KB", r.total, last)
+	}
+}
+
+// cachedCount counts the pages of f in the page cache (mincore, the
+// test's own count) and its pages in all.
+func cachedCount(t *testing.T, f *os.File) (cached, all int) {
+	t.Helper()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatalf("mincore: %v", e)
+	}
+	for _, v := range vec {
+		cached += int(v & 1)
+	}
+	return cached, len(vec)
+}
+
+// rssFile is the RssFile line of pid's status.
+func rssFile(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(b)) {
+		if strings.HasPrefix(l, "RssFile:") {
+			return l
+		}
+	}
+	t.Fatalf("/proc/%d/status has no RssFile", pid)
+	return ""
+}
+
+// TestMeasureKeepsPageCache: measuring a process leaves the page cache
+// of its executable as it was. runtimemem reads the executable whole
+// (sameBuild compares its bytes with the twin's); through the page
+// cache, that brought back every page the daemon's code page-out had
+// dropped, and each later fault of the daemon in its code then mapped a
+// whole fault-around block of them: every sample after the first one in
+// scripts/footprint.sh counted more code (RssFile) than the daemon
+// alone would have, READ_AHEAD_KB=0 runs most of all.
+func TestMeasureKeepsPageCache(t *testing.T) {
+	needRoot(t)
+	stripped, symbols := buildTwins(t)
+	pid := start(t, stripped)
+	f, err := os.Open(stripped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil { // clean pages only can be dropped
+		t.Fatal(err)
+	}
+	// A fault of the program during the measure caches pages too (its
+	// read-around): such a try, seen in its RssFile, is done again.
+	for try := 0; ; try++ {
+		if try == 5 {
+			t.Fatal("the program kept faulting its executable in during the measure")
+		}
+		// as the code page-out leaves it: only the pages the program
+		// maps are cached
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			t.Fatal(err)
+		}
+		before, all := cachedCount(t, f)
+		if before == all {
+			t.Skip("the file system keeps every page of the executable cached (tmpfs?): nothing to check")
+		}
+		if before == 0 {
+			t.Fatal("no page of the running program's executable is cached: the count is wrong")
+		}
+		file := rssFile(t, pid)
+		if _, err := measure(pid, symbols); err != nil {
+			t.Fatal(err)
+		}
+		after, _ := cachedCount(t, f)
+		if rssFile(t, pid) != file {
+			continue
+		}
+		t.Logf("the executable's pages in the page cache: %d of %d before the measure, %d after", before, all, after)
+		if after != before {
+			t.Errorf("the executable's pages in the page cache: %d of %d before the measure, %d after", before, all, after)
+		}
+		return
+	}
+}
+
+// guestMemory is the memory of a program qemu-user runs: guest address
+// a is at base+a in qemu's own address space.
+type guestMemory struct {
+	f    *os.File // qemu's /proc/PID/mem
+	base int64
+}
+
+func (g guestMemory) ReadAt(b []byte, off int64) (int, error) { return g.f.ReadAt(b, off+g.base) }
+
+// TestWalksMips: the walks on a running program of the 32-bit
+// big-endian mips router build, which qemu-user runs: its memory is the
+// guest's, at a fixed offset in qemu's (TestWalksResolve reads zeros,
+// where no byte order, word size or decoded figure shows). The parts
+// add up, there are spans found by their mspans' fields (heap spans,
+// stacks, free heap pages between the allocator's live ones: found
+// only if the arena base is right) and span-set blocks from the spines.
+func TestWalksMips(t *testing.T) {
+	needRoot(t)
+	qemu, err := exec.LookPath("qemu-mips-static")
+	if err != nil {
+		t.Skipf("no qemu-mips-static: %v", err)
+	}
+	stripped, symbols := buildTwins(t, "GOARCH=mips", "GOMIPS=softfloat")
+	pid := start(t, qemu, stripped)
+	sf, err := elf.Open(symbols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	im, err := load(sf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the guest's base in qemu: where its executable's first segment
+	// is mapped, less the segment's address
+	ms, err := maps(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := uint64(os.Getpagesize())
+	var first uint64
+	for _, p := range sf.Progs {
+		if p.Type == elf.PT_LOAD && p.Off == 0 {
+			first = p.Vaddr &^ (page - 1)
+		}
+	}
+	base := uint64(0)
+	for _, m := range ms {
+		if m.path == stripped {
+			base = m.start - first
+			break
+		}
+	}
+	if base == 0 && first == 0 {
+		t.Fatalf("no mapping of %s in qemu's maps", stripped)
+	}
+	// the guest's mappings (its 4 GB) and their resident pages, in
+	// guest addresses
+	var host, guest []mapping
+	for _, m := range ms {
+		if m.start >= base && m.end <= base+1<<32 {
+			host = append(host, m)
+			m.start, m.end = m.start-base, m.end-base
+			guest = append(guest, m)
+		}
+	}
+	hp, err := resident(pid, host, page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := make([]uint64, len(hp))
+	for i, p := range hp {
+		pages[i] = p - base
+	}
+	mf, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mf.Close()
+	r, err := walkAll(guestMemory{mf, int64(base)}, im, guest, pages, page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest base %#x in qemu; runtimemem:\n%s", base, r.text())
+	var sum uint64
+	for _, l := range r.lines {
+		sum += l.kb
+	}
+	if sum != r.total || r.total != uint64(len(pages))*page>>10 {
+		t.Errorf("the parts add up to %d KB, the total says %d, the resident pages %d KB", sum, r.total, uint64(len(pages))*page>>10)
+	}
+	for _, name := range []string{"heap-spans", "manual-spans", "heap-free", "spanset-blocks", "spanset-spines", "exe-bss", "arena-index", "pagealloc"} {
+		if kb(t, r, name) == 0 {
+			t.Errorf("%s: 0 KB", name)
+		}
+	}
+}
+
+// TestReadBounded: a length read from a process that changed under the
+// reads (a torn spine length, a moved slice) is an error, not an
+// allocation of that size.
+func TestReadBounded(t *testing.T) {
+	m := &memory{f: zeros{}, order: binary.BigEndian, ptr: 4, page: 4096}
+	for _, n := range []uint64{1 << 40, 1 << 62} {
+		if _, err := m.read(0x1000, n); err == nil {
+			t.Errorf("a read of %d bytes: no error", n)
+		}
+		if _, err := m.words(0x1000, n); err == nil {
+			t.Errorf("%d words: no error", n)
+		}
+	}
+	if _, err := m.read(0x1000, 64<<10); err != nil {
+		t.Errorf("a read of a heapArena's span table: %v", err)
 	}
 }
 

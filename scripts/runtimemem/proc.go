@@ -23,8 +23,19 @@ type memory struct {
 	page   uint64
 }
 
+// maxRead bounds one read of the process: the largest structure a walk
+// reads whole is a heapArena's span table or the page allocator's L1
+// (64 KB each on amd64) or a span set's spine (a few KB); a length past
+// this came from a process that changed under the reads (a torn or
+// moved structure), and allocating it would end runtimemem, on a
+// router by running it out of memory.
+const maxRead = 64 << 20
+
 // read reads n bytes at addr, page by page where absent is set.
 func (m *memory) read(addr, n uint64) ([]byte, error) {
+	if n > maxRead {
+		return nil, fmt.Errorf("read %d bytes at %#x of the process: more than any structure walked (it changed under the reads?)", n, addr)
+	}
 	b := make([]byte, n)
 	if m.absent == nil {
 		if got, err := m.f.ReadAt(b, int64(addr)); uint64(got) != n {
@@ -109,6 +120,9 @@ func (m *memory) field(o obj, path string) (uint64, error) {
 
 // words reads n pointer-sized words at addr.
 func (m *memory) words(addr, n uint64) ([]uint64, error) {
+	if n > maxRead/m.ptr { // and n*m.ptr does not wrap
+		return nil, fmt.Errorf("read %d words at %#x of the process: more than any structure walked (it changed under the reads?)", n, addr)
+	}
 	b, err := m.read(addr, n*m.ptr)
 	if err != nil {
 		return nil, err

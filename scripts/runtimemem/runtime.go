@@ -121,6 +121,9 @@ func (w *walk) heap() error {
 	if err != nil {
 		return err
 	}
+	if haLen > maxRead/haElem { // haLen*haElem must not wrap
+		return fmt.Errorf("runtime.mheap_.heapArenas: length %d (the process changed under the reads?)", haLen)
+	}
 	idxBytes, err := m.read(haArray, haLen*haElem)
 	if err != nil {
 		return fmt.Errorf("runtime.mheap_.heapArenas: %w", err)
