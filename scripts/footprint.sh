@@ -353,7 +353,13 @@ procrow() {
 	# the private memory by part of the runtime (scripts/runtimemem, KB,
 	# with the executable's twin with symbols); failing, or a part or
 	# the total missing, ends the run as above
-	parts=$("$work/runtimemem" "$2" "$work/$(basename "$3").sym")
+	# A walk can fail on a runtime caught mid-change under load (a span
+	# in an arena added after the arena list was read): that row says so
+	# and the run goes on, rather than losing the run's other samples.
+	if ! parts=$("$work/runtimemem" "$2" "$work/$(basename "$3").sym" 2>"$work/runtimemem.err"); then
+		printf '| %s | runtimemem failed: %s |\n' "$1" "$(head -1 "$work/runtimemem.err")" >>"$memt"
+		return
+	fi
 	echo "$parts" | awk -v p="$1" '
 		{ kb[$1] = $2 }
 		END {

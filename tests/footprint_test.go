@@ -416,7 +416,7 @@ func startFloor(t *testing.T, pid int, bin string, tr *tree) *exec.Cmd {
 		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); exe == bin {
 			break
 		}
-		if i == 100 {
+		if i == 3000 { // 30 s of 10 ms waits: a loaded CI machine
 			t.Fatalf("process %d never became the Go floor %s", cmd.Process.Pid, bin)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -430,8 +430,19 @@ func stopFloor(t *testing.T, cmd *exec.Cmd) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("stop the Go floor: %v", err)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("the Go floor after SIGTERM: %v", err)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("the Go floor after SIGTERM: %v", err)
+		}
+	case <-time.After(time.Minute):
+		// a bounded wait, not a duration asserted: a floor that ignores
+		// SIGTERM fails the test instead of hanging it
+		cmd.Process.Kill()
+		<-done
+		t.Errorf("the Go floor did not exit a minute after SIGTERM")
 	}
 }
 

@@ -401,8 +401,10 @@ func TestMeasureTouchesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after := anonRSS(t, pid); after != last {
-		t.Errorf("measuring changed the process's anonymous RSS: %d KB before, %d KB after", last, after)
+	// growth only: the runtime's own scavenger may release a page
+	// meanwhile, and that is not the measure's doing
+	if after := anonRSS(t, pid); after > last {
+		t.Errorf("measuring grew the process's anonymous RSS: %d KB before, %d KB after", last, after)
 	}
 	if r.total != last {
 		t.Errorf("total %d KB, the anonymous mappings' resident sum before %d KB", r.total, last)
