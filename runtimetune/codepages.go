@@ -1,13 +1,11 @@
 package runtimetune
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
-	"strconv"
 	"sync"
 
+	"github.com/aredn/phonebookd/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,42 +72,21 @@ func adviseCode(advice int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("page out code: %w", err)
 	}
-	maps, err := os.ReadFile("/proc/self/maps")
+	maps, err := procfs.ReadMaps(0)
 	if err != nil {
 		return 0, fmt.Errorf("page out code: %w", err)
 	}
 	total := 0
-	sc := bufio.NewScanner(bytes.NewReader(maps))
-	for sc.Scan() {
-		start, end, perms, path, ok := parseMapsLine(sc.Text())
-		if !ok || path != exe || perms[1] == 'w' {
+	for _, m := range maps {
+		if m.Path != exe || m.Perms[1] == 'w' {
 			continue
 		}
 		// The mapping is the kernel's, not a Go object: madvise by
 		// address, as the maps file gives it.
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, start, end-start, uintptr(advice)); e != 0 {
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(m.Start), uintptr(m.End-m.Start), uintptr(advice)); e != 0 {
 			return total, fmt.Errorf("page out code: madvise %d: %w", advice, e)
 		}
-		total += int(end - start)
+		total += int(m.End - m.Start)
 	}
 	return total, nil
-}
-
-// parseMapsLine reads a /proc/self/maps line: "start-end perms offset
-// dev inode path".
-func parseMapsLine(line string) (start, end uintptr, perms, path string, ok bool) {
-	f := bytes.Fields([]byte(line))
-	if len(f) < 6 || len(f[1]) < 4 {
-		return 0, 0, "", "", false
-	}
-	lo, hi, found := bytes.Cut(f[0], []byte("-"))
-	if !found {
-		return 0, 0, "", "", false
-	}
-	s, err1 := strconv.ParseUint(string(lo), 16, 64)
-	e, err2 := strconv.ParseUint(string(hi), 16, 64)
-	if err1 != nil || err2 != nil || e <= s {
-		return 0, 0, "", "", false
-	}
-	return uintptr(s), uintptr(e), string(f[1]), string(bytes.Join(f[5:], []byte(" "))), true
 }

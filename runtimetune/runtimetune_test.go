@@ -876,28 +876,6 @@ func TestPageOutCodeDropsResidentPages(t *testing.T) {
 	}
 }
 
-// TestParseMapsLine reads /proc/self/maps lines as the kernel writes them.
-func TestParseMapsLine(t *testing.T) {
-	for _, c := range []struct {
-		line        string
-		start, end  uintptr
-		perms, path string
-		ok          bool
-	}{
-		{"00400000-00a5b000 r-xp 00000000 08:01 1234 /usr/sbin/phonebookd", 0x400000, 0xa5b000, "r-xp", "/usr/sbin/phonebookd", true},
-		{"7f00-8f00 r--p 00000000 08:01 99 /tmp/a dir/phone book", 0x7f00, 0x8f00, "r--p", "/tmp/a dir/phone book", true},
-		{"7ffd1000-7ffd2000 rw-p 00000000 00:00 0 ", 0, 0, "", "", false},
-		{"zz-10 r-xp 0 0 0 /x", 0, 0, "", "", false},
-		{"20-10 r-xp 0 0 0 /x", 0, 0, "", "", false},
-		{"", 0, 0, "", "", false},
-	} {
-		s, e, perms, path, ok := parseMapsLine(c.line)
-		if ok != c.ok || ok && (s != c.start || e != c.end || perms != c.perms || path != c.path) {
-			t.Errorf("%q: %x %x %q %q %v", c.line, s, e, perms, path, ok)
-		}
-	}
-}
-
 // TestTunerConfigure: the tuner applies each reload's settings: the
 // limit (re-derived when memory_limit_mb goes back to 0), GOGC, the
 // scavenger's period and code page-out.

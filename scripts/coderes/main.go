@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/aredn/phonebookd/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -65,36 +66,17 @@ type mapping struct {
 }
 
 // mappings reads the ranges of pid's address space that map the file
-// with device dev and inode ino (/proc/PID/maps: "start-end perms offset
-// major:minor inode path").
+// with device dev and inode ino (/proc/PID/maps).
 func mappings(pid int, dev, ino uint64) ([]mapping, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	ms, err := procfs.ReadMaps(pid)
 	if err != nil {
 		return nil, err
 	}
 	var out []mapping
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) < 6 {
-			continue
+	for _, m := range ms {
+		if m.Inode == ino && unix.Mkdev(m.Major, m.Minor) == dev {
+			out = append(out, mapping{m.Start, m.End, m.Offset})
 		}
-		if n, err := strconv.ParseUint(f[4], 10, 64); err != nil || n != ino {
-			continue
-		}
-		maj, mnr, ok := strings.Cut(f[3], ":")
-		mj, err1 := strconv.ParseUint(maj, 16, 32)
-		mn, err2 := strconv.ParseUint(mnr, 16, 32)
-		if !ok || err1 != nil || err2 != nil || unix.Mkdev(uint32(mj), uint32(mn)) != dev {
-			continue
-		}
-		lo, hi, ok := strings.Cut(f[0], "-")
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		off, err3 := strconv.ParseUint(f[2], 16, 64)
-		if !ok || err1 != nil || err2 != nil || err3 != nil || end <= start {
-			return nil, fmt.Errorf("maps of %d: line %q", pid, strings.TrimSpace(line))
-		}
-		out = append(out, mapping{start, end, off})
 	}
 	return out, nil
 }

@@ -6,8 +6,9 @@ import (
 	"io"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
+
+	"github.com/aredn/phonebookd/procfs"
 )
 
 // memory reads a process's memory (/proc/PID/mem) in the words of its
@@ -166,27 +167,13 @@ type mapping struct {
 
 // maps reads /proc/PID/maps.
 func maps(pid int) ([]mapping, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	ms, err := procfs.ReadMaps(pid)
 	if err != nil {
 		return nil, err
 	}
-	var out []mapping
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			return nil, fmt.Errorf("maps of %d: line %q", pid, strings.TrimSpace(line))
-		}
-		lo, hi, ok := strings.Cut(f[0], "-")
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		if !ok || err1 != nil || err2 != nil || end <= start {
-			return nil, fmt.Errorf("maps of %d: line %q", pid, strings.TrimSpace(line))
-		}
-		m := mapping{start: start, end: end, perms: f[1]}
-		if len(f) > 5 {
-			m.path = strings.Join(f[5:], " ")
-		}
-		out = append(out, m)
+	out := make([]mapping, len(ms))
+	for i, m := range ms {
+		out[i] = mapping{start: m.Start, end: m.End, perms: m.Perms, path: m.Path}
 	}
 	return out, nil
 }
