@@ -72,7 +72,7 @@ const (
 	// footprintOverFloorKB bounds what the project adds over the Go
 	// floor at idle: the daemon's VmRSS minus scripts/floorprog's (the
 	// same runtime, std and runtime tuning, nothing else) read at the
-	// same sample point. The lead measured 2.3-2.8 MB by hand (amd64,
+	// same sample point. Measured 2.3-2.8 MB with ad hoc runs (amd64,
 	// idle 120 s: the daemon 5.8-6.0 MB, the floor 3.2-3.5 MB);
 	// scripts/footprint.sh prints it in each run. 3.5 MB leaves room for
 	// the RssFile noise above; the part the Go runtime holds on its own
@@ -83,7 +83,7 @@ const (
 	// code pages' noise does not reach, so a real bound where the VmRSS
 	// one above is not (the floor holds 3.0-3.6 MB, so a daemon under
 	// footprintCeilingKB is always within footprintOverFloorKB of it).
-	// Measured: +496 and +580 KB (this test, h8 at 829739e), +550 and
+	// Measured: +496 and +580 KB (this test at 829739e), +550 and
 	// +610 KB (scripts/footprint.sh, idle 5 s, two runs).
 	footprintAnonOverFloorKB = 1024
 )
