@@ -69,15 +69,7 @@ func TestMissingNames(t *testing.T) {
 	// the test binary has no DWARF (go test links with -w): the
 	// allocator's twin with symbols has
 	_, symbols := buildTwins(t)
-	f, err := elf.Open(symbols)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	im, err := load(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, im := loadSymbols(t, symbols)
 	mheap, err := im.variable("runtime.mheap_")
 	if err != nil {
 		t.Fatal(err)
@@ -127,15 +119,7 @@ func TestWalksResolve(t *testing.T) {
 		{[]string{"GOARCH=mips", "GOMIPS=softfloat"}, 4, binary.BigEndian},
 	} {
 		_, symbols := buildTwins(t, c.env...)
-		f, err := elf.Open(symbols)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		im, err := load(f)
-		if err != nil {
-			t.Fatalf("%v: %v", c.env, err)
-		}
+		_, im := loadSymbols(t, symbols)
 		if im.ptr != c.ptr || im.order != c.order {
 			t.Errorf("%v: pointer size %d, %v; want %d, %v", c.env, im.ptr, im.order, c.ptr, c.order)
 		}

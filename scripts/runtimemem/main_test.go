@@ -102,6 +102,22 @@ func buildTwins(t *testing.T, env ...string) (stripped, symbols string) {
 	return stripped, symbols
 }
 
+// loadSymbols opens the executable with symbols at path and loads its
+// runtime's names (load); the file is closed at the test's end.
+func loadSymbols(t *testing.T, path string) (*elf.File, *image) {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	im, err := load(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return f, im
+}
+
 // start runs exe with args, waits for its "up", and kills it at the
 // test's end.
 func start(t *testing.T, exe string, args ...string) int {
@@ -528,15 +544,7 @@ func TestWalksMips(t *testing.T) {
 	}
 	stripped, symbols := buildTwins(t, "GOARCH=mips", "GOMIPS=softfloat")
 	pid := start(t, qemu, stripped)
-	sf, err := elf.Open(symbols)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
-	im, err := load(sf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sf, im := loadSymbols(t, symbols)
 	// the guest's base in qemu: where its executable's first segment
 	// is mapped, less the segment's address
 	ms, err := maps(pid)
