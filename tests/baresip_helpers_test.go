@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,13 +69,25 @@ func freeSIPPort(t *testing.T) int {
 	return 0
 }
 
-func freeTCPPort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// freeTCPPortBut is a port free for TCP that is none of taken: the
+// kernel may hand out again a port just closed, such as the pair
+// freeSIPPort checked (a CI run had baresip's ctrl_tcp on its own SIP
+// port: "ctrl_tcp: failed to listen on TCP 127.0.0.1:34915 (Address
+// already in use)", and the call test found no ctrl connection).
+func freeTCPPortBut(t *testing.T, taken ...int) int {
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !slices.Contains(taken, p) {
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free TCP port but %v", taken)
+	return 0
 }
 
 // startBaresip runs a phone whose accounts are the given lines of
@@ -86,7 +99,9 @@ func startBaresip(t *testing.T, name string, accounts ...string) *baresip {
 	bin := baresipPath(t)
 	dir := filepath.Join(shortDir(t), name)
 	os.MkdirAll(dir, 0o755)
-	sipPort, ctrlPort := freeSIPPort(t), freeTCPPort(t)
+	// baresip takes sipPort for UDP and TCP and sipPort+1 for TLS
+	sipPort := freeSIPPort(t)
+	ctrlPort := freeTCPPortBut(t, sipPort, sipPort+1)
 	config := fmt.Sprintf(`poll_method epoll
 sip_listen 127.0.0.1:%d
 module_path /usr/lib/baresip/modules
